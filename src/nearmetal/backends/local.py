@@ -1,0 +1,228 @@
+"""Run a trial's processes on this machine.
+
+Each process is started from an argv list in its own process group with stdout/stderr going to files in
+the trial's directory. The measured (``main``) process is waited for with ``wait4`` so its resource usage
+(and that of every descendant it reaped) comes from the kernel at no cost; a timer kills its process group
+at the deadline. Background processes (servers, co-located neighbours) start first, are checked for
+readiness, and are stopped after the main process ends. Every started process group is killed on every
+exit path, including KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from nearmetal.backends.base import Execution, ProcessResult
+from nearmetal.telemetry import TreeSampler, rusage_metrics
+from nearmetal.workloads.base import ProcessSpec
+
+# Joins a process to cgroups before it execs its program. The script is a constant; the cgroup files and
+# the program's argv are passed as positional arguments, never interpolated into the script.
+_ENTER_CGROUPS = (
+    'for f in "$@"; do shift; [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done; exec "$@"'
+)
+SH = "/bin/sh"
+KILL_GRACE_S = 2.0
+
+
+def wrap_for_cgroups(argv: list[str], procs_files: list[Path]) -> list[str]:
+    if not procs_files:
+        return argv
+    return [SH, "-c", _ENTER_CGROUPS, "nearmetal-enter-cgroup", *map(str, procs_files), "--", *argv]
+
+
+def kill_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after the grace period."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, sample_interval_s: float | None = 1.0) -> None:
+        self.sample_interval_s = sample_interval_s
+
+    def _spawn(
+        self, spec: ProcessSpec, trial_dir: Path, files: list[IO[bytes]]
+    ) -> tuple[subprocess.Popen, ProcessResult]:
+        label = spec.label()
+        result = ProcessResult(
+            role=spec.role,
+            label=label,
+            argv=list(spec.argv),
+            stdout_path=trial_dir / f"{label}.stdout",
+            stderr_path=trial_dir / f"{label}.stderr",
+        )
+        out = open(result.stdout_path, "wb")  # noqa: SIM115 - closed by the caller after the process ends
+        err = open(result.stderr_path, "wb")  # noqa: SIM115
+        files += [out, err]
+        env = {**os.environ, **spec.env}
+        argv = wrap_for_cgroups(spec.argv, spec.cgroup_procs)
+        result.started_at = time.time()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=spec.cwd or trial_dir,
+                process_group=0,
+                close_fds=True,
+            )
+        except FileNotFoundError:
+            raise FileNotFoundError(f"program not found: {spec.argv[0]}") from None
+        return proc, result
+
+    def _wait_ready(self, proc: subprocess.Popen, spec: ProcessSpec, result: ProcessResult) -> str | None:
+        deadline = time.monotonic() + spec.ready_timeout_s
+        if spec.ready_pattern:
+            pattern = re.compile(spec.ready_pattern)
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    return (
+                        f"{result.label} exited ({proc.returncode}) before it was ready: "
+                        + result.stderr_tail(500).strip()
+                    )
+                if pattern.search(result.read_stdout()) or pattern.search(result.read_stderr()):
+                    break
+                time.sleep(0.01)
+            else:
+                return f"{result.label} did not print {spec.ready_pattern!r} within {spec.ready_timeout_s:g}s"
+        if spec.ready_delay_s:
+            time.sleep(spec.ready_delay_s)
+        if proc.poll() is not None:
+            return (
+                f"{result.label} exited ({proc.returncode}) before the trial started: "
+                + result.stderr_tail(500).strip()
+            )
+        return None
+
+    def execute(self, processes: list[ProcessSpec], trial_dir: Path, timeout_s: float) -> Execution:
+        mains = [p for p in processes if p.role == "main"]
+        if len(mains) != 1:
+            raise ValueError(f"a trial needs exactly one main process, got {len(mains)}")
+        main_spec = mains[0]
+        background = [p for p in processes if p.role != "main"]
+        files: list[IO[bytes]] = []
+        started: list[tuple[subprocess.Popen, ProcessResult]] = []
+        execution: Execution | None = None
+        try:
+            for spec in background:
+                proc, result = self._spawn(spec, trial_dir, files)
+                started.append((proc, result))
+                problem = self._wait_ready(proc, spec, result)
+                if problem:
+                    main_result = ProcessResult(
+                        "main",
+                        main_spec.label(),
+                        list(main_spec.argv),
+                        trial_dir / "main.stdout",
+                        trial_dir / "main.stderr",
+                    )
+                    return Execution(
+                        main=main_result,
+                        others=[r for _, r in started],
+                        error=problem,
+                        placement=self._placement(),
+                    )
+            execution = self._run_main(main_spec, trial_dir, timeout_s, files, started)
+            return execution
+        finally:
+            for proc, result in reversed(started):
+                if proc.poll() is None:
+                    kill_group(proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+                result.returncode = proc.returncode
+                result.ended_at = result.ended_at or time.time()
+            for f in files:
+                f.close()
+
+    def _run_main(
+        self,
+        spec: ProcessSpec,
+        trial_dir: Path,
+        timeout_s: float,
+        files: list[IO[bytes]],
+        started: list[tuple[subprocess.Popen, ProcessResult]],
+    ) -> Execution:
+        others = [r for _, r in started]
+        t0 = time.perf_counter()
+        proc, result = self._spawn(spec, trial_dir, files)
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            kill_group(proc.pid)
+
+        timer = threading.Timer(timeout_s, on_deadline)
+        timer.daemon = True
+        timer.start()
+        sampler = TreeSampler(proc.pid, self.sample_interval_s) if self.sample_interval_s else None
+        reaped = False
+        try:
+            if sampler:
+                sampler.__enter__()
+            _, status, usage = os.wait4(proc.pid, 0)
+            reaped = True
+            wall_s = time.perf_counter() - t0
+        finally:
+            timer.cancel()
+            if sampler:
+                sampler.__exit__(None, None, None)
+            if not reaped:
+                # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
+                kill_group(proc.pid, grace_s=1.0)
+                with contextlib.suppress(ChildProcessError):
+                    os.wait4(proc.pid, 0)
+                proc.returncode = -signal.SIGKILL
+        result.ended_at = time.time()
+        # the process is reaped: tell Popen so it never waits for it again
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        result.returncode = proc.returncode
+        result.timed_out = timed_out.is_set()
+        # the main process may leave children behind in its group (daemonised helpers): end them too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 0)
+            kill_group(proc.pid, grace_s=0.5)
+        metrics = rusage_metrics(usage, wall_s)
+        if sampler:
+            metrics += sampler.metrics()
+        error = None
+        for bproc, bresult in started:
+            if bproc.poll() is not None:
+                bresult.ended_at = time.time()
+                if bresult.role == "neighbour":
+                    error = f"{bresult.label} ended ({bproc.returncode}) before the measured process finished"
+        return Execution(
+            main=result,
+            others=others,
+            wall_s=wall_s,
+            metrics=metrics,
+            placement=self._placement(),
+            error=error,
+        )
+
+    @staticmethod
+    def _placement() -> dict:
+        return {"backend": "local", "host": socket.gethostname(), "cpus": os.cpu_count()}

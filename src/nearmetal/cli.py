@@ -1,0 +1,304 @@
+"""The ``nearmetal`` command: a thin typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nearmetal.errors import NearmetalError
+
+app = typer.Typer(
+    name="nearmetal",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="How near to bare metal does my workload run here, and if not, why not?",
+)
+console = Console()
+if not console.is_terminal:  # piped into a file or a CI log: do not squeeze tables into 80 columns
+    console.width = 150
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="NEARMETAL_DB",
+        help="result store: a SQLite path or SQLAlchemy URL [default: ./nearmetal.db]",
+    ),
+]
+WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
+
+
+def _fail(exc: NearmetalError) -> None:
+    err_console.print(
+        f"[bold red]error:[/bold red] {exc.message}", highlight=False, markup=True
+    ) if "\n" not in exc.message else err_console.print(
+        f"[bold red]error:[/bold red]\n{exc.message}", highlight=False
+    )
+    if exc.fix:
+        err_console.print(f"  [bold]fix:[/bold] {exc.fix}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def _plan_errors(exc: NearmetalError) -> None:
+    # one line per problem, nothing else: file:line field.path: message
+    for line in exc.message.splitlines():
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _run(
+    plan: Path | str,
+    db: str | None,
+    workdir: Path,
+    seed: int | None,
+    quiet: bool,
+    as_json: bool,
+    report: bool = True,
+) -> None:
+    from nearmetal.errors import PlanError
+    from nearmetal.plan import load_plan
+    from nearmetal.report.progress import JsonProgress, RichProgress
+    from nearmetal.runner import RunInterrupted, run_plan
+
+    try:
+        loaded = load_plan(plan)
+    except PlanError as exc:
+        _plan_errors(exc)
+    progress = JsonProgress() if as_json else (None if quiet else RichProgress(err_console))
+    try:
+        result = run_plan(loaded, db=db, workdir=workdir, progress=progress, seed=seed)
+    except RunInterrupted as exc:
+        err_console.print(
+            f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}", highlight=False
+        )
+        raise typer.Exit(130) from None
+    except NearmetalError as exc:
+        _fail(exc)
+    if as_json:
+        from nearmetal.api import load_results
+
+        results = load_results(result.run_id, db=db)
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "db": result.db_url,
+                    "status": result.status,
+                    "rows": results.table(),
+                },
+                default=str,
+            )
+        )
+        return
+    console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
+    if report:
+        _report(result.run_id, db, "terminal", None, None)
+
+
+def _report(run_id: str | None, db: str | None, fmt: str, metric: str | None, output: Path | None) -> None:
+    from nearmetal.api import load_results
+    from nearmetal.report import markdown_report, print_report
+
+    results = load_results(run_id, db=db)
+    if fmt == "markdown":
+        text = markdown_report(results, metric)
+        if output:
+            output.write_text(text)
+            err_console.print(f"wrote {output}")
+        else:
+            sys.stdout.write(text)
+    elif fmt == "json":
+        print(json.dumps({"run_id": results.run_id, "rows": results.table(metric)}, default=str, indent=2))
+    else:
+        print_report(results, console, metric)
+
+
+@app.command()
+def run(
+    plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
+    db: DbOption = None,
+    workdir: WorkdirOption = Path("nearmetal-runs"),
+    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+) -> None:
+    """Run a plan: every trial is stored as it ends; prints the run id and the loss table."""
+    _run(plan, db, workdir, seed, quiet, as_json)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="run id (default: the latest run)")] = None,
+    db: DbOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="terminal, markdown or json")] = "terminal",
+    metric: Annotated[str | None, typer.Option(help="metric to lead with (default: the workload's)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
+) -> None:
+    """Show a stored run's tables again."""
+    if fmt not in ("terminal", "markdown", "json"):
+        _fail(NearmetalError(f"unknown format {fmt!r}", fix="use terminal, markdown or json"))
+    try:
+        _report(run_id, db, fmt, metric, output)
+    except NearmetalError as exc:
+        _fail(exc)
+
+
+@app.command()
+def runs(db: DbOption = None, limit: int = 20) -> None:
+    """List stored runs, newest first."""
+    import datetime
+
+    from nearmetal.store import Store
+
+    try:
+        store = Store(db)
+    except NearmetalError as exc:
+        _fail(exc)
+    table = Table("run", "plan", "status", "started", "trials", "host")
+    for r in store.list_runs(limit):
+        started = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(r.id, r.name, r.status, started, str(r.trials), r.host)
+    console.print(table)
+
+
+@app.command()
+def parse(
+    workload: Annotated[str, typer.Argument(help="workload kind: lammps, stress-ng, …")],
+    files: Annotated[list[Path], typer.Argument(help="output files made by that program, here or elsewhere")],
+    as_json: Annotated[bool, typer.Option("--json", help="metrics as JSON")] = False,
+) -> None:
+    """Turn outputs produced elsewhere into nearmetal's metrics, with the parser runs use."""
+    from nearmetal.workloads import get_workload
+    from nearmetal.workloads.base import ParseError
+
+    try:
+        wl = get_workload(workload)
+    except NearmetalError as exc:
+        _fail(exc)
+    results = {}
+    failed = False
+    for path in files:
+        try:
+            results[str(path)] = [m.to_dict() for m in wl.parse_file(path)]
+        except (ParseError, OSError, UnicodeDecodeError) as exc:
+            failed = True
+            err_console.print(f"{path}: {exc}", highlight=False, markup=False)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        for path, metrics in results.items():
+            table = Table("metric", "value", "unit", "better", title=path, title_justify="left")
+            for m in metrics:
+                table.add_row(m["name"], f"{m['value']:.6g}", m["unit"], m["direction"])
+            console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="findings as JSON")] = False,
+    for_run: Annotated[str | None, typer.Option("--for", help="attach the findings to a stored run")] = None,
+    db: DbOption = None,
+) -> None:
+    """Check this machine for the known causes of slow or broken runs."""
+    from nearmetal.doctor import run_checks
+
+    findings = run_checks()
+    if for_run:
+        from nearmetal.store import Store
+
+        try:
+            store = Store(db)
+            run_id = store.get_run(for_run).id
+            store.add_findings(run_id, [f.to_dict() for f in findings])
+        except NearmetalError as exc:
+            _fail(exc)
+    if as_json:
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
+        return
+    colors = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
+    table = Table("check", "severity", "finding", "evidence", "fix", show_lines=True)
+    for f in findings:
+        table.add_row(f.check_id, f"[{colors[f.severity]}]{f.severity}[/]", f.title, f.evidence, f.fix)
+    console.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the plan's JSON Schema."""
+    from nearmetal.plan import plan_json_schema
+
+    print(json.dumps(plan_json_schema(), indent=2))
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="a shipped study, or 'list'")],
+    db: DbOption = None,
+    workdir: WorkdirOption = Path("nearmetal-runs"),
+    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run a shipped study (nearmetal study list shows them)."""
+    from nearmetal.studies import study_description, study_names, study_path
+
+    if name == "list":
+        table = Table("study", "what it reproduces")
+        for n in study_names():
+            table.add_row(n, study_description(n))
+        console.print(table)
+        return
+    try:
+        path = study_path(name, quick=quick)
+    except NearmetalError as exc:
+        _fail(exc)
+    _run(path, db, workdir, seed, quiet, as_json)
+
+
+@app.command()
+def cleanup(
+    run_id: Annotated[
+        str | None, typer.Argument(help="only what this run left (default: every run's)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list, do not remove")] = False,
+) -> None:
+    """Remove host objects (cgroups, …) that a killed run left behind."""
+    from nearmetal.cleanup import cleanup as do_cleanup
+    from nearmetal.cleanup import find_leftovers
+
+    if dry_run:
+        for leftover in find_leftovers(run_id):
+            console.print(str(leftover), highlight=False)
+        return
+    removed, failed = do_cleanup(run_id)
+    for leftover in removed:
+        console.print(f"removed {leftover}", highlight=False)
+    for leftover, error in failed:
+        err_console.print(f"[red]could not remove {leftover}[/red]: {error}", highlight=False)
+    if not removed and not failed:
+        console.print("nothing to clean up")
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except NearmetalError as exc:  # anything a command did not catch itself
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Is this process under a CPU quota, and how often is it throttled? (seed 000)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nearmetal.doctor.base import Finding, check
+from nearmetal.layers.cgroups import parse_flat_keyed
+
+LESSON_000 = (
+    "seed 000: a Kubernetes pod CPU limit writes a quota into cpu.max; LAMMPS ran at ~60% CPU until "
+    "the limit was removed (99%). Burstable QoS still caps; requests/limits are not a way to map "
+    "pods 1:1 to nodes — use affinity or whole-node resources instead"
+)
+
+
+@dataclass(frozen=True)
+class QuotaLevel:
+    path: Path
+    quota_us: int | None  # None = no limit ("max" / -1)
+    period_us: int
+    nr_periods: int
+    nr_throttled: int
+
+    @property
+    def cpus(self) -> float | None:
+        return None if self.quota_us is None else self.quota_us / self.period_us
+
+
+def own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:
+    """controller → path from /proc/<pid>/cgroup (``""`` is the v2 unified path)."""
+    out: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            out[""] = path
+        for c in controllers.split(","):
+            if c:
+                out[c] = path
+    return out
+
+
+def _read_level(directory: Path, version: int) -> QuotaLevel | None:
+    try:
+        if version == 2:
+            raw = (directory / "cpu.max").read_text().split()
+            quota = None if raw[0] == "max" else int(raw[0])
+            period = int(raw[1]) if len(raw) > 1 else 100_000
+        else:
+            q = int((directory / "cpu.cfs_quota_us").read_text())
+            period = int((directory / "cpu.cfs_period_us").read_text())
+            quota = None if q < 0 else q
+        stat = (
+            parse_flat_keyed((directory / "cpu.stat").read_text())
+            if (directory / "cpu.stat").exists()
+            else {}
+        )
+    except (OSError, ValueError, IndexError):
+        return None
+    return QuotaLevel(directory, quota, period, stat.get("nr_periods", 0), stat.get("nr_throttled", 0))
+
+
+def quota_chain(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None) -> list[QuotaLevel]:
+    """The CPU quota at this process's cgroup and every ancestor, innermost first."""
+    if proc_cgroup is None:
+        proc_cgroup = Path("/proc/self/cgroup").read_text()
+    paths = own_cgroup_paths(proc_cgroup)
+    candidates: list[tuple[Path, int]] = []
+    if "cpu" in paths and (root / "cpu").is_dir():
+        candidates.append((root / "cpu", 1))
+        rel = paths["cpu"]
+    elif (root / "cpu.max").exists() or (root / "cgroup.controllers").exists():
+        candidates.append((root, 2))
+        rel = paths.get("", "/")
+    else:
+        return []
+    base, version = candidates[0]
+    levels = []
+    current = base / rel.lstrip("/")
+    while True:
+        if current.is_dir():
+            level = _read_level(current, version)
+            if level is not None:
+                levels.append(level)
+        if current == base or base not in current.parents:
+            break
+        current = current.parent
+    return levels
+
+
+@check("cpu-quota")
+def check_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None) -> list[Finding]:
+    levels = quota_chain(root, proc_cgroup)
+    if not levels:
+        return [
+            Finding(
+                "cpu-quota",
+                "info",
+                "no cgroup CPU controller visible; CPU quota cannot be checked",
+                evidence=f"no cpu controller under {root}",
+                lesson=LESSON_000,
+            )
+        ]
+    limited = [lvl for lvl in levels if lvl.quota_us is not None]
+    if not limited:
+        chain = ", ".join(str(lvl.path) for lvl in levels)
+        return [
+            Finding(
+                "cpu-quota",
+                "ok",
+                "no CPU quota on this process's cgroup or its ancestors",
+                evidence=f"quota unlimited at: {chain}",
+                lesson=LESSON_000,
+            )
+        ]
+    tightest = min(limited, key=lambda lvl: lvl.cpus or 0)
+    throttled = (100.0 * tightest.nr_throttled / tightest.nr_periods) if tightest.nr_periods else 0.0
+    severity = "critical" if throttled >= 10 else "warning"
+    evidence = (
+        f"{tightest.path}: quota {tightest.quota_us} µs per {tightest.period_us} µs period = "
+        f"{tightest.cpus:.2f} CPUs; throttled in {tightest.nr_throttled} of {tightest.nr_periods} periods "
+        f"({throttled:.0f}%)"
+    )
+    return [
+        Finding(
+            "cpu-quota",
+            severity,
+            f"CPU quota of {tightest.cpus:.2f} CPUs caps every process here "
+            f"(throttled {throttled:.0f}% of periods)",
+            evidence=evidence,
+            fix="remove the CPU limit (Kubernetes: drop resources.limits.cpu, keep requests; or use the "
+            "static CPU manager with Guaranteed pods); on a plain host: write 'max' to cpu.max "
+            "(v2) or -1 to cpu.cfs_quota_us (v1)",
+            lesson=LESSON_000,
+        )
+    ]

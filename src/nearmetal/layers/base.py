@@ -1,0 +1,109 @@
+"""The layer contract: one isolation or sharing mechanism wrapped around a trial.
+
+A layer is used as a context manager around the trial: ``setup`` creates what it needs on the host (named
+with ``ctx.host_name(...)`` so ``nearmetal cleanup`` can find leftovers), ``wrap`` changes each process
+(argv prefix, env, cgroup placement), ``collect`` reads its own counters after the trial, and ``teardown``
+removes everything it created. ``teardown`` runs on every exit path, including a failed ``setup``.
+A layer knows nothing of statistics.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from nearmetal.metrics import Metric
+from nearmetal.workloads.base import ProcessSpec, Requirement
+
+HOST_PREFIX = "nearmetal"
+
+
+class LayerConfig(BaseModel):
+    """Base of every layer's options. Subclasses add ``layer: Literal["<kind>"]`` and their fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TrialContext:
+    """What layers and the backend share about the trial being run."""
+
+    run_id: str
+    trial_key: str
+    trial_dir: Path
+    is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    # layers may change where a client finds its server (see WorkloadContext.endpoints)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    # processes layers start around the trial (co-located neighbours); started before the main process
+    background: list[ProcessSpec] = field(default_factory=list)
+    # free-form facts layers record about the trial (cgroup path, namespace names); stored as placement
+    placement: dict[str, Any] = field(default_factory=dict)
+    # notes that must reach the report (e.g. "emulated CPU: not representative")
+    caveats: list[str] = field(default_factory=list)
+    # the workload's processes for other parameter values (a neighbour that runs longer than the
+    # measured copy); set by the runner, so a layer can ask without knowing the workload
+    render_processes: Callable[[dict[str, Any]], list[ProcessSpec]] | None = None
+
+    def host_name(self, *parts: str) -> str:
+        """A name for a host object that carries the run id, so leftovers can be traced to their run."""
+        return "-".join([HOST_PREFIX, self.run_id, self.trial_key, *parts])
+
+
+class Layer(ABC):
+    """Subclasses set ``kind`` and ``Config`` and override the hooks they need."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[LayerConfig]]
+    description: ClassVar[str] = ""
+    needs_root: ClassVar[bool] = False
+
+    def __init__(self, config: LayerConfig) -> None:
+        self.config = config
+        self.ctx: TrialContext | None = None
+
+    def requires(self) -> list[Requirement]:
+        return []
+
+    def setup(self, ctx: TrialContext) -> None:
+        """Create host objects. Record everything created so ``teardown`` can remove it."""
+
+    def wrap(self, process: ProcessSpec, ctx: TrialContext) -> ProcessSpec:
+        return process
+
+    def collect(self, ctx: TrialContext) -> list[Metric]:
+        return []
+
+    def teardown(self, ctx: TrialContext) -> None:
+        """Remove everything ``setup`` created; must be safe after a partial setup and idempotent."""
+
+    def describe(self) -> str:
+        fields = self.config.model_dump(exclude={"layer"}, exclude_defaults=True)
+        opts = " ".join(f"{k}={v}" for k, v in fields.items())
+        return f"{self.kind} {opts}".strip()
+
+    # context-manager form: setup on enter, teardown on every exit (also when setup itself fails)
+    def bind(self, ctx: TrialContext) -> Layer:
+        self.ctx = ctx
+        return self
+
+    def __enter__(self) -> Layer:
+        assert self.ctx is not None, "bind(ctx) before entering a layer"
+        try:
+            self.setup(self.ctx)
+        except BaseException:
+            self.teardown(self.ctx)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.ctx is not None
+        self.teardown(self.ctx)

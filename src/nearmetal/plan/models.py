@@ -1,0 +1,211 @@
+"""The plan's models. Layer options and workload parameters come from each layer's and workload's own
+pydantic model, joined here into discriminated unions so one validation pass (and one JSON Schema) covers
+the whole plan."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def parse_duration(value: Any) -> float:
+    """``300``, ``"300s"``, ``"5m"``, ``"1.5h"``, ``"250ms"`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 300s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|min|h)?\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 300s, 5m or 1h")
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    else:
+        raise ValueError("must be a duration such as 300s, 5m or 1h")
+    if not seconds > 0:
+        raise ValueError("must be > 0")
+    return seconds
+
+
+def parse_target(value: Any) -> float:
+    """``"±2%"``, ``"2%"``, ``0.02`` → 0.02 (the half-width of the loss interval, as a fraction)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a percentage such as ±2%")
+    if isinstance(value, int | float):
+        fraction = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(?:±|\+-|\+/-)?\s*([0-9]*\.?[0-9]+)\s*%\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a target such as ±2%")
+        fraction = float(match.group(1)) / 100
+    else:
+        raise ValueError("must be a percentage such as ±2%")
+    if not 0 < fraction < 1:
+        raise ValueError("must be between 0% and 100%")
+    return fraction
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Repeats(StrictModel):
+    """How many measured trials per cell. A plain number fixes it; ``target`` makes it adaptive: blocks are
+    added until every loss interval is at most ± target wide, or ``max`` / ``budget`` is reached."""
+
+    min: int = Field(3, ge=1, le=100_000)
+    max: int | None = Field(None, ge=1, le=100_000)
+    target: float | None = Field(None, description="interval half-width to reach, e.g. '±2%'")
+    budget: float | None = Field(None, description="wall-clock budget for the whole run, e.g. '30m'")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> float | None:
+        return None if value is None else parse_target(value)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"min": value, "max": value}
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Repeats:
+        if self.max is None:
+            self.max = self.min if self.target is None else max(self.min, 30)
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be ≥ min ({self.min})")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target is not None and (self.max or 0) > self.min
+
+
+class Analysis(StrictModel):
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of every interval")
+    bootstrap_resamples: int = Field(9999, ge=99, le=1_000_000)
+    statistic: Literal["mean", "median"] = "mean"
+    cv_warning: float = Field(
+        0.05, gt=0, description="warn when a cell's coefficient of variation exceeds it"
+    )
+
+
+class BaseVariant(StrictModel):
+    description: str = ""
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="parameter overrides: 'workload.param' or 'param' for all"
+    )
+    only: list[str] | None = Field(None, description="workloads this variant applies to (default: all)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        # `name: [layer, layer]` is the short form of `name: {layers: [...]}`; `name: []` is bare metal
+        if isinstance(value, list):
+            return {"layers": value}
+        if value is None:
+            return {"layers": []}
+        return value
+
+
+@cache
+def plan_model() -> type[BaseModel]:
+    """Build the Plan model from the registered layers and workloads (done once)."""
+    from nearmetal.layers import all_layer_classes
+    from nearmetal.workloads import all_workload_classes
+
+    layer_configs = tuple(cls.Config for cls in all_layer_classes().values())
+    layer_union = (
+        Annotated[Union[layer_configs], Field(discriminator="layer")]  # noqa: UP007
+        if len(layer_configs) > 1
+        else layer_configs[0]
+    )
+
+    workload_specs = []
+    for kind, cls in all_workload_classes().items():
+        workload_specs.append(
+            create_model(
+                f"{cls.__name__}Spec",
+                __base__=StrictModel,
+                kind=(Literal[kind], ...),  # type: ignore[valid-type]
+                params=(cls.Params, Field(default_factory=cls.Params)),
+                timeout=(float | None, Field(None, description="per-trial timeout for this workload")),
+                __validators__={
+                    "_timeout": field_validator("timeout", mode="before")(
+                        lambda v: None if v is None else parse_duration(v)
+                    )
+                },
+            )
+        )
+    workload_union = Annotated[Union[tuple(workload_specs)], Field(discriminator="kind")]  # noqa: UP007
+
+    variant = create_model(
+        "Variant",
+        __base__=BaseVariant,
+        layers=(list[layer_union], Field(default_factory=list)),  # type: ignore[valid-type]
+    )
+
+    class Plan(StrictModel):
+        """A nearmetal experiment: workloads × variants × parameter matrix × repeats."""
+
+        name: str = Field(pattern=NAME_PATTERN)
+        description: str = ""
+        workloads: dict[Annotated[str, Field(pattern=NAME_PATTERN)], workload_union] = Field(  # type: ignore
+            min_length=1
+        )
+        variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], variant] = Field(min_length=1)  # type: ignore
+        baseline: str | None = Field(
+            None,
+            description="the variant others are compared with (default: the "
+            "first with no layers, else the first)",
+        )
+        matrix: dict[str, list[Any]] = Field(
+            default_factory=dict, description="'workload.param' or 'param' → values to sweep"
+        )
+        repeats: Repeats = Field(default_factory=Repeats)
+        warmup: int = Field(
+            0, ge=0, le=1000, description="unmeasured trials per cell before the measured ones"
+        )
+        order: Literal["interleaved", "sequential", "random"] = "interleaved"
+        timeout: float = Field(600.0, description="per-trial timeout, e.g. 300s or 5m")
+        seed: int | None = Field(None, description="seed for trial order and resampling (recorded)")
+        analysis: Analysis = Field(default_factory=Analysis)
+
+        @field_validator("timeout", mode="before")
+        @classmethod
+        def _timeout(cls, value: Any) -> float:
+            return parse_duration(value)
+
+        @field_validator("matrix")
+        @classmethod
+        def _matrix(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            for key, values in value.items():
+                if not values:
+                    raise ValueError(f"matrix.{key} needs at least one value")
+            return value
+
+        @model_validator(mode="after")
+        def _baseline(self) -> Plan:
+            # an unknown baseline is reported by the loader, which knows its line
+            if self.baseline is None:
+                empty = [name for name, v in self.variants.items() if not v.layers]
+                self.baseline = empty[0] if empty else next(iter(self.variants))
+            return self
+
+    return Plan
+
+
+def plan_json_schema() -> dict[str, Any]:
+    return plan_model().model_json_schema()

@@ -1,0 +1,155 @@
+"""The tables every report format shows, built once from a run's results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from nearmetal.analysis import Comparison
+from nearmetal.api import Results
+
+# extra columns shown beside the primary metric when a run has them: (metric, header)
+CONTEXT_COLUMNS: list[tuple[str, str]] = [
+    ("lammps_cpu_use_pct", "CPU use %"),
+    ("cpu_util_pct", "CPU util %"),
+    ("throttled_pct", "throttled %"),
+]
+
+
+def fmt_number(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 1:
+        return f"{value:.{max(0, digits - 1 - int(math.log10(magnitude)))}f}"
+    if magnitude == 0:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def fmt_loss(comp: Comparison | None) -> str:
+    if comp is None:
+        return "baseline"
+    est = comp.loss
+    if est.low is None or est.high is None:
+        return f"{est.loss * 100:+.1f}% [n too small]"
+    return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
+
+
+def short_verdict(comp: Comparison) -> str:
+    """The table's wording; a difference is significant only when its interval excludes 0."""
+    sig = comp.loss.significant
+    if sig is None:
+        return "too few trials for an interval"
+    if not sig:
+        return "no significant difference"
+    return "significant loss" if comp.loss.loss > 0 else "significant gain"
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    # per row: True = significant loss, False = no significant difference, None = baseline/unknown
+    significance: list[bool | None] = field(default_factory=list)
+
+
+def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
+    """One table per workload × matrix point, in the seeds' shape: variant, value, loss % [CI], context."""
+    analysis = results.analysis
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for cell in results.cells:
+        groups.setdefault((cell.workload, cell.point_label), []).append(cell)
+    tables = []
+    conf = f"{results.confidence:.0%}"
+    for (workload, point), cells in groups.items():
+        cells.sort(key=lambda c: (not c.is_baseline, results.cells.index(c)))
+        name = metric or cells[0].primary_metric
+        present_ctx = [
+            (m, h)
+            for m, h in CONTEXT_COLUMNS
+            if m != name and any(analysis.metric(c.cell_id, m) for c in cells)
+        ]
+        # show the workload's own CPU-use figure when it has one, the rusage one otherwise
+        if any(m == "lammps_cpu_use_pct" for m, _ in present_ctx):
+            present_ctx = [(m, h) for m, h in present_ctx if m != "cpu_util_pct"]
+        unit = next((cm.unit for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
+        headers = [
+            "variant",
+            "n",
+            f"{name} ({unit})" if unit else name,
+            "± sd",
+            f"loss % [{conf} CI]",
+            *[h for _, h in present_ctx],
+            "verdict",
+        ]
+        rows, sig = [], []
+        for cell in cells:
+            cm = analysis.metric(cell.cell_id, name)
+            comp = analysis.comparison(cell.cell_id, name)
+            failed = analysis.failed.get(cell.cell_id, 0)
+            n = f"{cm.summary.n if cm else 0}" + (f" (+{failed} failed)" if failed else "")
+            ctx_values = []
+            for m, _ in present_ctx:
+                ccm = analysis.metric(cell.cell_id, m)
+                ctx_values.append(fmt_number(ccm.summary.mean, 3) if ccm else "–")
+            if cell.is_baseline:
+                verdict = "baseline"
+            elif comp is None:
+                verdict = "no baseline value to compare"
+            else:
+                verdict = short_verdict(comp)
+            rows.append(
+                [
+                    cell.variant,
+                    n,
+                    fmt_number(cm.summary.mean if cm else None),
+                    fmt_number(cm.summary.stdev if cm else None, 2),
+                    fmt_loss(comp) if not cell.is_baseline else "baseline",
+                    *ctx_values,
+                    verdict,
+                ]
+            )
+            sig.append(None if comp is None else comp.loss.significant)
+        title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
+        direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
+        notes = [
+            f"loss is direction-aware ({direction} is better); positive = the variant costs; "
+            f"{conf} BCa bootstrap interval on the ratio of means"
+        ]
+        tables.append(Table(title, headers, rows, notes, sig))
+    return tables
+
+
+def run_header(results: Results) -> list[tuple[str, str]]:
+    run = results.run
+    env = results.environment
+    n_ok = sum(1 for t in results.trials if t.status == "ok" and not t.is_warmup)
+    n_bad = sum(1 for t in results.trials if t.status != "ok")
+    n_warm = sum(1 for t in results.trials if t.is_warmup)
+    return [
+        ("run", run.id),
+        ("plan", f"{run.name} ({run.plan_source})"),
+        ("status", run.status),
+        (
+            "host",
+            f"{run.host}: {env.get('cpu.model', '?')}, {env.get('cpu.logical', '?')} CPUs, "
+            f"kernel {env.get('os.kernel', '?')}, cgroup {env.get('cgroup.version', '?')}",
+        ),
+        ("trials", f"{n_ok} measured ok, {n_warm} warm-up, {n_bad} failed"),
+    ]
+
+
+def failure_lines(results: Results, limit: int = 10) -> list[str]:
+    out = []
+    for t in results.trials:
+        if t.status != "ok":
+            out.append(f"{t.cell_key} #{t.repeat_index}: {t.status}: {(t.error or '').splitlines()[0][:200]}")
+    if len(out) > limit:
+        out = [*out[:limit], f"… and {len(out) - limit} more"]
+    return out

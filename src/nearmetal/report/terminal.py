@@ -1,0 +1,35 @@
+"""Rich tables for the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from nearmetal.api import Results
+from nearmetal.report.tables import failure_lines, loss_tables, run_header
+
+
+def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
+    console = console or Console()
+    for key, value in run_header(results):
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+    for table in loss_tables(results, metric):
+        rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
+        for i, header in enumerate(table.headers):
+            rich_table.add_column(
+                header, justify="left" if i in (0, len(table.headers) - 1) else "right", overflow="fold"
+            )
+        for row, sig in zip(table.rows, table.significance, strict=True):
+            style = "bold red" if sig else None
+            rich_table.add_row(*row, style=style)
+        console.print()
+        console.print(rich_table)
+        for note in table.notes:
+            console.print(f"[dim]{note}[/dim]", highlight=False)
+    failures = failure_lines(results)
+    if failures:
+        console.print(
+            "\n[bold yellow]failed trials[/bold yellow] (kept in the store, left out of the statistics):"
+        )
+        for line in failures:
+            console.print(f"  {line}", highlight=False, markup=False)

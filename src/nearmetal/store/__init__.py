@@ -1,0 +1,9 @@
+"""The result store: SQLAlchemy over SQLite by default (``./nearmetal.db``, WAL), any URL accepted.
+
+Every trial is committed when it ends, so a killed run keeps every finished trial. The schema is managed
+with Alembic; a store is migrated to the newest schema when it is opened.
+"""
+
+from nearmetal.store.store import DEFAULT_DB, Store, resolve_db_url
+
+__all__ = ["DEFAULT_DB", "Store", "resolve_db_url"]

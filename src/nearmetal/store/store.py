@@ -1,0 +1,354 @@
+"""Opening a store, writing runs and trials, reading them back for analysis."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nearmetal.errors import NearmetalError
+from nearmetal.metrics import Metric
+from nearmetal.store.schema import (
+    Base,
+    EnvironmentRow,
+    EventRow,
+    FindingRow,
+    MetricRow,
+    MetricValueRow,
+    RunRow,
+    TrialRow,
+)
+
+DEFAULT_DB = "nearmetal.db"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def resolve_db_url(db: str | None = None) -> str:
+    """``--db`` wins, then ``NEARMETAL_DB``, then ``./nearmetal.db``; a plain path means SQLite."""
+    value = db or os.environ.get("NEARMETAL_DB") or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+@dataclass
+class RunSummary:
+    id: str
+    name: str
+    status: str
+    started_at: float
+    ended_at: float | None
+    host: str
+    trials: int
+
+
+class Store:
+    def __init__(self, db: str | None = None) -> None:
+        self.url = resolve_db_url(db)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        try:
+            self.engine = create_engine(self.url, **kwargs)
+        except Exception as exc:  # a malformed URL or a driver that is not installed
+            raise NearmetalError(
+                f"cannot open the result store {self.url!r}: {exc}",
+                fix="give --db a SQLAlchemy URL such as sqlite:///results.db or "
+                "postgresql+psycopg://user@host/db",
+            ) from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrate()
+
+    # --- schema ---
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = _alembic_config(self.engine)
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        for attempt in range(20):
+            try:
+                with self.engine.begin() as conn:
+                    current = MigrationContext.configure(conn).get_current_revision()
+                    if current == head:
+                        return
+                    if current is None and not inspect(conn).has_table("runs"):
+                        Base.metadata.create_all(conn)
+                        cfg.attributes["connection"] = conn
+                        command.stamp(cfg, "head")
+                        return
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    return
+            except OperationalError as exc:
+                # another process is creating the same store at this moment
+                if "locked" in str(exc) or "already exists" in str(exc):
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                raise NearmetalError(
+                    f"cannot open the result store {self.url}: {exc.orig}",
+                    fix="check the path or URL, and that the database server is running",
+                ) from None
+        raise NearmetalError(f"the result store {self.url} stayed locked", fix="stop other writers and retry")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # --- writing ---
+    def create_run(self, **fields: Any) -> None:
+        with self.session() as s:
+            s.add(RunRow(**fields))
+
+    def set_environment(self, run_id: str, env: dict[str, str]) -> None:
+        with self.session() as s:
+            for key, value in env.items():
+                existing = s.scalar(
+                    select(EnvironmentRow).where(EnvironmentRow.run_id == run_id, EnvironmentRow.key == key)
+                )
+                if existing:
+                    existing.value = str(value)
+                else:
+                    s.add(EnvironmentRow(run_id=run_id, key=key, value=str(value)))
+
+    def add_trial(self, metrics: Iterable[Metric], **fields: Any) -> int:
+        """Store one finished trial and its metrics in a single transaction."""
+        with self.session() as s:
+            existing = s.scalar(
+                select(TrialRow).where(
+                    TrialRow.run_id == fields["run_id"], TrialRow.trial_key == fields["trial_key"]
+                )
+            )
+            if existing is not None:
+                # a resumed run re-ran a trial whose first attempt was stored: keep the newest attempt
+                s.delete(existing)
+                s.flush()
+            trial = TrialRow(**fields)
+            s.add(trial)
+            s.flush()
+            for m in metrics:
+                s.add(
+                    MetricRow(
+                        trial_id=trial.id,
+                        name=m.name,
+                        value=float(m.value),
+                        unit=m.unit,
+                        direction=m.direction,
+                        source=m.source,
+                        n_values=max(1, len(m.values)),
+                    )
+                )
+                for i, v in enumerate(m.values):
+                    s.add(MetricValueRow(trial_id=trial.id, name=m.name, seq=i, value=float(v)))
+            return trial.id
+
+    def finish_run(self, run_id: str, status: str, info: dict[str, Any] | None = None) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                return
+            run.status = status
+            run.ended_at = time.time()
+            if info:
+                run.info = {**(run.info or {}), **info}
+
+    def update_run_info(self, run_id: str, info: dict[str, Any]) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                run.info = {**(run.info or {}), **info}
+
+    def add_event(
+        self,
+        run_id: str,
+        kind: str,
+        detail: dict[str, Any] | None = None,
+        trial_id: int | None = None,
+        at: float | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                EventRow(
+                    run_id=run_id, trial_id=trial_id, time=at or time.time(), kind=kind, detail=detail or {}
+                )
+            )
+
+    def add_findings(self, run_id: str | None, findings: Iterable[dict[str, Any]]) -> None:
+        with self.session() as s:
+            for f in findings:
+                s.add(FindingRow(run_id=run_id, created_at=time.time(), **f))
+
+    # --- reading ---
+    def get_run(self, run_id: str) -> RunRow:
+        with self._sessions() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                matches = s.scalars(select(RunRow.id).where(RunRow.id.like(f"{run_id}%"))).all()
+                if len(matches) == 1:
+                    run = s.get(RunRow, matches[0])
+            if run is None:
+                raise NearmetalError(
+                    f"no run {run_id!r} in {self.url}",
+                    fix="list runs with `nearmetal runs`, or point --db at the right store",
+                )
+            s.expunge(run)
+            return run
+
+    def latest_run_id(self) -> str:
+        with self._sessions() as s:
+            run_id = s.scalar(select(RunRow.id).order_by(RunRow.started_at.desc()).limit(1))
+        if run_id is None:
+            raise NearmetalError(
+                f"the store {self.url} has no runs yet",
+                fix="run a plan first: nearmetal run PLAN (or nearmetal study cpu-quota)",
+            )
+        return run_id
+
+    def list_runs(self, limit: int = 50) -> list[RunSummary]:
+        with self._sessions() as s:
+            counts = (
+                select(TrialRow.run_id, func.count(TrialRow.id).label("n"))
+                .group_by(TrialRow.run_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(RunRow, counts.c.n)
+                .outerjoin(counts, counts.c.run_id == RunRow.id)
+                .order_by(RunRow.started_at.desc())
+                .limit(limit)
+            ).all()
+            return [
+                RunSummary(r.id, r.name, r.status, r.started_at, r.ended_at, r.host, n or 0) for r, n in rows
+            ]
+
+    def trials(self, run_id: str) -> list[TrialRow]:
+        with self._sessions() as s:
+            rows = s.scalars(select(TrialRow).where(TrialRow.run_id == run_id).order_by(TrialRow.seq)).all()
+            for r in rows:
+                s.expunge(r)
+            return list(rows)
+
+    def environment(self, run_id: str) -> dict[str, str]:
+        with self._sessions() as s:
+            rows = s.execute(
+                select(EnvironmentRow.key, EnvironmentRow.value)
+                .where(EnvironmentRow.run_id == run_id)
+                .order_by(EnvironmentRow.key)
+            ).all()
+            return dict(rows)
+
+    def findings(self, run_id: str | None) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(FindingRow).where(FindingRow.run_id == run_id).order_by(FindingRow.id)
+            ).all()
+            return [
+                {
+                    "check_id": r.check_id,
+                    "severity": r.severity,
+                    "title": r.title,
+                    "evidence": r.evidence,
+                    "fix": r.fix,
+                    "lesson": r.lesson,
+                }
+                for r in rows
+            ]
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            rows = s.scalars(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.time)).all()
+            return [
+                {"time": r.time, "kind": r.kind, "detail": r.detail, "trial_id": r.trial_id} for r in rows
+            ]
+
+    def metric_table(self, run_id: str) -> dict[str, np.ndarray]:
+        """Every metric of every trial of a run as column arrays (one SQL query, no per-row objects)."""
+        stmt = (
+            select(
+                TrialRow.id,
+                TrialRow.cell_id,
+                TrialRow.variant,
+                TrialRow.comparison_key,
+                TrialRow.is_warmup,
+                TrialRow.status,
+                MetricRow.name,
+                MetricRow.value,
+                MetricRow.unit,
+                MetricRow.direction,
+            )
+            .join(MetricRow, MetricRow.trial_id == TrialRow.id)
+            .where(TrialRow.run_id == run_id)
+            .order_by(TrialRow.seq, MetricRow.name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        cols = [
+            "trial_id",
+            "cell_id",
+            "variant",
+            "comparison_key",
+            "is_warmup",
+            "status",
+            "name",
+            "value",
+            "unit",
+            "direction",
+        ]
+        if not rows:
+            return {c: np.array([]) for c in cols}
+        arrays = list(zip(*rows, strict=True))
+        out = {c: np.asarray(a, dtype=object) for c, a in zip(cols, arrays, strict=True)}
+        out["value"] = np.asarray(arrays[7], dtype=float)
+        out["trial_id"] = np.asarray(arrays[0], dtype=np.int64)
+        out["is_warmup"] = np.asarray(arrays[4], dtype=bool)
+        return out
+
+    def metric_values(self, run_id: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(trial ids, values) of a multi-valued metric."""
+        stmt = (
+            select(MetricValueRow.trial_id, MetricValueRow.value)
+            .join(TrialRow, TrialRow.id == MetricValueRow.trial_id)
+            .where(TrialRow.run_id == run_id, MetricValueRow.name == name)
+            .order_by(MetricValueRow.trial_id, MetricValueRow.seq)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return np.array([], dtype=np.int64), np.array([], dtype=float)
+        ids, values = zip(*rows, strict=True)
+        return np.asarray(ids, dtype=np.int64), np.asarray(values, dtype=float)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,138 @@
+"""The workload contract: what a program needs, how it is run, and how its output becomes metrics.
+
+A workload knows nothing of layers or backends: it describes processes (argv, env, role) and parses what
+they printed. Layers and backends decide where and how those processes run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from nearmetal.metrics import Metric
+
+
+class WorkloadParams(BaseModel):
+    """Base of every workload's parameter model; unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A program or module a workload needs, and where it comes from."""
+
+    tool: str
+    package: str
+    manager: Literal["debian", "pypi"] = "debian"
+    purpose: str = ""
+
+    def available(self) -> bool:
+        if self.manager == "pypi":
+            return importlib.util.find_spec(self.tool) is not None
+        return shutil.which(self.tool) is not None
+
+    def install_hint(self) -> str:
+        if self.manager == "pypi":
+            return f"pip install {self.package}"
+        return f"apt-get install -y {self.package}"
+
+
+@dataclass
+class ProcessSpec:
+    """One process of a trial. ``role`` lets layers place processes differently (a server in one network
+    namespace, the client in another); ``main`` is the measured one, others run in the background."""
+
+    argv: list[str]
+    role: str = "main"
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    # files a layer wants the process's pid written into before it execs (cgroup.procs of each hierarchy)
+    cgroup_procs: list[Path] = field(default_factory=list)
+    # a background process is ready when this regex appears in its stdout (or after ready_delay_s)
+    ready_pattern: str | None = None
+    ready_delay_s: float = 0.0
+    ready_timeout_s: float = 30.0
+    name: str = ""
+
+    def label(self) -> str:
+        return self.name or self.role
+
+
+@dataclass
+class WorkloadContext:
+    """What a workload may know about the trial it runs in."""
+
+    trial_dir: Path
+    is_root: bool
+    # addresses and ports a layer may change (a client in a namespace reaches the server at another address)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class ProcessOutput:
+    role: str
+    stdout: str
+    stderr: str
+    returncode: int | None
+
+
+@dataclass
+class TrialOutput:
+    """Everything a trial's processes left behind, as the parser sees it."""
+
+    stdout: str
+    stderr: str
+    files: dict[str, Path] = field(default_factory=dict)
+    processes: list[ProcessOutput] = field(default_factory=list)
+    wall_s: float | None = None
+
+    def of_role(self, role: str) -> ProcessOutput | None:
+        return next((p for p in self.processes if p.role == role), None)
+
+
+class ParseError(Exception):
+    """The output does not contain what the parser needs; the message says what was missing."""
+
+
+class Workload(ABC):
+    """Subclasses set ``kind``, ``Params`` and ``primary_metric`` and implement ``processes`` and ``parse``."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[WorkloadParams]] = WorkloadParams
+    description: ClassVar[str] = ""
+    # the metric loss tables lead with
+    primary_metric: ClassVar[str] = "wall_s"
+
+    def requires(self, params: Any) -> list[Requirement]:
+        return []
+
+    def prepare(self, params: Any, ctx: WorkloadContext) -> None:
+        """Write input files into ``ctx.trial_dir`` before the trial starts."""
+
+    @abstractmethod
+    def processes(self, params: Any, ctx: WorkloadContext) -> list[ProcessSpec]:
+        """The processes of one trial; exactly one has role ``main``."""
+
+    @abstractmethod
+    def parse(self, output: TrialOutput, params: Any | None = None) -> list[Metric]:
+        """Turn a trial's output into metrics. Raise ParseError when it has none."""
+
+    def parse_file(self, path: Path) -> list[Metric]:
+        """Parse an output file made elsewhere (``nearmetal parse``)."""
+        text = path.read_text(errors="replace")
+        return self.parse(TrialOutput(stdout=text, stderr="", files={path.name: path}))
+
+    def cleanup(self, params: Any, ctx: WorkloadContext) -> None:
+        """Remove what ``prepare`` or the run left that must not outlive the cell (big data files)."""
+
+    def tool_versions(self) -> dict[str, str]:
+        """Versions of the programs this workload runs, for the environment record."""
+        return {}

@@ -1,0 +1,148 @@
+"""stress-ng (Debian ``stress-ng``): a CPU (or other) stressor; bogo-ops per second is the metric.
+
+With ``ops`` set the amount of work is fixed and time is what varies (the quota's cost shows as a longer
+wall time and lower ops/s); with ``seconds`` the time is fixed and ops/s varies. Output is read from the
+``--yaml`` file when there is one, else from the ``--metrics-brief`` lines, whose layout changed over the
+years (``info:`` prefix before 0.12, ``metrc:`` after; extra columns in 0.17+), so columns are taken by
+position after the stressor name.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+from pydantic import Field, model_validator
+
+from nearmetal.metrics import Metric
+from nearmetal.workloads.base import (
+    ParseError,
+    ProcessSpec,
+    Requirement,
+    TrialOutput,
+    Workload,
+    WorkloadContext,
+    WorkloadParams,
+)
+
+BRIEF_RE = re.compile(
+    r"stress-ng:\s+(?:metrc|info):\s+\[\d+\]\s+(?P<stressor>[a-z][a-z0-9-]*)\s+(?P<ops>\d+)\s+"
+    r"(?P<real>[0-9.]+)\s+(?P<usr>[0-9.]+)\s+(?P<sys>[0-9.]+)\s+(?P<rate_real>[0-9.]+)\s+(?P<rate_cpu>[0-9.]+)"
+)
+YAML_NAME = "stress-ng.yaml"
+
+
+class StressNgParams(WorkloadParams):
+    stressor: str = Field("cpu", pattern=r"^[a-z][a-z0-9-]*$", description="stress-ng stressor (cpu, vm, …)")
+    workers: int = Field(1, ge=0, le=4096, description="instances of the stressor (0 = one per CPU)")
+    ops: int | None = Field(None, ge=1, description="bogo operations per worker (fixed work)")
+    seconds: float | None = Field(None, gt=0, le=86400, description="run time (fixed time)")
+    method: str | None = Field(
+        None, pattern=r"^[a-z0-9_-]+$", description="--<stressor>-method, e.g. matrixprod"
+    )
+
+    @model_validator(mode="after")
+    def _work(self) -> StressNgParams:
+        if self.ops is None and self.seconds is None:
+            self.ops = 2000
+        if self.ops is not None and self.seconds is not None:
+            raise ValueError("set either ops (fixed work) or seconds (fixed time), not both")
+        return self
+
+
+class StressNgWorkload(Workload):
+    kind = "stress-ng"
+    Params = StressNgParams
+    description = "stress-ng stressor; bogo-ops/s"
+    primary_metric = "bogo_ops_per_s"
+
+    def requires(self, params: StressNgParams) -> list[Requirement]:
+        return [Requirement("stress-ng", "stress-ng", purpose="the stressor")]
+
+    def processes(self, params: StressNgParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+        argv = ["stress-ng", f"--{params.stressor}", str(params.workers)]
+        if params.ops is not None:
+            argv += [f"--{params.stressor}-ops", str(params.ops)]
+        else:
+            argv += ["--timeout", f"{params.seconds:g}s"]
+        if params.method:
+            argv += [f"--{params.stressor}-method", params.method]
+        argv += ["--metrics-brief", "--yaml", str(ctx.trial_dir / YAML_NAME)]
+        return [ProcessSpec(argv=argv, cwd=ctx.trial_dir)]
+
+    def parse(self, output: TrialOutput, params: StressNgParams | None = None) -> list[Metric]:
+        path = output.files.get(YAML_NAME)
+        if path is not None and path.exists():
+            try:
+                return parse_stress_ng_yaml(path.read_text())
+            except ParseError:
+                pass
+        return parse_stress_ng_brief(output.stdout + "\n" + output.stderr)
+
+    def parse_file(self, path: Path) -> list[Metric]:
+        text = path.read_text(errors="replace")
+        try:
+            return parse_stress_ng_yaml(text)
+        except ParseError:
+            return parse_stress_ng_brief(text)
+
+    def tool_versions(self) -> dict[str, str]:
+        if not shutil.which("stress-ng"):
+            return {}
+        try:
+            out = subprocess.run(
+                ["stress-ng", "--version"], capture_output=True, text=True, timeout=20
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        match = re.search(r"version\s+([0-9][^\s]*)", out)
+        return {"stress-ng": match.group(1)} if match else {}
+
+
+def _metrics(
+    ops: float, real_s: float, rate_real: float, rate_cpu: float, cpu_s: float | None
+) -> list[Metric]:
+    out = [
+        Metric("bogo_ops", ops, "ops", "higher"),
+        Metric("bogo_ops_per_s", rate_real, "ops/s", "higher"),
+        Metric("bogo_ops_per_cpu_s", rate_cpu, "ops/s", "higher"),
+        Metric("stressor_s", real_s, "s", "lower"),
+    ]
+    if cpu_s is not None:
+        out.append(Metric("stressor_cpu_s", cpu_s, "s", "lower"))
+    return out
+
+
+def parse_stress_ng_yaml(text: str) -> list[Metric]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParseError(f"not stress-ng YAML: {exc}") from None
+    entries = doc.get("metrics") if isinstance(doc, dict) else None
+    if not entries:
+        raise ParseError("stress-ng YAML has no 'metrics' section (was --metrics or --metrics-brief given?)")
+    ops = real = rate_real = rate_cpu = cpu = 0.0
+    for entry in entries:
+        ops += float(entry.get("bogo-ops", 0))
+        rate_real += float(entry.get("bogo-ops-per-second-real-time", 0))
+        rate_cpu += float(entry.get("bogo-ops-per-second-usr-sys-time", 0))
+        real = max(real, float(entry.get("wall-clock-time", 0)))
+        cpu += float(entry.get("user-time", 0)) + float(entry.get("system-time", 0))
+    return _metrics(ops, real, rate_real, rate_cpu, cpu)
+
+
+def parse_stress_ng_brief(text: str) -> list[Metric]:
+    rows = list(BRIEF_RE.finditer(text))
+    if not rows:
+        raise ParseError("no stress-ng metrics line (run stress-ng with --metrics-brief)")
+    ops = real = rate_real = rate_cpu = cpu = 0.0
+    for row in rows:
+        ops += float(row["ops"])
+        real = max(real, float(row["real"]))
+        cpu += float(row["usr"]) + float(row["sys"])
+        rate_real += float(row["rate_real"])
+        rate_cpu += float(row["rate_cpu"])
+    return _metrics(ops, real, rate_real, rate_cpu, cpu)
