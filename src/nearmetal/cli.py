@@ -36,6 +36,23 @@ DbOption = Annotated[
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from nearmetal import __version__
+
+        print(f"nearmetal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """How near to bare metal does my workload run here, and if not, why not?"""
+
+
 def _fail(exc: NearmetalError) -> None:
     err_console.print(
         f"[bold red]error:[/bold red] {exc.message}", highlight=False, markup=True

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install test dependencies, start the services the tests use, run the whole test suite.
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --test
+
+# services the tests talk to (each script prints the env vars to export, and stops on exit)
+services=()
+cleanup_services() {
+  for ((i=${#services[@]}-1; i>=0; i--)); do bash "${services[i]}" stop || true; done
+}
+trap cleanup_services EXIT
+for service in scripts/services/*.sh; do
+  [[ -e "$service" ]] || continue
+  echo "== starting $(basename "$service" .sh)"
+  if exports=$(bash "$service" start); then
+    services+=("$service")
+    eval "$exports"
+  else
+    echo "warning: $(basename "$service") did not start; tests that need it will be skipped" >&2
+  fi
+done
+
+echo "== ruff"
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+echo "== pytest"
+.venv/bin/python -m pytest -ra "$@"

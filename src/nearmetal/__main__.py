@@ -1,0 +1,3 @@
+from nearmetal.cli import main
+
+main()

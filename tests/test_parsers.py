@@ -1,0 +1,144 @@
+"""Workload parsers on outputs from several program versions (made here and written from their docs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nearmetal.workloads import get_workload
+from nearmetal.workloads.base import ParseError, TrialOutput
+from nearmetal.workloads.command import CommandParams
+from nearmetal.workloads.lammps import parse_lammps_log
+from nearmetal.workloads.stress_ng import parse_stress_ng_brief, parse_stress_ng_yaml
+
+DATA = Path(__file__).parent / "data"
+SEED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lammps-usernetes.txt"
+
+
+def by_name(metrics):
+    return {m.name: m for m in metrics}
+
+
+def test_lammps_2023_metal_units_as_in_the_seed() -> None:
+    m = by_name(parse_lammps_log((DATA / "lammps-2023-metal.log").read_text()))
+    assert m["timesteps_per_s"].value == pytest.approx(28.792)
+    assert m["ns_per_day"].value == pytest.approx(0.249)
+    assert m["hours_per_ns"].value == pytest.approx(96.476)
+    assert m["hours_per_ns"].direction == "lower"
+    assert m["katom_steps_per_s"].value == pytest.approx(70.023)
+    assert m["lammps_cpu_use_pct"].value == pytest.approx(99.2)
+    assert m["mpi_tasks"].value == 16
+    assert m["atoms"].value == 2432
+
+
+@pytest.mark.skipif(not SEED_REFERENCE.exists(), reason="../shared/reference not beside the checkout")
+def test_lammps_seed_reference_lines() -> None:
+    m = by_name(parse_lammps_log(SEED_REFERENCE.read_text()))
+    assert m["lammps_cpu_use_pct"].value == pytest.approx(99.2)
+    assert m["timesteps_per_s"].value == pytest.approx(28.792)
+
+
+def test_lammps_2021_lj_units_made_here() -> None:
+    m = by_name(parse_lammps_log((DATA / "lammps-2021-lj.log").read_text()))
+    assert m["tau_per_day"].unit == "tau/day"
+    assert m["timesteps_per_s"].value > 0
+    assert m["procs"].value == 2
+    # katom-step/s is derived from the loop line when the Performance line lacks it
+    loop = m["loop_s"].value
+    assert m["katom_steps_per_s"].value == pytest.approx(100 * 32000 / loop / 1000)
+
+
+def test_lammps_2015_loop_line_with_openmp_and_no_performance_line() -> None:
+    m = by_name(parse_lammps_log((DATA / "lammps-2015-omp.log").read_text()))
+    assert m["timesteps_per_s"].value == pytest.approx(100 / 2.41)
+    assert m["procs"].value == 4
+    assert "lammps_cpu_use_pct" not in m
+
+
+def test_lammps_quota_log_shows_low_cpu_use() -> None:
+    m = by_name(parse_lammps_log((DATA / "lammps-quota-60pct.log").read_text()))
+    assert m["lammps_cpu_use_pct"].value == pytest.approx(63.4)
+
+
+def test_lammps_unfinished_output_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="did not finish"):
+        parse_lammps_log("LAMMPS (29 Sep 2021)\nERROR: Unknown command: oops\n")
+
+
+def test_stress_ng_yaml() -> None:
+    m = by_name(parse_stress_ng_yaml((DATA / "stress-ng-0.15.yaml").read_text()))
+    assert m["bogo_ops"].value == 3385
+    assert m["bogo_ops_per_s"].value == pytest.approx(1692.443105)
+    assert m["bogo_ops_per_s"].direction == "higher"
+
+
+@pytest.mark.parametrize(
+    ("name", "ops", "rate"),
+    [
+        ("stress-ng-0.09-brief.txt", 8820, 881.96),
+        ("stress-ng-0.15-brief.txt", 2003, 1667.01),
+        ("stress-ng-0.17-brief.txt", 9931, 1986.08),
+    ],
+)
+def test_stress_ng_brief_across_versions(name: str, ops: float, rate: float) -> None:
+    m = by_name(parse_stress_ng_brief((DATA / name).read_text()))
+    assert m["bogo_ops"].value == ops
+    assert m["bogo_ops_per_s"].value == pytest.approx(rate)
+
+
+def test_stress_ng_without_metrics_is_a_parse_error() -> None:
+    with pytest.raises(ParseError):
+        parse_stress_ng_brief("stress-ng: info: [1] dispatching hogs: 1 cpu\n")
+
+
+def test_command_regex_and_json_metrics() -> None:
+    wl = get_workload("command")
+    params = CommandParams.model_validate(
+        {
+            "argv": ["prog"],
+            "metrics": [
+                {"name": "rate", "regex": r"rate=([0-9.]+)", "unit": "op/s", "direction": "higher"},
+                {
+                    "name": "iter_s",
+                    "regex": r"iter ([0-9.]+)s",
+                    "unit": "s",
+                    "direction": "lower",
+                    "all": True,
+                },
+            ],
+        }
+    )
+    out = TrialOutput(stdout="iter 1.0s\niter 3.0s\nrate=12.5\n", stderr="")
+    m = by_name(wl.parse(out, params))
+    assert m["rate"].value == 12.5
+    assert m["iter_s"].values == (1.0, 3.0) and m["iter_s"].value == 2.0
+    jparams = CommandParams.model_validate(
+        {
+            "argv": ["prog"],
+            "metrics": [{"name": "lat", "json_path": "result.lat[1]", "unit": "us", "direction": "lower"}],
+        }
+    )
+    m = by_name(wl.parse(TrialOutput(stdout=json.dumps({"result": {"lat": [5, 7]}}), stderr=""), jparams))
+    assert m["lat"].value == 7
+
+
+def test_command_rule_validation() -> None:
+    with pytest.raises(ValueError, match="capturing group"):
+        CommandParams.model_validate(
+            {"argv": ["x"], "metrics": [{"name": "a", "regex": "rate", "direction": "higher"}]}
+        )
+
+
+def test_cli_parse_json_and_error(tmp_path: Path, run_cli) -> None:
+    proc = run_cli("parse", "lammps", str(DATA / "lammps-2023-metal.log"), "--json", check=True)
+    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(DATA / "lammps-2023-metal.log")]}
+    assert metrics["lammps_cpu_use_pct"]["value"] == pytest.approx(99.2)
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("nothing here")
+    proc = run_cli("parse", "stress-ng", str(garbage))
+    assert proc.returncode == 1
+    assert "garbage.txt" in proc.stderr
+    proc = run_cli("parse", "nope", str(garbage))
+    assert proc.returncode == 1 and "unknown workload kind" in proc.stderr
