@@ -309,6 +309,10 @@ def cleanup(
         raise typer.Exit(1)
 
 
+# commands of the other areas register themselves on `app` (one import line per module)
+from nearmetal.commands import *  # noqa: E402, F403
+
+
 def main() -> None:
     try:
         app()
