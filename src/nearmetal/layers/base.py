@@ -68,6 +68,12 @@ class Layer(ABC):
         self.config = config
         self.ctx: TrialContext | None = None
 
+    @classmethod
+    def example_config(cls) -> dict[str, Any] | None:
+        """Options that work on a typical Linux host (as root) for the generic leak and exit-path tests,
+        e.g. ``{"layer": "cpu-quota", "cpus": 0.5}``; None when the layer cannot run without special set-up."""
+        return None
+
     def requires(self) -> list[Requirement]:
         return []
 

@@ -37,6 +37,10 @@ class CpuQuotaLayer(Layer):
         self.config: CpuQuotaConfig = config
         self.group: cgroups.Cgroup | None = None
 
+    @classmethod
+    def example_config(cls) -> dict[str, object]:
+        return {"layer": "cpu-quota", "cpus": 0.5}
+
     def hierarchy(self) -> cgroups.CgroupHierarchy:
         root = self.config.cgroup_root
         if self.config.version == "v2":
