@@ -132,6 +132,29 @@ def preflight(loaded: LoadedPlan) -> None:
             )
 
 
+def check_resources(loaded: LoadedPlan, workdir: Path) -> None:
+    """Each workload's own check that the host can hold its trials (disk, memory); one error naming every
+    problem, before anything runs."""
+    problems: dict[str, list[str]] = {}
+    fixes: list[str] = []
+    for cell in loaded.cells:
+        try:
+            get_workload(cell.kind).check_resources(cell.params, workdir)
+        except NearmetalError as exc:
+            problems.setdefault(exc.message, []).append(cell.key)
+            if exc.fix and exc.fix not in fixes:
+                fixes.append(exc.fix)
+    if problems:
+        lines = []
+        for message, cells in problems.items():
+            shown = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
+            lines.append(f"{message} ({shown})")
+        raise NearmetalError(
+            "the plan needs more than this machine has; nothing was run:\n  " + "\n  ".join(lines),
+            fix="; ".join(fixes) or None,
+        )
+
+
 # --- order -------------------------------------------------------------------------------------------
 
 
@@ -359,6 +382,7 @@ class Runner:
 
     def run(self) -> RunResult:
         preflight(self.loaded)
+        check_resources(self.loaded, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._start_run()
         total = len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min)

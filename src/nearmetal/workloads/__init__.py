@@ -19,6 +19,7 @@ from nearmetal.workloads.base import (
 # matters to the workload that needs it.
 WORKLOAD_CLASSES: dict[str, str] = {
     "command": "nearmetal.workloads.command:CommandWorkload",
+    "fio": "nearmetal.workloads.fio:FioWorkload",
     "lammps": "nearmetal.workloads.lammps:LammpsWorkload",
     "stress-ng": "nearmetal.workloads.stress_ng:StressNgWorkload",
 }

@@ -114,6 +114,10 @@ class Workload(ABC):
     def requires(self, params: Any) -> list[Requirement]:
         return []
 
+    def check_resources(self, params: Any, workdir: Path) -> None:
+        """Before a run: raise NearmetalError when the host cannot hold what a trial of these parameters
+        needs (disk for data files, memory for buffers); ``workdir`` is where trial directories go."""
+
     def prepare(self, params: Any, ctx: WorkloadContext) -> None:
         """Write input files into ``ctx.trial_dir`` before the trial starts."""
 

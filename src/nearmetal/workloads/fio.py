@@ -1,0 +1,535 @@
+"""fio (Debian ``fio``): file I/O bandwidth, IOPS and completion ("commit") latency.
+
+The job is the seed's job file (seed 002, Kata Containers I/O) written as command-line options, so it runs
+unchanged inside a container or a VM whose layer wraps the argv: ``fallocate=none`` (9p cannot fallocate),
+``time_based`` with a ``runtime``, ``ioengine=libaio`` with ``iodepth``, ``direct=1``, ``invalidate=1``,
+``numjobs`` = the number of clients, one file per client (``filename_format=$jobnum.dat``),
+``group_reporting`` and ``--output-format=json+``.
+
+Where the files go: the workload reads its test directory from ``ctx.endpoints["test_dir"]`` (a filesystem
+layer mounts something there; a container or VM layer names the path inside the guest), else its own
+``directory`` parameter, else ``<trial dir>/fio-data``. ``ctx.endpoints["test_dir_host"]`` is the same
+directory as seen from the host, used for the free-space check and for removing the files after the trial.
+
+The parser reads fio's JSON from 2.x to 3.x: latencies in µs under ``clat``/``lat`` (2.x) or in ns under
+``clat_ns``/``lat_ns`` (3.x), ``io_bytes`` in KiB (2.x) or bytes (3.x, with ``io_kbytes``), ``bw`` always in
+KiB/s, percentile keys as strings (``"99.900000"``), duplicate keys (fio 3.1 repeated ``"0.00"`` in an empty
+side's percentiles; any fio repeats ``filename`` in ``job options``), one entry per job or one per group
+(``group_reporting``), ``read``/``write``/``trim`` sides or ``mixed`` (``unified_rw_reporting``),
+``client_stats`` (client/server mode), and json+ latency histograms (``bins``), which make exact
+percentiles when several jobs are merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from nearmetal.errors import NearmetalError
+from nearmetal.metrics import Metric
+from nearmetal.workloads.base import (
+    ParseError,
+    ProcessSpec,
+    Requirement,
+    TrialOutput,
+    Workload,
+    WorkloadContext,
+    WorkloadParams,
+)
+
+SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$")
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+DATA_DIR_NAME = "fio-data"
+FILE_SUFFIX = ".dat"
+PREPARE_RECORD = "fio-prepare.json"
+JOB_RECORD = "fio-job.fio"
+# percentiles the metrics carry: (fio's key as a number, metric name suffix)
+PERCENTILES: list[tuple[float, str]] = [(50.0, "p50"), (95.0, "p95"), (99.0, "p99"), (99.9, "p99_9")]
+SIDES = ("read", "write", "trim", "mixed")
+
+
+def parse_size(value: str | int) -> int:
+    """fio's size strings (``64k``, ``32g``, ``1MiB``; powers of 1024 as fio's default ``kb_base``) → bytes."""
+    if isinstance(value, int):
+        return value
+    match = SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size such as 64k, 16m or 1g")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+class FioParams(WorkloadParams):
+    rw: Literal["read", "randread", "write", "randwrite", "randrw", "readwrite", "rw"] = Field(
+        "randread", description="I/O pattern (the seed's FIO_RW)"
+    )
+    bs: str = Field("64k", description="block size (the seed: 65536)")
+    iodepth: int = Field(8, ge=1, le=4096, description="I/Os in flight per client (libaio)")
+    ioengine: Literal["libaio", "psync", "io_uring", "posixaio", "sync", "auto"] = Field(
+        "auto", description="auto = libaio when this fio has it, else psync (then iodepth is 1)"
+    )
+    direct: bool = Field(True, description="O_DIRECT: bypass the page cache (the seed: direct=1)")
+    numjobs: int = Field(1, ge=1, le=1024, description="clients: one process and one file each")
+    size: str = Field("64m", description="file size per client (the seed: 32g)")
+    runtime: float = Field(5.0, gt=0, le=86400, description="seconds of I/O (time_based)")
+    ramp_time: float = Field(0.0, ge=0, le=3600, description="seconds not counted at the start")
+    time_based: bool = True
+    fallocate: Literal["none", "posix", "keep", "native", "default"] = Field(
+        "none", description="none: not every filesystem (9p) can fallocate"
+    )
+    invalidate: bool = True
+    group_reporting: bool = True
+    rwmixread: int | None = Field(None, ge=0, le=100, description="read share of randrw/readwrite, %")
+    directory: str | None = Field(
+        None, description="test directory when no layer sets one (default: <trial dir>/fio-data)"
+    )
+    drop_caches: bool = Field(
+        True, description="write 3 to /proc/sys/vm/drop_caches before each trial where permitted"
+    )
+    options: dict[str, str | int | float] = Field(
+        default_factory=dict, description="more fio options, e.g. {norandommap: 1}"
+    )
+
+    @field_validator("bs", "size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not OPTION_KEY_RE.match(key):
+                raise ValueError(f"{key!r} is not a fio option name (lower case letters, digits, _)")
+        return value
+
+    @property
+    def size_bytes(self) -> int:
+        return parse_size(self.size)
+
+    @property
+    def bs_bytes(self) -> int:
+        return parse_size(self.bs)
+
+
+@cache
+def fio_engines(fio: str = "fio") -> frozenset[str]:
+    """The I/O engines this fio binary was built with (``fio --enghelp``)."""
+    try:
+        out = subprocess.run([fio, "--enghelp"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(line.strip() for line in out.splitlines()[1:] if line.strip())
+
+
+def resolve_engine(params: FioParams) -> str:
+    if params.ioengine != "auto":
+        return params.ioengine
+    engines = fio_engines()
+    return "libaio" if not engines or "libaio" in engines else "psync"
+
+
+def job_options(params: FioParams, directory: str) -> list[tuple[str, str]]:
+    """The seed's job file as (option, value) pairs, in the order fio's documentation lists them."""
+    engine = resolve_engine(params)
+    opts: list[tuple[str, str]] = [
+        ("name", "nearmetal"),
+        ("directory", directory),
+        ("filename_format", "$jobnum" + FILE_SUFFIX),
+        ("rw", params.rw),
+        ("bs", params.bs),
+        ("ioengine", engine),
+        ("iodepth", str(params.iodepth if engine in ("libaio", "io_uring", "posixaio") else 1)),
+        ("direct", "1" if params.direct else "0"),
+        ("invalidate", "1" if params.invalidate else "0"),
+        ("fallocate", params.fallocate),
+        ("numjobs", str(params.numjobs)),
+        ("size", params.size),
+        ("filesize", params.size),
+        ("runtime", f"{params.runtime:g}"),
+        ("ramp_time", f"{params.ramp_time:g}"),
+        ("group_reporting", "1" if params.group_reporting else "0"),
+    ]
+    if params.time_based:
+        opts.append(("time_based", "1"))
+    if params.rwmixread is not None:
+        opts.append(("rwmixread", str(params.rwmixread)))
+    opts += [(k, str(v)) for k, v in params.options.items()]
+    return opts
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def mem_available_bytes() -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _nearest_dir(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_sizes(params: FioParams, data_dir: Path) -> None:
+    """Refuse a job whose files cannot fit where they go, or whose buffers cannot fit in memory."""
+    needed = params.numjobs * params.size_bytes
+    where = _nearest_dir(data_dir)
+    free = free_bytes(where)
+    # keep 5% of the filesystem (and 64 MiB) for everything else on it
+    if needed + max(64 * 1024**2, free // 20) > free:
+        raise NearmetalError(
+            f"fio needs {needed / 1024**2:,.0f} MiB ({params.numjobs} clients × {params.size}) in {data_dir}, "
+            f"which has {free / 1024**2:,.0f} MiB free",
+            fix="lower fio size or numjobs, or point fio.directory (or the layer's base_dir) at a larger "
+            "filesystem",
+        )
+    buffers = params.numjobs * params.iodepth * params.bs_bytes
+    available = mem_available_bytes()
+    if available is not None and buffers > available // 2:
+        raise NearmetalError(
+            f"fio's I/O buffers need {buffers / 1024**2:,.0f} MiB (numjobs × iodepth × bs) but only "
+            f"{available / 1024**2:,.0f} MiB of memory is available",
+            fix="lower fio numjobs, iodepth or bs",
+        )
+
+
+def drop_caches() -> str:
+    """Write back dirty pages and drop the page cache, dentries and inodes; says what happened."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "dropped"
+    except OSError as exc:
+        return f"not permitted ({exc.strerror or exc})"
+
+
+class FioWorkload(Workload):
+    kind = "fio"
+    Params = FioParams
+    description = "fio file I/O: bandwidth, IOPS, completion latency percentiles"
+    primary_metric = "bw_MiBps"
+
+    def requires(self, params: FioParams) -> list[Requirement]:
+        return [Requirement("fio", "fio", purpose="the I/O generator")]
+
+    @staticmethod
+    def _dirs(params: FioParams, ctx: WorkloadContext) -> tuple[str, Path]:
+        """(the directory fio is told, the same directory on the host)."""
+        default = str(ctx.trial_dir.resolve() / DATA_DIR_NAME) if params.directory is None else params.directory
+        seen = str(ctx.endpoints.get("test_dir") or default)
+        host = Path(str(ctx.endpoints.get("test_dir_host") or seen))
+        return seen, host
+
+    def check_resources(self, params: FioParams, workdir: Path) -> None:
+        """Before a run: will the files and buffers fit? (``workdir`` is where trial directories go.)"""
+        check_sizes(params, Path(params.directory) if params.directory else workdir)
+
+    def prepare(self, params: FioParams, ctx: WorkloadContext) -> None:
+        seen, host = self._dirs(params, ctx)
+        host.mkdir(parents=True, exist_ok=True)
+        check_sizes(params, host)
+        record = {"directory": seen, "host_directory": str(host), "direct": params.direct}
+        record["drop_caches"] = drop_caches() if params.drop_caches else "not asked"
+        (ctx.trial_dir / PREPARE_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+        job = "[nearmetal]\n" + "".join(f"{k}={v}\n" for k, v in job_options(params, seen) if k != "name")
+        (ctx.trial_dir / JOB_RECORD).write_text(job)
+
+    def processes(self, params: FioParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+        seen, _ = self._dirs(params, ctx)
+        argv = ["fio", *(f"--{k}={v}" for k, v in job_options(params, seen))]
+        argv.append("--output-format=json+")
+        return [ProcessSpec(argv=argv, cwd=ctx.trial_dir)]
+
+    def parse(self, output: TrialOutput, params: FioParams | None = None) -> list[Metric]:
+        metrics = parse_fio_json(output.stdout)
+        record = output.files.get(PREPARE_RECORD)
+        if record is not None and record.exists():
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(record.read_text()).get("drop_caches", "")
+                metrics.append(
+                    Metric("caches_dropped", 1.0 if state == "dropped" else 0.0, "flag", "higher", "fio")
+                )
+        return metrics
+
+    def parse_file(self, path: Path) -> list[Metric]:
+        return parse_fio_json(path.read_text(errors="replace"))
+
+    def cleanup(self, params: FioParams, ctx: WorkloadContext) -> None:
+        """Remove the data files this trial made (a layer's teardown removes its own mounts)."""
+        _, host = self._dirs(params, ctx)
+        if not host.is_dir():
+            return
+        for job in range(params.numjobs):
+            with contextlib.suppress(OSError):
+                (host / f"{job}{FILE_SUFFIX}").unlink()
+        if host.name == DATA_DIR_NAME:
+            with contextlib.suppress(OSError):
+                host.rmdir()
+
+    def tool_versions(self) -> dict[str, str]:
+        if not shutil.which("fio"):
+            return {}
+        try:
+            out = subprocess.run(["fio", "--version"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        return {"fio": out.strip().removeprefix("fio-")} if out.strip() else {}
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """fio sometimes repeats a key in one object (``"0.00"`` in empty percentiles, ``filename`` in job
+    options); the first value is the one fio meant for that position, later ones are noise."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
+def load_fio_json(text: str) -> dict[str, Any]:
+    """The JSON document in fio's output, skipping anything fio (or a console) printed around it."""
+    text = text.replace("\r\n", "\n")
+    decoder = json.JSONDecoder(object_pairs_hook=_first_wins)
+    for match in re.finditer(r"^\s*\{", text, flags=re.MULTILINE):
+        start = text.index("{", match.start())
+        try:
+            doc, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and ("jobs" in doc or "client_stats" in doc):
+            return doc
+    if "{" not in text:
+        raise ParseError("no JSON in fio's output (run fio with --output-format=json or json+)")
+    raise ParseError("fio's output has no complete JSON document with 'jobs' (was the run cut short?)")
+
+
+@dataclass
+class SideStats:
+    """One direction (read, write, …) summed over the job entries of a run."""
+
+    io_bytes: float = 0.0
+    bw_kibps: float = 0.0
+    iops: float = 0.0
+    ios: float = 0.0
+    # (mean µs, weight) per job entry, and percentile µs per job entry
+    clat_means: list[tuple[float, float]] = field(default_factory=list)
+    lat_means: list[tuple[float, float]] = field(default_factory=list)
+    percentiles: list[tuple[dict[float, float], float]] = field(default_factory=list)
+    bins_us: dict[float, float] = field(default_factory=dict)
+    bins_complete: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.io_bytes > 0 or self.iops > 0
+
+
+def _latency_block(side: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+    """The completion-latency block and its scale to µs: ``clat_ns`` (3.x) or ``clat`` in µs (2.x);
+    total latency (``lat_ns``/``lat``) when fio reported no completion latency."""
+    for key, scale in (("clat_ns", 1e-3), ("clat", 1.0), ("clat_us", 1.0), ("lat_ns", 1e-3), ("lat", 1.0)):
+        block = side.get(key)
+        if isinstance(block, dict) and block:
+            return block, scale
+    return None, 1.0
+
+
+def _io_bytes(side: dict[str, Any], version: tuple[int, ...]) -> float:
+    if "io_kbytes" in side:  # fio 3.x: io_bytes is bytes and io_kbytes KiB
+        return float(side.get("io_bytes", float(side["io_kbytes"]) * 1024))
+    raw = float(side.get("io_bytes", 0))
+    # fio 2.x wrote io_bytes in KiB
+    return raw * 1024 if version and version[0] < 3 else raw
+
+
+def _fio_version(doc: dict[str, Any]) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)", str(doc.get("fio version", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else ()
+
+
+def _accumulate(stats: SideStats, side: dict[str, Any], version: tuple[int, ...]) -> None:
+    io = _io_bytes(side, version)
+    if io <= 0 and float(side.get("iops", 0) or 0) <= 0:
+        return
+    stats.io_bytes += io
+    stats.bw_kibps += float(side.get("bw", 0) or 0)
+    stats.iops += float(side.get("iops", 0) or 0)
+    block, scale = _latency_block(side)
+    ios = float(side.get("total_ios", 0) or 0) or (float(block.get("N", 0)) if block else 0.0) or 1.0
+    stats.ios += ios
+    if block is not None:
+        if "mean" in block:
+            stats.clat_means.append((float(block["mean"]) * scale, ios))
+        pct = block.get("percentile")
+        if isinstance(pct, dict) and pct:
+            stats.percentiles.append(
+                ({float(k): float(v) * scale for k, v in pct.items() if _is_number(k)}, ios)
+            )
+        bins = block.get("bins")
+        if isinstance(bins, dict) and bins:
+            for k, v in bins.items():
+                if _is_number(k):
+                    stats.bins_us[float(k) * scale] = stats.bins_us.get(float(k) * scale, 0.0) + float(v)
+        else:
+            stats.bins_complete = False
+    for key, scale in (("lat_ns", 1e-3), ("lat", 1.0)):
+        lat = side.get(key)
+        if isinstance(lat, dict) and "mean" in lat:
+            stats.lat_means.append((float(lat["mean"]) * scale, ios))
+            break
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _weighted(pairs: list[tuple[float, float]]) -> float | None:
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
+
+
+def _histogram_percentile(bins: dict[float, float], pct: float) -> float:
+    """The smallest latency at or below which ``pct`` % of I/Os completed (fio's own definition)."""
+    total = sum(bins.values())
+    target = math.ceil(total * pct / 100.0 - 1e-9)
+    running = 0.0
+    for latency in sorted(bins):
+        running += bins[latency]
+        if running >= target:
+            return latency
+    return max(bins)
+
+
+def _side_percentiles(stats: SideStats) -> dict[str, float]:
+    """p50…p99.9 in µs. One entry: fio's own figures. Several (jobs without group_reporting): exact from the
+    merged json+ histograms when every entry has them, else the I/O-weighted mean of each entry's figure."""
+    out: dict[str, float] = {}
+    if len(stats.percentiles) == 1 or (stats.percentiles and not (stats.bins_complete and stats.bins_us)):
+        for pct, suffix in PERCENTILES:
+            pairs = [(table[pct], w) for table, w in stats.percentiles if pct in table]
+            value = _weighted(pairs)
+            if value is not None:
+                out[suffix] = value
+        return out
+    if stats.bins_us:
+        for pct, suffix in PERCENTILES:
+            out[suffix] = _histogram_percentile(stats.bins_us, pct)
+    return out
+
+
+def _side_metrics(stats: SideStats, prefix: str) -> list[Metric]:
+    metrics = [
+        Metric(f"{prefix}bw_MiBps", stats.bw_kibps / 1024.0, "MiB/s", "higher", "fio"),
+        Metric(f"{prefix}iops", stats.iops, "IO/s", "higher", "fio"),
+        Metric(f"{prefix}io_MiB", stats.io_bytes / 1024.0**2, "MiB", "higher", "fio"),
+    ]
+    mean = _weighted(stats.clat_means)
+    if mean is not None:
+        metrics.append(Metric(f"{prefix}clat_mean_us", mean, "µs", "lower", "fio"))
+    lat = _weighted(stats.lat_means)
+    if lat is not None:
+        metrics.append(Metric(f"{prefix}lat_mean_us", lat, "µs", "lower", "fio"))
+    for suffix, value in _side_percentiles(stats).items():
+        metrics.append(Metric(f"{prefix}clat_{suffix}_us", value, "µs", "lower", "fio"))
+    return metrics
+
+
+def _combined(active: dict[str, SideStats]) -> SideStats:
+    total = SideStats()
+    for stats in active.values():
+        total.io_bytes += stats.io_bytes
+        total.bw_kibps += stats.bw_kibps
+        total.iops += stats.iops
+        total.ios += stats.ios
+        total.clat_means += stats.clat_means
+        total.lat_means += stats.lat_means
+        total.percentiles += stats.percentiles
+        total.bins_complete = total.bins_complete and stats.bins_complete
+        for k, v in stats.bins_us.items():
+            total.bins_us[k] = total.bins_us.get(k, 0.0) + v
+    if len(active) > 1:
+        # percentile tables of different directions cannot be averaged into one: use the merged histogram
+        total.percentiles = [] if total.bins_complete and total.bins_us else total.percentiles
+    return total
+
+
+def parse_fio_json(text: str) -> list[Metric]:
+    """fio's JSON or json+ output (fio 2.x–3.x) → bandwidth, IOPS, latency and CPU metrics.
+
+    The unprefixed metrics (``bw_MiBps``, ``iops``, ``clat_p99_us``…) cover every direction that did I/O;
+    when reads and writes both did, ``read_…`` and ``write_…`` metrics follow for each side."""
+    doc = load_fio_json(text)
+    version = _fio_version(doc)
+    jobs = doc.get("jobs") or []
+    if not jobs and doc.get("client_stats"):
+        # client/server mode: the "All clients" entry sums the others when there are several
+        clients = doc["client_stats"]
+        jobs = [c for c in clients if c.get("jobname") == "All clients"] or clients
+    if not jobs:
+        raise ParseError("fio's JSON has no jobs (did every job fail to start?)")
+    errors = [f"{j.get('jobname', '?')}: error {j['error']}" for j in jobs if j.get("error")]
+    sides = {name: SideStats() for name in SIDES}
+    usr, sys_cpu, ctx_switches = [], [], 0.0
+    for job in jobs:
+        for name in SIDES:
+            side = job.get(name)
+            if isinstance(side, dict):
+                _accumulate(sides[name], side, version)
+        if "usr_cpu" in job:
+            usr.append(float(job["usr_cpu"]))
+            sys_cpu.append(float(job.get("sys_cpu", 0)))
+        ctx_switches += float(job.get("ctx", 0) or 0)
+    active = {name: s for name, s in sides.items() if s.active}
+    if not active:
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        raise ParseError(f"fio did no I/O in any direction{detail}")
+    metrics = _side_metrics(_combined(active), "")
+    if len(active) > 1:
+        for name, stats in active.items():
+            metrics += _side_metrics(stats, f"{name}_")
+    if usr:
+        # per client, as fio reports it (a group_reporting entry averages its jobs)
+        metrics.append(Metric("fio_usr_cpu_pct", sum(usr) / len(usr), "%", "lower", "fio"))
+        metrics.append(Metric("fio_sys_cpu_pct", sum(sys_cpu) / len(sys_cpu), "%", "lower", "fio"))
+        metrics.append(Metric("fio_ctx_switches", ctx_switches, "switches", "lower", "fio"))
+    direct = _option(doc, jobs, "direct")
+    if direct is not None:
+        metrics.append(
+            Metric("direct_io", 1.0 if direct not in ("0", "false") else 0.0, "flag", "higher", "fio")
+        )
+    if errors:
+        raise ParseError(f"fio reported errors: {'; '.join(errors)}")
+    return metrics
+
+
+def _option(doc: dict[str, Any], jobs: list[dict[str, Any]], name: str) -> str | None:
+    for job in jobs:
+        value = (job.get("job options") or {}).get(name)
+        if value is not None:
+            return str(value).strip().lower()
+    value = (doc.get("global options") or {}).get(name)
+    return None if value is None else str(value).strip().lower()
