@@ -224,12 +224,30 @@ def parse(
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="findings as JSON")] = False,
     for_run: Annotated[str | None, typer.Option("--for", help="attach the findings to a stored run")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--check", help="run only this check (repeatable); see --list")
+    ] = None,
+    list_checks: Annotated[
+        bool, typer.Option("--list", help="list the checks and what each inspects")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show what each check inspects and its seed lesson")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Check this machine for the known causes of slow or broken runs."""
-    from nearmetal.doctor import run_checks
+    from nearmetal.doctor import CHECK_INFO, run_checks
 
-    findings = run_checks()
+    if list_checks:
+        table = Table("check", "inspects", "explains losses of kind")
+        for info in CHECK_INFO.values():
+            table.add_row(info.check_id, info.inspects, ", ".join(info.explains))
+        console.print(table)
+        return
+    unknown = [c for c in only or [] if c not in CHECK_INFO]
+    if unknown:
+        _fail(NearmetalError(f"unknown check(s): {', '.join(unknown)}", fix="see nearmetal doctor --list"))
+    findings = run_checks(only or None)
     if for_run:
         from nearmetal.store import Store
 
@@ -239,13 +257,18 @@ def doctor(
             store.add_findings(run_id, [f.to_dict() for f in findings])
         except NearmetalError as exc:
             _fail(exc)
+        err_console.print(f"{len(findings)} findings attached to run {run_id}", highlight=False)
     if as_json:
         print(json.dumps([f.to_dict() for f in findings], indent=2))
         return
     colors = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
-    table = Table("check", "severity", "finding", "evidence", "fix", show_lines=True)
+    columns = ["check", "severity", "finding", "evidence", "fix"] + (
+        ["inspects", "lesson"] if verbose else []
+    )
+    table = Table(*columns, show_lines=True)
     for f in findings:
-        table.add_row(f.check_id, f"[{colors[f.severity]}]{f.severity}[/]", f.title, f.evidence, f.fix)
+        row = [f.check_id, f"[{colors[f.severity]}]{f.severity}[/]", f.title, f.evidence, f.fix]
+        table.add_row(*row, *([f.inspects, f.lesson] if verbose else []))
     console.print(table)
 
 

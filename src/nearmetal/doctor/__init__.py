@@ -1,9 +1,13 @@
-"""``nearmetal doctor``: the known causes of a slow or broken run, each as a check with evidence and a fix."""
+"""``nearmetal doctor``: the known causes of a slow or broken run, each as a check with evidence and a fix.
+
+One module per family of checks; each registers its checks with ``@check(id, inspects=…, explains=…)``."""
 
 from __future__ import annotations
 
-from nearmetal.doctor import cpu, limits  # noqa: F401  (registers their checks)
-from nearmetal.doctor.base import CHECKS, SEVERITY_ORDER, Finding
+from dataclasses import replace
+
+from nearmetal.doctor import cpu, hygiene, limits, mounts, namespaces, network  # noqa: F401  (registers)
+from nearmetal.doctor.base import CHECK_INFO, CHECKS, SEVERITY_ORDER, CheckInfo, Finding
 
 
 def run_checks(only: list[str] | None = None) -> list[Finding]:
@@ -12,10 +16,12 @@ def run_checks(only: list[str] | None = None) -> list[Finding]:
         if only and check_id not in only:
             continue
         try:
-            findings += fn()
+            found = fn()
         except Exception as exc:  # a check that cannot read what it needs says so, and the others still run
-            findings.append(Finding(check_id, "info", f"check could not run: {exc}"))
+            found = [Finding(check_id, "info", f"check could not run: {exc}")]
+        inspects = CHECK_INFO[check_id].inspects if check_id in CHECK_INFO else ""
+        findings += [replace(f, inspects=f.inspects or inspects) for f in found]
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
 
 
-__all__ = ["CHECKS", "Finding", "run_checks"]
+__all__ = ["CHECKS", "CHECK_INFO", "CheckInfo", "Finding", "run_checks"]

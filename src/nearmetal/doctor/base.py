@@ -18,18 +18,32 @@ class Finding:
     evidence: str = ""
     fix: str = ""
     lesson: str = ""  # the seed lesson the check comes from
+    inspects: str = ""  # the files, syscalls or commands the check read (filled from the registry)
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class CheckInfo:
+    """What a check looks at, and which kind of loss a non-ok finding of it can explain in a report."""
+
+    check_id: str
+    inspects: str = ""
+    # metrics whose loss this check can explain (``cpu``: CPU-bound throughput and time, ``variance``:
+    # spread between repeats, ``io``, ``network``, ``startup``, ``failure``: trials that fail)
+    explains: tuple[str, ...] = ()
+
+
 Check = Callable[[], list[Finding]]
 CHECKS: dict[str, Check] = {}
+CHECK_INFO: dict[str, CheckInfo] = {}
 
 
-def check(check_id: str) -> Callable[[Check], Check]:
+def check(check_id: str, inspects: str = "", explains: tuple[str, ...] = ()) -> Callable[[Check], Check]:
     def register(fn: Check) -> Check:
         CHECKS[check_id] = fn
+        CHECK_INFO[check_id] = CheckInfo(check_id, inspects, tuple(explains))
         return fn
 
     return register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,12 @@ def quota_chain(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = N
     return levels
 
 
-@check("cpu-quota")
+@check(
+    "cpu-quota",
+    inspects="/proc/self/cgroup; cpu.max (v2) or cpu.cfs_quota_us/cpu.cfs_period_us (v1) and cpu.stat of "
+    "this cgroup and every ancestor",
+    explains=("cpu", "variance"),
+)
 def check_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None) -> list[Finding]:
     levels = quota_chain(root, proc_cgroup)
     if not levels:
@@ -125,6 +131,13 @@ def check_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None
         f"{tightest.cpus:.2f} CPUs; throttled in {tightest.nr_throttled} of {tightest.nr_periods} periods "
         f"({throttled:.0f}%)"
     )
+    others = [lvl for lvl in limited if lvl is not tightest]
+    if others:
+        # a quota on a parent (the pod, a Slurm job, a systemd slice) caps every child even when the
+        # child's own cgroup says "max"
+        evidence += "; also limited: " + ", ".join(f"{lvl.path} = {lvl.cpus:.2f} CPUs" for lvl in others)
+    if tightest is not levels[0]:
+        evidence += f"; the limit sits on an ancestor of this process's cgroup ({levels[0].path})"
     return [
         Finding(
             "cpu-quota",
@@ -135,6 +148,69 @@ def check_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None
             fix="remove the CPU limit (Kubernetes: drop resources.limits.cpu, keep requests; or use the "
             "static CPU manager with Guaranteed pods); on a plain host: write 'max' to cpu.max "
             "(v2) or -1 to cpu.cfs_quota_us (v1)",
+            lesson=LESSON_000,
+        )
+    ]
+
+
+# Kubernetes names pod cgroups after their QoS class: kubepods/burstable/pod<uid>,
+# kubepods.slice/kubepods-besteffort.slice/…, and Guaranteed pods sit directly under kubepods
+_QOS_PATTERN = re.compile(r"kubepods.*?(?P<qos>burstable|besteffort)|kubepods", re.IGNORECASE)
+
+
+def kubernetes_qos(proc_cgroup: str) -> str | None:
+    """The pod QoS class read from the cgroup path (None when not in a Kubernetes pod)."""
+    for path in own_cgroup_paths(proc_cgroup).values():
+        match = _QOS_PATTERN.search(path)
+        if match:
+            return (match.group("qos") or "guaranteed").lower()
+    return None
+
+
+@check(
+    "k8s-cpu-limits",
+    inspects="/proc/self/cgroup (kubepods QoS path) and the CPU quota chain",
+    explains=("cpu",),
+)
+def check_k8s_cpu_limits(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
+) -> list[Finding]:
+    if proc_cgroup is None:
+        proc_cgroup = Path("/proc/self/cgroup").read_text()
+    qos = kubernetes_qos(proc_cgroup)
+    if qos is None:
+        return [
+            Finding(
+                "k8s-cpu-limits",
+                "ok",
+                "not in a Kubernetes pod",
+                evidence="no kubepods cgroup in /proc/self/cgroup",
+                lesson=LESSON_000,
+            )
+        ]
+    limited = [lvl for lvl in quota_chain(root, proc_cgroup) if lvl.quota_us is not None]
+    if not limited:
+        return [
+            Finding(
+                "k8s-cpu-limits",
+                "ok",
+                f"Kubernetes pod ({qos} QoS) without a CPU limit",
+                evidence=f"QoS {qos}; no quota on the pod's cgroups",
+                lesson=LESSON_000,
+            )
+        ]
+    cpus = min(lvl.cpus or 0 for lvl in limited)
+    return [
+        Finding(
+            "k8s-cpu-limits",
+            "warning",
+            f"Kubernetes pod ({qos} QoS) with a CPU limit of {cpus:.2f} CPUs: requests/limits are not a "
+            "1:1 pod-to-node mapping, they cap the CPU",
+            evidence=f"QoS {qos}; tightest quota {cpus:.2f} CPUs"
+            + ("; Burstable pods are capped by their limit too" if qos == "burstable" else ""),
+            fix="to give a pod a whole node use nodeSelector/affinity plus pod anti-affinity (or a "
+            "topologySpreadConstraint) and set only resources.requests.cpu; drop resources.limits.cpu, or use "
+            "the static CPU manager policy with integer CPUs for exclusive cores",
             lesson=LESSON_000,
         )
     ]

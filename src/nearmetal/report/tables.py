@@ -57,6 +57,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     # per row: True = significant loss, False = no significant difference, None = baseline/unknown
     significance: list[bool | None] = field(default_factory=list)
+    # doctor findings stored for the run that can explain this table's loss (see attach_findings)
+    findings: list[str] = field(default_factory=list)
 
 
 def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
@@ -153,3 +155,60 @@ def failure_lines(results: Results, limit: int = 10) -> list[str]:
     if len(out) > limit:
         out = [*out[:limit], f"… and {len(out) - limit} more"]
     return out
+
+
+# --- doctor findings next to the losses they can explain ---------------------------------------------
+
+# which kinds of loss a table shows, from its metric's name (see doctor.base.CheckInfo.explains)
+_IO_MARKERS = ("bw_", "iops", "clat", "lat_", "read", "write", "fsync")
+_NET_MARKERS = ("rtt", "gbps", "mbps", "bitrate", "latency", "pingpong", "allreduce")
+
+
+def loss_kinds(metric: str) -> set[str]:
+    name = metric.lower()
+    kinds = {"variance", "cpu"}
+    if any(m in name for m in _IO_MARKERS):
+        kinds.add("io")
+    if any(m in name for m in _NET_MARKERS):
+        kinds.add("network")
+    return kinds
+
+
+def stored_findings(results: Results, min_severity: str = "info") -> list[dict[str, Any]]:
+    """Findings ``nearmetal doctor --for RUN`` attached to this run, worst first (``ok`` ones left out)."""
+    from nearmetal.doctor.base import SEVERITY_ORDER
+
+    limit = SEVERITY_ORDER[min_severity]
+    found = [
+        f for f in results.store.findings(results.run_id) if SEVERITY_ORDER.get(f["severity"], 3) <= limit
+    ]
+    return sorted(found, key=lambda f: SEVERITY_ORDER.get(f["severity"], 3))
+
+
+def finding_line(finding: dict[str, Any]) -> str:
+    line = f"[{finding['severity']}] {finding['check_id']}: {finding['title']}"
+    if finding.get("fix"):
+        line += f" — fix: {finding['fix']}"
+    return line
+
+
+def attach_findings(tables: list[Table], results: Results) -> list[str]:
+    """Put each stored doctor finding under the loss tables whose kind of loss it can explain (a CPU quota
+    under throughput/time tables, a severed FUSE mount under I/O tables …); returns the findings that
+    explain no table (failed trials, start-up), for a section of their own."""
+    from nearmetal.doctor import CHECK_INFO
+
+    findings = stored_findings(results)
+    unplaced: list[str] = []
+    for finding in findings:
+        info = CHECK_INFO.get(finding["check_id"])
+        explains = set(info.explains) if info and info.explains else None
+        placed = False
+        for table in tables:
+            metric = table.title.rsplit(": ", 1)[-1]
+            if explains is None or explains & loss_kinds(metric):
+                table.findings.append(finding_line(finding))
+                placed = True
+        if not placed:
+            unplaced.append(finding_line(finding))
+    return unplaced

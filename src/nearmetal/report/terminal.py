@@ -6,14 +6,16 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from nearmetal.api import Results
-from nearmetal.report.tables import failure_lines, loss_tables, run_header
+from nearmetal.report.tables import attach_findings, failure_lines, loss_tables, run_header
 
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
     console = console or Console()
     for key, value in run_header(results):
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
-    for table in loss_tables(results, metric):
+    tables = loss_tables(results, metric)
+    other_findings = attach_findings(tables, results)
+    for table in tables:
         rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
         for i, header in enumerate(table.headers):
             rich_table.add_column(
@@ -26,6 +28,8 @@ def print_report(results: Results, console: Console | None = None, metric: str |
         console.print(rich_table)
         for note in table.notes:
             console.print(f"[dim]{note}[/dim]", highlight=False)
+        print_findings(console, "possible causes (nearmetal doctor)", table.findings)
+    print_findings(console, "other doctor findings", other_findings)
     failures = failure_lines(results)
     if failures:
         console.print(
@@ -33,3 +37,14 @@ def print_report(results: Results, console: Console | None = None, metric: str |
         )
         for line in failures:
             console.print(f"  {line}", highlight=False, markup=False)
+
+
+def print_findings(console: Console, heading: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    console.print(f"[bold]{heading}[/bold]:", highlight=False)
+    for line in lines:
+        style = (
+            "red" if line.startswith("[critical]") else "yellow" if line.startswith("[warning]") else "cyan"
+        )
+        console.print(f"  {line}", style=style, highlight=False, markup=False)

@@ -207,8 +207,14 @@ class Store:
 
     def add_findings(self, run_id: str | None, findings: Iterable[dict[str, Any]]) -> None:
         with self.session() as s:
+            columns = set(FindingRow.__table__.columns.keys())
             for f in findings:
-                s.add(FindingRow(run_id=run_id, created_at=time.time(), **f))
+                # a finding may carry more than the table keeps (e.g. ``inspects``, known from its check)
+                s.add(
+                    FindingRow(
+                        run_id=run_id, created_at=time.time(), **{k: v for k, v in f.items() if k in columns}
+                    )
+                )
 
     # --- reading ---
     def get_run(self, run_id: str) -> RunRow:

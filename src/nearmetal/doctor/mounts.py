@@ -1,0 +1,306 @@
+"""Mounts that break or stall workloads: severed FUSE mounts, autofs roots that do not propagate, stale
+mounts (seed 001: autofs in CSI drivers for CVMFS and EOS)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nearmetal.doctor.base import Finding, check
+
+LESSON_FUSE = (
+    "seed 001 (autofs in containers): when the CSI node plugin pod died, the FUSE daemons behind the CVMFS "
+    "mounts died with it; the mounts stayed in the table but every access failed with ENOTCONN, and autofs "
+    "did not expire them. A sidecar that scans for severed FUSE mounts and unmounts them restored access"
+)
+LESSON_AUTOFS = (
+    "seed 001 (autofs in containers): the autofs root must be a shared mount (mount --make-shared, "
+    "mountPropagation: Bidirectional) and consumers must bind it with mount --rbind --make-slave, or inner "
+    "mounts show up as empty directories; unmount consumers with umount --recursive"
+)
+LESSON_STALE = (
+    "seed 001 (autofs in containers): mounts whose server or daemon went away stay in the mount table and "
+    "make every process that touches them fail or hang until they are unmounted"
+)
+
+# filesystems with no backing store to go stale; autofs is left out of stat probes on purpose (touching an
+# autofs path can trigger a mount and block while its daemon answers)
+PSEUDO_FILESYSTEMS = {
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "tmpfs",
+    "cgroup",
+    "cgroup2",
+    "mqueue",
+    "hugetlbfs",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "autofs",
+    "nsfs",
+    "rpc_pipefs",
+    "efivarfs",
+    "ramfs",
+}
+STAT_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    mount_point: str
+    root: str
+    fstype: str
+    source: str
+    options: str
+    propagation: tuple[str, ...] = field(default=())  # shared:N, master:N, propagate_from:N, unbindable
+
+    @property
+    def is_fuse(self) -> bool:
+        return self.fstype == "fuse" or self.fstype.startswith("fuse.") or self.fstype == "fuseblk"
+
+    @property
+    def propagation_mode(self) -> str:
+        tags = {t.split(":")[0] for t in self.propagation}
+        if "shared" in tags and "master" in tags:
+            return "shared+slave"
+        if "shared" in tags:
+            return "shared"
+        if "master" in tags:
+            return "slave"
+        if "unbindable" in tags:
+            return "unbindable"
+        return "private"
+
+
+def _unescape(field_text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo octal
+    out, i = [], 0
+    while i < len(field_text):
+        if field_text[i] == "\\" and i + 3 < len(field_text) and field_text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field_text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if "-" not in parts or len(parts) < 10:
+            continue
+        sep = parts.index("-")
+        mounts.append(
+            Mount(
+                mount_id=int(parts[0]),
+                root=_unescape(parts[3]),
+                mount_point=_unescape(parts[4]),
+                options=parts[5],
+                propagation=tuple(parts[6:sep]),
+                fstype=parts[sep + 1],
+                source=_unescape(parts[sep + 2]),
+            )
+        )
+    return mounts
+
+
+def read_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mount]:
+    return parse_mountinfo(mountinfo.read_text())
+
+
+def stat_with_timeout(path: str, timeout_s: float = STAT_TIMEOUT_S) -> int | str | None:
+    """None when stat succeeds, the errno when it fails, ``"timeout"`` when it does not return in time
+    (a hung FUSE daemon or NFS server: the probing thread is left behind as a daemon thread)."""
+    result: list[int | None] = []
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+            # statfs always asks the filesystem (a FUSE daemon, an NFS server): stat alone can be answered
+            # from attributes the kernel cached before the daemon died
+            os.statvfs(path)
+            result.append(None)
+        except OSError as exc:
+            result.append(exc.errno)
+
+    thread = threading.Thread(target=probe, name=f"nearmetal-stat-{path}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not result:
+        return "timeout"
+    return result[0]
+
+
+def _describe(outcome: int | str | None) -> str:
+    if outcome == "timeout":
+        return f"stat/statfs did not return within {STAT_TIMEOUT_S:g}s"
+    if isinstance(outcome, int):
+        return f"stat/statfs failed with {errno.errorcode.get(outcome, outcome)} ({os.strerror(outcome)})"
+    return "ok"
+
+
+@check(
+    "fuse-severed",
+    inspects="/proc/self/mountinfo (fuse, fuse.* mounts); stat(2) and statfs(2) of each FUSE mount point",
+    explains=("io", "failure"),
+)
+def check_fuse_severed(
+    mountinfo: Path = Path("/proc/self/mountinfo"), timeout_s: float = STAT_TIMEOUT_S
+) -> list[Finding]:
+    fuse = [m for m in read_mounts(mountinfo) if m.is_fuse]
+    if not fuse:
+        return [Finding("fuse-severed", "ok", "no FUSE mounts", evidence=str(mountinfo), lesson=LESSON_FUSE)]
+    severed, hung = [], []
+    for mount in fuse:
+        outcome = stat_with_timeout(mount.mount_point, timeout_s)
+        if outcome == errno.ENOTCONN:
+            severed.append(mount)
+        elif outcome == "timeout":
+            hung.append(mount)
+    findings = []
+    for mount in severed:
+        findings.append(
+            Finding(
+                "fuse-severed",
+                "critical",
+                f"severed FUSE mount {mount.mount_point}: its daemon is gone, every access fails with "
+                "ENOTCONN",
+                evidence=f"{mount.fstype} from {mount.source} at {mount.mount_point}: "
+                f"{_describe(errno.ENOTCONN)}",
+                fix=f"fusermount -uz {mount.mount_point} (or umount -l {mount.mount_point}), then remount it "
+                "(under autofs the next access remounts it); in a CSI driver run a sidecar that unmounts "
+                "severed mounts",
+                lesson=LESSON_FUSE,
+            )
+        )
+    for mount in hung:
+        findings.append(
+            Finding(
+                "fuse-severed",
+                "warning",
+                f"FUSE mount {mount.mount_point} does not answer: its daemon is stopped or stuck",
+                evidence=f"{mount.fstype} from {mount.source}: {_describe('timeout')}",
+                fix=f"check the daemon serving {mount.mount_point}; if it is gone: umount -l {mount.mount_point}",
+                lesson=LESSON_FUSE,
+            )
+        )
+    if not findings:
+        findings.append(
+            Finding(
+                "fuse-severed",
+                "ok",
+                f"{len(fuse)} FUSE mount(s), all answering",
+                evidence=", ".join(m.mount_point for m in fuse[:10]),
+                lesson=LESSON_FUSE,
+            )
+        )
+    return findings
+
+
+@check(
+    "autofs-propagation",
+    inspects="/proc/self/mountinfo: optional fields (shared:N, master:N) of autofs mounts",
+    explains=("io", "failure"),
+)
+def check_autofs_propagation(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Finding]:
+    autofs = [m for m in read_mounts(mountinfo) if m.fstype == "autofs"]
+    if not autofs:
+        return [
+            Finding(
+                "autofs-propagation", "ok", "no autofs mounts", evidence=str(mountinfo), lesson=LESSON_AUTOFS
+            )
+        ]
+    private = [m for m in autofs if m.propagation_mode in ("private", "unbindable")]
+    if not private:
+        return [
+            Finding(
+                "autofs-propagation",
+                "ok",
+                f"{len(autofs)} autofs mount(s), all shared or slave",
+                evidence=", ".join(f"{m.mount_point} ({m.propagation_mode})" for m in autofs[:10]),
+                lesson=LESSON_AUTOFS,
+            )
+        ]
+    return [
+        Finding(
+            "autofs-propagation",
+            "warning",
+            f"autofs mount {m.mount_point} is {m.propagation_mode}: mounts autofs makes inside it do not reach "
+            "other mount namespaces (pods see empty directories), and consumers' unmounts can reach the root",
+            evidence=f"autofs {m.source} at {m.mount_point}: no shared:/master: tag in mountinfo "
+            f"(optional fields: {' '.join(m.propagation) or 'none'})",
+            fix=f"on the autofs root: mount --make-shared {m.mount_point} (Pod: mountPropagation: "
+            f"Bidirectional); consumers: mount --rbind --make-slave {m.mount_point} <target> (Pod: "
+            "mountPropagation: HostToContainer); remove consumers with umount --recursive <target>",
+            lesson=LESSON_AUTOFS,
+        )
+        for m in private
+    ]
+
+
+@check(
+    "stale-mounts",
+    inspects="/proc/self/mountinfo; stat(2) and statfs(2) of every non-pseudo, non-FUSE mount point (network and disk "
+    "filesystems) and mount roots marked //deleted",
+    explains=("io", "failure"),
+)
+def check_stale_mounts(
+    mountinfo: Path = Path("/proc/self/mountinfo"), timeout_s: float = STAT_TIMEOUT_S
+) -> list[Finding]:
+    mounts = read_mounts(mountinfo)
+    findings = []
+    probed = 0
+    for mount in mounts:
+        if mount.fstype in PSEUDO_FILESYSTEMS or mount.is_fuse:
+            continue
+        if mount.root.endswith("//deleted"):
+            findings.append(
+                Finding(
+                    "stale-mounts",
+                    "warning",
+                    f"mount {mount.mount_point} shows a file or directory that was deleted on its source",
+                    evidence=f"{mount.fstype} root {mount.root}",
+                    fix=f"umount {mount.mount_point} and bind the current path again",
+                    lesson=LESSON_STALE,
+                )
+            )
+            continue
+        probed += 1
+        outcome = stat_with_timeout(mount.mount_point, timeout_s)
+        if outcome is None:
+            continue
+        findings.append(
+            Finding(
+                "stale-mounts",
+                "critical" if outcome in (errno.ESTALE, errno.ENOTCONN, errno.EIO, "timeout") else "warning",
+                f"stale mount {mount.mount_point} ({mount.fstype}): {_describe(outcome)}",
+                evidence=f"{mount.fstype} from {mount.source} at {mount.mount_point}",
+                fix=f"umount -f -l {mount.mount_point} and mount it again (NFS: check the server; the -l "
+                "detaches it now even while processes still hold it)",
+                lesson=LESSON_STALE,
+            )
+        )
+    if not findings:
+        findings.append(
+            Finding(
+                "stale-mounts",
+                "ok",
+                f"{probed} mount(s) probed, all answer",
+                evidence=str(mountinfo),
+                lesson=LESSON_STALE,
+            )
+        )
+    return findings
