@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import yaml
 
 from nearmetal.analysis import CellInfo, RunAnalysis, analyse, describe_loss
@@ -64,14 +65,59 @@ class Results:
 
     @cached_property
     def cells(self) -> list[CellInfo]:
-        return cells_from_trials(self.trials)
+        """Cells in the plan's order (workloads, matrix values, variants as written), not the order the
+        interleaved schedule happened to run them."""
+        cells = cells_from_trials(self.trials)
+        plan = self.plan if isinstance(self.plan, dict) else {}
+        workloads = list(plan.get("workloads") or {})
+        variants = list(plan.get("variants") or {})
+        matrix = plan.get("matrix") or {}
+        first_seen = {c.cell_id: i for i, c in enumerate(cells)}
+
+        def position(items: list[Any], value: Any) -> int:
+            return items.index(value) if value in items else len(items)
+
+        def point_order(cell: CellInfo) -> tuple[int, ...]:
+            out = []
+            for param, value in sorted(cell.point.items()):
+                values = matrix.get(f"{cell.workload}.{param}", matrix.get(param)) or []
+                out.append(position(list(values), value))
+            return tuple(out)
+
+        return sorted(
+            cells,
+            key=lambda c: (
+                position(workloads, c.workload),
+                point_order(c),
+                position(variants, c.variant),
+                first_seen[c.cell_id],
+            ),
+        )
+
+    @cached_property
+    def metric_table(self) -> dict[str, np.ndarray]:
+        """Every metric of every trial as column arrays, in trial order (see ``Store.metric_table``)."""
+        return self.store.metric_table(self.run.id)
 
     @cached_property
     def analysis(self) -> RunAnalysis:
-        table = self.store.metric_table(self.run.id)
         return analyse(
-            table, self.cells, confidence=self.confidence, resamples=self.resamples, seed=self.run.seed or 0
+            self.metric_table,
+            self.cells,
+            confidence=self.confidence,
+            resamples=self.resamples,
+            seed=self.run.seed or 0,
         )
+
+    @cached_property
+    def events(self) -> list[dict[str, Any]]:
+        """What happened at moments during the run (faults injected, interruptions), oldest first."""
+        return self.store.events(self.run.id)
+
+    @cached_property
+    def findings(self) -> list[dict[str, Any]]:
+        """Doctor findings attached to this run (``nearmetal doctor --for RUN``)."""
+        return self.store.findings(self.run.id)
 
     @property
     def baseline_variant(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -79,6 +79,7 @@ def _run(
     quiet: bool,
     as_json: bool,
     report: bool = True,
+    html: bool = True,
 ) -> None:
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
@@ -96,19 +97,24 @@ def _run(
         err_console.print(
             f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}", highlight=False
         )
+        if html:
+            _run_html_report(exc.run_id, db, workdir / exc.run_id, quiet=quiet or as_json)
         raise typer.Exit(130) from None
     except NearmetalError as exc:
         _fail(exc)
+    html_path = _run_html_report(result.run_id, db, result.workdir, quiet=True) if html else None
     if as_json:
         from nearmetal.api import load_results
+        from nearmetal.redact import redact_url
 
         results = load_results(result.run_id, db=db)
         print(
             json.dumps(
                 {
                     "run_id": result.run_id,
-                    "db": result.db_url,
+                    "db": redact_url(result.db_url),
                     "status": result.status,
+                    "html": str(html_path) if html_path else None,
                     "rows": results.table(),
                 },
                 default=str,
@@ -118,22 +124,80 @@ def _run(
     console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
     if report:
         _report(result.run_id, db, "terminal", None, None)
+    if html_path and not quiet:
+        err_console.print(f"HTML report: {html_path}", highlight=False)
 
 
-def _report(run_id: str | None, db: str | None, fmt: str, metric: str | None, output: Path | None) -> None:
+def _run_html_report(run_id: str, db: str | None, run_dir: Path | None, quiet: bool) -> Path | None:
+    """The self-contained HTML report in the run's directory; a failure here never fails the run."""
+    if run_dir is None:
+        return None
+    try:
+        from nearmetal.api import load_results
+        from nearmetal.report.html import REPORT_NAME, write_html_report
+
+        return write_html_report(load_results(run_id, db=db), Path(run_dir) / REPORT_NAME)
+    except Exception as exc:  # the measurements are stored; a report can be made again later
+        if not quiet:
+            err_console.print(
+                f"[yellow]HTML report not written[/yellow] ({type(exc).__name__}: {exc}); "
+                f"make it later with: nearmetal report {run_id} --html report.html",
+                highlight=False,
+            )
+        return None
+
+
+def _report(
+    run_id: str | None,
+    db: str | None,
+    fmt: str | None,
+    metric: str | None,
+    output: Path | None,
+    html: Path | None = None,
+    png: Path | None = None,
+) -> None:
     from nearmetal.api import load_results
     from nearmetal.report import markdown_report, print_report
 
     results = load_results(run_id, db=db)
-    if fmt == "markdown":
-        text = markdown_report(results, metric)
+    images: list[tuple[Any, Path]] = []
+    if png is not None:
+        from nearmetal.report.png import write_png_figures
+
+        written, problems = write_png_figures(results, png)
+        images = written
+        err_console.print(f"wrote {len(written)} figures to {png}/", highlight=False)
+        for problem in problems:
+            err_console.print(f"[yellow]figure not drawn[/yellow]: {problem.builder}: {problem.error}")
+    if html is not None:
+        from nearmetal.report.html import write_html_report
+
+        path = write_html_report(results, html)
+        err_console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    if fmt is None:
+        if html is not None or png is not None:
+            return  # files were asked for; the terminal table only when a format is named too
+        fmt = "terminal"
+    if fmt in ("markdown", "html"):
+        if fmt == "markdown":
+            base = output.parent if output else Path.cwd()
+            text = markdown_report(results, metric, images=images, relative_to=base)
+        else:
+            from nearmetal.report.html import html_report
+
+            text = html_report(results)
         if output:
-            output.write_text(text)
+            output.write_text(text, encoding="utf-8")
             err_console.print(f"wrote {output}")
         else:
             sys.stdout.write(text)
     elif fmt == "json":
-        print(json.dumps({"run_id": results.run_id, "rows": results.table(metric)}, default=str, indent=2))
+        text = json.dumps({"run_id": results.run_id, "rows": results.table(metric)}, default=str, indent=2)
+        if output:
+            output.write_text(text + "\n")
+            err_console.print(f"wrote {output}")
+        else:
+            print(text)
     else:
         print_report(results, console, metric)
 
@@ -146,26 +210,46 @@ def run(
     seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
+    ] = True,
 ) -> None:
-    """Run a plan: every trial is stored as it ends; prints the run id and the loss table."""
-    _run(plan, db, workdir, seed, quiet, as_json)
+    """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
+    self-contained HTML report into the run's directory."""
+    _run(plan, db, workdir, seed, quiet, as_json, html=html)
 
 
 @app.command()
 def report(
     run_id: Annotated[str | None, typer.Argument(help="run id (default: the latest run)")] = None,
     db: DbOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="terminal, markdown or json")] = "terminal",
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="terminal (default), markdown, json or html")
+    ] = None,
     metric: Annotated[str | None, typer.Option(help="metric to lead with (default: the workload's)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="write a self-contained HTML report (tables, plots) here")
+    ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="write every figure as PNG into this directory (Markdown links them)"),
+    ] = None,
 ) -> None:
-    """Show a stored run's tables again."""
-    if fmt not in ("terminal", "markdown", "json"):
-        _fail(NearmetalError(f"unknown format {fmt!r}", fix="use terminal, markdown or json"))
+    """Show a stored run's tables again, or write them as Markdown, JSON, HTML with plots, or PNG figures."""
+    if fmt is not None and fmt not in ("terminal", "markdown", "json", "html"):
+        _fail(NearmetalError(f"unknown format {fmt!r}", fix="use terminal, markdown, json or html"))
     try:
-        _report(run_id, db, fmt, metric, output)
+        _report(run_id, db, fmt, metric, output, html=html, png=png)
     except NearmetalError as exc:
         _fail(exc)
+    except ImportError as exc:
+        _fail(
+            NearmetalError(
+                f"this report needs a library that is not installed: {exc.name or exc}",
+                fix="pip install 'nearmetal[report]'",
+            )
+        )
 
 
 @app.command()
@@ -289,6 +373,9 @@ def study(
     quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
+    ] = True,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import study_description, study_names, study_path
@@ -303,7 +390,7 @@ def study(
         path = study_path(name, quick=quick)
     except NearmetalError as exc:
         _fail(exc)
-    _run(path, db, workdir, seed, quiet, as_json)
+    _run(path, db, workdir, seed, quiet, as_json, html=html)
 
 
 @app.command()

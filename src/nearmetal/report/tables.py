@@ -59,6 +59,7 @@ class Table:
     significance: list[bool | None] = field(default_factory=list)
     # doctor findings stored for the run that can explain this table's loss (see attach_findings)
     findings: list[str] = field(default_factory=list)
+    workload: str = ""
 
 
 def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
@@ -124,7 +125,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             f"loss is direction-aware ({direction} is better); positive = the variant costs; "
             f"{conf} BCa bootstrap interval on the ratio of means"
         ]
-        tables.append(Table(title, headers, rows, notes, sig))
+        tables.append(Table(title, headers, rows, notes, sig, workload))
     return tables
 
 

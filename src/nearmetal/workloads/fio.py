@@ -234,7 +234,9 @@ class FioWorkload(Workload):
     @staticmethod
     def _dirs(params: FioParams, ctx: WorkloadContext) -> tuple[str, Path]:
         """(the directory fio is told, the same directory on the host)."""
-        default = str(ctx.trial_dir.resolve() / DATA_DIR_NAME) if params.directory is None else params.directory
+        default = (
+            str(ctx.trial_dir.resolve() / DATA_DIR_NAME) if params.directory is None else params.directory
+        )
         seen = str(ctx.endpoints.get("test_dir") or default)
         host = Path(str(ctx.endpoints.get("test_dir_host") or seen))
         return seen, host

@@ -1,0 +1,376 @@
+"""One self-contained HTML file per run: plan, environment, loss tables with intervals, and plots.
+
+plotly's JavaScript is embedded (no CDN), so the file opens offline and can be attached to an issue or a
+mail as it is. Figures come from the builders in ``report/figures`` (``FIGURES``); this module only draws
+their specs with plotly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from nearmetal.api import Results
+from nearmetal.redact import redact_config_text, redact_text
+from nearmetal.report.figures import FigureProblem, FigureSpec, Series, build_figures
+from nearmetal.report.tables import Table, attach_findings, failure_lines, loss_tables, run_header
+
+REPORT_NAME = "report.html"
+TEMPLATE = "plotly_white"
+
+
+def _error_y(series: Series) -> dict[str, Any] | None:
+    if series.low is None or series.high is None:
+        return None
+    plus = [
+        None if h is None or y is None else max(0.0, h - y)
+        for y, h in zip(series.y, series.high, strict=True)
+    ]
+    minus = [
+        None if lo is None or y is None else max(0.0, y - lo)
+        for y, lo in zip(series.y, series.low, strict=True)
+    ]
+    if all(v is None for v in plus + minus):
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": plus,
+        "arrayminus": minus,
+        "thickness": 1.5,
+        "width": 6,
+    }
+
+
+def plotly_trace(series: Series) -> dict[str, Any]:
+    """A plotly trace (as plain JSON) for one series."""
+    color = series.color
+    trace: dict[str, Any] = {"name": series.name, "x": list(series.x), "y": list(series.y)}
+    if series.text is not None:
+        trace["text"] = list(series.text)
+        trace["hovertemplate"] = "%{text}<extra></extra>"
+    if series.kind == "bar":
+        trace.update(type="bar", marker={"color": color} if color else {})
+        if series.text is not None:
+            trace["textposition"] = "none"  # the text is for hovering, not printed over the bar
+        if (err := _error_y(series)) is not None:
+            trace["error_y"] = err
+    elif series.kind in ("line", "scatter"):
+        trace.update(type="scatter", mode="lines+markers" if series.kind == "line" else "markers")
+        if color:
+            trace["marker"] = {"color": color, "size": 7}
+            trace["line"] = {"color": color}
+        if series.dashed:
+            trace.setdefault("line", {})["dash"] = "dash"
+        if (err := _error_y(series)) is not None:
+            trace["error_y"] = err
+    elif series.kind == "box":
+        # every value drawn beside its box, so a single outlier is as visible as the spread
+        trace.update(type="box", boxpoints="all", jitter=0.35, pointpos=0, boxmean=True)
+        if color:
+            trace["marker"] = {"color": color, "size": 6, "opacity": 0.8}
+            trace["line"] = {"color": color}
+    else:
+        raise ValueError(f"series {series.name!r}: unknown kind {series.kind!r}")
+    return trace
+
+
+def plotly_figure(spec: FigureSpec) -> dict[str, Any]:
+    """A plotly figure (``{"data", "layout"}``) for a spec; validated by plotly's own figure class."""
+    import plotly.graph_objects as go
+
+    xaxis: dict[str, Any] = {"title": {"text": spec.x_label}, "type": spec.x_type, "automargin": True}
+    if spec.x_ticks:
+        xaxis.update(
+            tickmode="array", tickvals=[t[0] for t in spec.x_ticks], ticktext=[t[1] for t in spec.x_ticks]
+        )
+    yaxis: dict[str, Any] = {"title": {"text": spec.y_label}, "type": spec.y_type, "automargin": True}
+    if spec.y_type == "log":
+        yaxis["dtick"] = "D2"  # 1, 2, 5 per decade: readable without a label at every minor tick
+    if spec.hlines and spec.y_type == "linear":
+        yaxis["zeroline"] = True
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for band in spec.bands:
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": band.x0,
+                "x1": band.x1,
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": band.color,
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+        if band.label:
+            annotations.append(
+                {
+                    "x": band.x0,
+                    "xref": "x",
+                    "y": 1,
+                    "yref": "paper",
+                    "text": band.label,
+                    "showarrow": False,
+                    "xanchor": "left",
+                    "yanchor": "bottom",
+                    "font": {"size": 11},
+                }
+            )
+    for line in spec.hlines:
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "yref": "y",
+                "y0": line.y,
+                "y1": line.y,
+                "line": {"color": "#444", "width": 1, "dash": "dot"},
+            }
+        )
+        if line.label:
+            annotations.append(
+                {
+                    "x": 1,
+                    "xref": "paper",
+                    "y": line.y,
+                    "yref": "y",
+                    "text": line.label,
+                    "showarrow": False,
+                    "xanchor": "right",
+                    "yanchor": "bottom",
+                    "font": {"size": 11},
+                }
+            )
+    has_box = any(s.kind == "box" for s in spec.series)
+    layout: dict[str, Any] = {
+        "title": {"text": spec.title, "x": 0.01, "xanchor": "left"},
+        "xaxis": xaxis,
+        "yaxis": yaxis,
+        "template": TEMPLATE,
+        "height": 420,
+        "margin": {"l": 70, "r": 20, "t": 60, "b": 60},
+        "legend": {"orientation": "h", "y": -0.2},
+        "shapes": shapes,
+        "annotations": annotations,
+        "barmode": "group" if spec.grouped else "overlay",
+        "hovermode": "closest",
+    }
+    if has_box:
+        layout["boxmode"] = "group" if spec.grouped else "overlay"
+    figure = go.Figure(data=[plotly_trace(s) for s in spec.series], layout=layout).to_plotly_json()
+    # the template is the same for every figure: the page sets it once (see RENDER_SCRIPT)
+    figure["layout"].pop("template", None)
+    return figure
+
+
+def _template() -> dict[str, Any]:
+    import plotly.io
+
+    return plotly.io.templates[TEMPLATE].to_plotly_json()
+
+
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _json_for_script(value: Any) -> str:
+    """JSON that is safe inside <script>: no '</script>' or HTML comment can close it early."""
+    from plotly.utils import PlotlyJSONEncoder
+
+    text = json.dumps(value, cls=PlotlyJSONEncoder, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(
+        f'<th class="{"l" if i in (0, len(table.headers) - 1) else "r"}">{_e(h)}</th>'
+        for i, h in enumerate(table.headers)
+    )
+    body = []
+    for row, sig in zip(table.rows, table.significance or [None] * len(table.rows), strict=True):
+        cls = ' class="loss"' if sig and not row[-1].endswith("gain") else (' class="gain"' if sig else "")
+        cells = "".join(
+            f'<td class="{"l" if i in (0, len(row) - 1) else "r"}">{_e(c)}</td>' for i, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in table.notes)
+    if table.findings:
+        items = "".join(f"<li>{_e(f)}</li>" for f in table.findings)
+        notes += f'<div class="causes">Possible causes found by <code>nearmetal doctor</code>:<ul>{items}</ul></div>'
+
+    return (
+        f'<h3>{_e(table.title)}</h3><table class="loss-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>{notes}"
+    )
+
+
+def _figure_html(spec: FigureSpec, index: int) -> str:
+    caption = f"<figcaption>{_e(spec.caption)}</figcaption>" if spec.caption else ""
+    return (
+        f'<figure id="{_e(spec.slug)}" data-builder="{_e(spec.builder)}">'
+        f'<div class="plot" id="plot-{index}"></div>{caption}</figure>'
+    )
+
+
+STYLE = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg-alt: #f6f8fa; --loss: #b42318; --gain: #067647; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", sans-serif;
+       color: var(--fg); margin: 0 auto; max-width: 1180px; padding: 24px 28px 60px; }
+h1 { font-size: 1.6em; margin: 0 0 4px; } h2 { border-bottom: 1px solid var(--line); padding-bottom: 4px;
+       margin-top: 2.2em; } h3 { font-size: 1.05em; margin: 1.6em 0 .4em; }
+.description { color: var(--muted); max-width: 70em; }
+dl.header { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 14px 0; }
+dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
+nav ul { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 8px 0; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 4px 0; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); } th { background: var(--bg-alt); }
+td.r, th.r { text-align: right; } td.l, th.l { text-align: left; }
+tr.loss td { color: var(--loss); font-weight: 600; } tr.gain td { color: var(--gain); font-weight: 600; }
+.note { color: var(--muted); font-size: .88em; margin: 2px 0 8px; }
+figure { margin: 18px 0 26px; } figcaption { color: var(--muted); font-size: .88em; }
+.plot { width: 100%; min-height: 420px; }
+pre { background: var(--bg-alt); padding: 12px; overflow: auto; font-size: .88em; border-radius: 6px; }
+table.env td:first-child { font-family: ui-monospace, monospace; white-space: nowrap; }
+table.env td { vertical-align: top; word-break: break-word; }
+.problem { color: var(--loss); }
+.causes { border-left: 3px solid #e69f00; padding: 2px 10px; margin: 6px 0 10px; font-size: .92em; }
+footer { margin-top: 3em; color: var(--muted); font-size: .85em; }
+@media print { .plot { break-inside: avoid; } nav { display: none; } }
+"""
+
+RENDER_SCRIPT = """
+(function () {
+  var figures = JSON.parse(document.getElementById("nearmetal-figures").textContent);
+  var template = JSON.parse(document.getElementById("nearmetal-template").textContent);
+  var config = {responsive: true, displaylogo: false, typesetMath: false,
+                toImageButtonOptions: {format: "png", scale: 2}};
+  figures.forEach(function (fig, i) {
+    var el = document.getElementById("plot-" + i);
+    fig.layout.template = template;
+    Plotly.newPlot(el, fig.data, fig.layout, config);
+  });
+  document.body.setAttribute("data-plots-rendered", String(figures.length));
+})();
+"""
+
+
+def html_report(results: Results, figures: list[FigureSpec] | None = None) -> str:
+    """The report as one HTML document (a few MB: plotly's JavaScript is inside)."""
+    problems: list[FigureProblem] = []
+    if figures is None:
+        figures, problems = build_figures(results)
+    run = results.run
+    tables = loss_tables(results)
+    other_findings = attach_findings(tables, results)
+    workloads = list(dict.fromkeys([c.workload for c in results.cells]))
+    plots: list[dict[str, Any]] = []
+    parts: list[str] = []
+
+    def add_figures(specs: list[FigureSpec]) -> None:
+        for spec in specs:
+            try:
+                plots.append(plotly_figure(spec))
+            except Exception as exc:  # a malformed spec from some builder costs that figure only
+                problems.append(FigureProblem(spec.builder or spec.key, f"{spec.key}: {exc}"))
+                continue
+            parts.append(_figure_html(spec, len(plots) - 1))
+
+    toc = [("results", "Results")]
+    parts.append('<section id="results"><h2>Results</h2>')
+    for workload in workloads:
+        parts.append(f'<section class="workload" id="workload-{_e(workload)}"><h2>{_e(workload)}</h2>')
+        for table in tables:
+            if table.workload == workload:
+                parts.append(_table_html(table))
+        add_figures([f for f in figures if f.section == workload])
+        parts.append("</section>")
+    parts.append("</section>")
+    leftover = [f for f in figures if f.section not in workloads]
+    if leftover:
+        toc.append(("run-figures", "Run"))
+        parts.append('<section id="run-figures"><h2>Run</h2>')
+        add_figures(leftover)
+        parts.append("</section>")
+    failures = failure_lines(results, limit=50)
+    if failures:
+        toc.append(("failures", "Failed trials"))
+        items = "".join(f"<li>{_e(redact_text(f))}</li>" for f in failures)
+        parts.append(
+            '<section id="failures"><h2>Failed trials</h2><p class="note">kept in the store, left out of '
+            f"the statistics</p><ul>{items}</ul></section>"
+        )
+    if other_findings:
+        toc.append(("findings", "Doctor"))
+        items = "".join(f"<li>{_e(f)}</li>" for f in other_findings)
+        parts.append(f'<section id="findings"><h2>Other doctor findings</h2><ul>{items}</ul></section>')
+    if problems:
+        items = "".join(f'<li class="problem">{_e(p.builder)}: {_e(p.error)}</li>' for p in problems)
+        parts.append(f'<section id="figure-problems"><h2>Figures not drawn</h2><ul>{items}</ul></section>')
+    toc.append(("environment", "Environment"))
+    env_rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in sorted(results.environment.items())
+    )
+    parts.append(
+        '<section id="environment"><h2>Environment</h2><table class="env"><tbody>'
+        f"{env_rows}</tbody></table></section>"
+    )
+    toc.append(("plan", "Plan"))
+    parts.append(
+        f'<section id="plan"><h2>Plan</h2><p class="note">{_e(run.plan_source)} · sha256 {_e(run.plan_hash[:16])}'
+        f"</p><pre>{_e(redact_config_text(run.plan_text))}</pre></section>"
+    )
+
+    header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(redact_text(v))}</dd>" for k, v in run_header(results))
+    nav = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in toc)
+    generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    from nearmetal import __version__
+
+    title = f"nearmetal · {run.name} · {run.id}"
+    return "".join(
+        [
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f'<meta name="generator" content="nearmetal {_e(__version__)}">',
+            f"<title>{_e(title)}</title><style>{STYLE}</style>",
+            f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
+            f"<header><h1>{_e(run.name)} <small>· run {_e(run.id)}</small></h1>",
+            f'<p class="description">{_e(run.description or "")}</p>' if run.description else "",
+            f'<dl class="header">{header}</dl><nav><ul>{nav}</ul></nav></header>',
+            *parts,
+            f"<footer>nearmetal {_e(__version__)} · generated {_e(generated)} · {len(plots)} figures</footer>",
+            f'<script type="application/json" id="nearmetal-figures">{_json_for_script(plots)}</script>',
+            f'<script type="application/json" id="nearmetal-template">{_json_for_script(_template())}</script>',
+            f"<script>{RENDER_SCRIPT}</script></body></html>\n",
+        ]
+    )
+
+
+def write_html_report(results: Results, path: str | Path) -> Path:
+    """Write the report; the file is replaced atomically so a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = html_report(results)
+    tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["REPORT_NAME", "html_report", "plotly_figure", "plotly_trace", "write_html_report"]
