@@ -125,7 +125,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             f"loss is direction-aware ({direction} is better); positive = the variant costs; "
             f"{conf} BCa bootstrap interval on the ratio of means"
         ]
-        tables.append(Table(title, headers, rows, notes, sig, workload))
+        tables.append(Table(title, headers, rows, notes, sig, workload=workload))
     return tables
 
 
