@@ -419,8 +419,18 @@ def cleanup(
         raise typer.Exit(1)
 
 
-# commands of the other areas register themselves on `app` (one import line per module)
-from nearmetal.commands import *  # noqa: E402, F403
+# commands of the other areas register themselves on `app` (one import line per module). Run as
+# ``python -m nearmetal.cli`` this file is ``__main__``, a second copy of the module: the command modules
+# register on ``nearmetal.cli.app``, so ``__main__`` hands over to that one (see the end of the file)
+if __name__ != "__main__":
+    import importlib
+
+    import nearmetal.commands
+
+    # import_module (not ``import *``) also works when a command module is imported first and is itself
+    # in the middle of importing this one
+    for _module in nearmetal.commands.__all__:
+        importlib.import_module(f"nearmetal.commands.{_module}")
 
 
 def main() -> None:
@@ -432,4 +442,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import nearmetal.cli
+
+    nearmetal.cli.main()

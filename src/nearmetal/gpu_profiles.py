@@ -160,3 +160,80 @@ def theoretical_mig_loss(model: str) -> float:
     if found is None:
         raise KeyError(f"no MIG profile table for {model!r} (known: {', '.join(GPU_MODELS)})")
     return found.mig_sm_loss
+
+
+# --- which sets of instances fit on one card ----------------------------------------------------------
+# A GPU instance occupies consecutive memory slices (8 per card) starting at one of a few positions; these
+# are the placements ``nvidia-smi mig -lgipp`` lists on A100 and H100 (the same layout on both), keyed by
+# (compute slices, memory slices). Compute slices may not exceed 7 in total either.
+PLACEMENT_STARTS: dict[tuple[int, int], tuple[int, ...]] = {
+    (7, 8): (0,),
+    (4, 4): (0,),
+    (3, 4): (0, 4),
+    (2, 2): (0, 2, 4),
+    (1, 2): (0, 2, 4, 6),
+    (1, 1): (0, 1, 2, 3, 4, 5, 6),
+}
+MEMORY_SLOTS = 8
+COMPUTE_SLOTS = 7
+
+
+def place_instances(model: GpuModel, counts: dict[str, int]) -> list[tuple[str, int]] | None:
+    """A placement (profile, first memory slice) for every requested instance, or None when the set
+    cannot be created on one card. Raises KeyError for a profile the card does not have."""
+    wanted: list[MigProfile] = []
+    for name, count in counts.items():
+        if count < 0:
+            raise ValueError(f"{name}: a count cannot be negative")
+        profile = model.profile(name)
+        if count > profile.max_instances:
+            return None
+        wanted += [profile] * count
+    if sum(p.compute_slices for p in wanted) > COMPUTE_SLOTS:
+        return None
+    # biggest first: the backtracking then tries the few fixed positions of big instances before the many
+    # of small ones
+    wanted.sort(key=lambda p: (p.memory_slices, p.compute_slices), reverse=True)
+    used = [False] * MEMORY_SLOTS
+    chosen: list[tuple[str, int]] = []
+
+    def fit(i: int) -> bool:
+        if i == len(wanted):
+            return True
+        profile = wanted[i]
+        starts = PLACEMENT_STARTS.get((profile.compute_slices, profile.memory_slices), ())
+        for start in starts:
+            span = range(start, start + profile.memory_slices)
+            if span.stop <= MEMORY_SLOTS and not any(used[s] for s in span):
+                for s in span:
+                    used[s] = True
+                chosen.append((profile.name, start))
+                if fit(i + 1):
+                    return True
+                chosen.pop()
+                for s in span:
+                    used[s] = False
+        return False
+
+    return chosen if fit(0) else None
+
+
+def layout_problem(model: GpuModel, counts: dict[str, int]) -> str | None:
+    """None when the instances fit on one card, else a sentence saying why not."""
+    try:
+        placed = place_instances(model, counts)
+    except KeyError as exc:
+        return str(exc.args[0])
+    if placed is not None:
+        return None
+    total_compute = sum(model.profile(n).compute_slices * c for n, c in counts.items())
+    total_memory = sum(model.profile(n).memory_slices * c for n, c in counts.items())
+    over = [n for n, c in counts.items() if c > model.profile(n).max_instances]
+    if over:
+        return f"{model.name} allows at most {model.profile(over[0]).max_instances} × {over[0]}"
+    if total_compute > COMPUTE_SLOTS:
+        return f"{total_compute} compute slices requested, a {model.name} has {COMPUTE_SLOTS}"
+    return (
+        f"these instances need {total_memory} of {MEMORY_SLOTS} memory slices but cannot be placed side by "
+        f"side on a {model.name} (instances start only at fixed memory slices)"
+    )

@@ -5,4 +5,6 @@ Each module here does ``from nearmetal.cli import app`` and registers its comman
 (one line per module, so areas added in parallel merge cleanly).
 """
 
-__all__: list[str] = []
+__all__: list[str] = [
+    "advise",
+]

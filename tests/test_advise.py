@@ -1,0 +1,223 @@
+"""The GPU-sharing advisor: the seed's How-To-Choose verdicts, MIG layouts checked against the profile table
+of each card, and manifests that the Kubernetes OpenAPI schema (kubernetes-validate) and the official client's
+models accept."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helpers import write_plan
+from kubernetes.client import ApiClient
+
+import nearmetal
+from nearmetal.advise import (
+    mig_parted_config,
+    mig_parted_configmap,
+    recommend,
+    time_slicing_configmap,
+    workload_manifest,
+)
+from nearmetal.advise.gpu_sharing import USE_CASES, measured_sharing_losses, parse_layout, resolve_card
+from nearmetal.advise.manifests import DevicePluginConfig, MigPartedConfig, dump_yaml
+from nearmetal.gpu_profiles import GPU_MODELS, layout_problem, place_instances
+
+K8S = kubernetes_validate.latest_version()
+
+
+def validate(doc: dict) -> None:
+    """Strict OpenAPI validation, and a round trip through the official client's model for the kind."""
+    kubernetes_validate.validate(doc, K8S, strict=True)
+    model = {"Pod": "V1Pod", "Job": "V1Job", "ConfigMap": "V1ConfigMap"}[doc["kind"]]
+    obj = ApiClient()._ApiClient__deserialize(doc, model)
+    assert obj.metadata.name == doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("use_case", "card", "expected"),
+    [
+        ("latency-sensitive", "A100-40GB", "mig"),
+        ("latency-sensitive", "T4", "vgpu"),  # no MIG on a T4: only vGPU's fixed share is predictable
+        ("notebooks", "A100-80GB", "time-slicing"),
+        ("simulation", "H100", "mig"),
+        ("simulation", "V100", None),  # the table allows only MIG: whole GPUs then
+        ("ci-runners", "A100-40GB", "time-slicing"),
+    ],
+)
+def test_recommendation_follows_the_seed_table(use_case: str, card: str, expected: str | None) -> None:
+    rec = recommend(use_case, card, users_per_gpu=3)
+    assert rec.mechanism == expected
+    assert rec.reasons and USE_CASES[use_case].why in rec.reasons
+    if expected == "mig":
+        assert rec.mig_layout and sum(rec.mig_layout.values()) == 3
+        assert any("SMs" in c for c in rec.caveats)
+    if expected == "time-slicing":
+        assert rec.replicas == 3 and any("memory isolation" in c for c in rec.caveats)
+    if expected is not None:
+        assert any(e.startswith("seed 001") for e in rec.evidence)
+
+
+def test_the_mig_loss_caveat_uses_the_card_table() -> None:
+    rec = recommend("simulation", "A100-40GB", users_per_gpu=2)
+    assert rec.mig_layout == {"3g.20gb": 2}
+    assert any("9.3% of the SMs" in c and "108 → 98" in c for c in rec.caveats)
+    h100 = recommend("simulation", "H100", users_per_gpu=7)
+    assert h100.mig_layout == {"1g.10gb": 7} and h100.card == "H100-SXM5-80GB"
+
+
+@pytest.mark.parametrize(
+    ("card", "layout", "valid"),
+    [
+        ("A100-40GB", {"2g.10gb": 2, "1g.5gb": 3}, True),  # the seed's 2x2g.10gb-3x1g.5gb
+        ("A100-40GB", {"4g.20gb": 1, "3g.20gb": 1}, True),
+        ("A100-40GB", {"3g.20gb": 2}, True),
+        ("A100-40GB", {"3g.20gb": 2, "1g.5gb": 1}, False),  # 7 compute slices but 9 memory slices
+        ("A100-40GB", {"1g.5gb": 8}, False),
+        ("A100-40GB", {"4g.20gb": 2}, False),
+        ("A100-80GB", {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2}, True),
+        ("A100-80GB", {"1g.20gb": 4}, True),
+        ("H100-SXM5-80GB", {"7g.80gb": 1}, True),
+        ("H100-SXM5-80GB", {"4g.40gb": 1, "3g.40gb": 1, "1g.10gb": 1}, False),
+    ],
+)
+def test_mig_layouts_against_the_profile_table(card: str, layout: dict[str, int], valid: bool) -> None:
+    model = GPU_MODELS[card]
+    assert (layout_problem(model, layout) is None) == valid
+    placed = place_instances(model, layout)
+    if valid:
+        assert placed is not None and len(placed) == sum(layout.values())
+        slots = [s for name, start in placed for s in range(start, start + model.profile(name).memory_slices)]
+        assert len(slots) == len(set(slots)) and max(slots) < 8
+
+
+def test_a_profile_of_another_card_is_refused_by_name() -> None:
+    problem = layout_problem(GPU_MODELS["A100-80GB"], {"1g.5gb": 1})
+    assert problem and "no MIG profile '1g.5gb'" in problem and "1g.10gb" in problem
+    with pytest.raises(ValueError, match="not valid"):
+        recommend("simulation", "A100-40GB", mig_layout={"3g.20gb": 2, "1g.5gb": 1})
+
+
+def test_time_slicing_configmap_and_a_job_on_the_shared_resource_validate() -> None:
+    configmap = time_slicing_configmap(4)
+    validate(configmap)
+    inner = yaml.safe_load(configmap["data"]["slice-4"])
+    DevicePluginConfig.model_validate(inner)
+    sharing = inner["sharing"]["timeSlicing"]
+    assert sharing["renameByDefault"] is True and sharing["failRequestsGreaterThanOne"] is True
+    assert sharing["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
+    job = workload_manifest(
+        "Job", "nvidia.com/gpu.shared", node_label=("nvidia.com/device-plugin.config", "slice-4")
+    )
+    validate(job)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu.shared": "1"}
+
+
+def test_mig_parted_config_and_a_pod_on_a_mig_profile_validate() -> None:
+    model = GPU_MODELS["A100-40GB"]
+    layout = {"2g.10gb": 2, "1g.5gb": 3}
+    config = mig_parted_config(model, layout)
+    MigPartedConfig.model_validate(config)
+    assert config["mig-configs"]["2x2g.10gb-3x1g.5gb"][0]["mig-devices"] == {"2g.10gb": 2, "1g.5gb": 3}
+    assert config["mig-configs"]["disabled"] == [{"devices": "all", "mig-enabled": False}]
+    configmap = mig_parted_configmap(model, layout)
+    validate(configmap)
+    assert yaml.safe_load(configmap["data"]["config.yaml"]) == config
+    pod = workload_manifest("Pod", "nvidia.com/mig-2g.10gb")
+    validate(pod)
+    with pytest.raises(ValueError):
+        mig_parted_config(model, {"3g.20gb": 3})
+
+
+def test_a_broken_manifest_is_refused_by_the_validation() -> None:
+    pod = workload_manifest("Pod", "nvidia.com/gpu.shared")
+    pod["spec"]["containers"][0]["resourcez"] = pod["spec"]["containers"][0].pop("resources")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(pod)
+    with pytest.raises(ValueError):
+        DevicePluginConfig.model_validate({"version": "v1", "sharing": {"timeSlicing": {"resources": []}}})
+
+
+def test_embedded_configs_are_written_as_yaml_blocks() -> None:
+    text = dump_yaml(time_slicing_configmap(2))
+    assert "slice-2: |" in text and "replicas: 2" in text
+    assert yaml.safe_load(text)["data"]["slice-2"].startswith("version: v1")
+
+
+def test_layout_syntax() -> None:
+    assert parse_layout("2x2g.10gb,3x1g.5gb") == {"2g.10gb": 2, "1g.5gb": 3}
+    assert parse_layout("2x2g.10gb-3x1g.5gb") == {"2g.10gb": 2, "1g.5gb": 3}
+    assert parse_layout("3g.20gb 3g.20gb") == {"3g.20gb": 2}
+    assert resolve_card("NVIDIA A100-SXM4-80GB").name == "A100-80GB"
+    assert resolve_card("Tesla T4") is None
+
+
+def test_cli_writes_manifests_that_validate(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "manifests"
+    proc = run_cli(
+        "advise",
+        "gpu-sharing",
+        "--use-case",
+        "simulation",
+        "--card",
+        "A100-40GB",
+        "--mig-layout",
+        "2x2g.10gb,3x1g.5gb",
+        "--output-dir",
+        str(out),
+        "--json",
+        check=True,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["mechanism"] == "mig" and doc["mig_layout"] == {"2g.10gb": 2, "1g.5gb": 3}
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["job.yaml", "mig-parted-config.yaml", "mig-parted-configmap.yaml"]
+    for name in ("job.yaml", "mig-parted-configmap.yaml"):
+        validate(yaml.safe_load((out / name).read_text()))
+    job = yaml.safe_load((out / "job.yaml").read_text())
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/mig.config": "2x2g.10gb-3x1g.5gb"}
+    MigPartedConfig.model_validate(yaml.safe_load((out / "mig-parted-config.yaml").read_text()))
+    # stdout of the plain form is only Kubernetes objects
+    plain = run_cli("advise", "gpu-sharing", "-u", "notebooks", "-c", "T4", check=True).stdout
+    docs = [d for d in yaml.safe_load_all(plain.split("kubectl apply -f -", 1)[1].split("\n", 1)[1]) if d]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Job"]
+    for d in docs:
+        validate(d)
+
+
+def test_cli_refuses_an_impossible_layout_in_one_line(run_cli) -> None:
+    proc = run_cli(
+        "advise", "gpu-sharing", "-u", "simulation", "-c", "A100-40GB", "--mig-layout", "3x3g.20gb"
+    )
+    assert proc.returncode != 0
+    assert "error:" in proc.stderr and "3g.20gb" in proc.stderr
+    tables = run_cli("advise", "gpu-sharing", check=True).stdout
+    assert "Hardware isolation" in tables and "CI runners" in tables
+
+
+def test_measured_losses_from_a_stored_run_reach_the_recommendation(tmp_path: Path, db_url: str) -> None:
+    # a stored run of a study named time-slicing (CPU processes stand in for GPU ones on this machine)
+    py = sys.executable
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: time-slicing
+        workloads:
+          burn: {{kind: command, params: {{argv: ["{py}", "-c", "import time; time.sleep(0.05)"]}}}}
+        variants:
+          passthrough: []
+          shared-x2: {{layers: [], params: {{burn.argv: ["{py}", "-c", "import time; time.sleep(0.1)"]}}}}
+        baseline: passthrough
+        repeats: 3
+    """,
+    )
+    run_id = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs").run_id
+    measured = measured_sharing_losses(db_url)
+    assert [m.variant for m in measured] == ["shared-x2"] and measured[0].run_id == run_id
+    assert measured[0].mechanism == "time-slicing" and measured[0].loss_pct > 20
+    rec = recommend("ci-runners", "A100-40GB", measured=measured)
+    assert rec.evidence[0].startswith(f"measured here: run {run_id}")
