@@ -90,7 +90,7 @@ def needs_tool(*names: str):
 
 def nearmetal_cgroups(run_id: str | None = None) -> list[Path]:
     """Every cgroup directory named for nearmetal (optionally for one run) under /sys/fs/cgroup."""
-    prefix = f"nearmetal-{run_id}" if run_id else "nearmetal-"
+    prefix = f"nearmetal-{run_id}-" if run_id else "nearmetal-"
     root = Path("/sys/fs/cgroup")
     found = []
     for hierarchy in [root, *[p for p in root.iterdir() if p.is_dir()]] if root.is_dir() else []:

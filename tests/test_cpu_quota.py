@@ -158,25 +158,26 @@ SLOW_PLAN = """
 @needs_cpu_cgroup
 def test_no_cgroup_left_after_timeout(tmp_path: Path, run_cli) -> None:
     plan = write_plan(tmp_path, SLOW_PLAN.replace("{timeout}", "1s"))
-    before = set(nearmetal_cgroups())
-    proc = run_cli("run", str(plan), "--json", timeout=60)
+    run_id = f"timeout-{os.getpid()}"
+    proc = run_cli("run", str(plan), "--json", "--run-id", run_id, timeout=60)
     assert proc.returncode == 0, proc.stderr
     import json
 
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     trial = next(e for e in events if e["event"] == "trial")
     assert trial["status"] == "timeout"
-    assert set(nearmetal_cgroups()) == before
+    assert not nearmetal_cgroups(run_id)
 
 
 @needs_cpu_cgroup
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_no_cgroup_or_process_left_after_signal(tmp_path: Path, db_url: str, sig: signal.Signals) -> None:
     plan = write_plan(tmp_path, SLOW_PLAN.replace("{timeout}", "60s"))
-    before = set(nearmetal_cgroups())
+    # other tests (and other people's runs) create nearmetal cgroups at the same time: watch only this run's
+    run_id = f"sig{int(sig)}-{os.getpid()}"
     env = {**os.environ, "NEARMETAL_DB": db_url}
     runner = subprocess.Popen(
-        [sys.executable, "-m", "nearmetal.cli", "run", str(plan), "--json"],
+        [sys.executable, "-m", "nearmetal.cli", "run", str(plan), "--json", "--run-id", run_id],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -188,7 +189,7 @@ def test_no_cgroup_or_process_left_after_signal(tmp_path: Path, db_url: str, sig
         deadline = time.time() + 30
         groups: list[Path] = []
         while time.time() < deadline:
-            groups = [g for g in nearmetal_cgroups() if g not in before]
+            groups = nearmetal_cgroups(run_id)
             if groups and (groups[0] / "cgroup.procs").read_text().strip():
                 break
             time.sleep(0.05)
@@ -201,6 +202,6 @@ def test_no_cgroup_or_process_left_after_signal(tmp_path: Path, db_url: str, sig
             runner.kill()
     assert runner.returncode == 130, stderr
     assert "interrupted" in stderr
-    assert set(nearmetal_cgroups()) == before
+    assert not nearmetal_cgroups(run_id)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

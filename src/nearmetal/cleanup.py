@@ -1,16 +1,26 @@
 """Finding and removing what a dead run left on the host.
 
-Everything nearmetal creates on the host carries ``nearmetal-<run id>`` in its name, so a run killed by
-SIGKILL (which cannot clean up after itself) leaves objects that can be traced back and removed. Each kind
-of host object has a finder; layers that create new kinds add theirs to ``FINDERS``.
+Everything nearmetal creates on the host carries ``nearmetal-<run id>-`` in its name, and every process a
+run starts carries ``NEARMETAL_RUN_ID=<run id>`` in its environment (descendants inherit it), so a run
+killed by SIGKILL (which cannot clean up after itself) leaves objects that can be traced back and removed.
+Each kind of host object has a finder; layers that create new kinds add theirs to ``FINDERS``.
+
+Objects of runs that are still alive on this host (their lock is held, see ``runlock``) are never touched
+unless asked for explicitly, so ``nearmetal cleanup`` is safe to run while other runs measure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from nearmetal import runlock
 from nearmetal.layers import cgroups
 from nearmetal.layers.base import HOST_PREFIX
 
@@ -20,17 +30,48 @@ class Leftover:
     kind: str
     name: str
     remove: Callable[[], None]
+    # the run it belongs to, when the finder knows it (else it is matched by name against live runs)
+    run_id: str | None = None
+    # removal order: processes first (they keep mounts busy and cgroups populated), cgroups late
+    priority: int = 50
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
 
+    def belongs_to(self, run_id: str) -> bool:
+        if self.run_id is not None:
+            return self.run_id == run_id
+        return f"{HOST_PREFIX}-{run_id}-" in self.name
 
-def _prefix(run_id: str | None) -> str:
-    return f"{HOST_PREFIX}-{run_id}" if run_id else f"{HOST_PREFIX}-"
+
+# what ``TrialContext.host_name`` makes: nearmetal-<run id>-<cell id: 10 hex>-<w|r><repeat>-<what>
+_HOST_NAME_RE = re.compile(rf"{HOST_PREFIX}-(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]*?)-[0-9a-f]{{10}}-[wr]\d+")
+
+
+def run_id_of(leftover: Leftover) -> str | None:
+    """The run a leftover belongs to, from its finder or from its name."""
+    if leftover.run_id is not None:
+        return leftover.run_id
+    match = _HOST_NAME_RE.search(leftover.name)
+    return match.group("run") if match else None
+
+
+@dataclass
+class CleanupReport:
+    removed: list[Leftover] = field(default_factory=list)
+    failed: list[tuple[Leftover, str]] = field(default_factory=list)
+    # objects of runs still alive on this host: left alone
+    skipped: list[tuple[Leftover, str]] = field(default_factory=list)
+
+
+def host_prefix(run_id: str | None) -> str:
+    """The start of every host object name of a run (or of any run). The trailing '-' keeps run ``ab`` from
+    matching run ``abc``."""
+    return f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
 
 
 def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -> list[Leftover]:
-    prefix = _prefix(run_id)
+    prefix = host_prefix(run_id)
     found: list[Leftover] = []
     if not root.is_dir():
         return found
@@ -46,27 +87,145 @@ def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -
                 def remove(path: Path = path) -> None:
                     cgroups.Cgroup(0, {"": path}).remove()
 
-                found.append(Leftover("cgroup", str(path), remove))
+                found.append(Leftover("cgroup", str(path), remove, priority=90))
     return found
 
 
-FINDERS: list[Callable[[str | None], list[Leftover]]] = [find_cgroups]
+def _process_run_id(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    marker = runlock.RUN_ENV.encode() + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(marker):
+            return entry[len(marker) :].decode(errors="replace")
+    return None
 
 
-def find_leftovers(run_id: str | None = None) -> list[Leftover]:
-    out: list[Leftover] = []
-    for finder in FINDERS:
-        out += finder(run_id)
+def _ancestors(pid: int) -> set[int]:
+    out = {pid}
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        out.add(pid)
     return out
 
 
-def cleanup(run_id: str | None = None) -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
-    """Remove leftovers; returns (removed, [(leftover, error)])."""
-    removed, failed = [], []
-    for leftover in find_leftovers(run_id):
+def _kill(pid: int, start_time: str) -> None:
+    """SIGKILL a process, unless its pid now belongs to another process (pid reuse)."""
+    with contextlib.suppress(OSError):
+        if _start_time(pid) != start_time:
+            return
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _start_time(pid) == start_time and not _is_zombie(pid):
+        time.sleep(0.01)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def find_processes(run_id: str | None = None) -> list[Leftover]:
+    """Processes started by a run (``NEARMETAL_RUN_ID`` in their environment), not this process or its
+    ancestors (a runner started from inside a trial)."""
+    mine = _ancestors(os.getpid())
+    found: list[Leftover] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        pid = int(entry.name)
+        owner = _process_run_id(pid)
+        if owner is None or (run_id is not None and owner != run_id) or _is_zombie(pid):
+            continue
+        start = _start_time(pid)
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        found.append(
+            Leftover(
+                "process",
+                f"{pid} ({comm})",
+                lambda pid=pid, start=start: _kill(pid, start or ""),
+                run_id=owner,
+                priority=10,
+            )
+        )
+    return found
+
+
+def find_stale_locks(run_id: str | None = None) -> list[Leftover]:
+    found = []
+    for path in runlock.stale_lock_files():
+        owner = path.name.removesuffix(".lock")
+        if run_id is None or owner == run_id:
+            found.append(
+                Leftover(
+                    "lock file", str(path), lambda p=path: runlock.remove_stale_lock(p), owner, priority=99
+                )
+            )
+    return found
+
+
+FINDERS: list[Callable[[str | None], list[Leftover]]] = [find_processes, find_cgroups, find_stale_locks]
+
+
+def find_leftovers(run_id: str | None = None) -> list[Leftover]:
+    """Every host object of the run (or of every run), whether or not the run is still alive."""
+    out: list[Leftover] = []
+    for finder in FINDERS:
+        out += finder(run_id)
+    return sorted(out, key=lambda leftover: leftover.priority)
+
+
+def partition_live(leftovers: list[Leftover]) -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
+    """(objects of dead runs, [(object of a live run, why it is left alone)])."""
+    live = runlock.live_runs()
+    dead: list[Leftover] = []
+    kept: list[tuple[Leftover, str]] = []
+    for leftover in leftovers:
+        owner = next((run for run in live.values() if leftover.belongs_to(run.run_id)), None)
+        if owner is None:
+            dead.append(leftover)
+        else:
+            kept.append((leftover, f"run {owner.run_id} is still running ({owner.describe()})"))
+    return dead, kept
+
+
+def cleanup(
+    run_id: str | None = None,
+    include_live: bool = False,
+    keep: Callable[[Leftover], bool] | None = None,
+) -> CleanupReport:
+    """Remove what dead runs (or the given run) left on the host. Objects of live runs are skipped unless
+    ``include_live``; ``keep`` spares objects a caller still needs (jobs a resumed run re-attached to)."""
+    report = CleanupReport()
+    leftovers = find_leftovers(run_id)
+    if keep is not None:
+        leftovers = [leftover for leftover in leftovers if not keep(leftover)]
+    if include_live:
+        targets = leftovers
+    else:
+        targets, report.skipped = partition_live(leftovers)
+    for leftover in targets:
         try:
             leftover.remove()
-            removed.append(leftover)
+            report.removed.append(leftover)
         except Exception as exc:
-            failed.append((leftover, str(exc)))
-    return removed, failed
+            report.failed.append((leftover, str(exc)))
+    return report

@@ -34,6 +34,13 @@ DbOption = Annotated[
     ),
 ]
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
+OptionalWorkdirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir",
+        help="where trial outputs are kept [default: ./nearmetal-runs; a resumed run: where it was]",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -72,33 +79,58 @@ def _plan_errors(exc: NearmetalError) -> None:
 
 
 def _run(
-    plan: Path | str,
+    plan: Path | str | None,
     db: str | None,
-    workdir: Path,
+    workdir: Path | None,
     seed: int | None,
     quiet: bool,
     as_json: bool,
     report: bool = True,
     html: bool = True,
+    run_id: str | None = None,
+    resume: str | None = None,
 ) -> None:
+    """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan."""
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
     from nearmetal.report.progress import JsonProgress, RichProgress
-    from nearmetal.runner import RunInterrupted, run_plan
+    from nearmetal.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
 
-    try:
-        loaded = load_plan(plan)
-    except PlanError as exc:
-        _plan_errors(exc)
+    loaded = None
+    if plan is not None:
+        try:
+            loaded = load_plan(plan)
+        except PlanError as exc:
+            _plan_errors(exc)
     progress = JsonProgress() if as_json else (None if quiet else RichProgress(err_console))
     try:
-        result = run_plan(loaded, db=db, workdir=workdir, progress=progress, seed=seed)
+        if resume:
+            if seed is not None or run_id is not None:
+                raise NearmetalError(
+                    "a resumed run keeps its run id and seed",
+                    fix="drop --seed/--run-id when resuming",
+                )
+            result = resume_run(resume, db=db, plan=loaded, workdir=workdir, progress=progress)
+            if not result.records and result.status == "finished":
+                err_console.print(f"run {result.run_id} had already finished; nothing to resume")
+        else:
+            assert loaded is not None
+            result = run_plan(
+                loaded,
+                db=db,
+                workdir=workdir or Path(DEFAULT_WORKDIR),
+                progress=progress,
+                seed=seed,
+                run_id=run_id,
+            )
     except RunInterrupted as exc:
         err_console.print(
-            f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}", highlight=False
+            f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}; "
+            f"continue with: nearmetal resume {exc.run_id}",
+            highlight=False,
         )
         if html:
-            _run_html_report(exc.run_id, db, workdir / exc.run_id, quiet=quiet or as_json)
+            _run_html_report(exc.run_id, db, _stored_run_dir(exc.run_id, db), quiet=quiet or as_json)
         raise typer.Exit(130) from None
     except NearmetalError as exc:
         _fail(exc)
@@ -126,6 +158,16 @@ def _run(
         _report(result.run_id, db, "terminal", None, None)
     if html_path and not quiet:
         err_console.print(f"HTML report: {html_path}", highlight=False)
+
+
+def _stored_run_dir(run_id: str, db: str | None) -> Path | None:
+    try:
+        from nearmetal.store import Store
+
+        workdir = Store(db).get_run(run_id).workdir
+    except Exception:
+        return None
+    return Path(workdir) if workdir else None
 
 
 def _run_html_report(run_id: str, db: str | None, run_dir: Path | None, quiet: bool) -> Path | None:
@@ -206,17 +248,24 @@ def _report(
 def run(
     plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
     db: DbOption = None,
-    workdir: WorkdirOption = Path("nearmetal-runs"),
+    workdir: OptionalWorkdirOption = None,
     seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     html: Annotated[
         bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
     ] = True,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", metavar="RUN_ID", help="continue this stored run of the same plan"),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
+    ] = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
-    _run(plan, db, workdir, seed, quiet, as_json, html=html)
+    _run(plan, db, workdir, seed, quiet, as_json, html=html, run_id=run_id, resume=resume)
 
 
 @app.command()
@@ -263,10 +312,20 @@ def runs(db: DbOption = None, limit: int = 20) -> None:
         store = Store(db)
     except NearmetalError as exc:
         _fail(exc)
+    import socket
+
+    from nearmetal.runlock import is_live
+
     table = Table("run", "plan", "status", "started", "trials", "host")
+    here = socket.gethostname()
     for r in store.list_runs(limit):
         started = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r.id, r.name, r.status, started, str(r.trials), r.host)
+        status = r.status
+        if status == "running" and r.host == here and not is_live(r.id):
+            status = "died (nearmetal resume)"  # its process is gone: killed, or the machine rebooted
+        elif status in ("interrupted", "failed"):
+            status = f"{status} (nearmetal resume)"
+        table.add_row(r.id, r.name, status, started, str(r.trials), r.host)
     console.print(table)
 
 
@@ -368,7 +427,7 @@ def schema() -> None:
 def study(
     name: Annotated[str, typer.Argument(help="a shipped study, or 'list'")],
     db: DbOption = None,
-    workdir: WorkdirOption = Path("nearmetal-runs"),
+    workdir: OptionalWorkdirOption = None,
     seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -396,26 +455,37 @@ def study(
 @app.command()
 def cleanup(
     run_id: Annotated[
-        str | None, typer.Argument(help="only what this run left (default: every run's)")
+        str | None, typer.Argument(help="only what this run left (default: every dead run's)")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list, do not remove")] = False,
+    include_live: Annotated[
+        bool,
+        typer.Option("--include-live", help="also remove the objects of runs that are still running"),
+    ] = False,
 ) -> None:
-    """Remove host objects (cgroups, …) that a killed run left behind."""
+    """Remove host objects (processes, cgroups, …) that a killed run left behind. Runs still alive on this
+    host are left alone."""
     from nearmetal.cleanup import cleanup as do_cleanup
-    from nearmetal.cleanup import find_leftovers
+    from nearmetal.cleanup import find_leftovers, partition_live
 
     if dry_run:
-        for leftover in find_leftovers(run_id):
+        leftovers = find_leftovers(run_id)
+        dead, kept = (leftovers, []) if include_live else partition_live(leftovers)
+        for leftover in dead:
             console.print(str(leftover), highlight=False)
+        for leftover, why in kept:
+            console.print(f"{leftover} (kept: {why})", highlight=False)
         return
-    removed, failed = do_cleanup(run_id)
-    for leftover in removed:
+    report = do_cleanup(run_id, include_live=include_live)
+    for leftover in report.removed:
         console.print(f"removed {leftover}", highlight=False)
-    for leftover, error in failed:
+    for leftover, why in report.skipped:
+        console.print(f"kept {leftover}: {why}", highlight=False)
+    for leftover, error in report.failed:
         err_console.print(f"[red]could not remove {leftover}[/red]: {error}", highlight=False)
-    if not removed and not failed:
+    if not report.removed and not report.failed:
         console.print("nothing to clean up")
-    if failed:
+    if report.failed:
         raise typer.Exit(1)
 
 

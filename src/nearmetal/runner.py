@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from nearmetal import runlock
 from nearmetal.backends.base import Execution
 from nearmetal.backends.local import LocalBackend
-from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
+from nearmetal.errors import MissingToolError, NearmetalError, PlanError, PrivilegeError
 from nearmetal.layers import make_layer
 from nearmetal.layers.base import Layer, TrialContext
 from nearmetal.metrics import Metric
-from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan
+from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
 from nearmetal.store import Store
 from nearmetal.telemetry import capture_environment
 from nearmetal.workloads import get_workload
@@ -58,6 +59,8 @@ class TrialRecord:
     metrics: list[Metric]
     error: str | None = None
     trial_id: int | None = None
+    # stored by an earlier attempt of a resumed run, not run again by this process
+    resumed: bool = False
 
 
 class Progress(Protocol):
@@ -92,6 +95,27 @@ class RunResult:
 
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+# statuses a resumed run keeps: the trial ran and its outcome is a measurement (a crash and a timeout are
+# outcomes too). "error" means nearmetal could not run it (a layer's set-up failed): it is run again.
+KEPT_ON_RESUME = frozenset({"ok", "failed", "timeout", "invalid"})
+
+
+@dataclass
+class ResumeState:
+    """What a resumed run knows before its first trial. A backend with a ``reattach(state) -> set[str]``
+    method gets it once, before anything runs, and answers the keys of trials whose jobs it re-attached to
+    (still queued or running on a cluster, or finished but not stored): it then completes those trials itself
+    when the runner asks for them, instead of starting them again, and host objects named with those keys
+    are spared by the resume's cleanup. ``info`` is the run's stored info, where a backend may keep job ids
+    (``Store.update_run_info``)."""
+
+    run_id: str
+    run_dir: Path
+    done: dict[str, str]  # trial key -> stored status; these are not run again
+    info: dict[str, Any]
+    resumes: int  # 1 on the first resume
 
 
 # --- preflight ---------------------------------------------------------------------------------------
@@ -220,22 +244,28 @@ class Runner:
         progress: Progress | None = None,
         run_id: str | None = None,
         seed: int | None = None,
+        resume: bool = False,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
         self.store = store
         self.backend = backend or LocalBackend()
         self.progress = progress or NullProgress()
-        self.run_id = run_id or new_run_id()
+        self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         self.seed = (
             seed
             if seed is not None
             else (self.plan.seed if self.plan.seed is not None else secrets.randbelow(2**31))
         )
-        self.run_dir = workdir / self.run_id
+        # absolute, so the stored paths still lead to the outputs when read from another directory
+        self.run_dir = (Path(workdir) / self.run_id).absolute()
         self.records: list[TrialRecord] = []
         self._seq = 0
         self._abort: str | None = None
+        self.resuming = resume
+        # trial key -> stored status of trials an earlier attempt finished (resume)
+        self.done: dict[str, str] = {}
+        self.resume_state: ResumeState | None = None
 
     # layers --------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -383,9 +413,118 @@ class Runner:
     def run(self) -> RunResult:
         preflight(self.loaded)
         check_resources(self.loaded, self.run_dir)
+        if not self.resuming and self._run_exists():
+            raise NearmetalError(
+                f"run {self.run_id} already exists in {self.store.url}",
+                fix=f"continue it with `nearmetal resume {self.run_id}`, or give another --run-id",
+            )
+        # held until this process ends: a second `resume` of this run is refused, and `cleanup` leaves
+        # the run's host objects alone while it lives
+        lock = runlock.RunLock(self.run_id).acquire()
+        try:
+            with _marked_environment(self.run_id):
+                return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_exists(self) -> bool:
+        try:
+            self.store.get_run(self.run_id)
+        except NearmetalError:
+            return False
+        return True
+
+    def _make_run_dir(self) -> None:
+        if self.run_dir.is_symlink():
+            raise NearmetalError(
+                f"the run directory {self.run_dir} is a symbolic link; nearmetal writes only into "
+                "directories it created",
+                fix="remove the link, or give --workdir a real directory",
+            )
+        if not self.resuming and self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise NearmetalError(
+                f"the run directory {self.run_dir} already holds files of another run",
+                fix="give another --run-id or --workdir",
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._start_run()
-        total = len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min)
+
+    def _fresh_trial_dir(self, trial: Trial) -> None:
+        """A trial interrupted by a crash left a partial directory: keep it aside, start the new attempt in
+        an empty one (never write through whatever the old attempt left there)."""
+        trial_dir = self.run_dir / trial.key
+        if not (trial_dir.exists() or trial_dir.is_symlink()):
+            return
+        attempt = 1
+        while (aside := self.run_dir / f"{trial.key}.attempt-{attempt}").exists() or aside.is_symlink():
+            attempt += 1
+        trial_dir.rename(aside)
+
+    def _resume(self) -> None:
+        """Reopen the stored run: keep its finished trials, tidy what the dead process left, go on."""
+        run = self.store.get_run(self.run_id)
+        stored = self.store.trials(self.run_id)
+        self.done = {t.trial_key: t.status for t in stored if t.status in KEPT_ON_RESUME}
+        self._seq = max((t.seq for t in stored), default=0)
+        metrics = self.store.trial_metrics(self.run_id)
+        trials_by_key = {t.key: t for t in self._all_planned_trials()}
+        for row in stored:
+            if row.trial_key in self.done and row.trial_key in trials_by_key:
+                self.records.append(
+                    TrialRecord(
+                        trials_by_key[row.trial_key],
+                        row.status,
+                        row.ended_at - row.started_at,
+                        metrics.get(row.trial_key, []),
+                        row.error,
+                        row.id,
+                        resumed=True,
+                    )
+                )
+        resumes = len((run.info or {}).get("resumes", [])) + 1
+        self.resume_state = ResumeState(
+            self.run_id, self.run_dir, dict(self.done), dict(run.info or {}), resumes
+        )
+        reattached: set[str] = set()
+        reattach = getattr(self.backend, "reattach", None)
+        if callable(reattach):
+            reattached = set(reattach(self.resume_state) or ())
+        # the dead process could not tear down its last trial: its processes may still be running (and
+        # would disturb the measurements), its cgroups and namespaces are still there
+        from nearmetal.cleanup import cleanup
+
+        tidied = cleanup(
+            self.run_id,
+            include_live=True,
+            keep=lambda leftover: any(key in leftover.name for key in reattached),
+        )
+        detail = {
+            "at": time.time(),
+            "previous_status": run.status,
+            "kept_trials": len(self.done),
+            "rerun_errors": sum(1 for t in stored if t.status not in KEPT_ON_RESUME),
+            "removed_leftovers": [str(x) for x in tidied.removed],
+            "failed_leftovers": [f"{x}: {err}" for x, err in tidied.failed],
+            "reattached": sorted(reattached),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        self.store.reopen_run(self.run_id, detail)
+        self.store.add_event(self.run_id, "resumed", detail)
+
+    def _all_planned_trials(self) -> list[Trial]:
+        """Every trial of the fixed part of the schedule (adaptive blocks beyond it are found by key too,
+        because keys do not depend on order)."""
+        repeats = self.plan.repeats
+        blocks = max(repeats.max or repeats.min, repeats.min)
+        return schedule(self.loaded.cells, self.plan.order, self.plan.warmup, 0, blocks, self.seed)
+
+    def _run_locked(self) -> RunResult:
+        self._make_run_dir()
+        if self.resuming:
+            self._resume()
+        else:
+            self._start_run()
+        total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
         self.progress.start(total, self.plan.name, self.run_id)
         status = "finished"
         with _interrupts_as_exceptions() as caught:
@@ -395,26 +534,50 @@ class Runner:
                     for trial in schedule(
                         self.loaded.cells, self.plan.order, self.plan.warmup, first, count, self.seed
                     ):
+                        if trial.key in self.done:
+                            continue
+                        self._fresh_trial_dir(trial)
                         self.progress.trial_started(trial, index)
                         record = self.run_trial(trial)
                         self.records.append(record)
+                        self.done[trial.key] = record.status
                         self.progress.trial_finished(record, index)
                         index += 1
                         if self._abort:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
             except KeyboardInterrupt:
                 status = "interrupted"
-                self.store.finish_run(self.run_id, status)
-                self.progress.finish()
+                self._end(status, {"signal": caught.get("signal", "SIGINT")})
                 raise RunInterrupted(self.run_id, caught.get("signal", "SIGINT")) from None
-            except BaseException:
+            except BaseException as exc:
                 status = "failed"
-                self.store.finish_run(self.run_id, status)
-                self.progress.finish()
+                self._end(status, {"error": str(exc)[:2000]})
                 raise
-        self.store.finish_run(self.run_id, status)
-        self.progress.finish()
+        self._end(status)
         return RunResult(self.run_id, self.store.url, self.records, status, self.run_dir)
+
+    def _end(self, status: str, detail: dict[str, Any] | None = None) -> None:
+        # a store that cannot be written any more must not hide the reason the run stopped
+        with contextlib.suppress(Exception):
+            if status != "finished":
+                self.store.add_event(self.run_id, status, detail or {})
+            self.store.finish_run(self.run_id, status)
+        self.progress.finish()
+
+
+@contextlib.contextmanager
+def _marked_environment(run_id: str) -> Iterator[None]:
+    """Every process the run starts inherits ``NEARMETAL_RUN_ID``, so ``nearmetal cleanup`` can find the
+    process tree of a run that died without tearing it down."""
+    previous = os.environ.get(runlock.RUN_ENV)
+    os.environ[runlock.RUN_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(runlock.RUN_ENV, None)
+        else:
+            os.environ[runlock.RUN_ENV] = previous
 
 
 @contextlib.contextmanager
@@ -452,12 +615,107 @@ def run_plan(
     progress: Progress | None = None,
     seed: int | None = None,
     backend: Any | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run a plan and store every trial; returns the run id. The library entry point under ``nearmetal run``."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     store = Store(db)
     try:
-        return Runner(loaded, store, Path(workdir), backend=backend, progress=progress, seed=seed).run()
+        return Runner(
+            loaded, store, Path(workdir), backend=backend, progress=progress, seed=seed, run_id=run_id
+        ).run()
+    finally:
+        store.dispose()
+
+
+class PlanMismatchError(NearmetalError):
+    """The plan given to ``--resume`` is not the one the run was started with."""
+
+    exit_code = 2
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    if isinstance(value, list) and value and any(isinstance(v, dict | list) for v in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def plan_differences(stored: LoadedPlan, given: LoadedPlan) -> list[str]:
+    """What differs between two plans, one line per field (``repeats.min: 5 → 10``); comments, layout and
+    key order do not count."""
+    before = _flatten(stored.plan.model_dump(mode="json"))
+    after = _flatten(given.plan.model_dump(mode="json"))
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in after:
+            lines.append(f"{key}: removed (was {before[key]!r})")
+        elif key not in before:
+            lines.append(f"{key}: added ({after[key]!r})")
+        elif before[key] != after[key]:
+            lines.append(f"{key}: {before[key]!r} → {after[key]!r}")
+    return lines
+
+
+def load_stored_plan(run: Any) -> LoadedPlan:
+    source = Path(run.plan_source).name if run.plan_source else f"run {run.id}"
+    try:
+        return parse_plan_text(run.plan_text, source=source)
+    except PlanError as exc:
+        raise NearmetalError(
+            f"the plan stored with run {run.id} no longer loads in this nearmetal version:\n  "
+            + "\n  ".join(exc.problems),
+            fix="resume it with the nearmetal version that started it "
+            f"({run.nearmetal_version or 'unknown'})",
+        ) from None
+
+
+def resume_run(
+    run_id: str,
+    db: str | None = None,
+    plan: str | Path | LoadedPlan | None = None,
+    workdir: str | Path | None = None,
+    progress: Progress | None = None,
+    backend: Any | None = None,
+) -> RunResult:
+    """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
+    schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
+    plan must be the one the run was started with."""
+    store = Store(db)
+    try:
+        run = store.get_run(run_id)
+        stored = load_stored_plan(run)
+        if plan is not None:
+            given = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
+            differences = plan_differences(stored, given)
+            if differences:
+                shown = differences[:8] + (
+                    [f"… and {len(differences) - 8} more"] if len(differences) > 8 else []
+                )
+                raise PlanMismatchError(
+                    f"{given.source} is not the plan run {run.id} was started with; resuming would mix two "
+                    "experiments:\n  " + "\n  ".join(shown),
+                    fix=f"resume with the stored plan (nearmetal resume {run.id}), or start a new run "
+                    f"(nearmetal run {given.source})",
+                )
+        if run.status == "finished" and all(t.status in KEPT_ON_RESUME for t in store.trials(run.id)):
+            return RunResult(run.id, store.url, [], "finished", Path(run.workdir) if run.workdir else None)
+        base = (
+            Path(workdir)
+            if workdir is not None
+            else (Path(run.workdir).parent if run.workdir else Path(DEFAULT_WORKDIR))
+        )
+        runner = Runner(
+            stored, store, base, backend=backend, progress=progress, run_id=run.id, seed=run.seed, resume=True
+        )
+        return runner.run()
     finally:
         store.dispose()
 

@@ -7,4 +7,5 @@ Each module here does ``from nearmetal.cli import app`` and registers its comman
 
 __all__: list[str] = [
     "advise",
+    "resume",
 ]

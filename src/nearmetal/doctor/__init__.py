@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nearmetal.doctor import cpu, hygiene, limits, mounts, namespaces, network  # noqa: F401  (registers)
+from nearmetal.doctor import (  # noqa: F401  (registers their checks)
+    cpu,
+    hygiene,
+    leftovers,
+    limits,
+    mounts,
+    namespaces,
+    network,
+)
 from nearmetal.doctor.base import CHECK_INFO, CHECKS, SEVERITY_ORDER, CheckInfo, Finding
 
 

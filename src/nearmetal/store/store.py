@@ -184,6 +184,39 @@ class Store:
             if info:
                 run.info = {**(run.info or {}), **info}
 
+    def reopen_run(self, run_id: str, resume: dict[str, Any]) -> None:
+        """Mark a run as running again (``nearmetal resume``); ``resume`` is appended to ``info.resumes``."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NearmetalError(f"no run {run_id!r} in {self.url}")
+            run.status = "running"
+            run.ended_at = None
+            info = dict(run.info or {})
+            info["resumes"] = [*info.get("resumes", []), resume]
+            run.info = info
+
+    def trial_metrics(self, run_id: str) -> dict[str, list[Metric]]:
+        """The metrics of every stored trial of a run, by trial key (a resumed run starts from them)."""
+        stmt = (
+            select(
+                TrialRow.trial_key,
+                MetricRow.name,
+                MetricRow.value,
+                MetricRow.unit,
+                MetricRow.direction,
+                MetricRow.source,
+            )
+            .join(MetricRow, MetricRow.trial_id == TrialRow.id)
+            .where(TrialRow.run_id == run_id)
+            .order_by(TrialRow.seq, MetricRow.id)
+        )
+        out: dict[str, list[Metric]] = {}
+        with self.engine.connect() as conn:
+            for key, name, value, unit, direction, source in conn.execute(stmt):
+                out.setdefault(key, []).append(Metric(name, value, unit, direction, source))
+        return out
+
     def update_run_info(self, run_id: str, info: dict[str, Any]) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)

@@ -1,0 +1,22 @@
+"""``nearmetal resume RUN_ID``: continue a run that was killed, interrupted or failed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nearmetal.cli import DbOption, OptionalWorkdirOption, _run, app
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="the run to continue (a unique prefix is enough)")],
+    db: DbOption = None,
+    workdir: OptionalWorkdirOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+) -> None:
+    """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
+    cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
+    _run(None, db, workdir, None, quiet, as_json, resume=run_id)
