@@ -140,7 +140,10 @@ def preflight(loaded: LoadedPlan) -> None:
         lines = []
         for req, cells in missing.items():
             shown = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
-            lines.append(f"{req.tool} is not installed (needed by {shown}); install it: {req.install_hint()}")
+            if req.manager == "device":
+                lines.append(f"{req.missing_text()} (needed by {shown}); {req.install_hint()}")
+            else:
+                lines.append(f"{req.missing_text()} (needed by {shown}); install it: {req.install_hint()}")
         raise MissingToolError(
             "the plan needs tools this machine lacks; nothing was run:\n  " + "\n  ".join(lines),
             fix=" && ".join(dict.fromkeys(r.install_hint() for r in missing)),
@@ -296,6 +299,7 @@ class Runner:
             return workload.processes(params, wctx)
 
         ctx.render_processes = render
+        ctx.longer_params = lambda factor: workload.longer_params(cell.params, factor)
         started = time.time()
         metrics: list[Metric] = []
         execution: Execution | None = None
@@ -330,6 +334,9 @@ class Runner:
                     metrics = workload.parse(output, cell.params) + metrics
                 except ParseError as exc:
                     status, error = "failed", f"output not understood: {exc}"
+                else:
+                    with contextlib.suppress(Exception):
+                        ctx.placement.update(workload.placement(output, cell.params))
         except (PrivilegeError, MissingToolError) as exc:
             status, error = "error", str(exc)
             self._abort = str(exc)

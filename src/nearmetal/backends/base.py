@@ -24,6 +24,7 @@ class ProcessResult:
     timed_out: bool = False
     started_at: float | None = None
     ended_at: float | None = None
+    ready_at: float | None = None  # a background process: when its readiness check passed
 
     @property
     def signal(self) -> int | None:

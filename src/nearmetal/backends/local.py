@@ -115,6 +115,7 @@ class LocalBackend:
                 f"{result.label} exited ({proc.returncode}) before the trial started: "
                 + result.stderr_tail(500).strip()
             )
+        result.ready_at = time.time()
         return None
 
     def execute(self, processes: list[ProcessSpec], trial_dir: Path, timeout_s: float) -> Execution:
@@ -209,17 +210,41 @@ class LocalBackend:
         if sampler:
             metrics += sampler.metrics()
         error = None
+        running_at_end: dict[str, bool] = {}
         for bproc, bresult in started:
+            running_at_end[bresult.label] = bproc.poll() is None
             if bproc.poll() is not None:
                 bresult.ended_at = time.time()
                 if bresult.role == "neighbour":
                     error = f"{bresult.label} ended ({bproc.returncode}) before the measured process finished"
+        placement = self._placement()
+        if started:
+            # the evidence that every background process (a co-located neighbour) was running from
+            # before the measured process started until after it ended
+            placement["overlap"] = {
+                "main_started_at": result.started_at,
+                "main_ended_at": result.ended_at,
+                "background": [
+                    {
+                        "label": r.label,
+                        "role": r.role,
+                        "started_at": r.started_at,
+                        "ready_at": r.ready_at,
+                        "running_when_main_ended": running_at_end[r.label],
+                    }
+                    for _, r in started
+                ],
+                "all_overlapped": all(running_at_end.values())
+                and all(
+                    r.ready_at is not None and r.ready_at <= (result.started_at or 0) for _, r in started
+                ),
+            }
         return Execution(
             main=result,
             others=others,
             wall_s=wall_s,
             metrics=metrics,
-            placement=self._placement(),
+            placement=placement,
             error=error,
         )
 

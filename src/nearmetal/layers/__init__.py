@@ -10,7 +10,10 @@ from nearmetal.layers.base import Layer, LayerConfig, TrialContext
 # kind -> "module:Class"; every module is imported when the plan model is built (for its Config),
 # so a layer module must import only the standard library and nearmetal at top level.
 LAYER_CLASSES: dict[str, str] = {
+    "colocate": "nearmetal.layers.colocate:ColocateLayer",
     "cpu-quota": "nearmetal.layers.cpu_quota:CpuQuotaLayer",
+    "cpuset": "nearmetal.layers.cpuset:CpusetLayer",
+    "gpu": "nearmetal.layers.gpu:GpuLayer",
 }
 
 

@@ -50,6 +50,9 @@ class TrialContext:
     # the workload's processes for other parameter values (a neighbour that runs longer than the
     # measured copy); set by the runner, so a layer can ask without knowing the workload
     render_processes: Callable[[dict[str, Any]], list[ProcessSpec]] | None = None
+    # parameter values that make the workload run about ``factor`` times as long ({} when the workload
+    # cannot say); set by the runner from ``Workload.longer_params``
+    longer_params: Callable[[float], dict[str, Any]] | None = None
 
     def host_name(self, *parts: str) -> str:
         """A name for a host object that carries the run id, so leftovers can be traced to their run."""

@@ -35,6 +35,39 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     return out
 
 
+def parse_cpu_list(text: str) -> list[int]:
+    """Kernel CPU/node lists ("0-3,8,10-11", as in cpuset.cpus) → sorted numbers; "" → []."""
+    out: set[int] = set()
+    for part in text.replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, sep, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if sep else first
+        except ValueError:
+            raise ValueError(f"{text!r} is not a CPU list such as 0-3,8") from None
+        if first < 0 or last < first:
+            raise ValueError(f"{text!r} is not a CPU list such as 0-3,8")
+        out.update(range(first, last + 1))
+    return sorted(out)
+
+
+def format_cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 3, 8] → "0-3,8"."""
+    ranges: list[str] = []
+    ordered = sorted(set(cpus))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        ranges.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(ranges)
+
+
 @dataclass(frozen=True)
 class CpuStat:
     """Throttling counters in one shape for both versions."""
@@ -56,6 +89,10 @@ class CgroupHierarchy:
     root: Path
 
     def create(self, name: str, controllers: list[str]) -> Cgroup:
+        raise NotImplementedError
+
+    def parent_cpuset(self) -> tuple[str, str]:
+        """(CPUs, memory nodes) a new cpuset group may use: what its parent has."""
         raise NotImplementedError
 
 
@@ -81,6 +118,12 @@ class CgroupV1(CgroupHierarchy):
         dirs = {c: self.mount_of(c) / name for c in controllers}
         return _mkdirs(self.version, dirs)
 
+    def parent_cpuset(self) -> tuple[str, str]:
+        parent = self.mount_of("cpuset")
+        cpus = _first_existing(parent, ("cpuset.effective_cpus", "cpuset.cpus"))
+        mems = _first_existing(parent, ("cpuset.effective_mems", "cpuset.mems"))
+        return cpus, mems
+
 
 @dataclass
 class CgroupV2(CgroupHierarchy):
@@ -92,6 +135,12 @@ class CgroupV2(CgroupHierarchy):
         self._enable(v2_controllers)
         path = self.root / name
         return _mkdirs(self.version, {c: path for c in [*v2_controllers, "cpuacct"] if c in controllers})
+
+    def parent_cpuset(self) -> tuple[str, str]:
+        # the root group has only the effective files
+        cpus = _first_existing(self.root, ("cpuset.cpus.effective", "cpuset.cpus"))
+        mems = _first_existing(self.root, ("cpuset.mems.effective", "cpuset.mems"))
+        return cpus, mems
 
     def _enable(self, controllers: list[str]) -> None:
         control = self.root / "cgroup.subtree_control"
@@ -108,6 +157,17 @@ class CgroupV2(CgroupHierarchy):
                     f"cannot enable {missing} in {control}: {exc.strerror}",
                     fix="run as root, or delegate these controllers to nearmetal's cgroup",
                 ) from None
+
+
+def _first_existing(directory: Path, names: tuple[str, ...]) -> str:
+    for name in names:
+        path = directory / name
+        if path.exists():
+            return _read(path)
+    raise PrivilegeError(
+        f"no {' or '.join(names)} in {directory}: the cpuset controller is not available there",
+        fix="mount the cpuset controller (v1) or enable it in cgroup.subtree_control (v2)",
+    )
 
 
 def _mkdirs(version: int, dirs: dict[str, Path]) -> Cgroup:
@@ -207,6 +267,21 @@ class Cgroup:
             stat.get("throttled_time", 0) / 1e9,
             usage_s,
         )
+
+    # --- cpuset ---
+    def set_cpuset(self, cpus: str, mems: str) -> None:
+        """Confine the group to CPUs and memory nodes. In v1 a new cpuset group starts with both empty and
+        refuses tasks until both are written (cpus first: the kernel checks mems against them)."""
+        self.write("cpuset", "cpuset.cpus", cpus)
+        self.write("cpuset", "cpuset.mems", mems)
+
+    def effective_cpus(self) -> str:
+        names = (
+            ("cpuset.effective_cpus", "cpuset.cpus")
+            if self.version == 1
+            else ("cpuset.cpus.effective", "cpuset.cpus")
+        )
+        return _first_existing(self.dirs["cpuset"], names)
 
     # --- lifecycle ---
     def pids(self) -> set[int]:

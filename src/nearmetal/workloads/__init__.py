@@ -19,9 +19,13 @@ from nearmetal.workloads.base import (
 # matters to the workload that needs it.
 WORKLOAD_CLASSES: dict[str, str] = {
     "command": "nearmetal.workloads.command:CommandWorkload",
+    "ddp": "nearmetal.workloads.ddp:DdpWorkload",
+    "flops": "nearmetal.workloads.flops:FlopsWorkload",
     "fio": "nearmetal.workloads.fio:FioWorkload",
     "lammps": "nearmetal.workloads.lammps:LammpsWorkload",
+    "particles": "nearmetal.workloads.particles:ParticlesWorkload",
     "stress-ng": "nearmetal.workloads.stress_ng:StressNgWorkload",
+    "train": "nearmetal.workloads.train:TrainWorkload",
 }
 
 

@@ -30,18 +30,34 @@ class Requirement:
 
     tool: str
     package: str
-    manager: Literal["debian", "pypi"] = "debian"
+    # "device": hardware this host must have (tool "cuda": torch sees a CUDA GPU; "nvml": the NVIDIA
+    # driver answers); ``package`` then says where to run instead
+    manager: Literal["debian", "pypi", "device"] = "debian"
     purpose: str = ""
 
     def available(self) -> bool:
         if self.manager == "pypi":
             return importlib.util.find_spec(self.tool) is not None
+        if self.manager == "device":
+            from nearmetal.gpu import device_available
+
+            return device_available(self.tool)
         return shutil.which(self.tool) is not None
 
     def install_hint(self) -> str:
         if self.manager == "pypi":
             return f"pip install {self.package}"
+        if self.manager == "device":
+            return self.package
         return f"apt-get install -y {self.package}"
+
+    def missing_text(self) -> str:
+        """Why the requirement is not met here, in words (the preflight error's first half)."""
+        if self.manager == "device":
+            from nearmetal.gpu import unavailable_reason
+
+            return f"{self.purpose or self.tool} is not available: {unavailable_reason(self.tool)}"
+        return f"{self.tool} is not installed"
 
 
 @dataclass
@@ -139,4 +155,14 @@ class Workload(ABC):
 
     def tool_versions(self) -> dict[str, str]:
         """Versions of the programs this workload runs, for the environment record."""
+        return {}
+
+    def longer_params(self, params: Any, factor: float) -> dict[str, Any]:
+        """Parameter values that make this workload run about ``factor`` times as long as ``params`` do
+        (co-located neighbours must outlast the measured copy); {} when it cannot be made longer."""
+        return {}
+
+    def placement(self, output: TrialOutput, params: Any | None = None) -> dict[str, Any]:
+        """Where the workload says it ran (devices, ranks per host), merged into the trial's placement.
+        Called after a successful ``parse``; must not raise."""
         return {}

@@ -1,0 +1,146 @@
+"""gpu: the trial uses one GPU or one MIG instance, selected with CUDA_VISIBLE_DEVICES.
+
+``device`` is a GPU index ("0"), a MIG device as "GPU:MIG" ("0:2", the indices ``nvidia-smi -L`` prints),
+or a UUID ("GPU-…" or "MIG-…"). The selected device is passed to every process of the trial (neighbours
+included) by UUID, the form CUDA accepts for MIG instances; the workload then uses ``device: cuda``. A
+single CUDA process can enumerate only one MIG device (seed 001 part 5), and a GPU in MIG mode cannot be
+used whole, so selecting such a GPU by index is refused with the list of its MIG devices. The placement
+records the model, UUIDs, the MIG profile and, from ``gpu_profiles``, its SMs and compute slices;
+``profile`` makes a plan refuse to run on a partition of another size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from nearmetal.errors import NearmetalError
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.workloads.base import ProcessSpec, Requirement
+
+
+class GpuConfig(LayerConfig):
+    layer: Literal["gpu"] = "gpu"
+    device: str | int = Field(0, description="GPU index, 'GPU:MIG' indices, or a GPU-/MIG- UUID")
+    profile: str | None = Field(
+        None, description="the MIG profile the device must have (e.g. 3g.20gb), or 'disabled' for a whole GPU"
+    )
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        if value is None or value == "disabled":
+            return value
+        from nearmetal.gpu_profiles import normalise_profile
+
+        return normalise_profile(value)
+
+
+@dataclass
+class Selection:
+    visible_devices: str
+    gpu_index: int
+    gpu_name: str
+    gpu_uuid: str
+    mig_profile: str | None = None
+    mig_uuid: str | None = None
+    mig_index: int | None = None
+    sms: int | None = None
+    compute_slices: int | None = None
+
+
+def select_device(gpus: list[Any], device: str | int, profile: str | None = None) -> Selection:
+    """Resolve ``device`` against ``nearmetal.gpu.parse_gpu_list`` output; errors say what exists."""
+    from nearmetal.gpu_profiles import gpu_model
+
+    if not gpus:
+        raise NearmetalError("no NVIDIA GPU is listed by nvidia-smi -L on this host", fix="run on a GPU host")
+    text = str(device).strip()
+    gpu, mig = None, None
+    if text.startswith("MIG-"):
+        for g in gpus:
+            mig = next((m for m in g.mig_devices if m.uuid == text), None)
+            if mig:
+                gpu = g
+                break
+    elif text.startswith("GPU-"):
+        gpu = next((g for g in gpus if g.uuid == text), None)
+    else:
+        gpu_part, _, mig_part = text.partition(":")
+        if not gpu_part.isdigit() or (mig_part and not mig_part.isdigit()):
+            raise NearmetalError(
+                f"gpu.device {text!r} is not an index ('0'), 'GPU:MIG' ('0:1') or a GPU-/MIG- UUID",
+                fix="see nvidia-smi -L",
+            )
+        gpu = next((g for g in gpus if g.index == int(gpu_part)), None)
+        if gpu is not None and mig_part:
+            mig = next((m for m in gpu.mig_devices if m.index == int(mig_part)), None)
+            if mig is None:
+                raise NearmetalError(
+                    f"GPU {gpu.index} has no MIG device {mig_part}",
+                    fix="MIG devices: "
+                    + (", ".join(f"{gpu.index}:{m.index} ({m.profile})" for m in gpu.mig_devices) or "none"),
+                )
+    if gpu is None:
+        listing = ", ".join(f"{g.index}: {g.name} ({g.uuid})" for g in gpus)
+        raise NearmetalError(f"no GPU {text!r} on this host", fix=f"GPUs here: {listing}")
+    if mig is None and gpu.mig_devices:
+        listing = ", ".join(f"{gpu.index}:{m.index} ({m.profile}, {m.uuid})" for m in gpu.mig_devices)
+        raise NearmetalError(
+            f"GPU {gpu.index} is in MIG mode and cannot be used whole; CUDA sees only its MIG devices",
+            fix=f"select one: {listing}",
+        )
+    model = gpu_model(gpu.name)
+    selection = Selection(
+        visible_devices=mig.uuid if mig else gpu.uuid,
+        gpu_index=gpu.index,
+        gpu_name=gpu.name,
+        gpu_uuid=gpu.uuid,
+        mig_profile=mig.profile if mig else None,
+        mig_uuid=mig.uuid if mig else None,
+        mig_index=mig.index if mig else None,
+    )
+    if mig is not None and model is not None:
+        try:
+            found = model.profile(mig.profile)
+            selection.sms, selection.compute_slices = found.sms, found.compute_slices
+        except KeyError:
+            pass
+    elif model is not None:
+        selection.sms, selection.compute_slices = model.full_sms, 7
+    if profile is not None:
+        actual = selection.mig_profile or "disabled"
+        if actual != profile:
+            raise NearmetalError(
+                f"gpu.profile {profile} asked for, but device {text} is {actual}",
+                fix="select a device with that profile, or change profile",
+            )
+    return selection
+
+
+class GpuLayer(Layer):
+    kind = "gpu"
+    Config = GpuConfig
+    description = "one GPU or MIG instance for the trial (CUDA_VISIBLE_DEVICES), its profile recorded"
+    needs_root = False
+
+    def __init__(self, config: GpuConfig) -> None:
+        super().__init__(config)
+        self.config: GpuConfig = config
+        self.selection: Selection | None = None
+
+    def requires(self) -> list[Requirement]:
+        return [Requirement("nvidia-smi", "nvidia-smi", purpose="lists the GPUs and MIG devices")]
+
+    def setup(self, ctx: TrialContext) -> None:
+        from nearmetal.gpu import list_gpus
+
+        self.selection = select_device(list_gpus(), self.config.device, self.config.profile)
+        ctx.placement["gpu"] = asdict(self.selection)
+
+    def wrap(self, process: ProcessSpec, ctx: TrialContext) -> ProcessSpec:
+        assert self.selection is not None
+        process.env["CUDA_VISIBLE_DEVICES"] = self.selection.visible_devices
+        return process
