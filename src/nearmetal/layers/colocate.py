@@ -30,12 +30,14 @@ class ColocateConfig(LayerConfig):
     copies: int = Field(
         ge=1, le=256, description="processes sharing the device: the measured one and k−1 neighbours"
     )
+    # generous: the measured copy's start-up (interpreter, imports) is not scaled, and under k-way sharing
+    # everything takes k times longer; neighbours are stopped when the measured copy ends anyway
     neighbour_length: float = Field(
-        20.0,
+        100.0,
         ge=1.0,
-        le=10_000,
-        description="neighbours run this many times as long as the measured copy would alone (they are "
-        "stopped when it ends); the workload says which parameter that changes",
+        le=100_000,
+        description="neighbours get this many times the measured copy's work (they are stopped when it "
+        "ends); the workload says which parameter that changes",
     )
     neighbour_params: dict[str, Any] = Field(
         default_factory=dict,

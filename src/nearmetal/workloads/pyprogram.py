@@ -4,10 +4,11 @@ what they require (torch, a CUDA GPU), and reading the program's result line."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sys
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
@@ -35,11 +36,16 @@ CUDA = Requirement(
 
 class DeviceParams(WorkloadParams):
     device: str = Field(
-        "cpu",
-        pattern=DEVICE_PATTERN,
-        description="cpu, or cuda / cuda:N (with the gpu layer, cuda is the device that layer selects)",
+        "cpu", description="cpu, or cuda / cuda:N (with the gpu layer, cuda is the device that layer selects)"
     )
     seed: int = Field(0, ge=0, description="seed of the generated data")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"{value!r} is not a device: use cpu, cuda or cuda:N")
+        return value
 
     @property
     def on_gpu(self) -> bool:
