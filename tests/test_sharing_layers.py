@@ -134,7 +134,9 @@ def test_real_cpuset_confines_the_process(tmp_path: Path) -> None:
 
 
 # --- colocate ------------------------------------------------------------------------------------------
-def colocate_plan(tmp_path: Path, copies_layers: str, workload: str | None = None) -> Path:
+def colocate_plan(
+    tmp_path: Path, copies_layers: str, workload: str | None = None, alone_layers: str = ""
+) -> Path:
     workload = workload or "{kind: particles, params: {particles: 8192, turns: 8, workers: 1}}"
     return write_plan(
         tmp_path,
@@ -143,7 +145,7 @@ def colocate_plan(tmp_path: Path, copies_layers: str, workload: str | None = Non
         workloads:
           p: {workload}
         variants:
-          alone: []
+          alone: [{alone_layers}]
           shared: [{copies_layers}]
         repeats: 2
         order: sequential
@@ -155,8 +157,14 @@ def colocate_plan(tmp_path: Path, copies_layers: str, workload: str | None = Non
 @needs_cpuset
 def test_neighbours_share_one_cpu_and_overlap_the_measured_copy(tmp_path: Path, db_url: str) -> None:
     """The seed's method on a CPU: two neighbours started first on the same CPU, still running when the
-    measured copy ends; the measured copy takes about three times as long (generous bounds)."""
-    plan = colocate_plan(tmp_path, "{layer: colocate, copies: 3, cpus: 1}")
+    measured copy ends; the measured copy takes about three times as long as alone on that CPU (generous
+    bounds: other work on the machine shares the CPU too)."""
+    plan = colocate_plan(
+        tmp_path,
+        "{layer: colocate, copies: 3, cpus: 1}",
+        workload="{kind: particles, params: {particles: 16384, turns: 12, workers: 1}}",
+        alone_layers="{layer: colocate, copies: 1, cpus: 1}",
+    )
     result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
     assert [r.status for r in result.records] == ["ok"] * 4, [r.error for r in result.records]
     results = nearmetal.load_results(result.run_id, db=db_url)
@@ -169,7 +177,7 @@ def test_neighbours_share_one_cpu_and_overlap_the_measured_copy(tmp_path: Path, 
         assert trial.placement["colocate"] == {
             "copies": 3,
             "neighbours": 2,
-            "neighbour_params": {"turns": 800},
+            "neighbour_params": {"turns": 1200},
             "cpus": trial.placement["cpuset"]["cpus"],
         }
         assert trial.placement["workload"]["cpus"] == [int(trial.placement["cpuset"]["cpus"])]
@@ -177,7 +185,7 @@ def test_neighbours_share_one_cpu_and_overlap_the_measured_copy(tmp_path: Path, 
     values = results.values("tracking_s")
     alone = sum(values["p/alone"]) / 2
     together = sum(values["p/shared"]) / 2
-    assert 1.8 < together / alone < 5.0
+    assert 1.8 < together / alone < 6.0, (alone, together)
     assert nearmetal_cgroups(result.run_id) == []
 
 
