@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
+from nearmetal.redact import redact_url
 from nearmetal.store.schema import (
     Base,
     EnvironmentRow,
@@ -29,8 +31,54 @@ from nearmetal.store.schema import (
     TrialRow,
 )
 
+T = TypeVar("T")
 DEFAULT_DB = "nearmetal.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock held while a process creates or upgrades the schema ("nmig")
+SCHEMA_LOCK_KEY = 0x6E6D6967
+# how long a write waits for a busy store (another run committing, a server restarting) before giving up:
+# a measured trial is worth waiting for
+WRITE_RETRY_S = float(os.environ.get("NEARMETAL_STORE_RETRY_S", "300"))
+
+
+def _transient(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(
+        word in text
+        for word in (
+            "locked",
+            "busy",
+            "already exists",
+            "duplicate key",
+            "server closed the connection",
+            "connection refused",
+            "could not connect",
+            "terminating connection",
+        )
+    )
+
+
+def _retry_writes(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a write transaction again when the store is busy or the connection dropped. Each write method is
+    one transaction, rolled back on error, so running it again is safe."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        deadline = time.monotonic() + WRITE_RETRY_S
+        attempt = 0
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except OperationalError as exc:
+                attempt += 1
+                if not _transient(exc) or time.monotonic() >= deadline:
+                    raise NearmetalError(
+                        f"could not write to the result store {redact_url(self.url)}: {exc.orig}",
+                        fix="check the disk, the database server and other processes holding the store",
+                    ) from None
+                time.sleep(min(5.0, 0.05 * 2**attempt))
+
+    return wrapper
 
 
 def resolve_db_url(db: str | None = None) -> str:
@@ -43,10 +91,13 @@ def resolve_db_url(db: str | None = None) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    # the busy timeout first: switching to WAL needs a lock another process may hold at this moment
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a trial whose commit returned survives a power loss too (one fsync per trial is nothing
+    # next to a trial); NORMAL could lose the last commits, and a resume would run them again
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
@@ -76,6 +127,9 @@ class Store:
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+        else:
+            # a server restarted during a long run: check pooled connections before using them
+            kwargs["pool_pre_ping"] = True
         try:
             self.engine = create_engine(self.url, **kwargs)
         except Exception as exc:  # a malformed URL or a driver that is not installed
@@ -91,36 +145,59 @@ class Store:
 
     # --- schema ---
     def _migrate(self) -> None:
-        from alembic import command
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
         cfg = _alembic_config(self.engine)
         head = ScriptDirectory.from_config(cfg).get_current_head()
-        for attempt in range(20):
+        for attempt in range(40):
             try:
-                with self.engine.begin() as conn:
+                # the common case, also for a read-only store: already at head, nothing to lock
+                with self.engine.connect() as conn:
+                    if MigrationContext.configure(conn).get_current_revision() == head:
+                        return
+                with self.engine.connect() as conn:
+                    self._lock_schema(conn)
+                    # checked again under the lock: another process may have just created or upgraded it
                     current = MigrationContext.configure(conn).get_current_revision()
-                    if current == head:
-                        return
-                    if current is None and not inspect(conn).has_table("runs"):
-                        Base.metadata.create_all(conn)
-                        cfg.attributes["connection"] = conn
-                        command.stamp(cfg, "head")
-                        return
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
+                    if current != head:
+                        self._create_or_upgrade(conn, cfg, current)
+                    conn.commit()
                     return
-            except OperationalError as exc:
-                # another process is creating the same store at this moment
-                if "locked" in str(exc) or "already exists" in str(exc):
-                    time.sleep(0.1 * (attempt + 1))
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                # another process is creating the same store at this moment (a server without advisory
+                # locks, a lock wait that timed out): look again shortly
+                if _transient(exc) and attempt < 39:
+                    time.sleep(min(2.0, 0.05 * (attempt + 1)))
                     continue
                 raise NearmetalError(
-                    f"cannot open the result store {self.url}: {exc.orig}",
+                    f"cannot open the result store {redact_url(self.url)}: {exc.orig}",
                     fix="check the path or URL, and that the database server is running",
                 ) from None
-        raise NearmetalError(f"the result store {self.url} stayed locked", fix="stop other writers and retry")
+        raise NearmetalError(
+            f"the result store {redact_url(self.url)} stayed locked", fix="stop other writers and retry"
+        )
+
+    def _lock_schema(self, conn: Any) -> None:
+        """Serialise schema creation and upgrades between processes opening the same store at once, and
+        make them all-or-nothing: a process killed half-way leaves the store as it was."""
+        if self.engine.dialect.name == "sqlite":
+            # pysqlite does not open transactions for DDL on its own; BEGIN IMMEDIATE takes the write lock
+            # now (waiting for the busy timeout) and makes every CREATE TABLE part of one transaction
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
+    @staticmethod
+    def _create_or_upgrade(conn: Any, cfg: Any, current: str | None) -> None:
+        from alembic import command
+
+        cfg.attributes["connection"] = conn
+        if current is None and not inspect(conn).has_table("runs"):
+            Base.metadata.create_all(conn)
+            command.stamp(cfg, "head")
+        else:
+            command.upgrade(cfg, "head")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -128,10 +205,12 @@ class Store:
             yield session
 
     # --- writing ---
+    @_retry_writes
     def create_run(self, **fields: Any) -> None:
         with self.session() as s:
             s.add(RunRow(**fields))
 
+    @_retry_writes
     def set_environment(self, run_id: str, env: dict[str, str]) -> None:
         with self.session() as s:
             for key, value in env.items():
@@ -143,6 +222,7 @@ class Store:
                 else:
                     s.add(EnvironmentRow(run_id=run_id, key=key, value=str(value)))
 
+    @_retry_writes
     def add_trial(self, metrics: Iterable[Metric], **fields: Any) -> int:
         """Store one finished trial and its metrics in a single transaction."""
         with self.session() as s:
@@ -174,6 +254,7 @@ class Store:
                     s.add(MetricValueRow(trial_id=trial.id, name=m.name, seq=i, value=float(v)))
             return trial.id
 
+    @_retry_writes
     def finish_run(self, run_id: str, status: str, info: dict[str, Any] | None = None) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)
@@ -184,6 +265,7 @@ class Store:
             if info:
                 run.info = {**(run.info or {}), **info}
 
+    @_retry_writes
     def reopen_run(self, run_id: str, resume: dict[str, Any]) -> None:
         """Mark a run as running again (``nearmetal resume``); ``resume`` is appended to ``info.resumes``."""
         with self.session() as s:
@@ -217,12 +299,14 @@ class Store:
                 out.setdefault(key, []).append(Metric(name, value, unit, direction, source))
         return out
 
+    @_retry_writes
     def update_run_info(self, run_id: str, info: dict[str, Any]) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)
             if run is not None:
                 run.info = {**(run.info or {}), **info}
 
+    @_retry_writes
     def add_event(
         self,
         run_id: str,
@@ -238,6 +322,7 @@ class Store:
                 )
             )
 
+    @_retry_writes
     def add_findings(self, run_id: str | None, findings: Iterable[dict[str, Any]]) -> None:
         with self.session() as s:
             columns = set(FindingRow.__table__.columns.keys())
