@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nearmetal import runlock
+from nearmetal import hostnet, runlock
 from nearmetal.layers import cgroups
 from nearmetal.layers.base import HOST_PREFIX
 
@@ -182,7 +182,66 @@ def find_stale_locks(run_id: str | None = None) -> list[Leftover]:
     return found
 
 
-FINDERS: list[Callable[[str | None], list[Leftover]]] = [find_processes, find_cgroups, find_stale_locks]
+# user-mode network stacks (slirp4netns, pasta) a layer started: their command line names the namespace
+USERNET_PROGRAMS = ("slirp4netns", "pasta", "passt")
+
+
+def find_usernet_processes(run_id: str | None = None) -> list[Leftover]:
+    found = []
+    for pid, cmdline in hostnet.processes_with(
+        str(hostnet.NETNS_DIR / host_prefix(run_id)), USERNET_PROGRAMS
+    ):
+        match = _HOST_NAME_RE.search(cmdline)
+        found.append(
+            Leftover(
+                "process",
+                f"{pid} ({cmdline[:100]})",
+                lambda pid=pid: hostnet.stop_pid(pid),
+                run_id=match.group("run") if match else None,
+                priority=20,
+            )
+        )
+    return found
+
+
+def find_net_links(run_id: str | None = None) -> list[Leftover]:
+    """Links in the host namespace whose alias names a run (a veth or VXLAN device left between its creation
+    and its move into a namespace); links inside namespaces go with their namespace."""
+    prefix = host_prefix(run_id)
+    return [
+        Leftover(
+            "link",
+            f"{link.ifname} ({link.alias})",
+            lambda n=link.ifname: hostnet.delete_link(None, n),
+            priority=60,
+        )
+        for link in hostnet.list_links()
+        if link.alias.startswith(prefix)
+    ]
+
+
+def _remove_netns(name: str) -> None:
+    # a killed run's trial processes may still run inside (orphaned when the runner died): end them too
+    for pid in hostnet.netns_pids(name):
+        hostnet.stop_pid(pid, grace_s=1.0)
+    hostnet.delete_netns(name)
+
+
+def find_netns(run_id: str | None = None) -> list[Leftover]:
+    return [
+        Leftover("netns", name, lambda name=name: _remove_netns(name), priority=70)
+        for name in hostnet.list_netns(host_prefix(run_id))
+    ]
+
+
+FINDERS: list[Callable[[str | None], list[Leftover]]] = [
+    find_processes,
+    find_cgroups,
+    find_stale_locks,
+    find_usernet_processes,
+    find_net_links,
+    find_netns,
+]
 
 
 def find_leftovers(run_id: str | None = None) -> list[Leftover]:

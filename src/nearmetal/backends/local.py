@@ -68,7 +68,7 @@ class LocalBackend:
         result = ProcessResult(
             role=spec.role,
             label=label,
-            argv=list(spec.argv),
+            argv=spec.command(),
             stdout_path=trial_dir / f"{label}.stdout",
             stderr_path=trial_dir / f"{label}.stderr",
         )
@@ -76,7 +76,7 @@ class LocalBackend:
         err = open(result.stderr_path, "wb")  # noqa: SIM115
         files += [out, err]
         env = {**os.environ, **spec.env}
-        argv = wrap_for_cgroups(spec.argv, spec.cgroup_procs)
+        argv = wrap_for_cgroups(spec.command(), spec.cgroup_procs)
         result.started_at = time.time()
         try:
             proc = subprocess.Popen(

@@ -7,5 +7,6 @@ Each module here does ``from nearmetal.cli import app`` and registers its comman
 
 __all__: list[str] = [
     "advise",
+    "net",
     "resume",
 ]

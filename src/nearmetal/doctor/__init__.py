@@ -13,6 +13,7 @@ from nearmetal.doctor import (  # noqa: F401  (registers their checks)
     limits,
     mounts,
     namespaces,
+    netpath,
     network,
 )
 from nearmetal.doctor.base import CHECK_INFO, CHECKS, SEVERITY_ORDER, CheckInfo, Finding

@@ -14,6 +14,9 @@ LAYER_CLASSES: dict[str, str] = {
     "cpu-quota": "nearmetal.layers.cpu_quota:CpuQuotaLayer",
     "cpuset": "nearmetal.layers.cpuset:CpusetLayer",
     "gpu": "nearmetal.layers.gpu:GpuLayer",
+    "netns": "nearmetal.layers.netns:NetnsLayer",
+    "slirp4netns": "nearmetal.layers.usernet:Slirp4netnsLayer",
+    "pasta": "nearmetal.layers.usernet:PastaLayer",
 }
 
 

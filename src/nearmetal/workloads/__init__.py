@@ -22,10 +22,14 @@ WORKLOAD_CLASSES: dict[str, str] = {
     "ddp": "nearmetal.workloads.ddp:DdpWorkload",
     "flops": "nearmetal.workloads.flops:FlopsWorkload",
     "fio": "nearmetal.workloads.fio:FioWorkload",
+    "iperf3": "nearmetal.workloads.iperf3:Iperf3Workload",
     "lammps": "nearmetal.workloads.lammps:LammpsWorkload",
     "particles": "nearmetal.workloads.particles:ParticlesWorkload",
     "stress-ng": "nearmetal.workloads.stress_ng:StressNgWorkload",
     "train": "nearmetal.workloads.train:TrainWorkload",
+    "mpi": "nearmetal.workloads.mpi:MpiWorkload",
+    "osu": "nearmetal.workloads.mpi:OsuWorkload",
+    "tcp-rr": "nearmetal.workloads.tcprr:TcpRrWorkload",
 }
 
 

@@ -76,9 +76,28 @@ class ProcessSpec:
     ready_delay_s: float = 0.0
     ready_timeout_s: float = 30.0
     name: str = ""
+    # an MPMD launcher's per-rank commands (``mpiexec -n 1 A : -n 1 B``): layers place each rank like a
+    # process of its role (a rank with role "server" goes where a server goes), and ``command()`` joins
+    # them after ``argv`` in the launcher's syntax
+    ranks: list[ProcessSpec] = field(default_factory=list)
 
     def label(self) -> str:
         return self.name or self.role
+
+    def command(self) -> list[str]:
+        """The argv to execute: ``argv``, then each rank as ``-n 1 [-env NAME VALUE]… ARGV``, ranks
+        separated by ``:`` (the MPMD syntax of MPICH's hydra ``mpiexec``)."""
+        if not self.ranks:
+            return list(self.argv)
+        out = list(self.argv)
+        for i, rank in enumerate(self.ranks):
+            if i:
+                out.append(":")
+            out += ["-n", "1"]
+            for name, value in rank.env.items():
+                out += ["-env", name, value]
+            out += rank.argv
+        return out
 
 
 @dataclass

@@ -1,0 +1,286 @@
+"""User-mode networking: a namespace that reaches the world only through slirp4netns or pasta.
+
+This is the path of rootless containers and Usernetes Gen 1 (seed 000's "slirpy"): the namespace has a TAP
+device whose frames a user-space TCP/IP stack turns back into host sockets. Two topologies:
+
+``outbound`` (TCP workloads; the default unless the trial runs MPI ranks)
+    the server listens on the host's loopback; the client runs in a namespace behind the user-mode stack
+    and reaches it at the stack's gateway address (10.0.2.2), which the stack maps to the host's
+    127.0.0.1. Every byte the client sends crosses the user-mode stack once.
+
+``two-nodes`` (MPI; what Usernetes does between nodes)
+    server and client each get their own namespace behind their own user-mode stack, and a VXLAN overlay
+    (addresses 198.19.0.1/.2) joins them: each VXLAN device sends its UDP to the gateway at a host port
+    the *other* stack forwards (``add_hostfwd`` / ``pasta -u``) into its namespace — flannel's VXLAN over
+    slirp4netns/pasta in Usernetes. Both directions work with symmetric addresses, which MPI needs
+    (every rank publishes an address the other connects to; a NAT'd one-way path cannot carry that).
+
+Nothing listens on any address but 127.0.0.1 on the host; the stacks, their sockets and the namespaces are
+removed on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from nearmetal import hostnet
+from nearmetal.errors import NearmetalError
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.netns import place
+from nearmetal.workloads.base import ProcessSpec, Requirement
+
+GUEST_ADDRESS = "10.0.2.100"
+GATEWAY_ADDRESS = "10.0.2.2"  # the user-mode stack's own address; it maps connections to host loopback
+OVERLAY_SERVER = "198.19.0.1"
+OVERLAY_CLIENT = "198.19.0.2"
+VXLAN_PORT = 4789
+VXLAN_VNI = 4242
+VXLAN_OVERHEAD = 50
+START_TIMEOUT_S = 15.0
+
+Topology = Literal["auto", "outbound", "two-nodes"]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UserNetConfig(LayerConfig):
+    mtu: int = Field(65520, ge=1280, le=65520, description="MTU of the namespace's TAP device")
+    topology: Topology = Field(
+        "auto",
+        description="outbound: server on host loopback, client behind the stack; two-nodes: each end "
+        "behind its own stack, joined by VXLAN over forwarded UDP (MPI); auto: two-nodes for MPI ranks",
+    )
+
+
+class Slirp4netnsConfig(UserNetConfig):
+    layer: Literal["slirp4netns"] = "slirp4netns"
+    mtu: int = Field(65520, ge=1280, le=65521, description="slirp4netns --mtu (its maximum is 65521)")
+
+
+class PastaConfig(UserNetConfig):
+    layer: Literal["pasta"] = "pasta"
+
+
+class UserNetLayer(Layer):
+    """What slirp4netns and pasta share: namespaces, topology, VXLAN overlay, placement, teardown."""
+
+    needs_root = True
+    program: ClassVar[str]
+    package: ClassVar[str]
+
+    def __init__(self, config: UserNetConfig) -> None:
+        super().__init__(config)
+        self.config: UserNetConfig = config
+        self.namespaces: list[str] = []
+        self.pids: list[int] = []
+        self.files: list[Path] = []
+        self.topology: str = ""
+        self.client_ifname = ""
+        self.client_ns = ""
+
+    @classmethod
+    def example_config(cls) -> dict[str, Any]:
+        return {"layer": cls.kind, "mtu": 65520}
+
+    def requires(self) -> list[Requirement]:
+        return [
+            Requirement(self.program, self.package, purpose=f"{self.kind} user-mode networking"),
+            Requirement("ip", "iproute2", purpose="network namespaces"),
+            Requirement("bridge", "iproute2", purpose="VXLAN forwarding entries (two-nodes topology)"),
+        ]
+
+    # one stack: start it for a namespace, forwarding host UDP port → namespace port when asked
+    def start_stack(
+        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+    ) -> None:
+        raise NotImplementedError
+
+    def _resolve_topology(self, ctx: TrialContext) -> str:
+        has_ranks = False
+        if ctx.render_processes is not None:
+            with contextlib.suppress(Exception):
+                has_ranks = any(p.ranks for p in ctx.render_processes({}))
+        if self.config.topology == "outbound" and has_ranks:
+            raise NearmetalError(
+                f"{self.kind} topology 'outbound' cannot carry MPI: a rank on the host publishes a loopback "
+                "address the other rank cannot reach through the user-mode stack",
+                fix="use topology: two-nodes (or auto)",
+            )
+        if self.config.topology != "auto":
+            return self.config.topology
+        return "two-nodes" if has_ranks else "outbound"
+
+    def setup(self, ctx: TrialContext) -> None:
+        self.topology = self._resolve_topology(ctx)
+        info: dict[str, Any] = {"stack": self.kind, "topology": self.topology, "mtu": self.config.mtu}
+        ctx.placement["usernet"] = info
+        if self.topology == "outbound":
+            self.client_ns = ctx.host_name(self.kind, "cli")
+            hostnet.add_netns(self.client_ns)
+            self.namespaces.append(self.client_ns)
+            self.client_ifname = hostnet.short_ifname(ctx.host_name(self.kind, "tap-cli"), "t")
+            self.start_stack(ctx, self.client_ns, self.client_ifname, None)
+            ctx.endpoints["server_host"] = GATEWAY_ADDRESS
+            ctx.endpoints["iface"] = self.client_ifname
+            info.update(client_netns=self.client_ns, tap=self.client_ifname, server_host=GATEWAY_ADDRESS)
+            return
+        # two nodes: each end behind its own stack, VXLAN between them over forwarded UDP ports
+        server_ns, self.client_ns = ctx.host_name(self.kind, "srv"), ctx.host_name(self.kind, "cli")
+        ports = {server_ns: free_udp_port(), self.client_ns: free_udp_port()}
+        taps = {}
+        for ns, role in ((server_ns, "srv"), (self.client_ns, "cli")):
+            hostnet.add_netns(ns)
+            self.namespaces.append(ns)
+            taps[ns] = hostnet.short_ifname(ctx.host_name(self.kind, f"tap-{role}"), "t")
+            self.start_stack(ctx, ns, taps[ns], (ports[ns], VXLAN_PORT))
+        alias = ctx.host_name(self.kind, "vxlan")
+        vxlan = hostnet.short_ifname(alias, "x")
+        for ns, peer, address in (
+            (server_ns, self.client_ns, OVERLAY_SERVER),
+            (self.client_ns, server_ns, OVERLAY_CLIENT),
+        ):
+            hostnet.add_vxlan(
+                ns, vxlan, VXLAN_VNI, taps[ns], VXLAN_PORT, GATEWAY_ADDRESS, ports[peer], alias,
+                mtu=self.config.mtu - VXLAN_OVERHEAD,
+            )  # fmt: skip
+            hostnet.add_address(ns, vxlan, f"{address}/24")
+            hostnet.link_up(ns, vxlan)
+        self.client_ifname = taps[self.client_ns]
+        ctx.endpoints["server_host"] = OVERLAY_SERVER
+        ctx.endpoints["iface"] = vxlan
+        info.update(
+            server_netns=server_ns,
+            client_netns=self.client_ns,
+            vxlan=vxlan,
+            taps=list(taps.values()),
+            forwarded_udp_ports=list(ports.values()),
+            server_host=OVERLAY_SERVER,
+        )
+
+    def wrap(self, process: ProcessSpec, ctx: TrialContext) -> ProcessSpec:
+        if self.topology == "outbound":
+            # the server stays on the host: its loopback is what the gateway address reaches
+            return place(process, {"server": [], "*": hostnet.netns_exec_argv(self.client_ns)})
+        server_ns = self.namespaces[0]
+        return place(
+            process,
+            {"server": hostnet.netns_exec_argv(server_ns), "*": hostnet.netns_exec_argv(self.client_ns)},
+        )
+
+    def collect(self, ctx: TrialContext) -> list:
+        with contextlib.suppress(hostnet.HostNetError, KeyError, IndexError, ValueError):
+            ctx.placement["usernet"]["client_tap"] = hostnet.link_stats(self.client_ns, self.client_ifname)
+        return []
+
+    def teardown(self, ctx: TrialContext) -> None:
+        for pid in self.pids:
+            hostnet.stop_pid(pid)
+        self.pids = []
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self.files = []
+        for name in reversed(self.namespaces):
+            hostnet.delete_netns(name)
+        self.namespaces = [n for n in self.namespaces if hostnet.netns_exists(n)]
+
+
+class Slirp4netnsLayer(UserNetLayer):
+    kind = "slirp4netns"
+    Config = Slirp4netnsConfig
+    description = "client namespace behind slirp4netns (rootless containers, Usernetes Gen 1)"
+    program = "slirp4netns"
+    package = "slirp4netns"
+
+    def start_stack(
+        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+    ) -> None:
+        # the API socket path must fit sockaddr_un (108 bytes): a short name under /run
+        api_socket = Path("/run") / f"{hostnet.short_ifname(netns, 'a')}.sock"
+        self.files.append(api_socket)
+        log = ctx.trial_dir / f"slirp4netns-{ifname}.log"
+        argv = [
+            "slirp4netns", "--configure", f"--mtu={self.config.mtu}", "--api-socket", str(api_socket),
+            "--netns-type=path", str(hostnet.NETNS_DIR / netns), ifname,
+        ]  # fmt: skip
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        self.pids.append(proc.pid)
+        try:
+            hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)
+        except hostnet.HostNetError as exc:
+            raise hostnet.HostNetError(f"slirp4netns did not configure {ifname}: {exc}; see {log}") from None
+        if udp_forward:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not api_socket.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            host_port, guest_port = udp_forward
+            self._api(
+                api_socket,
+                {
+                    "execute": "add_hostfwd",
+                    "arguments": {
+                        "proto": "udp",
+                        "host_addr": "127.0.0.1",
+                        "host_port": host_port,
+                        "guest_port": guest_port,
+                    },
+                },
+            )
+
+    @staticmethod
+    def _api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(path))
+            s.sendall(json.dumps(request).encode())
+            s.shutdown(socket.SHUT_WR)
+            reply = json.loads(s.recv(65536) or b"{}")
+        if "error" in reply or "return" not in reply:
+            raise hostnet.HostNetError(f"slirp4netns API {request['execute']} failed: {reply}")
+        return reply
+
+
+class PastaLayer(UserNetLayer):
+    kind = "pasta"
+    Config = PastaConfig
+    description = "client namespace behind pasta (passt), the newer user-mode path of rootless Podman"
+    program = "pasta"
+    package = "passt"
+
+    def start_stack(
+        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+    ) -> None:
+        pid_file = ctx.trial_dir / f"pasta-{ifname}.pid"
+        log = ctx.trial_dir / f"pasta-{ifname}.log"
+        udp = f"127.0.0.1/{udp_forward[0]}:{udp_forward[1]}" if udp_forward else "none"
+        # addresses like slirp4netns's, so both stacks are reached the same way; the gateway address is
+        # mapped to the host's loopback (pasta's default); no automatic port forwarding ("none")
+        argv = [
+            "pasta", "--runas", "0:0", "--config-net", "--ipv4-only", "-a", GUEST_ADDRESS, "-n", "24",
+            "-g", GATEWAY_ADDRESS, "-I", ifname, "-m", str(self.config.mtu),
+            "-t", "none", "-T", "none", "-U", "none", "-u", udp,
+            "-P", str(pid_file), "--log-file", str(log), "--netns", str(hostnet.NETNS_DIR / netns),
+        ]  # fmt: skip
+        # pasta daemonises once the namespace is configured; its pid comes from the pid file
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        with contextlib.suppress(OSError, ValueError):
+            self.pids.append(int(pid_file.read_text().strip()))
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise hostnet.HostNetError(f"pasta failed ({proc.returncode}): {' '.join(detail[-3:])}")
+        hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)

@@ -1,0 +1,282 @@
+"""MPI point-to-point and collective measurements between 2 ranks: ping-pong latency and bandwidth over
+message sizes, and allreduce time.
+
+Ranks are launched by MPICH's hydra (``mpiexec.hydra``, Debian ``mpich``) in MPMD form, one command per
+rank (``ProcessSpec.ranks``): rank 0 has role ``server`` and rank 1 role ``main``, so the network layers put
+them in different namespaces. Why hydra: its ranks reach their local proxy through an inherited file
+descriptor (PMI_FD), which works in any network namespace, while Open MPI 4's ranks reach their PMIx
+server over TCP on the host's loopback, which a rank in another namespace cannot reach. ``transport: tcp``
+(the default) sets ``MPIR_CVAR_NOLOCAL=1`` and ``UCX_TLS=tcp,self`` so the ranks talk TCP even on one host
+(otherwise they would use shared memory and never touch the network), over ``UCX_NET_DEVICES`` = the
+interface the layer names (``endpoints["iface"]``; loopback on bare metal).
+
+``kind: mpi`` runs ``nearmetal.tools.osu`` (mpi4py; the OSU micro-benchmarks are not in Debian) with OSU's
+output shape; ``kind: osu`` runs one real OSU binary (``osu_latency``, ``osu_bw``, ``osu_allreduce``…) from
+``osu_dir``. Both are parsed by ``parse_osu`` (``nearmetal parse osu FILE`` for output made elsewhere).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from nearmetal.metrics import Metric
+from nearmetal.workloads.base import (
+    ParseError,
+    ProcessSpec,
+    Requirement,
+    TrialOutput,
+    Workload,
+    WorkloadContext,
+    WorkloadParams,
+)
+
+HEADER_RE = re.compile(r"^#\s*OSU\s+(?:MPI|OpenSHMEM|UPC\+*)(?:-\w+)?\s+(?P<title>.+?)\s+Test\b(?P<rest>.*)$")
+VERSION_RE = re.compile(r"v(\d+(?:\.\d+)*)")
+NUMBER_RE = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+
+# OSU test title → (short name, unit of its first value column, direction)
+TITLES: dict[str, tuple[str, str, Literal["higher", "lower"]]] = {
+    "latency": ("latency", "us", "lower"),
+    "bandwidth": ("bw", "MBps", "higher"),
+    "bi-directional bandwidth": ("bibw", "MBps", "higher"),
+    "multiple bandwidth / message rate": ("mbw_mr", "MBps", "higher"),
+    "allreduce latency": ("allreduce", "us", "lower"),
+    "reduce latency": ("reduce", "us", "lower"),
+    "bcast latency": ("bcast", "us", "lower"),
+    "allgather latency": ("allgather", "us", "lower"),
+    "alltoall latency": ("alltoall", "us", "lower"),
+    "barrier latency": ("barrier", "us", "lower"),
+}
+UNIT_LABEL = {"us": "µs", "MBps": "MB/s"}
+
+
+def size_label(size: int) -> str:
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+@dataclass
+class OsuSection:
+    name: str
+    unit: str
+    direction: Literal["higher", "lower"]
+    version: str | None
+    rows: list[tuple[int, float]] = field(default_factory=list)
+
+
+def parse_osu_sections(text: str) -> list[OsuSection]:
+    sections: list[OsuSection] = []
+    current: OsuSection | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        header = HEADER_RE.match(line)
+        if header:
+            title = header.group("title").strip().lower()
+            name, unit, direction = TITLES.get(
+                title, (re.sub(r"[^a-z0-9]+", "_", title).strip("_"), "us", "lower")
+            )
+            version = VERSION_RE.search(header.group("rest"))
+            current = OsuSection(name, unit, direction, version.group(1) if version else None)
+            sections.append(current)
+            continue
+        if current is None or not line or line.startswith("#"):
+            continue
+        cols = line.split()
+        if len(cols) >= 2 and cols[0].isdigit() and NUMBER_RE.match(cols[1]):
+            current.rows.append((int(cols[0]), float(cols[1])))
+    return [s for s in sections if s.rows]
+
+
+def parse_osu(text: str) -> list[Metric]:
+    """Metrics from OSU micro-benchmark output (one or several tests, OSU 5.x to 7.x, or nearmetal's
+    mpi4py form): ``<test>_<size>_<unit>`` per message size, plus ``<test>_small_…`` (smallest size > 0)
+    and ``<test>_large_…`` (largest size)."""
+    sections = parse_osu_sections(text)
+    if not sections:
+        if "OSU" in text:
+            raise ParseError("OSU output has a test header but no result lines (did the benchmark abort?)")
+        raise ParseError("no '# OSU MPI … Test' header: not OSU micro-benchmark output")
+    metrics: dict[str, Metric] = {}
+    for sec in sections:
+        unit = UNIT_LABEL.get(sec.unit, sec.unit)
+        for size, value in sec.rows:
+            name = f"{sec.name}_{size_label(size)}_{sec.unit}"
+            metrics[name] = Metric(name, value, unit, sec.direction, source="osu")
+        nonzero = [r for r in sec.rows if r[0] > 0] or sec.rows
+        small, large = min(nonzero), max(sec.rows)
+        for which, (_, value) in (("small", small), ("large", large)):
+            name = f"{sec.name}_{which}_{sec.unit}"
+            metrics[name] = Metric(name, value, unit, sec.direction, source="osu")
+    return list(metrics.values())
+
+
+def find_library(soname: str) -> Path | None:
+    """Where the dynamic linker finds a library (from ``ldconfig -p``)."""
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    for line in out.splitlines():
+        name, _, target = line.strip().partition(" => ")
+        if name.split(" ", 1)[0] == soname and target:
+            return Path(target.strip())
+    for directory in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        candidate = Path(directory) / soname
+        if candidate.exists():
+            return candidate
+    return None
+
+
+class MpiParams(WorkloadParams):
+    benchmarks: list[Literal["latency", "bw", "allreduce"]] = Field(
+        default_factory=lambda: ["latency", "bw", "allreduce"], min_length=1, description="what to measure"
+    )
+    min_size: int = Field(8, ge=1, le=1 << 30, description="smallest message in bytes")
+    max_size: int = Field(1 << 20, ge=1, le=1 << 30, description="largest message in bytes (powers of two)")
+    iterations: int = Field(1000, ge=1, le=10_000_000, description="iterations per small message size")
+    skip: int = Field(100, ge=0, le=1_000_000, description="unmeasured iterations first (small messages)")
+    large_iterations: int = Field(100, ge=1, le=10_000_000, description="iterations above 8 KiB")
+    large_skip: int = Field(10, ge=0, le=1_000_000, description="unmeasured iterations above 8 KiB")
+    transport: Literal["tcp", "shm"] = Field(
+        "tcp",
+        description="tcp: ranks talk TCP over the layer's interface (loopback on bare metal); shm: MPICH's "
+        "default, shared memory between ranks on one host (no network at all)",
+    )
+    mpiexec: str = Field("mpiexec.hydra", pattern=r"^[A-Za-z0-9_./-]+$", description="MPICH hydra launcher")
+    python: str = Field(sys.executable, description="Python interpreter with mpi4py (≥ 4, MPICH ABI)")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> MpiParams:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) must be ≥ min_size ({self.min_size})")
+        return self
+
+
+def mpi_env(params: MpiParams | OsuParams, ctx: WorkloadContext) -> dict[str, str]:
+    if params.transport == "shm":
+        return {}
+    iface = str(ctx.endpoints.get("iface", "lo"))
+    return {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self", "UCX_NET_DEVICES": iface}
+
+
+def two_ranks(launcher: str, rank_argv: list[str], env: dict[str, str], ctx: WorkloadContext) -> ProcessSpec:
+    ranks = [
+        ProcessSpec(argv=list(rank_argv), role="server", name="rank0"),
+        ProcessSpec(argv=list(rank_argv), role="main", name="rank1"),
+    ]
+    return ProcessSpec(argv=[launcher], env=env, cwd=ctx.trial_dir, ranks=ranks, name="mpiexec")
+
+
+class MpiWorkload(Workload):
+    kind = "mpi"
+    Params = MpiParams
+    description = "MPI ping-pong latency/bandwidth and allreduce between 2 ranks (mpi4py, OSU output shape)"
+    primary_metric = "latency_small_us"
+
+    def requires(self, params: MpiParams) -> list[Requirement]:
+        return [
+            Requirement(params.mpiexec, "mpich", purpose="MPICH's hydra launcher and libmpich"),
+            Requirement("mpi4py", "mpi4py>=4", manager="pypi", purpose="MPI from Python"),
+        ]
+
+    def prepare(self, params: MpiParams, ctx: WorkloadContext) -> None:
+        # mpi4py's MPICH-ABI module links libmpi.so.12; Debian's libmpich12 ships only libmpich.so.12
+        # (libmpi.so.12 comes with libmpich-dev), so point a private libmpi.so.12 at it
+        if find_library("libmpi.so.12") is None:
+            real = find_library("libmpich.so.12")
+            if real is not None:
+                shim = ctx.trial_dir.resolve() / "mpich-abi"
+                shim.mkdir(exist_ok=True)
+                link = shim / "libmpi.so.12"
+                if not link.exists():
+                    link.symlink_to(real)
+
+    def processes(self, params: MpiParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+        rank_argv = [
+            params.python, "-m", "nearmetal.tools.osu", "--benchmarks", ",".join(params.benchmarks),
+            "-m", f"{params.min_size}:{params.max_size}", "-i", str(params.iterations), "-x", str(params.skip),
+            "--large-iterations", str(params.large_iterations), "--large-skip", str(params.large_skip),
+        ]  # fmt: skip
+        env = {"MPI4PY_MPIABI": "mpich", **mpi_env(params, ctx)}
+        shim = ctx.trial_dir.resolve() / "mpich-abi"
+        if (shim / "libmpi.so.12").exists() or find_library("libmpi.so.12") is None:
+            env["LD_LIBRARY_PATH"] = str(shim)
+        return [two_ranks(params.mpiexec, rank_argv, env, ctx)]
+
+    def parse(self, output: TrialOutput, params: MpiParams | None = None) -> list[Metric]:
+        return parse_osu(output.stdout)
+
+    def parse_file(self, path: Path) -> list[Metric]:
+        return parse_osu(path.read_text(errors="replace"))
+
+    def tool_versions(self) -> dict[str, str]:
+        versions = {}
+        if shutil.which("mpichversion"):
+            try:
+                out = subprocess.run(["mpichversion"], capture_output=True, text=True, timeout=20).stdout
+                match = re.search(r"MPICH Version:\s*(\S+)", out)
+                if match:
+                    versions["mpich"] = match.group(1)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        try:
+            from importlib.metadata import version
+
+            versions["mpi4py"] = version("mpi4py")
+        except Exception:
+            pass
+        return versions
+
+
+class OsuParams(WorkloadParams):
+    benchmark: str = Field(
+        "osu_latency", pattern=r"^osu_[a-z_]+$", description="OSU binary: osu_latency, osu_bw, osu_allreduce…"
+    )
+    osu_dir: str = Field(
+        "/usr/local/libexec/osu-micro-benchmarks/mpi",
+        description="directory holding the OSU binary (or its pt2pt/collective subdirectories)",
+    )
+    min_size: int = Field(8, ge=0, le=1 << 30)
+    max_size: int = Field(1 << 20, ge=1, le=1 << 30)
+    iterations: int = Field(1000, ge=1, le=10_000_000)
+    skip: int = Field(100, ge=0, le=1_000_000)
+    transport: Literal["tcp", "shm"] = "tcp"
+    mpiexec: str = Field("mpiexec.hydra", pattern=r"^[A-Za-z0-9_./-]+$")
+
+    def binary(self) -> str:
+        base = Path(self.osu_dir)
+        for sub in ("", "pt2pt", "collective", "pt2pt/standard", "collective/blocking"):
+            candidate = base / sub / self.benchmark
+            if candidate.exists():
+                return str(candidate)
+        return str(base / self.benchmark)
+
+
+class OsuWorkload(MpiWorkload):
+    kind = "osu"
+    Params = OsuParams
+    description = "one real OSU micro-benchmark binary (built from source; not in Debian) between 2 ranks"
+
+    def requires(self, params: OsuParams) -> list[Requirement]:
+        return [
+            Requirement(params.mpiexec, "mpich", purpose="MPICH's hydra launcher"),
+            Requirement(params.binary(), "osu-micro-benchmarks (build it against MPICH)", purpose="OSU"),
+        ]
+
+    def prepare(self, params: OsuParams, ctx: WorkloadContext) -> None:
+        pass
+
+    def processes(self, params: OsuParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+        rank_argv = [params.binary(), "-m", f"{params.min_size}:{params.max_size}"]
+        rank_argv += ["-i", str(params.iterations), "-x", str(params.skip)]
+        return [two_ranks(params.mpiexec, rank_argv, mpi_env(params, ctx), ctx)]

@@ -1,0 +1,132 @@
+"""Parsers of the network workloads on recorded outputs of several program versions (tests/data/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nearmetal.tools.tcprr import percentile, summarize
+from nearmetal.workloads.base import ParseError
+from nearmetal.workloads.iperf3 import parse_iperf3_json
+from nearmetal.workloads.mpi import parse_osu, size_label
+from nearmetal.workloads.tcprr import parse_tcprr_json
+
+DATA = Path(__file__).parent / "data"
+
+
+def by_name(metrics):
+    return {m.name: m for m in metrics}
+
+
+@pytest.mark.parametrize(
+    "name", ["iperf3-3.1.3-tcp-P2.json", "iperf3-3.12-tcp-P2.json", "iperf3-3.16-tcp-P2.json"]
+)
+def test_iperf3_json_across_versions(name: str) -> None:
+    import json
+
+    doc = json.loads((DATA / name).read_text())
+    m = by_name(parse_iperf3_json((DATA / name).read_text()))
+    # the receiver's rate is what arrived; it is the headline number
+    assert m["throughput_Gbps"].value == pytest.approx(doc["end"]["sum_received"]["bits_per_second"] / 1e9)
+    assert m["throughput_Gbps"].direction == "higher" and m["throughput_Gbps"].unit == "Gbit/s"
+    assert m["retransmits"].value == doc["end"]["sum_sent"]["retransmits"]
+    assert m["client_cpu_pct"].value == pytest.approx(doc["end"]["cpu_utilization_percent"]["host_total"])
+    assert m["server_cpu_pct"].value == pytest.approx(doc["end"]["cpu_utilization_percent"]["remote_total"])
+    assert len(m["interval_Gbps"].values) == len(doc["intervals"])
+
+
+def test_iperf3_error_and_garbage_are_parse_errors() -> None:
+    with pytest.raises(ParseError, match="Connection refused"):
+        parse_iperf3_json((DATA / "iperf3-3.12-refused.json").read_text())
+    with pytest.raises(ParseError, match="-J"):
+        parse_iperf3_json("Connecting to host 127.0.0.1, port 5201\n[  5] local ...")
+    with pytest.raises(ParseError, match="cut short"):
+        parse_iperf3_json((DATA / "iperf3-3.12-tcp-P2.json").read_text()[:500])
+
+
+def test_tcprr_client_output() -> None:
+    m = by_name(parse_tcprr_json("some banner\n" + (DATA / "tcprr-v1-client.json").read_text()))
+    assert m["rtt_p50_us"].direction == "lower" and m["rtt_p50_us"].unit == "µs"
+    assert m["rtt_p50_us"].value <= m["rtt_p99_us"].value <= m["rtt_p99_9_us"].value <= m["rtt_max_us"].value
+    assert m["transactions_per_s"].direction == "higher"
+    with pytest.raises(ParseError, match="transactions_per_s"):
+        parse_tcprr_json("listening on 0.0.0.0 5000\n")
+
+
+def test_tcprr_summary_statistics() -> None:
+    rtts_ns = [1000 * v for v in range(1, 101)]  # 1..100 µs
+    s = summarize(rtts_ns, elapsed_s=0.5, size=1)
+    assert s["transactions"] == 100 and s["transactions_per_s"] == 200
+    assert s["rtt_mean_us"] == pytest.approx(50.5)
+    assert s["rtt_p50_us"] == pytest.approx(50.5)
+    assert s["rtt_p99_us"] == pytest.approx(99.01)
+    assert percentile([5.0], 99) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("name", "metric", "value", "small", "large"),
+    [
+        (
+            "osu-5.6.3-latency.txt",
+            "latency_8B_us",
+            0.24,
+            ("latency_small_us", 0.24),
+            ("latency_large_us", 603.70),
+        ),
+        (
+            "osu-7.3-latency.txt",
+            "latency_1MiB_us",
+            436.13,
+            ("latency_small_us", 1.86),
+            ("latency_large_us", 436.13),
+        ),
+        ("osu-5.8-bw.txt", "bw_1MiB_MBps", 11279.40, ("bw_small_MBps", 2.87), ("bw_large_MBps", 11393.08)),
+        (
+            "osu-7.3-allreduce-full.txt",
+            "allreduce_8KiB_us",
+            36.13,
+            ("allreduce_small_us", 4.71),
+            ("allreduce_large_us", 2901.55),
+        ),
+    ],
+)
+def test_osu_outputs_across_versions(name, metric, value, small, large) -> None:
+    m = by_name(parse_osu((DATA / name).read_text()))
+    assert m[metric].value == pytest.approx(value)
+    assert m[small[0]].value == pytest.approx(small[1])  # smallest size > 0 (OSU 5 starts at 0 bytes)
+    assert m[large[0]].value == pytest.approx(large[1])
+    assert m[metric].source == "osu"
+
+
+def test_osu_directions_and_the_mpi4py_form() -> None:
+    m = by_name(parse_osu((DATA / "nearmetal-mpi4py-osu.txt").read_text()))
+    assert {"latency_small_us", "bw_large_MBps", "allreduce_small_us", "allreduce_large_us"} <= set(m)
+    assert m["latency_small_us"].direction == "lower" and m["bw_large_MBps"].direction == "higher"
+    assert m["bw_large_MBps"].unit == "MB/s" and m["latency_8B_us"].unit == "µs"
+
+
+def test_osu_aborted_and_foreign_output() -> None:
+    with pytest.raises(ParseError, match="no result lines"):
+        parse_osu((DATA / "osu-aborted.txt").read_text())
+    with pytest.raises(ParseError, match="not OSU"):
+        parse_osu("Loop time of 0.75 on 2 procs")
+
+
+def test_size_labels() -> None:
+    assert [size_label(s) for s in (1, 8, 1000, 1024, 65536, 1 << 20)] == [
+        "1B",
+        "8B",
+        "1000B",
+        "1KiB",
+        "64KiB",
+        "1MiB",
+    ]
+
+
+def test_parse_osu_cli(run_cli) -> None:
+    proc = run_cli("parse", "osu", str(DATA / "osu-5.8-bw.txt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "bw_large_MBps" in proc.stdout
+    bad = run_cli("parse", "osu", str(DATA / "osu-aborted.txt"))
+    assert bad.returncode == 1 and "no result lines" in bad.stderr
