@@ -29,6 +29,7 @@ from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
 from nearmetal.store import Store
 from nearmetal.telemetry import capture_environment
+from nearmetal.telemetry.energy import EnergyMeter
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import (
     ParseError,
@@ -253,6 +254,7 @@ class Runner:
         self.plan = loaded.plan
         self.store = store
         self.backend = backend or LocalBackend()
+        self.energy = EnergyMeter(self.plan.energy)
         self.progress = progress or NullProgress()
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         self.seed = (
@@ -313,7 +315,10 @@ class Runner:
                 processes = [*ctx.background, *workload.processes(cell.params, wctx)]
                 for layer in layers:
                     processes = [layer.wrap(p, ctx) for p in processes]
-                execution = self.backend.execute(processes, trial_dir, cell.timeout)
+                with self.energy.measure() as energy:
+                    execution = self.backend.execute(processes, trial_dir, cell.timeout)
+                cpu_s = next((m.value for m in execution.metrics if m.name == "cpu_s"), None)
+                metrics += self.energy.finish(energy, cpu_s)
                 for layer in layers:
                     metrics += layer.collect(ctx)
             status = _status(execution)
@@ -411,7 +416,9 @@ class Runner:
                 "cells": len(self.loaded.cells),
             },
         )
-        self.store.set_environment(self.run_id, capture_environment(tool_versions))
+        environment = capture_environment(tool_versions)
+        environment["energy.source"] = self.energy.describe()
+        self.store.set_environment(self.run_id, environment)
 
     def blocks_to_run(self) -> Iterator[tuple[int, int]]:
         """(first block, number of blocks) batches; fixed repeats are one batch."""

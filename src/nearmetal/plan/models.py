@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from nearmetal.telemetry.energy import EnergyConfig
+
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -182,6 +184,10 @@ def plan_model() -> type[BaseModel]:
         timeout: float = Field(600.0, description="per-trial timeout, e.g. 300s or 5m")
         seed: int | None = Field(None, description="seed for trial order and resampling (recorded)")
         analysis: Analysis = Field(default_factory=Analysis)
+        energy: EnergyConfig = Field(
+            default_factory=EnergyConfig,
+            description="energy sources per trial and the carbon footprint's factors",
+        )
 
         @field_validator("timeout", mode="before")
         @classmethod

@@ -9,7 +9,14 @@ from pathlib import Path
 from nearmetal.api import Results
 from nearmetal.redact import redact_config_text, redact_text
 from nearmetal.report.figures import FigureSpec
-from nearmetal.report.tables import Table, attach_findings, failure_lines, loss_tables, run_header
+from nearmetal.report.tables import (
+    Table,
+    attach_findings,
+    energy_table,
+    failure_lines,
+    loss_tables,
+    run_header,
+)
 
 
 def _escape(cell: str) -> str:
@@ -72,6 +79,10 @@ def markdown_report(
         lines += ["", "## Figures"]
         for spec, path in rest:
             lines += ["", f"![{_escape(spec.title)}]({_link(path, relative_to)})"]
+    energy = energy_table(results)
+    if energy:
+        lines += ["", f"## {energy.title}", "", *markdown_table(energy)]
+        lines += [line for note in energy.notes for line in ("", f"_{_escape(note)}_")]
     if other_findings:
         lines += ["", "## Other doctor findings", "", *[f"- {_escape(f)}" for f in other_findings]]
     failures = failure_lines(results)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from nearmetal.api import Results
-from nearmetal.report.tables import attach_findings, failure_lines, loss_tables, run_header
+from nearmetal.report.tables import attach_findings, energy_table, failure_lines, loss_tables, run_header
 
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
@@ -15,7 +15,8 @@ def print_report(results: Results, console: Console | None = None, metric: str |
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
     tables = loss_tables(results, metric)
     other_findings = attach_findings(tables, results)
-    for table in tables:
+    energy = energy_table(results)
+    for table in [*tables, *([energy] if energy else [])]:
         rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
         for i, header in enumerate(table.headers):
             rich_table.add_column(

@@ -1,0 +1,217 @@
+"""Energy per trial: RAPL counters (read from a powercap layout: this machine has none), a real Prometheus
+scraping a Kepler-shaped exporter, the CPU-time model on real trials, and kWh × PUE × carbon intensity in the
+reports. NVML is tested up to its boundary (no GPU here: no handles, no GPU metrics)."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_plan
+
+import nearmetal
+from nearmetal.telemetry.energy import (
+    EnergyConfig,
+    EnergyMeter,
+    _nvml_handles,
+    footprint,
+    prometheus_instant,
+    rapl_zones,
+    watts_per_core,
+)
+
+PY = sys.executable
+
+
+def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262143328850) -> Path:
+    zone = root / name
+    zone.mkdir(parents=True)
+    (zone / "name").write_text(label + "\n")
+    (zone / "energy_uj").write_text(f"{energy_uj}\n")
+    (zone / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return zone
+
+
+def test_rapl_packages_and_dram_with_a_wrapping_counter(tmp_path: Path) -> None:
+    pkg0 = _zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
+    _zone(tmp_path, "intel-rapl:0:0", "core", 500_000)  # inside the package figure: not added again
+    dram0 = _zone(tmp_path, "intel-rapl:0:1", "dram", 2_000_000)
+    pkg1 = _zone(tmp_path, "intel-rapl:1", "package-1", 9_999_000, max_uj=10_000_000)
+    assert sorted(z.name for z in rapl_zones(tmp_path)) == [
+        "intel-rapl:0:1:dram",
+        "intel-rapl:0:package-0",
+        "intel-rapl:1:package-1",
+    ]
+    meter = EnergyMeter(EnergyConfig(sources=["rapl", "estimated"]), powercap=tmp_path, cpu_model="x")
+    with meter.measure() as reading:
+        (pkg0 / "energy_uj").write_text("31000000\n")  # +30 J
+        (dram0 / "energy_uj").write_text("7000000\n")  # +5 J
+        (pkg1 / "energy_uj").write_text("999000\n")  # wrapped: 1000 + 1 + 999000 µJ ≈ +1 J
+        time.sleep(0.2)
+    metrics = {m.name: m for m in meter.finish(reading, cpu_s=123.0)}
+    assert metrics["energy_J"].value == pytest.approx(30 + 5 + 1.000001, abs=1e-6)
+    assert metrics["energy_J"].source == "energy:rapl"
+    assert metrics["power_avg_W"].value == pytest.approx(metrics["energy_J"].value / reading.wall_s)
+
+
+def test_psys_alone_when_the_platform_has_it(tmp_path: Path) -> None:
+    _zone(tmp_path, "intel-rapl:0", "package-0", 1)
+    _zone(tmp_path, "intel-rapl:1", "psys", 1)
+    assert [z.name for z in rapl_zones(tmp_path)] == ["intel-rapl:1:psys"]
+    assert rapl_zones(tmp_path / "absent") == []
+
+
+def test_the_model_is_cpu_seconds_times_watts_per_core_and_marked_estimated(tmp_path: Path) -> None:
+    meter = EnergyMeter(
+        EnergyConfig(sources=["estimated"]), powercap=tmp_path, cpu_model="AMD EPYC 7763 64-Core"
+    )
+    with meter.measure() as reading:
+        pass
+    metrics = {m.name: m for m in meter.finish(reading, cpu_s=2.0)}
+    assert metrics["energy_J"].value == pytest.approx(2.0 * 4.4)
+    assert metrics["energy_J"].source == "energy:estimated"
+    assert watts_per_core("Intel(R) Xeon(R) Platinum 8380 CPU")[0] == 6.5
+    assert watts_per_core("some new chip")[0] == 10.0
+    # without the model among the sources, no measured source means no energy figure at all
+    rapl_only = EnergyMeter(EnergyConfig(sources=["rapl"]), powercap=tmp_path, cpu_model="x")
+    with rapl_only.measure() as nothing:
+        pass
+    assert rapl_only.finish(nothing, 1.0) == []
+
+
+def test_no_gpu_here_means_no_nvml_handles_and_no_gpu_metrics() -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine: NVML is exercised by the GPU tests")
+    assert _nvml_handles() == []
+
+
+def test_trials_of_a_real_run_carry_energy_and_the_report_shows_the_footprint(
+    tmp_path: Path, db_url: str, run_cli
+) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: energy
+        workloads:
+          burn: {{kind: command, params: {{argv: ["{PY}", "-c", "import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.3: pass"]}}}}
+        variants: {{bare: []}}
+        repeats: 2
+        energy: {{sources: [estimated], watts_per_core: 10, pue: 1.5, carbon_intensity_g_per_kWh: 400}}
+    """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    for record in result.records:
+        metrics = {m.name: m for m in record.metrics}
+        assert metrics["energy_J"].source == "energy:estimated"
+        assert metrics["energy_J"].value == pytest.approx(metrics["cpu_s"].value * 10)
+        assert metrics["energy_J"].value >= 2.5  # at least 0.3 s of CPU at 10 W
+    total_j = sum(m.value for r in result.records for m in r.metrics if m.name == "energy_J")
+    expected = footprint(total_j, EnergyConfig(pue=1.5, carbon_intensity_g_per_kWh=400))
+    assert expected.carbon_g == pytest.approx(total_j / 3.6e6 * 1.5 * 400)
+    markdown = run_cli("report", result.run_id, "--format", "markdown", check=True).stdout
+    assert "## Energy and carbon" in markdown
+    assert "estimated" in markdown and "PUE 1.5" in markdown and "400 gCO2e/kWh" in markdown
+    assert f"{expected.carbon_g:.3g}" in markdown
+
+
+class _KeplerExporter(http.server.BaseHTTPRequestHandler):
+    """Serves a Kepler-shaped counter that grows at 50 W of real time."""
+
+    started = time.time()
+
+    def do_GET(self) -> None:
+        joules = 50.0 * (time.time() - self.started)
+        body = (
+            "# TYPE kepler_node_platform_joules_total counter\n"
+            f'kepler_node_platform_joules_total{{instance="test"}} {joules:.3f}\n'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus installed (Debian package)")
+def test_kepler_energy_through_a_real_prometheus(tmp_path: Path) -> None:
+    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeplerExporter)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: kepler\n    static_configs: [{{targets: ['127.0.0.1:{exporter.server_port}']}}]\n"
+    )
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                prometheus_instant(url, "sum(kepler_node_platform_joules_total)", time.time())
+                break
+            except Exception:
+                if time.monotonic() > deadline or prom.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        meter = EnergyMeter(
+            EnergyConfig(prometheus_url=url, sources=["rapl", "kepler", "estimated"]),
+            powercap=tmp_path / "none",
+            cpu_model="x",
+        )
+        with meter.measure() as reading:
+            time.sleep(4)
+        metrics = {m.name: m for m in meter.finish(reading, cpu_s=0.0)}
+        assert metrics["energy_J"].source == "energy:kepler", reading.notes
+        # 50 W over ~4 s, give or take one scrape interval at each end
+        assert 50 * (reading.wall_s - 2.5) <= metrics["energy_J"].value <= 50 * (reading.wall_s + 2.5)
+        # a query with no series falls back to the model with the reason kept
+        missing = EnergyMeter(
+            EnergyConfig(prometheus_url=url, kepler_query="sum(no_such_metric)"),
+            powercap=tmp_path / "none",
+            cpu_model="x",
+        )
+        with missing.measure() as reading2:
+            pass
+        assert {m.source for m in missing.finish(reading2, cpu_s=1.0)} == {"energy:estimated"}
+        assert any("no series" in n or "no_such_metric" in n for n in reading2.notes)
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)
+        exporter.shutdown()
+
+
+def test_an_unreachable_prometheus_is_a_note_not_a_failure(tmp_path: Path) -> None:
+    meter = EnergyMeter(
+        EnergyConfig(prometheus_url=f"http://127.0.0.1:{_free_port()}"), powercap=tmp_path, cpu_model="x"
+    )
+    with meter.measure() as reading:
+        pass
+    assert next(m.source for m in meter.finish(reading, cpu_s=1.0)) == "energy:estimated"
+    assert reading.notes and "did not answer" in reading.notes[0]
