@@ -357,8 +357,8 @@ def test_a_busy_neighbour_is_named() -> None:
         time.sleep(0.3)
         other, processes = sample_other_load(1.0, exclude={os.getpid()})
         mine = [cpus for cpus, pid, _ in processes if pid == busy.pid]
-        # on a shared 2-core host the loop gets at least a fair share of a core
-        assert mine and mine[0] > 0.2, processes[:5]
+        # even on a shared 2-core host with twenty runnable processes the loop gets a share of a core
+        assert mine and mine[0] > 0.03, processes[:5]
         assert other >= mine[0]
         finding = check_noisy_neighbours(sample_s=1.0, exclude={os.getpid()})[0]
         assert finding.severity == "warning" and "other processes used" in finding.evidence
