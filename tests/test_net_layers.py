@@ -233,11 +233,12 @@ def test_mpi_ranks_in_two_namespaces(layer: str, tmp_path: Path, db_url: str) ->
 
 @needs_root
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 @needs_tool("iperf3", "slirp4netns", "pasta", "mpiexec.hydra")
 def test_quick_net_paths_study_and_its_table(run_cli, tmp_path: Path, db_url: str) -> None:
     """The shipped study at CI size with the real tools: every trial ok, the table per path, the attribution."""
     pytest.importorskip("mpi4py")
-    proc = run_cli("study", "net-paths", "--quick", "--json", timeout=900)
+    proc = run_cli("study", "net-paths", "--quick", "--json", timeout=1400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     run_id = out["run_id"]
@@ -258,3 +259,32 @@ def test_quick_net_paths_study_and_its_table(run_cli, tmp_path: Path, db_url: st
     text = run_cli("net-paths", run_id, check=True).stdout
     assert "network paths" in text and "slirp4netns" in text
     assert own_objects(run_id) == []
+
+
+@needs_root
+@pytest.mark.parametrize("layer", ["slirp4netns", "pasta"])
+def test_inbound_topology_publishes_the_servers_port(layer: str, tmp_path: Path, db_url: str) -> None:
+    """The server behind the stack, the client on the host through a forwarded 127.0.0.1 port (podman -p)."""
+    skip_without(layer)
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: inbound-{layer}
+        workloads:
+          rr: {{kind: tcp-rr, params: {{transactions: 200, warmup: 10}}}}
+        variants:
+          published: [{{layer: {layer}, topology: inbound}}]
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    record = result.records[0]
+    assert record.status == "ok", record.error
+    trial = nearmetal.load_results(result.run_id, db=db_url).trials[0]
+    info = trial.placement["usernet"]
+    assert info["topology"] == "inbound"
+    # the server ran inside the namespace and listened on the forwarded port the client connected to
+    server_out = Path(trial.output_dir, "tcprr-server.stdout").read_text()
+    assert f"listening on 0.0.0.0 {info['forwarded_tcp_port']}" in server_out
+    assert own_objects(result.run_id) == []

@@ -8,6 +8,12 @@ device whose frames a user-space TCP/IP stack turns back into host sockets. Two 
     and reaches it at the stack's gateway address (10.0.2.2), which the stack maps to the host's
     127.0.0.1. Every byte the client sends crosses the user-mode stack once.
 
+``inbound`` (TCP workloads; a published port)
+    the server runs in the namespace; the stack forwards a port on the host's 127.0.0.1 to it (slirp4netns's
+    ``add_hostfwd``, ``pasta -t``), and the client on the host connects there (``endpoints["server_port"]``):
+    the path of ``podman run -p`` / a rootless container's published port. pasta splices loopback-to-loopback
+    forwarded connections at the socket level (no TAP), slirp4netns carries them through its stack.
+
 ``two-nodes`` (MPI; what Usernetes does between nodes)
     server and client each get their own namespace behind their own user-mode stack, and a VXLAN overlay
     (addresses 198.19.0.1/.2) joins them: each VXLAN device sends its UDP to the gateway at a host port
@@ -46,7 +52,13 @@ VXLAN_VNI = 4242
 VXLAN_OVERHEAD = 50
 START_TIMEOUT_S = 15.0
 
-Topology = Literal["auto", "outbound", "two-nodes"]
+Topology = Literal["auto", "outbound", "inbound", "two-nodes"]
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def free_udp_port() -> int:
@@ -59,8 +71,9 @@ class UserNetConfig(LayerConfig):
     mtu: int = Field(65520, ge=1280, le=65520, description="MTU of the namespace's TAP device")
     topology: Topology = Field(
         "auto",
-        description="outbound: server on host loopback, client behind the stack; two-nodes: each end "
-        "behind its own stack, joined by VXLAN over forwarded UDP (MPI); auto: two-nodes for MPI ranks",
+        description="outbound: server on host loopback, client behind the stack; inbound: server behind the "
+        "stack on a forwarded port, client on the host; two-nodes: each end behind its own stack, joined by "
+        "VXLAN over forwarded UDP (MPI); auto: two-nodes for MPI ranks, else outbound",
     )
 
 
@@ -112,10 +125,10 @@ class UserNetLayer(Layer):
         if ctx.render_processes is not None:
             with contextlib.suppress(Exception):
                 has_ranks = any(p.ranks for p in ctx.render_processes({}))
-        if self.config.topology == "outbound" and has_ranks:
+        if self.config.topology in ("outbound", "inbound") and has_ranks:
             raise NearmetalError(
-                f"{self.kind} topology 'outbound' cannot carry MPI: a rank on the host publishes a loopback "
-                "address the other rank cannot reach through the user-mode stack",
+                f"{self.kind} topology {self.config.topology!r} cannot carry MPI: a rank on the host publishes "
+                "a loopback address the other rank cannot reach through the user-mode stack",
                 fix="use topology: two-nodes (or auto)",
             )
         if self.config.topology != "auto":
@@ -135,6 +148,17 @@ class UserNetLayer(Layer):
             ctx.endpoints["server_host"] = GATEWAY_ADDRESS
             ctx.endpoints["iface"] = self.client_ifname
             info.update(client_netns=self.client_ns, tap=self.client_ifname, server_host=GATEWAY_ADDRESS)
+            return
+        if self.topology == "inbound":
+            self.client_ns = ctx.host_name(self.kind, "srv")
+            hostnet.add_netns(self.client_ns)
+            self.namespaces.append(self.client_ns)
+            self.client_ifname = hostnet.short_ifname(ctx.host_name(self.kind, "tap-srv"), "t")
+            port = free_tcp_port()
+            self.start_stack(ctx, self.client_ns, self.client_ifname, None, (port, port))
+            ctx.endpoints["server_host"] = "127.0.0.1"
+            ctx.endpoints["server_port"] = port
+            info.update(server_netns=self.client_ns, tap=self.client_ifname, forwarded_tcp_port=port)
             return
         # two nodes: each end behind its own stack, VXLAN between them over forwarded UDP ports
         server_ns, self.client_ns = ctx.host_name(self.kind, "srv"), ctx.host_name(self.kind, "cli")
@@ -170,6 +194,9 @@ class UserNetLayer(Layer):
         )
 
     def wrap(self, process: ProcessSpec, ctx: TrialContext) -> ProcessSpec:
+        if self.topology == "inbound":
+            # the server is behind the stack; the client stays on the host and uses the forwarded port
+            return place(process, {"server": hostnet.netns_exec_argv(self.client_ns), "*": []})
         if self.topology == "outbound":
             # the server stays on the host: its loopback is what the gateway address reaches
             return place(process, {"server": [], "*": hostnet.netns_exec_argv(self.client_ns)})
@@ -205,7 +232,12 @@ class Slirp4netnsLayer(UserNetLayer):
     package = "slirp4netns"
 
     def start_stack(
-        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+        self,
+        ctx: TrialContext,
+        netns: str,
+        ifname: str,
+        udp_forward: tuple[int, int] | None,
+        tcp_forward: tuple[int, int] | None = None,
     ) -> None:
         # the API socket path must fit sockaddr_un (108 bytes): a short name under /run
         api_socket = Path("/run") / f"{hostnet.short_ifname(netns, 'a')}.sock"
@@ -224,23 +256,24 @@ class Slirp4netnsLayer(UserNetLayer):
             hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)
         except hostnet.HostNetError as exc:
             raise hostnet.HostNetError(f"slirp4netns did not configure {ifname}: {exc}; see {log}") from None
-        if udp_forward:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not api_socket.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            host_port, guest_port = udp_forward
-            self._api(
-                api_socket,
-                {
-                    "execute": "add_hostfwd",
-                    "arguments": {
-                        "proto": "udp",
-                        "host_addr": "127.0.0.1",
-                        "host_port": host_port,
-                        "guest_port": guest_port,
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not api_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for proto, forward in (("udp", udp_forward), ("tcp", tcp_forward)):
+            if forward:
+                host_port, guest_port = forward
+                self._api(
+                    api_socket,
+                    {
+                        "execute": "add_hostfwd",
+                        "arguments": {
+                            "proto": proto,
+                            "host_addr": "127.0.0.1",
+                            "host_port": host_port,
+                            "guest_port": guest_port,
+                        },
                     },
-                },
-            )
+                )
 
     @staticmethod
     def _api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
@@ -263,17 +296,23 @@ class PastaLayer(UserNetLayer):
     package = "passt"
 
     def start_stack(
-        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+        self,
+        ctx: TrialContext,
+        netns: str,
+        ifname: str,
+        udp_forward: tuple[int, int] | None,
+        tcp_forward: tuple[int, int] | None = None,
     ) -> None:
         pid_file = ctx.trial_dir / f"pasta-{ifname}.pid"
         log = ctx.trial_dir / f"pasta-{ifname}.log"
         udp = f"127.0.0.1/{udp_forward[0]}:{udp_forward[1]}" if udp_forward else "none"
+        tcp = f"127.0.0.1/{tcp_forward[0]}:{tcp_forward[1]}" if tcp_forward else "none"
         # addresses like slirp4netns's, so both stacks are reached the same way; the gateway address is
         # mapped to the host's loopback (pasta's default); no automatic port forwarding ("none")
         argv = [
             "pasta", "--runas", "0:0", "--config-net", "--ipv4-only", "-a", GUEST_ADDRESS, "-n", "24",
             "-g", GATEWAY_ADDRESS, "-I", ifname, "-m", str(self.config.mtu),
-            "-t", "none", "-T", "none", "-U", "none", "-u", udp,
+            "-t", tcp, "-T", "none", "-U", "none", "-u", udp,
             "-P", str(pid_file), "--log-file", str(log), "--netns", str(hostnet.NETNS_DIR / netns),
         ]  # fmt: skip
         # pasta daemonises once the namespace is configured; its pid comes from the pid file

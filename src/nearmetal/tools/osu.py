@@ -24,6 +24,9 @@ VERSION = "v7.3-compatible (nearmetal mpi4py)"
 
 
 def sizes(spec: str, floor: int = 1) -> list[int]:
+    """``MIN:MAX`` → the powers of two between (OSU's -m); ``a,b,c`` → exactly those sizes."""
+    if "," in spec or ":" not in spec:
+        return [s for s in (int(x) for x in spec.split(",") if x) if s >= floor] or [floor]
     lo_s, _, hi_s = spec.partition(":")
     lo, hi = max(int(lo_s), floor), int(hi_s or lo_s)
     out, size = [], 1
@@ -122,7 +125,9 @@ BENCHMARKS = {"latency": latency, "bw": bandwidth, "allreduce": allreduce}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nearmetal.tools.osu", description=__doc__.split("\n")[0])
     parser.add_argument("--benchmarks", default="latency,bw,allreduce")
-    parser.add_argument("-m", "--message-size", default="1:1048576", help="MIN:MAX bytes (powers of two)")
+    parser.add_argument(
+        "-m", "--message-size", default="1:1048576", help="MIN:MAX bytes (powers of two), or a list a,b,c"
+    )
     parser.add_argument("-i", "--iterations", type=int, default=1000)
     parser.add_argument("-x", "--skip", type=int, default=100)
     parser.add_argument("--large-iterations", type=int, default=100)

@@ -56,7 +56,8 @@ class Iperf3Workload(Workload):
         return [Requirement("iperf3", "iperf3", purpose="TCP bandwidth")]
 
     def processes(self, params: Iperf3Params, ctx: WorkloadContext) -> list[ProcessSpec]:
-        port = params.port or free_tcp_port()
+        # a layer that forwards a port to the server (a published port) names it
+        port = params.port or ctx.endpoints.get("server_port") or free_tcp_port()
         host = str(ctx.endpoints.get("server_host", "127.0.0.1"))
         server = ProcessSpec(
             argv=["iperf3", "-s", "-1", "-p", str(port), "--forceflush"],

@@ -143,6 +143,11 @@ class MpiParams(WorkloadParams):
     )
     min_size: int = Field(8, ge=1, le=1 << 30, description="smallest message in bytes")
     max_size: int = Field(1 << 20, ge=1, le=1 << 30, description="largest message in bytes (powers of two)")
+    sizes: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="exactly these message sizes instead of min_size…max_size, e.g. [8, 65536]",
+    )
     iterations: int = Field(1000, ge=1, le=10_000_000, description="iterations per small message size")
     skip: int = Field(100, ge=0, le=1_000_000, description="unmeasured iterations first (small messages)")
     large_iterations: int = Field(100, ge=1, le=10_000_000, description="iterations above 8 KiB")
@@ -157,6 +162,8 @@ class MpiParams(WorkloadParams):
 
     @model_validator(mode="after")
     def _sizes(self) -> MpiParams:
+        if self.sizes and any(not 1 <= s <= 1 << 30 for s in self.sizes):
+            raise ValueError("every message size must be between 1 byte and 1 GiB")
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) must be ≥ min_size ({self.min_size})")
         return self
@@ -204,7 +211,8 @@ class MpiWorkload(Workload):
     def processes(self, params: MpiParams, ctx: WorkloadContext) -> list[ProcessSpec]:
         rank_argv = [
             params.python, "-m", "nearmetal.tools.osu", "--benchmarks", ",".join(params.benchmarks),
-            "-m", f"{params.min_size}:{params.max_size}", "-i", str(params.iterations), "-x", str(params.skip),
+            "-m", ",".join(map(str, params.sizes)) if params.sizes else f"{params.min_size}:{params.max_size}",
+            "-i", str(params.iterations), "-x", str(params.skip),
             "--large-iterations", str(params.large_iterations), "--large-skip", str(params.large_skip),
         ]  # fmt: skip
         env = {"MPI4PY_MPIABI": "mpich", **mpi_env(params, ctx)}

@@ -54,7 +54,8 @@ class TcpRrWorkload(Workload):
     primary_metric = "rtt_p50_us"
 
     def processes(self, params: TcpRrParams, ctx: WorkloadContext) -> list[ProcessSpec]:
-        port = params.port or free_tcp_port()
+        # a layer that forwards a port to the server (a published port) names it
+        port = params.port or ctx.endpoints.get("server_port") or free_tcp_port()
         host = str(ctx.endpoints.get("server_host", "127.0.0.1"))
         tool = [params.python, "-m", "nearmetal.tools.tcprr"]
         server = ProcessSpec(
