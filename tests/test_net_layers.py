@@ -288,3 +288,29 @@ def test_inbound_topology_publishes_the_servers_port(layer: str, tmp_path: Path,
     server_out = Path(trial.output_dir, "tcprr-server.stdout").read_text()
     assert f"listening on 0.0.0.0 {info['forwarded_tcp_port']}" in server_out
     assert own_objects(result.run_id) == []
+
+
+@needs_root
+def test_doctor_sees_the_user_mode_stack_from_inside(tmp_path: Path, db_url: str) -> None:
+    """The user-mode-net check, run inside a slirp4netns namespace, finds the TAP device; on the host it does not."""
+    skip_without("slirp4netns")
+    code = "from nearmetal.doctor.netpath import check_user_mode_net as c; f = c()[0]; print(f.severity, f.evidence)"
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: doctor-inside
+        workloads:
+          doctor: {{kind: command, params: {{argv: ["{PY}", "-c", "{code}"]}}}}
+        variants:
+          host: []
+          slirp: [{{layer: slirp4netns}}]
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert [r.status for r in result.records] == ["ok", "ok"]
+    res = nearmetal.load_results(result.run_id, db=db_url)
+    out = {t.variant: Path(t.output_dir, "main.stdout").read_text() for t in res.trials}
+    assert out["slirp"].startswith("warning") and "10.0.2.2" in out["slirp"], out
+    assert not out["host"].startswith("warning"), out
