@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import yaml
 
-from nearmetal.analysis import CellInfo, RunAnalysis, analyse, describe_loss
+from nearmetal.analysis import (
+    AnalysisConfig,
+    CellInfo,
+    CellMetric,
+    Comparison,
+    Design,
+    LossEstimate,
+    RunAnalysis,
+    analyse,
+    cheapest_design,
+    describe_loss,
+    loss_intervals,
+)
+from nearmetal.analysis.bootstrap import Sample
+from nearmetal.analysis.stopping import FAILED, FIXED, INTERRUPTED, RUNNING, StopRecord
+from nearmetal.errors import NearmetalError
 from nearmetal.store import Store
+from nearmetal.store import columns as store_columns
 from nearmetal.store.schema import RunRow, TrialRow
 from nearmetal.workloads import WORKLOAD_CLASSES, workload_class
+
+DEFAULT_DESIGN_TARGET = 0.01  # the half-width suggestions aim at when the plan sets no target
 
 
 def primary_metric_of(kind: str) -> str:
@@ -38,36 +57,146 @@ def cells_from_trials(trials: list[TrialRow]) -> list[CellInfo]:
     return list(seen.values())
 
 
-@dataclass
-class Results:
-    """A stored run: its plan, environment, trials and analysis."""
+def cells_of_plan(loaded: Any) -> list[CellInfo]:
+    """The analysis' view of a loaded plan's cells (what the runner's stop rule analyses)."""
+    chosen = loaded.plan.analysis.primary_metric
+    return [
+        CellInfo(
+            c.cell_id,
+            c.workload,
+            c.kind,
+            c.variant,
+            dict(c.point),
+            c.comparison_key,
+            c.is_baseline,
+            chosen.get(c.workload) or primary_metric_of(c.kind),
+        )
+        for c in loaded.cells
+    ]
 
-    store: Store
-    run: RunRow
-    trials: list[TrialRow]
-    environment: dict[str, str]
+
+def with_primary_metrics(cells: list[CellInfo], plan: dict[str, Any]) -> list[CellInfo]:
+    """Apply the plan's ``analysis.primary_metric`` (workload → metric) to cells read from the store."""
+    chosen = (plan.get("analysis") or {}).get("primary_metric") or {}
+    if not isinstance(chosen, dict) or not chosen:
+        return cells
+    return [replace(c, primary_metric=str(chosen[c.workload])) if c.workload in chosen else c for c in cells]
+
+
+def analysis_config(plan: dict[str, Any], seed: int = 0) -> AnalysisConfig:
+    """The plan's ``analysis:`` section (as stored with the run) as the analysis' settings."""
+    section = plan.get("analysis") or {}
+    wanted = section.get("interval_metrics") or None
+    return AnalysisConfig(
+        confidence=float(section.get("confidence", 0.95)),
+        resamples=int(section.get("bootstrap_resamples", 9999)),
+        seed=seed,
+        statistic=str(section.get("statistic", "mean")),
+        outlier_k=float(section.get("outlier_mad_k", 3.5)),
+        cv_warning=float(section.get("cv_warning", 0.05)),
+        interval_metrics=wanted if wanted in (None, "all") else tuple(wanted),
+    )
+
+
+def repeats_target(plan: dict[str, Any]) -> float | None:
+    from nearmetal.plan.models import parse_target
+
+    repeats = plan.get("repeats")
+    if isinstance(repeats, dict) and repeats.get("target") is not None:
+        try:
+            return parse_target(repeats["target"])
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class VarianceRow:
+    """Levels of variation of one cell's multi-valued metric, and the cheapest design to the target."""
+
+    cell: CellInfo
+    metric: str
+    trials: int
+    values_per_trial: float
+    var_within: float
+    var_between: float
+    share_between: float
+    design: Design | None
+    target: float
+
+
+class Results:
+    """A stored run: its plan, environment, trials and analysis (computed when first asked for)."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: RunRow,
+        trials: list[TrialRow] | None = None,
+        environment: dict[str, str] | None = None,
+        interval_metrics: list[str] | str | None = None,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self._trials = trials
+        self.environment = environment if environment is not None else store.environment(run.id)
+        # metrics that get a loss interval besides each workload's primary one ("all" for every metric);
+        # set before reading ``analysis``, or use ``with_intervals``
+        self.interval_metrics = interval_metrics
 
     @property
     def run_id(self) -> str:
         return self.run.id
 
+    @property
+    def trials(self) -> list[TrialRow]:
+        """Every trial as a row object (read on first use; reports use the SQL summaries instead)."""
+        if self._trials is None:
+            self._trials = self.store.trials(self.run.id)
+        return self._trials
+
     @cached_property
     def plan(self) -> dict[str, Any]:
         return yaml.safe_load(self.run.plan_text) or {}
 
+    @cached_property
+    def config(self) -> AnalysisConfig:
+        cfg = analysis_config(self.plan, self.run.seed or 0)
+        extra = self.interval_metrics
+        if extra is None:
+            return cfg
+        if extra == "all" or cfg.interval_metrics == "all":
+            wanted: tuple[str, ...] | str = "all"
+        else:
+            wanted = tuple(dict.fromkeys([*(cfg.interval_metrics or ()), *extra]))
+        return AnalysisConfig(
+            cfg.confidence, cfg.resamples, cfg.seed, cfg.statistic, cfg.outlier_k, cfg.cv_warning, wanted
+        )
+
     @property
     def confidence(self) -> float:
-        return float((self.plan.get("analysis") or {}).get("confidence", 0.95))
+        return self.config.confidence
 
     @property
     def resamples(self) -> int:
-        return int((self.plan.get("analysis") or {}).get("bootstrap_resamples", 9999))
+        return self.config.resamples
+
+    @property
+    def statistic(self) -> str:
+        return self.config.statistic
+
+    @property
+    def target(self) -> float | None:
+        """The plan's target half-width for adaptive repeats (a fraction), if any."""
+        return repeats_target(self.plan)
 
     @cached_property
     def cells(self) -> list[CellInfo]:
         """Cells in the plan's order (workloads, matrix values, variants as written), not the order the
         interleaved schedule happened to run them."""
-        cells = cells_from_trials(self.trials)
+        cells = with_primary_metrics(
+            store_columns.run_cells(self.store, self.run.id, primary_metric_of), self.plan
+        )
         plan = self.plan if isinstance(self.plan, dict) else {}
         workloads = list(plan.get("workloads") or {})
         variants = list(plan.get("variants") or {})
@@ -96,18 +225,37 @@ class Results:
 
     @cached_property
     def metric_table(self) -> dict[str, np.ndarray]:
-        """Every metric of every trial as column arrays, in trial order (see ``Store.metric_table``)."""
+        """Every metric of every trial as column arrays, in trial order (see ``Store.metric_table``);
+        the analysis reads ``Store.measured_table`` instead (numeric columns, no object per value)."""
         return self.store.metric_table(self.run.id)
 
     @cached_property
     def analysis(self) -> RunAnalysis:
+        cfg = self.config
         return analyse(
-            self.metric_table,
+            self.store.measured_table(self.run.id),
             self.cells,
-            confidence=self.confidence,
-            resamples=self.resamples,
-            seed=self.run.seed or 0,
+            confidence=cfg.confidence,
+            resamples=cfg.resamples,
+            seed=cfg.seed,
+            metrics=cfg.interval_metrics
+            if isinstance(cfg.interval_metrics, str)
+            else (list(cfg.interval_metrics) if cfg.interval_metrics else None),
+            statistic=cfg.statistic,
+            outlier_k=cfg.outlier_k,
+            cv_warning=cfg.cv_warning,
         )
+
+    def with_intervals(self, metric: str | None) -> Results:
+        """Make sure ``metric`` gets intervals (recomputes the analysis when it did not have them)."""
+        if metric is None or any(c.metric == metric for c in self.analysis.comparisons):
+            return self
+        wanted = self.interval_metrics
+        if wanted != "all":
+            self.interval_metrics = [*(wanted or []), metric]
+        for name in ("config", "analysis"):
+            self.__dict__.pop(name, None)
+        return self
 
     @cached_property
     def events(self) -> list[dict[str, Any]]:
@@ -123,13 +271,49 @@ class Results:
     def baseline_variant(self) -> str | None:
         return next((c.variant for c in self.cells if c.is_baseline), None)
 
+    # --- why each cell stopped ----------------------------------------------------------------------
+    @cached_property
+    def stop_records(self) -> dict[str, StopRecord]:
+        """cell_id → why it got no more trials (target met / max reached / budget / fixed count …)."""
+        stored = (self.run.info or {}).get("stop") or {}
+        out = {cid: StopRecord.from_dict(data) for cid, data in stored.items()}
+        missing = [c for c in self.cells if c.cell_id not in out]
+        if missing:
+            # runs stored before stop reasons were recorded, or still running: say what is known
+            reason = {"interrupted": INTERRUPTED, "running": RUNNING, "failed": FAILED}.get(
+                self.run.status, FIXED
+            )
+            for cell in missing:
+                cm = self.analysis.metric(cell.cell_id, cell.primary_metric)
+                out[cell.cell_id] = StopRecord(reason, cm.summary.n if cm else 0, None, self.target)
+        return out
+
+    def stop(self, cell_id: str) -> StopRecord:
+        return self.stop_records.get(cell_id, StopRecord(FIXED, 0))
+
+    # --- trial summaries (SQL, no row objects) ------------------------------------------------------
+    def trial_counts(self) -> dict[str, int]:
+        counts = store_columns.trial_counts(self.store, self.run.id)
+        return {
+            "measured_ok": sum(n for (status, warm), n in counts.items() if status == "ok" and not warm),
+            "warmup": sum(n for (_, warm), n in counts.items() if warm),
+            "failed": sum(n for (status, _), n in counts.items() if status != "ok"),
+        }
+
+    def failed_trials(self, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
+        return store_columns.failed_trials(self.store, self.run.id, limit)
+
+    # --- rows ------------------------------------------------------------------------------------------
     def table(self, metric: str | None = None) -> list[dict[str, Any]]:
-        """One row per cell: the primary (or given) metric, its loss vs the baseline with the interval."""
+        """One row per cell: the primary (or given) metric, its loss vs the baseline with the interval, the
+        stop reason, CV and outliers."""
+        self.with_intervals(metric)
         rows = []
         for cell in self.cells:
             name = metric or cell.primary_metric
             cm = self.analysis.metric(cell.cell_id, name)
             comp = self.analysis.comparison(cell.cell_id, name)
+            stop = self.stop(cell.cell_id)
             row: dict[str, Any] = {
                 "workload": cell.workload,
                 "point": cell.point_label,
@@ -138,18 +322,36 @@ class Results:
                 "metric": name,
                 "n": cm.summary.n if cm else 0,
                 "mean": cm.summary.mean if cm else None,
+                "median": cm.summary.median if cm else None,
                 "stdev": cm.summary.stdev if cm else None,
                 "cv": cm.summary.cv if cm else None,
+                "outliers": cm.summary.outliers if cm else 0,
                 "unit": cm.unit if cm else "",
                 "failed": self.analysis.failed.get(cell.cell_id, 0),
+                "stop_reason": stop.reason,
+                "stop": stop.label,
+                "blocks": stop.blocks,
             }
-            if comp:
+            if cm is not None and cm.variance is not None:
                 row.update(
-                    loss_pct=comp.loss.loss * 100,
-                    ci_low_pct=None if comp.loss.low is None else comp.loss.low * 100,
-                    ci_high_pct=None if comp.loss.high is None else comp.loss.high * 100,
-                    significant=comp.loss.significant,
-                    verdict=describe_loss(comp.loss),
+                    var_within=cm.variance.within,
+                    var_between=cm.variance.between,
+                    share_between=cm.variance.share_between,
+                )
+            if comp:
+                est = comp.loss
+                row.update(
+                    loss_pct=est.loss * 100,
+                    ci_low_pct=None if est.low is None else est.low * 100,
+                    ci_high_pct=None if est.high is None else est.high * 100,
+                    confidence=est.confidence,
+                    interval_method=est.method,
+                    statistic=est.statistic,
+                    hierarchical=est.hierarchical,
+                    fieller_low_pct=None if est.fieller_low is None else est.fieller_low * 100,
+                    fieller_high_pct=None if est.fieller_high is None else est.fieller_high * 100,
+                    significant=est.significant,
+                    verdict=describe_loss(est),
                 )
             rows.append(row)
         return rows
@@ -160,14 +362,252 @@ class Results:
         for cell in self.cells:
             cm = self.analysis.metric(cell.cell_id, metric)
             if cm is not None:
-                out[f"{cell.workload}/{cell.variant}" + (f"/{cell.point_label}" if cell.point else "")] = (
-                    cm.values.tolist()
+                out[cell.key] = cm.values.tolist()
+        return out
+
+    # --- levels of variation ----------------------------------------------------------------------------
+    @cached_property
+    def trial_durations(self) -> dict[str, tuple[int, float]]:
+        return store_columns.trial_durations(self.store, self.run.id)
+
+    def variance_rows(self, metric: str | None = None) -> list[VarianceRow]:
+        """Within- vs between-trial variance for every cell whose metric has several values per trial, and
+        the cheapest (trials, values per trial) expected to reach the target half-width."""
+        target = self.target or DEFAULT_DESIGN_TARGET
+        rows = []
+        baselines = {c.comparison_key: c for c in self.cells if c.is_baseline}
+        for cell in self.cells:
+            name = metric or cell.primary_metric
+            cm = self.analysis.metric(cell.cell_id, name)
+            if cm is None or cm.variance is None:
+                continue
+            base = baselines.get(cell.comparison_key)
+            base_m = self.analysis.metric(base.cell_id, name) if base is not None else None
+            other = base_m.variance if base_m is not None and base_m.variance is not None else cm.variance
+            # suggest at most 10× the values per trial seen: beyond that the estimates are extrapolations
+            most = max(1, math.ceil(cm.variance.values_per_trial * 10))
+            design = cheapest_design(
+                cm.variance, other, target, self.confidence, *self._costs(cell, cm), max_values_per_trial=most
+            )
+            vc = cm.variance
+            rows.append(
+                VarianceRow(
+                    cell,
+                    name,
+                    vc.trials,
+                    vc.values_per_trial,
+                    vc.within,
+                    vc.between,
+                    vc.share_between,
+                    design,
+                    target,
+                )
+            )
+        return rows
+
+    def _costs(self, cell: CellInfo, cm: CellMetric) -> tuple[float, float, str]:
+        """(seconds per trial start-up, seconds per value, how they were estimated)."""
+        assert cm.variance is not None
+        m = max(1.0, cm.variance.values_per_trial)
+        _, duration = self.trial_durations.get(cell.cell_id, (0, 0.0))
+        if cm.unit == "s" and cm.summary.mean > 0:
+            per_value = cm.summary.mean
+            startup = max(duration - m * per_value, 0.05 * duration, 1e-3)
+            return startup, per_value, f"measured: {startup:.3g} s start-up + {per_value:.3g} s per value"
+        share = duration / (m + 1) if duration > 0 else 1.0
+        return share, share, "assumed: a trial's start-up costs as much as one value"
+
+    # --- warnings -----------------------------------------------------------------------------------
+    def warnings(self, metric: str | None = None) -> list[str]:
+        """Noisy cells (CV above the threshold), flagged outliers and interval cross-check disagreements."""
+        return [text for _, text in self.cell_warnings(metric)]
+
+    def cell_warnings(self, metric: str | None = None) -> list[tuple[CellInfo, str]]:
+        """``warnings`` with the cell each one is about."""
+        out: list[tuple[CellInfo, str]] = []
+        cfg = self.config
+        for cell in self.cells:
+            name = metric or cell.primary_metric
+            cm = self.analysis.metric(cell.cell_id, name)
+            if cm is None:
+                continue
+            if cm.summary.n > 1 and cm.summary.cv > cfg.cv_warning:
+                out.append(
+                    (
+                        cell,
+                        f"{cell.key}: CV {cm.summary.cv:.1%} of {name} exceeds {cfg.cv_warning:.0%}; the machine may"
+                        " be noisy (neighbours, frequency scaling): run `nearmetal doctor`",
+                    )
+                )
+            if cm.outlier_trial_ids:
+                shown = cm.outlier_trial_ids[:5]
+                labels = store_columns.repeat_labels(self.store, shown)
+                which = ", ".join(labels.get(t, str(t)) for t in shown)
+                more = f" and {len(cm.outlier_trial_ids) - 5} more" if len(cm.outlier_trial_ids) > 5 else ""
+                out.append(
+                    (
+                        cell,
+                        f"{cell.key}: {len(cm.outlier_trial_ids)} outlier(s) in {name} outside median ±"
+                        f" {cfg.outlier_k:g}·MAD (trials {which}{more}); kept in the statistics",
+                    )
+                )
+            comp = self.analysis.comparison(cell.cell_id, name)
+            if comp is not None and comp.loss.fieller_agrees is False:
+                est = comp.loss
+                out.append(
+                    (
+                        cell,
+                        f"{cell.key}: Fieller's interval [{est.fieller_low:+.1%}, {est.fieller_high:+.1%}] and the"
+                        f" bootstrap's [{est.low:+.1%}, {est.high:+.1%}] disagree on significance: a borderline"
+                        " difference; run more trials",
+                    )
                 )
         return out
 
 
-def load_results(run_id: str | None = None, db: str | None = None, store: Store | None = None) -> Results:
-    """A stored run (the latest when no id is given) with its analysis."""
+def load_results(
+    run_id: str | None = None,
+    db: str | None = None,
+    store: Store | None = None,
+    interval_metrics: list[str] | str | None = None,
+) -> Results:
+    """A stored run (the latest when no id is given); its analysis is computed when first read."""
     store = store or Store(db)
     run = store.get_run(run_id) if run_id else store.get_run(store.latest_run_id())
-    return Results(store=store, run=run, trials=store.trials(run.id), environment=store.environment(run.id))
+    return Results(store=store, run=run, interval_metrics=interval_metrics)
+
+
+# --- comparing two runs ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunPairRow:
+    """One cell present in both runs: B's loss against A (positive = B is worse)."""
+
+    cell: CellInfo
+    metric: str
+    unit: str
+    direction: str
+    a: CellMetric
+    b: CellMetric
+    loss: LossEstimate
+    stop_a: StopRecord
+    stop_b: StopRecord
+
+
+@dataclass
+class RunComparison:
+    a: Results
+    b: Results
+    rows: list[RunPairRow] = field(default_factory=list)
+    only_a: list[CellInfo] = field(default_factory=list)
+    only_b: list[CellInfo] = field(default_factory=list)
+    missing_metric: list[CellInfo] = field(default_factory=list)
+
+    def above(self, threshold: float) -> list[RunPairRow]:
+        """Rows whose whole interval lies above ``threshold`` (a regression for sure)."""
+        return [r for r in self.rows if r.loss.low is not None and r.loss.low > threshold]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "workload": r.cell.workload,
+                "point": r.cell.point_label,
+                "variant": r.cell.variant,
+                "metric": r.metric,
+                "unit": r.unit,
+                "n_a": r.a.summary.n,
+                "n_b": r.b.summary.n,
+                "mean_a": r.a.summary.mean,
+                "mean_b": r.b.summary.mean,
+                "cv_a": r.a.summary.cv,
+                "cv_b": r.b.summary.cv,
+                "loss_pct": r.loss.loss * 100,
+                "ci_low_pct": None if r.loss.low is None else r.loss.low * 100,
+                "ci_high_pct": None if r.loss.high is None else r.loss.high * 100,
+                "significant": r.loss.significant,
+                "verdict": describe_loss(r.loss),
+                "stop_a": r.stop_a.label,
+                "stop_b": r.stop_b.label,
+            }
+            for r in self.rows
+        ]
+
+
+def compare_runs(
+    run_a: str, run_b: str, db: str | None = None, metric: str | None = None, store: Store | None = None
+) -> RunComparison:
+    """Matching cells (same workload, variant and matrix point) of two stored runs: B's loss against A with
+    the same statistics as a run's own table (A's analysis settings and seed)."""
+    store = store or Store(db)
+    a = load_results(run_a, store=store)
+    b = load_results(run_b, store=store)
+    if a.run_id == b.run_id:
+        raise NearmetalError(
+            f"both arguments name run {a.run_id}", fix="give two different runs (nearmetal runs lists them)"
+        )
+    a.with_intervals(metric)
+    b.with_intervals(metric)
+    by_id_b = {c.cell_id: c for c in b.cells}
+    out = RunComparison(a, b)
+    pairs: list[tuple[CellInfo, CellMetric, CellMetric]] = []
+    for cell in a.cells:
+        other = by_id_b.get(cell.cell_id)
+        if other is None:
+            out.only_a.append(cell)
+            continue
+        name = metric or cell.primary_metric
+        ma, mb = a.analysis.metric(cell.cell_id, name), b.analysis.metric(cell.cell_id, name)
+        if ma is None or mb is None:
+            out.missing_metric.append(cell)
+            continue
+        pairs.append((cell, ma, mb))
+    ids_a = {c.cell_id for c in a.cells}
+    out.only_b = [c for c in b.cells if c.cell_id not in ids_a]
+    cfg = a.config
+    samples_a, samples_b = [], []
+    for _, ma, mb in pairs:
+        sa, sb = ma.sample or Sample.of(ma.values), mb.sample or Sample.of(mb.values)
+        if sa.hierarchical != sb.hierarchical:
+            sa, sb = Sample.of(ma.values), Sample.of(mb.values)
+        samples_a.append(sa)
+        samples_b.append(sb)
+    estimates = loss_intervals(
+        samples_b,
+        samples_a,
+        [ma.direction for _, ma, _ in pairs],
+        cfg.confidence,
+        cfg.resamples,
+        cfg.seed,
+        cfg.statistic,
+    )
+    for (cell, ma, mb), est in zip(pairs, estimates, strict=True):
+        out.rows.append(
+            RunPairRow(
+                cell,
+                ma.metric,
+                ma.unit,
+                ma.direction,
+                ma,
+                mb,
+                est,
+                a.stop(cell.cell_id),
+                b.stop(cell.cell_id),
+            )
+        )
+    return out
+
+
+__all__ = [
+    "Comparison",
+    "Results",
+    "RunComparison",
+    "RunPairRow",
+    "VarianceRow",
+    "analysis_config",
+    "cells_from_trials",
+    "cells_of_plan",
+    "compare_runs",
+    "load_results",
+    "primary_metric_of",
+]

@@ -1,7 +1,8 @@
 """Running a plan: preflight checks, trial order, layers around each trial, storing each trial as it ends.
 
 The flow is one direction: plan → trials in order → (layers around the backend's execution of the
-workload's processes) → metrics → store. Nothing here computes statistics.
+workload's processes) → metrics → store. Statistics live in ``analysis/``; the stop rule of adaptive
+repeats (``analysis/stopping.py``) reads the stored trials between blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nearmetal import runlock
+from nearmetal.analysis.stopping import (
+    BUDGET,
+    FAILED,
+    FIXED,
+    INTERRUPTED,
+    MAX_REACHED,
+    RUNNING,
+    TARGET_MET,
+    StopRecord,
+)
 from nearmetal.backends.base import Execution
 from nearmetal.backends.local import LocalBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PlanError, PrivilegeError
@@ -187,16 +198,24 @@ def check_resources(loaded: LoadedPlan, workdir: Path) -> None:
 
 
 def schedule(
-    cells: list[Cell], order: str, warmup: int, first_block: int, blocks: int, seed: int
+    cells: list[Cell],
+    order: str,
+    warmup: int,
+    first_block: int,
+    blocks: int,
+    seed: int,
+    warmup_cells: list[Cell] | None = None,
 ) -> list[Trial]:
     """Trials of blocks ``first_block .. first_block + blocks - 1`` (warm-ups belong to block 0).
 
     interleaved: every cell once per block, shuffled per block (drift hits every variant alike);
-    sequential: cell after cell; random: every trial of these blocks shuffled."""
+    sequential: cell after cell; random: every trial of these blocks shuffled. The order depends only on
+    the cells, the blocks and the seed, so a resumed run replays it. ``warmup_cells`` (default: ``cells``)
+    get the warm-ups of block 0."""
     trials: list[Trial] = []
     if first_block == 0:
         for w in range(warmup):
-            trials += [Trial(c, w, warmup=True, block=0) for c in cells]
+            trials += [Trial(c, w, warmup=True, block=0) for c in (warmup_cells or cells)]
     measured: list[Trial] = []
     for b in range(first_block, first_block + blocks):
         block_trials = [Trial(c, b, block=b) for c in cells]
@@ -271,6 +290,12 @@ class Runner:
         # trial key -> stored status of trials an earlier attempt finished (resume)
         self.done: dict[str, str] = {}
         self.resume_state: ResumeState | None = None
+        # adaptive repeats: cells still getting blocks, and why the others stopped (cell_id -> record)
+        self._active: list[Cell] = list(loaded.cells)
+        self.stop_records: dict[str, StopRecord] = {}
+        self._blocks_run: dict[str, int] = {}
+        self._precisions: dict[str, float | None] = {}
+        self._started = time.monotonic()
 
     # layers --------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -420,9 +445,109 @@ class Runner:
         environment["energy.source"] = self.energy.describe()
         self.store.set_environment(self.run_id, environment)
 
+    # repeats and the stop rule ------------------------------------------------------------------------
+    def cells_to_run(self) -> list[Cell]:
+        """Cells that still get blocks (all of them until the stop rule retires some), in plan order."""
+        return list(self._active)
+
     def blocks_to_run(self) -> Iterator[tuple[int, int]]:
-        """(first block, number of blocks) batches; fixed repeats are one batch."""
-        yield 0, self.plan.repeats.min
+        """(first block, number of blocks) batches. Fixed repeats are one batch. Adaptive repeats
+        (``repeats: {min, max, target}``) run ``min`` blocks, then one block at a time while some cell's
+        interval is wider than the target, up to ``max`` blocks or the time ``budget``; the code after
+        each ``yield`` runs once the batch's trials are stored."""
+        repeats = self.plan.repeats
+        yield 0, repeats.min
+        self._count_blocks(repeats.min)
+        block = repeats.min
+        while repeats.adaptive:
+            self._apply_stop_rule(block)
+            if not self._active:
+                break
+            if block >= (repeats.max or block):
+                self._retire(self._active, MAX_REACHED, block)
+                break
+            if repeats.budget is not None and self._over_budget(repeats.budget):
+                self._retire(self._active, BUDGET, block)
+                break
+            set_total = getattr(self.progress, "set_total", None)
+            if set_total is not None:
+                set_total(len(self.records) + len(self._active))
+            yield block, 1
+            self._count_blocks(1)
+            block += 1
+        if not repeats.adaptive:
+            self._apply_stop_rule(block, final=True)
+
+    def _count_blocks(self, count: int) -> None:
+        for cell in self._active:
+            self._blocks_run[cell.cell_id] = self._blocks_run.get(cell.cell_id, 0) + count
+
+    def _analysis(self) -> Any:
+        from nearmetal.analysis import analyse
+        from nearmetal.api import cells_of_plan
+
+        cfg = self.plan.analysis
+        return analyse(
+            self.store.measured_table(self.run_id),
+            cells_of_plan(self.loaded),
+            confidence=cfg.confidence,
+            resamples=cfg.bootstrap_resamples,
+            seed=self.seed,
+            statistic=cfg.statistic,
+            own_intervals=True,
+        )
+
+    def _apply_stop_rule(self, block: int, final: bool = False) -> None:
+        """Retire the cells whose interval is within the target; a fixed run records why it stopped."""
+        from nearmetal.analysis.stopping import cell_precisions
+
+        target = self.plan.repeats.target
+        if target is None:
+            self._retire(self._active, FIXED, block)
+            return
+        precisions = cell_precisions(self._analysis())
+        self._precisions = {cid: p.half_width for cid, p in precisions.items()}
+        done = [c for c in self._active if c.cell_id in precisions and precisions[c.cell_id].met(target)]
+        self._retire(done, TARGET_MET, block)
+        if final:
+            self._retire(self._active, MAX_REACHED, block)
+
+    def _retire(self, cells: list[Cell], reason: str, block: int) -> None:
+        precisions = self._precisions
+        for cell in list(cells):
+            self.stop_records[cell.cell_id] = StopRecord(
+                reason,
+                self._blocks_run.get(cell.cell_id, block),
+                precisions.get(cell.cell_id),
+                self.plan.repeats.target,
+            )
+        gone = {c.cell_id for c in cells}
+        self._active = [c for c in self._active if c.cell_id not in gone]
+        self._store_stop_info()
+
+    def _store_stop_info(self, status: str | None = None) -> None:
+        stop = {cid: rec.to_dict() for cid, rec in self.stop_records.items()}
+        for cell in self._active:  # still running (or cut short by an interruption)
+            stop[cell.cell_id] = StopRecord(
+                status or RUNNING,
+                self._blocks_run.get(cell.cell_id, 0),
+                self._precisions.get(cell.cell_id),
+                self.plan.repeats.target,
+            ).to_dict()
+        self.store.update_run_info(self.run_id, {"stop": stop})
+
+    def _over_budget(self, budget_s: float) -> bool:
+        """Would one more block of the active cells end past the budget? (mean trial time per cell; a
+        resumed run counts the time its earlier attempts spent in their trials)"""
+        elapsed = time.monotonic() - self._started + sum(r.wall_s for r in self.records if r.resumed)
+        per_cell: dict[str, list[float]] = {}
+        for rec in self.records:
+            per_cell.setdefault(rec.trial.cell.cell_id, []).append(rec.wall_s)
+        estimate = sum(
+            sum(per_cell.get(c.cell_id, [0.0])) / max(1, len(per_cell.get(c.cell_id, [])))
+            for c in self._active
+        )
+        return elapsed + estimate > budget_s
 
     def run(self) -> RunResult:
         preflight(self.loaded)
@@ -534,6 +659,7 @@ class Runner:
 
     def _run_locked(self) -> RunResult:
         self._make_run_dir()
+        self._started = time.monotonic()
         if self.resuming:
             self._resume()
         else:
@@ -546,7 +672,13 @@ class Runner:
                 index = 0
                 for first, count in self.blocks_to_run():
                     for trial in schedule(
-                        self.loaded.cells, self.plan.order, self.plan.warmup, first, count, self.seed
+                        self.cells_to_run(),
+                        self.plan.order,
+                        self.plan.warmup,
+                        first,
+                        count,
+                        self.seed,
+                        warmup_cells=self.loaded.cells,
                     ):
                         if trial.key in self.done:
                             continue
@@ -561,10 +693,14 @@ class Runner:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
             except KeyboardInterrupt:
                 status = "interrupted"
+                with contextlib.suppress(Exception):
+                    self._store_stop_info(INTERRUPTED)
                 self._end(status, {"signal": caught.get("signal", "SIGINT")})
                 raise RunInterrupted(self.run_id, caught.get("signal", "SIGINT")) from None
             except BaseException as exc:
                 status = "failed"
+                with contextlib.suppress(Exception):
+                    self._store_stop_info(FAILED)
                 self._end(status, {"error": str(exc)[:2000]})
                 raise
         self._end(status)

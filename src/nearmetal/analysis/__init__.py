@@ -1,17 +1,52 @@
 """Analysis: pure functions over arrays (no I/O)."""
 
-from nearmetal.analysis.run import CellInfo, CellMetric, Comparison, RunAnalysis, analyse
-from nearmetal.analysis.stats import LossEstimate, Summary, describe_loss, loss_interval, summarize
+from nearmetal.analysis.bootstrap import Interval, Sample, ratio_intervals, statistic_intervals
+from nearmetal.analysis.run import (
+    AnalysisConfig,
+    CellInfo,
+    CellMetric,
+    Comparison,
+    MeasuredTable,
+    RunAnalysis,
+    analyse,
+)
+from nearmetal.analysis.stats import (
+    Design,
+    LossEstimate,
+    Summary,
+    VarianceComponents,
+    cheapest_design,
+    describe_loss,
+    fieller_ratio,
+    loss_interval,
+    loss_intervals,
+    outlier_mask,
+    summarize,
+    variance_components,
+)
 
 __all__ = [
+    "AnalysisConfig",
     "CellInfo",
     "CellMetric",
     "Comparison",
+    "Design",
+    "Interval",
     "LossEstimate",
+    "MeasuredTable",
     "RunAnalysis",
+    "Sample",
     "Summary",
+    "VarianceComponents",
     "analyse",
+    "cheapest_design",
     "describe_loss",
+    "fieller_ratio",
     "loss_interval",
+    "loss_intervals",
+    "outlier_mask",
+    "ratio_intervals",
+    "statistic_intervals",
     "summarize",
+    "variance_components",
 ]

@@ -1,13 +1,30 @@
-"""A whole run's analysis: per-cell summaries and every variant's loss against the baseline."""
+"""A whole run's analysis: per-cell summaries and every variant's loss against the baseline.
+
+The input is a ``MeasuredTable``: every metric of every trial as numpy columns (the store fills it with one
+SQL query per table). Summaries of every (cell, metric) come from a few sorts over all values at once;
+intervals come from one batched bootstrap for all comparisons (see ``bootstrap.py``). By default only each
+workload's primary metric gets an interval (that is the figure every table leads with); ``interval_metrics``
+asks for more, or ``"all"``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from nearmetal.analysis.stats import LossEstimate, Summary, loss_interval, summarize
+from nearmetal.analysis.bootstrap import Interval, Sample, statistic_intervals
+from nearmetal.analysis.stats import (
+    DEFAULT_OUTLIER_K,
+    LossEstimate,
+    Summary,
+    VarianceComponents,
+    grouped_statistics,
+    loss_intervals,
+    variance_components,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,11 @@ class CellInfo:
     def point_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(self.point.items()))
 
+    @property
+    def key(self) -> str:
+        label = self.point_label
+        return f"{self.workload}/{self.variant}" + (f"/{label}" if label else "")
+
 
 @dataclass
 class CellMetric:
@@ -32,8 +54,21 @@ class CellMetric:
     metric: str
     unit: str
     direction: str
-    values: np.ndarray
+    values: np.ndarray  # one value per measured trial (the trial's mean when it has several), trial order
     summary: Summary
+    trial_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    outlier_trial_ids: list[int] = field(default_factory=list)  # flagged by median ± k·MAD, kept
+    sample: Sample | None = None  # what the bootstrap resamples (two levels when values per trial exist)
+    variance: VarianceComponents | None = None  # within vs between trials, for multi-valued metrics
+    interval: Interval | None = None  # interval of the cell's own statistic (cells with no comparison)
+
+    @property
+    def relative_half_width(self) -> float | None:
+        """Half-width of the cell's own interval relative to its estimate (for cells not compared)."""
+        iv = self.interval
+        if iv is None or iv.low is None or iv.high is None or iv.estimate == 0:
+            return None
+        return (iv.high - iv.low) / 2 / abs(iv.estimate)
 
 
 @dataclass
@@ -50,82 +85,288 @@ class Comparison:
     loss: LossEstimate
 
 
+@dataclass(frozen=True)
+class AnalysisConfig:
+    confidence: float = 0.95
+    resamples: int = 9999
+    seed: int = 0
+    statistic: str = "mean"  # mean | median
+    outlier_k: float = DEFAULT_OUTLIER_K
+    cv_warning: float = 0.05
+    # metrics that get an interval: None = each cell's primary metric; "all"; or names (plus the primary)
+    interval_metrics: tuple[str, ...] | str | None = None
+
+
 @dataclass
 class RunAnalysis:
     cells: list[CellInfo]
     metrics: dict[tuple[str, str], CellMetric] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     failed: dict[str, int] = field(default_factory=dict)  # cell_id -> failed trials
+    config: AnalysisConfig = field(default_factory=AnalysisConfig)
+    _by_comparison: dict[tuple[str, str], Comparison] = field(default_factory=dict, repr=False)
 
     def metric(self, cell_id: str, name: str) -> CellMetric | None:
         return self.metrics.get((cell_id, name))
 
     def comparison(self, cell_id: str, name: str) -> Comparison | None:
-        return next((c for c in self.comparisons if c.cell.cell_id == cell_id and c.metric == name), None)
+        if len(self._by_comparison) != len(self.comparisons):
+            self._by_comparison = {(c.cell.cell_id, c.metric): c for c in self.comparisons}
+        return self._by_comparison.get((cell_id, name))
 
     def metric_names(self, cell_id: str) -> list[str]:
         return sorted(name for cid, name in self.metrics if cid == cell_id)
 
+    def noisy_cells(self, metric: str | None = None) -> list[CellMetric]:
+        """Cells whose coefficient of variation exceeds the warning threshold (primary metric by default)."""
+        out = []
+        for cell in self.cells:
+            cm = self.metric(cell.cell_id, metric or cell.primary_metric)
+            if cm is not None and cm.summary.n > 1 and cm.summary.cv > self.config.cv_warning:
+                out.append(cm)
+        return out
 
-def group_values(table: dict[str, np.ndarray]) -> dict[tuple[str, str], tuple[np.ndarray, str, str]]:
-    """(cell_id, metric) → (values, unit, direction) for measured trials that succeeded."""
-    if table["value"].size == 0:
-        return {}
-    keep = (~table["is_warmup"]) & (table["status"] == "ok")
-    cell = table["cell_id"][keep]
-    name = table["name"][keep]
-    values = table["value"][keep]
-    units = table["unit"][keep]
-    directions = table["direction"][keep]
-    keys = np.char.add(np.char.add(cell.astype(str), "|"), name.astype(str))
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+
+@dataclass
+class MeasuredTable:
+    """A run's measured values as numpy columns.
+
+    Trials: ``trial_id`` (sorted), ``trial_cell`` (index into ``cell_ids``), ``trial_ok`` (status ok),
+    ``trial_warmup``. Metrics: ``metric_trial``, ``metric_code`` (index into ``names``/``units``/
+    ``directions``), ``metric_value``, in trial order. Multi-valued metrics: ``series_trial``,
+    ``series_code``, ``series_value``, ordered by trial, metric and position."""
+
+    cell_ids: list[str]
+    trial_id: np.ndarray
+    trial_cell: np.ndarray
+    trial_ok: np.ndarray
+    trial_warmup: np.ndarray
+    names: list[str]
+    units: list[str]
+    directions: list[str]
+    metric_trial: np.ndarray
+    metric_code: np.ndarray
+    metric_value: np.ndarray
+    series_trial: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    series_code: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    series_value: np.ndarray = field(default_factory=lambda: np.array([], dtype=float))
+
+    @classmethod
+    def from_columns(cls, table: dict[str, np.ndarray]) -> MeasuredTable:
+        """From ``Store.metric_table``'s older shape (one row per metric with object columns)."""
+        if table["value"].size == 0:
+            empty = np.array([], dtype=np.int64)
+            return cls([], empty, empty, empty.astype(bool), empty.astype(bool), [], [], [], empty, empty,
+                       empty.astype(float))  # fmt: skip
+        trial_ids, first = np.unique(table["trial_id"], return_index=True)
+        cell_ids, trial_cell = np.unique(table["cell_id"][first].astype(str), return_inverse=True)
+        names, codes = np.unique(table["name"].astype(str), return_inverse=True)
+        _, name_first = np.unique(codes, return_index=True)
+        return cls(
+            cell_ids=[str(c) for c in cell_ids],
+            trial_id=trial_ids.astype(np.int64),
+            trial_cell=trial_cell.astype(np.int64),
+            trial_ok=(table["status"][first] == "ok").astype(bool),
+            trial_warmup=table["is_warmup"][first].astype(bool),
+            names=[str(n) for n in names],
+            units=[str(table["unit"][i]) for i in name_first],
+            directions=[str(table["direction"][i]) for i in name_first],
+            metric_trial=table["trial_id"].astype(np.int64),
+            metric_code=codes.astype(np.int64),
+            metric_value=table["value"].astype(float),
+        )
+
+    def trial_index(self, trial_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.trial_id, trial_ids)
+
+
+def _interval_metric_names(
+    cells: Sequence[CellInfo], names: list[str], wanted: tuple[str, ...] | str | None
+) -> dict[str, set[str]]:
+    """cell_id → metric names that get an interval."""
     out = {}
-    for i, key in enumerate(uniq):
-        idx = order[bounds[i] : bounds[i + 1]]
-        cid, _, metric = str(key).partition("|")
-        out[(cid, metric)] = (values[idx], str(units[idx[0]]), str(directions[idx[0]]))
+    for cell in cells:
+        chosen = {cell.primary_metric}
+        if wanted == "all":
+            chosen |= set(names)
+        elif wanted:
+            chosen |= set(wanted)
+        out[cell.cell_id] = chosen
     return out
 
 
 def analyse(
-    table: dict[str, np.ndarray],
+    table: MeasuredTable | dict[str, np.ndarray],
     cells: list[CellInfo],
     confidence: float = 0.95,
     resamples: int = 9999,
     seed: int = 0,
-    metrics: list[str] | None = None,
+    metrics: list[str] | str | None = None,
+    statistic: str = "mean",
+    outlier_k: float = DEFAULT_OUTLIER_K,
+    cv_warning: float = 0.05,
+    own_intervals: bool = True,
 ) -> RunAnalysis:
-    """Summaries per cell and metric; losses of every non-baseline cell against the baseline cell with the
-    same workload and matrix point. ``metrics`` limits which metrics get an interval (all by default)."""
-    result = RunAnalysis(cells=cells)
-    if table["value"].size:
-        failed = (table["status"] != "ok") & (~table["is_warmup"])
-        for cid in np.unique(table["cell_id"][failed]):
-            result.failed[str(cid)] = int(
-                np.unique(table["trial_id"][failed & (table["cell_id"] == cid)]).size
-            )
+    """Summaries of every cell and metric; losses of every non-baseline cell against the baseline cell with
+    the same workload and matrix point, with intervals for each cell's primary metric plus ``metrics``
+    (names, or "all"). ``own_intervals``: cells nothing is compared with get an interval on their own
+    statistic (the stop rule of single-variant plans uses its relative half-width)."""
+    if isinstance(table, dict):
+        table = MeasuredTable.from_columns(table)
+    wanted: tuple[str, ...] | str | None = (
+        metrics if isinstance(metrics, str) or metrics is None else tuple(metrics)
+    )
+    config = AnalysisConfig(confidence, resamples, seed, statistic, outlier_k, cv_warning, wanted)
+    result = RunAnalysis(cells=cells, config=config)
+    if table.trial_id.size == 0:
+        return result
+
+    # failed trials per cell (warm-ups are never counted)
+    bad = ~table.trial_ok & ~table.trial_warmup
+    for code, count in zip(*np.unique(table.trial_cell[bad], return_counts=True), strict=True):
+        result.failed[table.cell_ids[int(code)]] = int(count)
+
+    # measured values: successful, non-warm-up trials
+    trial_pos = table.trial_index(table.metric_trial)
+    keep = table.trial_ok[trial_pos] & ~table.trial_warmup[trial_pos]
+    trial_pos = trial_pos[keep]
+    cell_code = table.trial_cell[trial_pos]
+    metric_code = table.metric_code[keep]
+    values = table.metric_value[keep]
+    trial_ids = table.metric_trial[keep]
+    n_names = len(table.names)
+    keys = cell_code * n_names + metric_code
+    group_keys, groups = np.unique(keys, return_inverse=True)
+    n_groups = group_keys.size
+    stats = grouped_statistics(values, groups, n_groups, outlier_k)
+    order = np.argsort(groups, kind="stable")  # keeps trial order within each group
+    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
+    flagged = stats["outlier"]
+
     by_id = {c.cell_id: c for c in cells}
-    for (cid, name), (values, unit, direction) in group_values(table).items():
-        if cid in by_id:
-            result.metrics[(cid, name)] = CellMetric(
-                by_id[cid], name, unit, direction, values, summarize(values)
-            )
+    for g, key in enumerate(group_keys):
+        cid = table.cell_ids[int(key) // n_names]
+        code = int(key) % n_names
+        cell = by_id.get(cid)
+        if cell is None:
+            continue
+        idx = order[bounds[g] : bounds[g + 1]]
+        summary = Summary(
+            int(stats["n"][g]),
+            float(stats["mean"][g]),
+            float(stats["median"][g]),
+            float(stats["stdev"][g]),
+            float(stats["cv"][g]),
+            float(stats["min"][g]),
+            float(stats["max"][g]),
+            float(stats["mad"][g]),
+            int(stats["outliers"][g]),
+        )
+        result.metrics[(cid, table.names[code])] = CellMetric(
+            cell,
+            table.names[code],
+            table.units[code],
+            table.directions[code],
+            values[idx],
+            summary,
+            trial_ids[idx],
+            [int(t) for t in trial_ids[idx][flagged[idx]]],
+        )
+
+    interval_names = _interval_metric_names(cells, table.names, wanted)
+    _attach_samples(result, table, interval_names)
+    _compare(result, cells, interval_names)
+    if own_intervals:
+        _own_intervals(result, cells)
+    return result
+
+
+def _attach_samples(result: RunAnalysis, table: MeasuredTable, interval_names: dict[str, set[str]]) -> None:
+    """What the bootstrap resamples: trial values, or values within trials for multi-valued metrics."""
+    series: dict[tuple[str, str], Sample] = {}
+    if table.series_value.size:
+        pos = table.trial_index(table.series_trial)
+        keep = table.trial_ok[pos] & ~table.trial_warmup[pos]
+        s_trial, s_code, s_value = table.series_trial[keep], table.series_code[keep], table.series_value[keep]
+        s_cell = table.trial_cell[pos[keep]]
+        n_names = len(table.names)
+        # rows arrive ordered by trial, metric, position: group by (cell, metric) keeping that order
+        keys = s_cell * n_names + s_code
+        group_keys, groups = np.unique(keys, return_inverse=True)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(group_keys.size + 1))
+        for g, key in enumerate(group_keys):
+            cid = table.cell_ids[int(key) // n_names]
+            name = table.names[int(key) % n_names]
+            idx = order[bounds[g] : bounds[g + 1]]
+            _, sizes = np.unique(s_trial[idx], return_counts=True)  # trial ids ascending = trial order
+            series[(cid, name)] = Sample.of(s_value[idx], sizes)
+    for (cid, name), cm in result.metrics.items():
+        nested = series.get((cid, name))
+        if nested is not None and nested.n_trials == cm.summary.n:
+            cm.variance = variance_components(nested)
+            if nested.hierarchical and name in interval_names.get(cid, ()):
+                cm.sample = nested
+                continue
+        cm.sample = Sample.of(cm.values)
+
+
+def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[str, set[str]]) -> None:
     baselines = {c.comparison_key: c for c in cells if c.is_baseline}
+    pairs: list[tuple[CellInfo, CellInfo, CellMetric, CellMetric]] = []
     for cell in cells:
         base = baselines.get(cell.comparison_key)
         if cell.is_baseline or base is None:
             continue
-        for name in result.metric_names(cell.cell_id):
-            if metrics is not None and name not in metrics:
-                continue
-            var_m = result.metrics[(cell.cell_id, name)]
+        for name in sorted(interval_names.get(cell.cell_id, ())):
+            var_m = result.metrics.get((cell.cell_id, name))
             base_m = result.metrics.get((base.cell_id, name))
-            if base_m is None:
+            if var_m is None or base_m is None:
                 continue
-            est = loss_interval(var_m.values, base_m.values, var_m.direction, confidence, resamples, seed)
-            result.comparisons.append(
-                Comparison(cell, base, name, var_m.unit, var_m.direction, var_m.summary, base_m.summary, est)
-            )
-    return result
+            pairs.append((cell, base, var_m, base_m))
+    if not pairs:
+        return
+    # a nested sample on one side only (a series in some trials): compare trial values on both sides
+    variants, bases = [], []
+    for _, _, vm, bm in pairs:
+        v, b = vm.sample or Sample.of(vm.values), bm.sample or Sample.of(bm.values)
+        if v.hierarchical != b.hierarchical:
+            v, b = Sample.of(vm.values), Sample.of(bm.values)
+        variants.append(v)
+        bases.append(b)
+    cfg = result.config
+    estimates = loss_intervals(
+        variants,
+        bases,
+        [vm.direction for _, _, vm, _ in pairs],
+        cfg.confidence,
+        cfg.resamples,
+        cfg.seed,
+        cfg.statistic,
+    )
+    for (cell, base, vm, bm), est in zip(pairs, estimates, strict=True):
+        result.comparisons.append(
+            Comparison(cell, base, vm.metric, vm.unit, vm.direction, vm.summary, bm.summary, est)
+        )
+
+
+def _own_intervals(result: RunAnalysis, cells: list[CellInfo]) -> None:
+    compared = {c.cell.cell_id for c in result.comparisons} | {c.baseline.cell_id for c in result.comparisons}
+    todo = [
+        cm
+        for cell in cells
+        if cell.cell_id not in compared
+        and (cm := result.metrics.get((cell.cell_id, cell.primary_metric))) is not None
+    ]
+    if not todo:
+        return
+    cfg = result.config
+    intervals = statistic_intervals(
+        [cm.sample or Sample.of(cm.values) for cm in todo],
+        cfg.statistic,
+        cfg.confidence,
+        cfg.resamples,
+        cfg.seed,
+    )
+    for cm, iv in zip(todo, intervals, strict=True):
+        cm.interval = iv

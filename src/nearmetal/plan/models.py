@@ -98,9 +98,23 @@ class Repeats(StrictModel):
 class Analysis(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of every interval")
     bootstrap_resamples: int = Field(9999, ge=99, le=1_000_000)
-    statistic: Literal["mean", "median"] = "mean"
+    statistic: Literal["mean", "median"] = Field(
+        "mean", description="compare means (ratio of means) or medians (ratio of medians)"
+    )
     cv_warning: float = Field(
         0.05, gt=0, description="warn when a cell's coefficient of variation exceeds it"
+    )
+    outlier_mad_k: float = Field(
+        3.5, gt=0, description="flag values outside median ± k·MAD (scaled MAD); flagged, never dropped"
+    )
+    interval_metrics: list[str] | Literal["all"] = Field(
+        default_factory=list,
+        description="metrics that get a loss interval besides each workload's primary one, or 'all'",
+    )
+    primary_metric: dict[str, str] = Field(
+        default_factory=dict,
+        description="workload name → the metric its tables lead with and adaptive repeats judge"
+        " (default: the workload kind's own, e.g. wall_s for command)",
     )
 
 

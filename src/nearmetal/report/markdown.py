@@ -16,6 +16,7 @@ from nearmetal.report.tables import (
     failure_lines,
     loss_tables,
     run_header,
+    variance_tables,
 )
 
 
@@ -74,6 +75,10 @@ def markdown_report(
                 if spec.section == table.workload and path not in shown:
                     shown.add(path)
                     lines += ["", f"![{_escape(spec.title)}]({_link(path, relative_to)})"]
+    for table in variance_tables(results, metric):
+        lines += ["", f"## {table.title}", "", *markdown_table(table)]
+        for note in table.notes:
+            lines += ["", f"_{_escape(note)}_"]
     rest = [(spec, path) for spec, path in images if path not in shown]
     if rest:
         lines += ["", "## Figures"]

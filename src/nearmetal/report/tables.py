@@ -1,4 +1,9 @@
-"""The tables every report format shows, built once from a run's results."""
+"""The tables every report format shows, built once from a run's results.
+
+Each loss figure comes with its interval and each row with the reason its cell stopped getting trials
+(target met / max reached / budget / fixed count); terminal, Markdown and HTML reports render these
+``Table`` objects as they are.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nearmetal.analysis import Comparison
-from nearmetal.api import Results
+from nearmetal.analysis import Comparison, LossEstimate
+from nearmetal.api import Results, RunComparison
 
 # extra columns shown beside the primary metric when a run has them: (metric, header)
 CONTEXT_COLUMNS: list[tuple[str, str]] = [
@@ -30,23 +35,39 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def fmt_loss(comp: Comparison | None) -> str:
-    if comp is None:
-        return "baseline"
-    est = comp.loss
+def fmt_pct(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value * 100:.1f}"
+
+
+def fmt_estimate(est: LossEstimate) -> str:
+    """'+20.5% [+14.9, +25.0]', or the point with why there is no interval."""
     if est.low is None or est.high is None:
-        return f"{est.loss * 100:+.1f}% [n too small]"
+        if not math.isfinite(est.loss):
+            return f"– [{est.reason or 'no data'}]"
+        return f"{est.loss * 100:+.1f}% [no interval: {est.reason or 'n too small'}]"
     return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
 
 
-def short_verdict(comp: Comparison) -> str:
+def fmt_loss(comp: Comparison | None) -> str:
+    if comp is None:
+        return "baseline"
+    return fmt_estimate(comp.loss)
+
+
+def verdict_of(est: LossEstimate) -> str:
     """The table's wording; a difference is significant only when its interval excludes 0."""
-    sig = comp.loss.significant
+    sig = est.significant
     if sig is None:
-        return "too few trials for an interval"
+        return "no interval"
     if not sig:
         return "no significant difference"
-    return "significant loss" if comp.loss.loss > 0 else "significant gain"
+    return "significant loss" if est.loss > 0 else "significant gain"
+
+
+def short_verdict(comp: Comparison) -> str:
+    return verdict_of(comp.loss)
 
 
 @dataclass
@@ -62,16 +83,36 @@ class Table:
     workload: str = ""
 
 
+def method_note(results: Results, direction: str, hierarchical: bool = False) -> str:
+    conf = f"{results.confidence:.0%}"
+    of = "means" if results.statistic == "mean" else "medians"
+    how = (
+        "two-level bootstrap (trials, then values within trials)" if hierarchical else "bootstrap over trials"
+    )
+    fieller = "; Fieller's interval cross-checks it" if results.statistic == "mean" else ""
+    return (
+        f"loss is direction-aware ({direction} is better); positive = the variant costs; {conf} BCa {how}"
+        f" on the ratio of {of} ({results.resamples} resamples, seed {results.config.seed}){fieller};"
+        " significant only when the interval excludes 0"
+    )
+
+
 def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
-    """One table per workload × matrix point, in the seeds' shape: variant, value, loss % [CI], context."""
+    """One table per workload × matrix point, in the seeds' shape: variant, value, loss % [CI], context,
+    verdict and why the cell stopped."""
+    results.with_intervals(metric)
     analysis = results.analysis
+    warnings_by_cell: dict[str, list[str]] = {}
+    for cell, line in results.cell_warnings(metric):
+        warnings_by_cell.setdefault(cell.cell_id, []).append(line)
     groups: dict[tuple[str, str], list[Any]] = {}
     for cell in results.cells:
         groups.setdefault((cell.workload, cell.point_label), []).append(cell)
+    position = {c.cell_id: i for i, c in enumerate(results.cells)}
     tables = []
     conf = f"{results.confidence:.0%}"
     for (workload, point), cells in groups.items():
-        cells.sort(key=lambda c: (not c.is_baseline, results.cells.index(c)))
+        cells.sort(key=lambda c: (not c.is_baseline, position[c.cell_id]))
         name = metric or cells[0].primary_metric
         present_ctx = [
             (m, h)
@@ -82,21 +123,27 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
         if any(m == "lammps_cpu_use_pct" for m, _ in present_ctx):
             present_ctx = [(m, h) for m, h in present_ctx if m != "cpu_util_pct"]
         unit = next((cm.unit for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
+        of = "" if results.statistic == "mean" else " (median)"
         headers = [
             "variant",
             "n",
-            f"{name} ({unit})" if unit else name,
+            (f"{name} ({unit})" if unit else name) + of,
             "± sd",
+            "CV %",
             f"loss % [{conf} CI]",
             *[h for _, h in present_ctx],
             "verdict",
+            "stop",
         ]
         rows, sig = [], []
+        hierarchical = False
         for cell in cells:
             cm = analysis.metric(cell.cell_id, name)
             comp = analysis.comparison(cell.cell_id, name)
             failed = analysis.failed.get(cell.cell_id, 0)
             n = f"{cm.summary.n if cm else 0}" + (f" (+{failed} failed)" if failed else "")
+            if cm is not None and cm.variance is not None:
+                n += f" × {cm.variance.values_per_trial:.3g}"
             ctx_values = []
             for m, _ in present_ctx:
                 ccm = analysis.metric(cell.cell_id, m)
@@ -107,35 +154,83 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                 verdict = "no baseline value to compare"
             else:
                 verdict = short_verdict(comp)
+                hierarchical = hierarchical or comp.loss.hierarchical
+            value = None
+            if cm is not None:
+                value = cm.summary.mean if results.statistic == "mean" else cm.summary.median
             rows.append(
                 [
                     cell.variant,
                     n,
-                    fmt_number(cm.summary.mean if cm else None),
+                    fmt_number(value),
                     fmt_number(cm.summary.stdev if cm else None, 2),
+                    fmt_pct(cm.summary.cv if cm else None),
                     fmt_loss(comp) if not cell.is_baseline else "baseline",
                     *ctx_values,
                     verdict,
+                    results.stop(cell.cell_id).label,
                 ]
             )
             sig.append(None if comp is None else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
-        notes = [
-            f"loss is direction-aware ({direction} is better); positive = the variant costs; "
-            f"{conf} BCa bootstrap interval on the ratio of means"
-        ]
+        notes = [method_note(results, direction, hierarchical)]
+        for cell in cells:
+            notes += warnings_by_cell.get(cell.cell_id, [])
         tables.append(Table(title, headers, rows, notes, sig, workload=workload))
+    return tables
+
+
+def variance_tables(results: Results, metric: str | None = None) -> list[Table]:
+    """Levels of variation for metrics with several values per trial: within-trial vs between-trial
+    variance, and the cheapest (trials × values per trial) expected to reach the target half-width."""
+    rows_by_group: dict[tuple[str, str, str], list[Any]] = {}
+    for row in results.variance_rows(metric):
+        rows_by_group.setdefault((row.cell.workload, row.cell.point_label, row.metric), []).append(row)
+    tables = []
+    for (workload, point, name), vrows in rows_by_group.items():
+        target = vrows[0].target
+        headers = [
+            "variant",
+            "trials × values",
+            "sd within",
+            "sd between",
+            "between share",
+            f"cheapest for ±{target:.1%}",
+            "expected cost",
+        ]
+        rows = []
+        notes = []
+        for r in vrows:
+            design = r.design
+            rows.append(
+                [
+                    r.cell.variant,
+                    f"{r.trials} × {r.values_per_trial:.3g}",
+                    fmt_number(math.sqrt(r.var_within), 3),
+                    fmt_number(math.sqrt(r.var_between), 3),
+                    fmt_pct(r.share_between) + "%" if not math.isnan(r.share_between) else "–",
+                    f"{design.trials} trials × {design.values_per_trial} values" if design else "–",
+                    f"{design.cost_s:,.0f} s" if design else "–",
+                ]
+            )
+            if design and design.assumption and design.assumption not in notes:
+                notes.append(f"costs {design.assumption}")
+        notes.insert(
+            0,
+            "variance components from a one-way random-effects ANOVA over each trial's values; the design"
+            " minimises trials × (start-up + values × time per value) (Kalibera & Jones 2013)",
+        )
+        title = f"{workload}" + (f" ({point})" if point else "") + f": levels of variation of {name}"
+        tables.append(Table(title, headers, rows, notes, [None] * len(rows), workload=workload))
     return tables
 
 
 def run_header(results: Results) -> list[tuple[str, str]]:
     run = results.run
     env = results.environment
-    n_ok = sum(1 for t in results.trials if t.status == "ok" and not t.is_warmup)
-    n_bad = sum(1 for t in results.trials if t.status != "ok")
-    n_warm = sum(1 for t in results.trials if t.is_warmup)
-    return [
+    counts = results.trial_counts()
+    header = [
         ("run", run.id),
         ("plan", f"{run.name} ({run.plan_source})"),
         ("status", run.status),
@@ -144,17 +239,41 @@ def run_header(results: Results) -> list[tuple[str, str]]:
             f"{run.host}: {env.get('cpu.model', '?')}, {env.get('cpu.logical', '?')} CPUs, "
             f"kernel {env.get('os.kernel', '?')}, cgroup {env.get('cgroup.version', '?')}",
         ),
-        ("trials", f"{n_ok} measured ok, {n_warm} warm-up, {n_bad} failed"),
+        (
+            "trials",
+            f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
+        ),
     ]
+    info = run.info or {}
+    repeats = info.get("repeats") or {}
+    if repeats:
+        target = results.target
+        order = info.get("order", "?")
+        if target is not None:
+            header.append(
+                (
+                    "repeats",
+                    f"adaptive: {repeats.get('min')}–{repeats.get('max')} blocks until every interval is within"
+                    f" ±{target:.1%}"
+                    + (f", budget {repeats['budget']:g} s" if repeats.get("budget") else "")
+                    + f"; order {order}",
+                )
+            )
+        else:
+            header.append(("repeats", f"fixed: {repeats.get('min')} per cell; order {order}"))
+    return header
 
 
 def failure_lines(results: Results, limit: int = 10) -> list[str]:
+    failed, total = results.failed_trials(limit)
     out = []
-    for t in results.trials:
-        if t.status != "ok":
-            out.append(f"{t.cell_key} #{t.repeat_index}: {t.status}: {(t.error or '').splitlines()[0][:200]}")
-    if len(out) > limit:
-        out = [*out[:limit], f"… and {len(out) - limit} more"]
+    for t in failed:
+        what = "warm-up" if t["is_warmup"] else f"#{t['repeat_index']}"
+        out.append(
+            f"{t['cell_key']} {what}: {t['status']}: {(t['error'] or '').splitlines()[0][:200] if t['error'] else ''}"
+        )
+    if total > limit:
+        out.append(f"… and {total - limit} more")
     return out
 
 
@@ -304,3 +423,55 @@ def energy_table(results: Results) -> Table | None:
     if "rapl" in all_sources:
         notes.append("rapl measures the whole socket: other processes' load during a trial is included")
     return Table("Energy and carbon", headers, out_rows, notes, [None] * len(out_rows))
+
+
+# --- two runs ---------------------------------------------------------------------------------------
+
+
+def compare_tables(comparison: RunComparison) -> list[Table]:
+    """Matching cells of two runs, one table per workload × matrix point: B's loss against A."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for row in comparison.rows:
+        groups.setdefault((row.cell.workload, row.cell.point_label), []).append(row)
+    conf = f"{comparison.a.confidence:.0%}"
+    tables = []
+    for (workload, point), rows in groups.items():
+        name = rows[0].metric
+        unit = rows[0].unit
+        headers = [
+            "variant",
+            "n A",
+            "n B",
+            f"A {name} ({unit})" if unit else f"A {name}",
+            f"B {name}",
+            "CV % A/B",
+            f"B vs A loss % [{conf} CI]",
+            "verdict",
+            "stop A",
+            "stop B",
+        ]
+        body, sig = [], []
+        for r in rows:
+            body.append(
+                [
+                    r.cell.variant,
+                    str(r.a.summary.n),
+                    str(r.b.summary.n),
+                    fmt_number(r.a.summary.mean),
+                    fmt_number(r.b.summary.mean),
+                    f"{fmt_pct(r.a.summary.cv)}/{fmt_pct(r.b.summary.cv)}",
+                    fmt_estimate(r.loss),
+                    verdict_of(r.loss),
+                    r.stop_a.label,
+                    r.stop_b.label,
+                ]
+            )
+            sig.append(r.loss.significant)
+        title = f"{workload}" + (f" ({point})" if point else "") + f": {name}, run B vs run A"
+        notes = [
+            method_note(comparison.a, rows[0].direction, any(r.loss.hierarchical for r in rows)).replace(
+                "the variant costs", "run B is worse"
+            )
+        ]
+        tables.append(Table(title, headers, body, notes, sig))
+    return tables

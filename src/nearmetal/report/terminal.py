@@ -3,34 +3,49 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from nearmetal.api import Results
-from nearmetal.report.tables import attach_findings, energy_table, failure_lines, loss_tables, run_header
+from nearmetal.report.tables import (
+    Table,
+    attach_findings,
+    energy_table,
+    failure_lines,
+    loss_tables,
+    run_header,
+    variance_tables,
+)
+
+
+def print_table(table: Table, console: Console) -> None:
+    rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
+    for i, header in enumerate(table.headers):
+        rich_table.add_column(
+            header, justify="left" if i in (0, len(table.headers) - 1) else "right", overflow="fold"
+        )
+    for row, sig in zip(table.rows, table.significance, strict=True):
+        style = "bold red" if sig else None
+        rich_table.add_row(*row, style=style)
+    console.print()
+    console.print(rich_table)
+    for note in table.notes:
+        console.print(f"[dim]{escape(note)}[/dim]", highlight=False)
 
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
     console = console or Console()
     for key, value in run_header(results):
-        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+        console.print(f"[bold]{key}[/bold]: {escape(value)}", highlight=False)
     tables = loss_tables(results, metric)
     other_findings = attach_findings(tables, results)
     energy = energy_table(results)
     for table in [*tables, *([energy] if energy else [])]:
-        rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
-        for i, header in enumerate(table.headers):
-            rich_table.add_column(
-                header, justify="left" if i in (0, len(table.headers) - 1) else "right", overflow="fold"
-            )
-        for row, sig in zip(table.rows, table.significance, strict=True):
-            style = "bold red" if sig else None
-            rich_table.add_row(*row, style=style)
-        console.print()
-        console.print(rich_table)
-        for note in table.notes:
-            console.print(f"[dim]{note}[/dim]", highlight=False)
+        print_table(table, console)
         print_findings(console, "possible causes (nearmetal doctor)", table.findings)
     print_findings(console, "other doctor findings", other_findings)
+    for table in variance_tables(results, metric):
+        print_table(table, console)
     failures = failure_lines(results)
     if failures:
         console.print(

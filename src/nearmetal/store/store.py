@@ -474,5 +474,12 @@ class Store:
         ids, values = zip(*rows, strict=True)
         return np.asarray(ids, dtype=np.int64), np.asarray(values, dtype=float)
 
+    def measured_table(self, run_id: str) -> Any:
+        """A run's trials, metrics and metric values as numpy columns (``analysis.MeasuredTable``), read
+        without a Python object per value; see ``store/columns.py``."""
+        from nearmetal.store.columns import measured_table
+
+        return measured_table(self, run_id)
+
     def dispose(self) -> None:
         self.engine.dispose()
