@@ -87,4 +87,6 @@ def test_findings_attached_to_a_run_appear_next_to_its_loss(tmp_path: Path, db_u
 def test_a_run_without_findings_reports_as_before(tmp_path: Path, db_url: str, run_cli) -> None:
     run_id = _small_run(tmp_path, db_url)
     markdown = run_cli("report", run_id, "--format", "markdown", check=True).stdout
-    assert "doctor" not in markdown and "slow" in markdown
+    # no findings section (a noisy cell's CV warning may still point at `nearmetal doctor`)
+    assert "Possible causes found by" not in markdown and "Other doctor findings" not in markdown
+    assert "slow" in markdown
