@@ -132,8 +132,8 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             "CV %",
             f"loss % [{conf} CI]",
             *[h for _, h in present_ctx],
-            "verdict",
             "stop",
+            "verdict",  # last: renderers style a row by its verdict
         ]
         rows, sig = [], []
         hierarchical = False
@@ -167,8 +167,8 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                     fmt_pct(cm.summary.cv if cm else None),
                     fmt_loss(comp) if not cell.is_baseline else "baseline",
                     *ctx_values,
-                    verdict,
                     results.stop(cell.cell_id).label,
+                    verdict,
                 ]
             )
             sig.append(None if comp is None else comp.loss.significant)
@@ -446,9 +446,9 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
             f"B {name}",
             "CV % A/B",
             f"B vs A loss % [{conf} CI]",
-            "verdict",
             "stop A",
             "stop B",
+            "verdict",
         ]
         body, sig = [], []
         for r in rows:
@@ -461,9 +461,9 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
                     fmt_number(r.b.summary.mean),
                     f"{fmt_pct(r.a.summary.cv)}/{fmt_pct(r.b.summary.cv)}",
                     fmt_estimate(r.loss),
-                    verdict_of(r.loss),
                     r.stop_a.label,
                     r.stop_b.label,
+                    verdict_of(r.loss),
                 ]
             )
             sig.append(r.loss.significant)
