@@ -101,12 +101,21 @@ class StopRecord:
     @property
     def label(self) -> str:
         """Short words for a table cell: 'target met (±0.8% ≤ ±1%, 7 blocks)'."""
+        blocks = f"{self.blocks} block" + ("" if self.blocks == 1 else "s")
         if self.reason == TARGET_MET and self.half_width is not None and self.target is not None:
-            return f"target met (±{self.half_width:.1%} ≤ ±{self.target:.1%}, {self.blocks} blocks)"
-        if self.reason in (MAX_REACHED, BUDGET) and self.half_width is not None and self.target is not None:
-            return f"{self.reason} ({self.blocks} blocks, ±{self.half_width:.1%} > ±{self.target:.1%})"
+            return f"target met (±{_pct(self.half_width)} ≤ ±{_pct(self.target)}, {blocks})"
         if self.reason in (MAX_REACHED, BUDGET) and self.target is not None:
-            return f"{self.reason} ({self.blocks} blocks, no interval yet)"
+            if self.half_width is None:
+                return f"{self.reason} ({blocks}, no interval yet)"
+            return f"{self.reason} ({blocks}, ±{_pct(self.half_width)} > ±{_pct(self.target)})"
         if self.reason == FIXED:
             return f"fixed count ({self.blocks})"
-        return f"{self.reason} ({self.blocks} blocks)" if self.blocks else self.reason
+        return f"{self.reason} ({blocks})" if self.blocks else self.reason
+
+
+def _pct(fraction: float) -> str:
+    """1.23% below 10%, 12% above: enough digits to compare with a target, no more."""
+    value = fraction * 100
+    if value >= 10:
+        return f"{value:.0f}%"
+    return f"{value:.2g}%" if value < 1 else f"{value:.1f}%"

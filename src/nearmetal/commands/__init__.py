@@ -9,4 +9,5 @@ __all__: list[str] = [
     "advise",
     "net",
     "resume",
+    "stats",
 ]
