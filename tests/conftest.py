@@ -114,3 +114,48 @@ def postgres_url() -> str:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def _new_postgres_database(base_url: str) -> tuple[str, str]:
+    """A new, empty database on the test server: (its URL, its name)."""
+    import secrets
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"nearmetal_t_{secrets.token_hex(4)}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_postgres_database(base_url: str, name: str) -> None:
+    from sqlalchemy import create_engine
+
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str):
+    """An empty database of its own on the test PostgreSQL server, dropped afterwards (tests run beside
+    other engineers' and CI's on the same server)."""
+    url, name = _new_postgres_database(postgres_url)
+    yield url
+    _drop_postgres_database(postgres_url, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """The same store test against SQLite and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("fresh_postgres_url")

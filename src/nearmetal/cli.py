@@ -178,7 +178,9 @@ def _run_html_report(run_id: str, db: str | None, run_dir: Path | None, quiet: b
         from nearmetal.api import load_results
         from nearmetal.report.html import REPORT_NAME, write_html_report
 
-        return write_html_report(load_results(run_id, db=db), Path(run_dir) / REPORT_NAME)
+        return write_html_report(load_results(run_id, db=db), Path(run_dir).resolve() / REPORT_NAME)
+    except KeyboardInterrupt:  # a second Ctrl-C: skip the report, the run is stored
+        return None
     except Exception as exc:  # the measurements are stored; a report can be made again later
         if not quiet:
             err_console.print(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -73,7 +75,7 @@ def _retry_writes(method: Callable[..., T]) -> Callable[..., T]:
                 attempt += 1
                 if not _transient(exc) or time.monotonic() >= deadline:
                     raise NearmetalError(
-                        f"could not write to the result store {redact_url(self.url)}: {exc.orig}",
+                        f"could not write to the result store {redact_url(self.url)}: {redact_url(str(exc.orig))}",
                         fix="check the disk, the database server and other processes holding the store",
                     ) from None
                 time.sleep(min(5.0, 0.05 * 2**attempt))
@@ -101,6 +103,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_ready(value: Any) -> Any:
+    """JSON columns hold the same thing on every database: NaN/±inf become null (PostgreSQL's json type
+    rejects them, SQLite would store invalid JSON), numpy scalars their Python value, anything else its str."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _json_ready(value.item())
+    return str(value)
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(_json_ready(value), allow_nan=False)
+
+
+def _check_lengths(row_class: Any, values: dict[str, Any]) -> None:
+    """Strings longer than their column: PostgreSQL refuses them, SQLite stores them; refuse on both with
+    a message that says which field (before anything of the trial is written)."""
+    for column in row_class.__table__.columns:
+        length = getattr(column.type, "length", None)
+        value = values.get(column.key)
+        if length and isinstance(value, str) and len(value) > length:
+            raise NearmetalError(
+                f"{row_class.__tablename__}.{column.key} is {len(value)} characters long, the store keeps at "
+                f"most {length}: {value[:60]!r}…",
+                fix="use a shorter name in the plan (or the workload's metric definition)",
+            )
+
+
 def _alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
@@ -124,7 +160,9 @@ class RunSummary:
 class Store:
     def __init__(self, db: str | None = None) -> None:
         self.url = resolve_db_url(db)
-        kwargs: dict[str, Any] = {}
+        # what messages and reports show: never the password
+        self.display_url = redact_url(self.url)
+        kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
@@ -134,7 +172,7 @@ class Store:
             self.engine = create_engine(self.url, **kwargs)
         except Exception as exc:  # a malformed URL or a driver that is not installed
             raise NearmetalError(
-                f"cannot open the result store {self.url!r}: {exc}",
+                f"cannot open the result store {self.display_url!r}: {redact_url(str(exc))}",
                 fix="give --db a SQLAlchemy URL such as sqlite:///results.db or "
                 "postgresql+psycopg://user@host/db",
             ) from None
@@ -171,11 +209,11 @@ class Store:
                     time.sleep(min(2.0, 0.05 * (attempt + 1)))
                     continue
                 raise NearmetalError(
-                    f"cannot open the result store {redact_url(self.url)}: {exc.orig}",
+                    f"cannot open the result store {self.display_url}: {redact_url(str(exc.orig)).strip()}",
                     fix="check the path or URL, and that the database server is running",
                 ) from None
         raise NearmetalError(
-            f"the result store {redact_url(self.url)} stayed locked", fix="stop other writers and retry"
+            f"the result store {self.display_url} stayed locked", fix="stop other writers and retry"
         )
 
     def _lock_schema(self, conn: Any) -> None:
@@ -222,9 +260,34 @@ class Store:
                 else:
                     s.add(EnvironmentRow(run_id=run_id, key=key, value=str(value)))
 
-    @_retry_writes
     def add_trial(self, metrics: Iterable[Metric], **fields: Any) -> int:
-        """Store one finished trial and its metrics in a single transaction."""
+        """Store one finished trial and its metrics in a single transaction.
+
+        A metric whose value is NaN (a program that printed ``nan``) has no value to compare: it is not
+        stored, and the trial's caveats say so (the same on SQLite, which cannot keep NaN, and PostgreSQL)."""
+        metrics = list(metrics)
+        kept: list[Metric] = []
+        caveats = list(fields.get("caveats") or [])
+        for m in metrics:
+            values = [float(v) for v in m.values]
+            finite = [v for v in values if not math.isnan(v)]
+            if len(finite) != len(values) and finite:
+                # a series with some NaN samples: keep the others, and their mean as the trial's value
+                caveats.append(f"metric {m.name}: {len(values) - len(finite)} NaN values left out")
+                m = Metric(m.name, sum(finite) / len(finite), m.unit, m.direction, m.source, tuple(finite))
+            if math.isnan(float(m.value)):
+                caveats.append(f"metric {m.name} was NaN (no value) and is not stored")
+            else:
+                kept.append(m)
+        if len(kept) != len(metrics):
+            fields = {**fields, "caveats": caveats}
+        _check_lengths(TrialRow, fields)
+        for m in kept:
+            _check_lengths(MetricRow, {"name": m.name, "unit": m.unit, "source": m.source})
+        return self._write_trial(kept, fields)
+
+    @_retry_writes
+    def _write_trial(self, metrics: list[Metric], fields: dict[str, Any]) -> int:
         with self.session() as s:
             existing = s.scalar(
                 select(TrialRow).where(
@@ -271,7 +334,7 @@ class Store:
         with self.session() as s:
             run = s.get(RunRow, run_id)
             if run is None:
-                raise NearmetalError(f"no run {run_id!r} in {self.url}")
+                raise NearmetalError(f"no run {run_id!r} in {self.display_url}")
             run.status = "running"
             run.ended_at = None
             info = dict(run.info or {})
@@ -339,12 +402,18 @@ class Store:
         with self._sessions() as s:
             run = s.get(RunRow, run_id)
             if run is None:
-                matches = s.scalars(select(RunRow.id).where(RunRow.id.like(f"{run_id}%"))).all()
+                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                matches = s.scalars(
+                    select(RunRow.id).where(RunRow.id.like(f"{pattern}%", escape="\\")).order_by(RunRow.id)
+                ).all()
+                # SQLite's LIKE ignores case, PostgreSQL's does not: the same answer on both
+                matches = [m for m in matches if m.startswith(run_id)]
                 if len(matches) == 1:
                     run = s.get(RunRow, matches[0])
             if run is None:
                 raise NearmetalError(
-                    f"no run {run_id!r} in {self.url}",
+                    f"no run {run_id!r} in {self.display_url}"
+                    + (f" ({len(matches)} runs start with it)" if len(matches) > 1 else ""),
                     fix="list runs with `nearmetal runs`, or point --db at the right store",
                 )
             s.expunge(run)
@@ -352,10 +421,10 @@ class Store:
 
     def latest_run_id(self) -> str:
         with self._sessions() as s:
-            run_id = s.scalar(select(RunRow.id).order_by(RunRow.started_at.desc()).limit(1))
+            run_id = s.scalar(select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1))
         if run_id is None:
             raise NearmetalError(
-                f"the store {self.url} has no runs yet",
+                f"the store {self.display_url} has no runs yet",
                 fix="run a plan first: nearmetal run PLAN (or nearmetal study cpu-quota)",
             )
         return run_id
@@ -370,7 +439,7 @@ class Store:
             rows = s.execute(
                 select(RunRow, counts.c.n)
                 .outerjoin(counts, counts.c.run_id == RunRow.id)
-                .order_by(RunRow.started_at.desc())
+                .order_by(RunRow.started_at.desc(), RunRow.id.desc())
                 .limit(limit)
             ).all()
             return [
@@ -379,7 +448,9 @@ class Store:
 
     def trials(self, run_id: str) -> list[TrialRow]:
         with self._sessions() as s:
-            rows = s.scalars(select(TrialRow).where(TrialRow.run_id == run_id).order_by(TrialRow.seq)).all()
+            rows = s.scalars(
+                select(TrialRow).where(TrialRow.run_id == run_id).order_by(TrialRow.seq, TrialRow.id)
+            ).all()
             for r in rows:
                 s.expunge(r)
             return list(rows)
@@ -387,11 +458,10 @@ class Store:
     def environment(self, run_id: str) -> dict[str, str]:
         with self._sessions() as s:
             rows = s.execute(
-                select(EnvironmentRow.key, EnvironmentRow.value)
-                .where(EnvironmentRow.run_id == run_id)
-                .order_by(EnvironmentRow.key)
+                select(EnvironmentRow.key, EnvironmentRow.value).where(EnvironmentRow.run_id == run_id)
             ).all()
-            return dict(rows)
+            # sorted here: the database's collation would order "cpu.x" vs "cpu_x" differently per server
+            return dict(sorted(rows))
 
     def findings(self, run_id: str | None) -> list[dict[str, Any]]:
         with self._sessions() as s:
@@ -412,7 +482,9 @@ class Store:
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         with self._sessions() as s:
-            rows = s.scalars(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.time)).all()
+            rows = s.scalars(
+                select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.time, EventRow.id)
+            ).all()
             return [
                 {"time": r.time, "kind": r.kind, "detail": r.detail, "trial_id": r.trial_id} for r in rows
             ]

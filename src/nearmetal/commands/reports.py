@@ -1,0 +1,71 @@
+"""``nearmetal export``: stored runs as tidy tables (CSV, JSON, JSON lines, Parquet) or OpenMetrics text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nearmetal.cli import DbOption, _fail, app, err_console
+from nearmetal.errors import NearmetalError
+
+
+@app.command()
+def export(
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="run ids or unique prefixes (default: the latest run)")
+    ] = None,
+    db: DbOption = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="csv, json, jsonl, parquet or openmetrics")
+    ] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
+) -> None:
+    """Export runs for other tools: one row per trial × metric with cell, variant and parameters as
+    columns (csv/json/jsonl/parquet), or OpenMetrics text for Prometheus and Grafana."""
+    from nearmetal.report import export as exporter
+
+    if fmt not in exporter.FORMATS:
+        _fail(
+            NearmetalError(f"unknown export format {fmt!r}", fix=f"use one of {', '.join(exporter.FORMATS)}")
+        )
+    if fmt == "parquet" and output is None:
+        _fail(NearmetalError("Parquet is a binary format: give a file", fix="add -o results.parquet"))
+    try:
+        from nearmetal.api import load_results
+        from nearmetal.store import Store
+
+        store = Store(db)
+        results_list = (
+            [load_results(r, store=store) for r in run_ids] if run_ids else [load_results(store=store)]
+        )
+        if fmt == "openmetrics":
+            text = exporter.to_openmetrics(results_list)
+        else:
+            rows = exporter.rows_for(results_list)
+            if fmt == "parquet":
+                assert output is not None
+                exporter.write_parquet(
+                    rows,
+                    output,
+                    metadata={"nearmetal.runs": ",".join(r.run_id for r in results_list)},
+                )
+                err_console.print(f"wrote {len(rows)} rows to {output}", highlight=False)
+                return
+            text = {"csv": exporter.to_csv, "json": exporter.to_json, "jsonl": exporter.to_jsonl}[fmt](rows)
+    except NearmetalError as exc:
+        _fail(exc)
+    except ImportError as exc:
+        _fail(
+            NearmetalError(
+                f"{fmt} export needs {exc.name or exc}, which is not installed",
+                fix="pip install 'nearmetal[report]'",
+            )
+        )
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,182 @@
+"""`nearmetal export`: tidy CSV/JSON/JSON lines/Parquet (one row per trial × metric) and OpenMetrics text
+that a real OpenMetrics parser accepts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import write_plan
+from report_data import SyntheticCell, write_run
+
+import nearmetal
+from nearmetal.metrics import Metric
+from nearmetal.report.export import metric_family_name, tidy_rows, to_openmetrics
+from nearmetal.store import Store
+
+PY = sys.executable
+
+
+@pytest.fixture
+def real_run(tmp_path: Path, db_url: str) -> str:
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: export-me
+        workloads:
+          count:
+            kind: command
+            params:
+              argv: ["{PY}", "-c", "import random; print('rate=%d' % random.randint(90, 110))"]
+              env: {{API_TOKEN: hunter2-secret, DB: "postgresql://me:pw1234@db/x"}}
+              metrics: [{{name: rate, regex: 'rate=([0-9]+)', unit: ops/s, direction: higher}}]
+          crash:
+            kind: command
+            params: {{argv: ["{PY}", "-c", "import sys; sys.exit(2)"]}}
+        variants: {{a: [], b: []}}
+        repeats: 3
+        warmup: 1
+        """,
+    )
+    return nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs").run_id
+
+
+def test_csv_is_tidy_and_matches_the_analysis(real_run: str, run_cli, db_url: str) -> None:
+    text = run_cli("export", real_run, "--format", "csv", check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    results = nearmetal.load_results(real_run, db=db_url)
+    stored = sum(
+        max(
+            1,
+            len(
+                results.store.metric_table(real_run)["name"][
+                    results.store.metric_table(real_run)["trial_id"] == t.id
+                ]
+            ),
+        )
+        for t in results.trials
+    )
+    assert len(rows) == stored
+    assert {
+        "run_id",
+        "trial_key",
+        "cell_id",
+        "workload",
+        "variant",
+        "repeat",
+        "warmup",
+        "status",
+        "metric",
+        "value",
+        "unit",
+        "direction",
+        "param.argv",
+    } <= set(rows[0])
+    # one row per trial × metric: the mean of the measured ok rows is the analysis' mean
+    for cell in results.cells:
+        if cell.workload != "count":
+            continue
+        values = [
+            float(r["value"])
+            for r in rows
+            if r["cell_id"] == cell.cell_id
+            and r["metric"] == "rate"
+            and r["warmup"] == "False"
+            and r["status"] == "ok"
+        ]
+        assert len(values) == 3
+        assert sum(values) / 3 == pytest.approx(results.analysis.metric(cell.cell_id, "rate").summary.mean)
+    # warm-ups and failures are there, flagged
+    assert any(r["warmup"] == "True" for r in rows)
+    assert {r["status"] for r in rows if r["workload"] == "crash"} == {"failed"}
+    # secrets in parameters never reach an export
+    assert "hunter2" not in text and "pw1234" not in text
+    assert any(r.get("param.env.API_TOKEN") == "<redacted>" for r in rows)
+
+
+def test_json_jsonl_and_parquet_carry_the_same_rows(real_run: str, run_cli, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    as_json = json.loads(run_cli("export", real_run, "-f", "json", check=True).stdout)
+    lines = run_cli("export", real_run, "-f", "jsonl", check=True).stdout.splitlines()
+    assert len(as_json) == len(lines) > 0
+    assert json.loads(lines[0]) == as_json[0]
+    out = tmp_path / "r.parquet"
+    proc = run_cli("export", real_run, "-f", "parquet", "-o", str(out), check=True)
+    assert f"wrote {len(as_json)} rows" in proc.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == len(as_json)
+    assert str(table.schema.field("value").type) == "double"
+    assert str(table.schema.field("warmup").type) == "bool"
+    assert table.schema.metadata[b"nearmetal.runs"] == real_run.encode()
+    assert table.column("metric").to_pylist() == [r["metric"] for r in as_json]
+    # parquet needs a file; an unknown format is a one-line error
+    proc = run_cli("export", real_run, "-f", "parquet")
+    assert proc.returncode == 1 and "-o results.parquet" in proc.stderr
+    proc = run_cli("export", real_run, "-f", "xlsx")
+    assert proc.returncode == 1 and "unknown export format 'xlsx'" in proc.stderr
+
+
+def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
+    parser = pytest.importorskip("prometheus_client.openmetrics.parser")
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    cells = [
+        SyntheticCell("io", v, {"path": 'dir "x"\\y\nz', "clients": 8}, baseline=v == "native")
+        for v in ("native", "fuse")
+    ]
+
+    def metrics(cell: SyntheticCell, repeat: int, rng) -> list[Metric]:
+        bw = (1000 if cell.variant == "native" else 600) * rng.normal(1, 0.02)
+        return [
+            Metric("bw_MiBps", bw, "MiB/s", "higher"),
+            Metric("ops_total", 5.0, "", "higher"),  # a name OpenMetrics reserves for counters
+            Metric("odd metric-name", float("nan"), "", "lower"),
+        ]
+
+    run_id = write_run(store, cells, metrics, repeats=4)
+    results = nearmetal.load_results(run_id, store=store)
+    text = to_openmetrics([results])
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    bw = families["nearmetal_trial_bw_MiBps"]
+    assert bw.type == "gauge" and len(bw.samples) == 8
+    sample = bw.samples[0]
+    assert sample.labels["point"] == 'clients=8,path=dir "x"\\y\nz'  # escaped and parsed back intact
+    assert sample.timestamp is not None
+    assert metric_family_name("ops_total") == "nearmetal_trial_ops_total_value" in families
+    odd = families["nearmetal_trial_odd_metric_name"]
+    assert all(math.isnan(s.value) for s in odd.samples)
+    loss = {
+        s.labels["bound"]: s.value
+        for s in families["nearmetal_loss_ratio"].samples
+        if s.labels["metric"] == "bw_MiBps"
+    }
+    assert loss["low"] <= loss["estimate"] <= loss["high"]
+    assert loss["estimate"] == pytest.approx(0.4, abs=0.05)
+    info = families["nearmetal_run"]
+    assert info.type == "info" and info.samples[0].labels["run"] == run_id
+
+
+def test_openmetrics_of_a_real_run_through_the_cli(real_run: str, run_cli) -> None:
+    parser = pytest.importorskip("prometheus_client.openmetrics.parser")
+    text = run_cli("export", real_run, "--format", "openmetrics", check=True).stdout
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    assert len(families["nearmetal_trial_rate"].samples) == 8  # 2 variants × (3 repeats + 1 warm-up)
+    assert {s.labels["warmup"] for s in families["nearmetal_trial_rate"].samples} == {"true", "false"}
+    assert "hunter2" not in text
+
+
+def test_a_trial_without_metrics_still_has_a_row(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    cells = [SyntheticCell("w", "a", baseline=True)]
+    run_id = write_run(
+        store, cells, lambda c, r, rng: [] if r == 1 else [Metric("wall_s", 1.0, "s", "lower")], repeats=3
+    )
+    rows = tidy_rows(nearmetal.load_results(run_id, store=store))
+    assert [r["metric"] for r in rows] == ["wall_s", None, "wall_s"]
