@@ -136,7 +136,7 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
         return [
             Metric("bw_MiBps", bw, "MiB/s", "higher"),
             Metric("ops_total", 5.0, "", "higher"),  # a name OpenMetrics reserves for counters
-            Metric("odd metric-name", float("nan"), "", "lower"),
+            Metric("odd metric-name", float("inf"), "", "lower"),
         ]
 
     run_id = write_run(store, cells, metrics, repeats=4)
@@ -151,7 +151,7 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
     assert sample.timestamp is not None
     assert metric_family_name("ops_total") == "nearmetal_trial_ops_total_value" in families
     odd = families["nearmetal_trial_odd_metric_name"]
-    assert all(math.isnan(s.value) for s in odd.samples)
+    assert all(math.isinf(s.value) for s in odd.samples)
     loss = {
         s.labels["bound"]: s.value
         for s in families["nearmetal_loss_ratio"].samples

@@ -441,7 +441,10 @@ class Runner:
                 "cells": len(self.loaded.cells),
             },
         )
-        environment = capture_environment(tool_versions)
+        plan_path = getattr(self.loaded, "path", None)
+        environment = capture_environment(
+            tool_versions, plan_dir=plan_path.parent if plan_path else None, store_url=self.store.url
+        )
         environment["energy.source"] = self.energy.describe()
         self.store.set_environment(self.run_id, environment)
 

@@ -24,6 +24,7 @@ class LoadedPlan:
     cells: list[Cell]
     text: str
     source: str
+    path: Path | None = None  # the plan file, when it came from one (its directory's git commit is recorded)
 
     @property
     def name(self) -> str:
@@ -122,4 +123,6 @@ def load_plan(path: str | Path) -> LoadedPlan:
         raise PlanError([f"{path}: not a text file (a plan is UTF-8 YAML)"]) from None
     except OSError as exc:
         raise PlanError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_plan_text(text, source=path.name)
+    loaded = parse_plan_text(text, source=path.name)
+    loaded.path = path.resolve()
+    return loaded
