@@ -1,33 +1,95 @@
-"""Progress of a run on the terminal (rich), or one JSON line per trial for scripts and CI logs."""
+"""Progress of a run on the terminal (rich), or one JSON line per trial for scripts and CI logs.
+
+The ETA comes from measured trial times, per cell: a trial under a 0.8-CPU quota takes twice as long as a
+bare one, and interleaved order runs every cell equally often, so the estimate per remaining trial is the
+mean of the cells' mean durations (the run's mean stands in for cells not measured yet). Durations are
+taken from ``trial_started`` to ``trial_finished``, so layer set-up and teardown count too.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from nearmetal.plan import Trial
 from nearmetal.runner import TrialRecord
+
+
+class EtaEstimator:
+    """Seconds left in a run from the durations of the trials so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._per_cell: dict[str, list[float]] = {}
+        self._started: float | None = None
+
+    def trial_started(self, now: float | None = None) -> None:
+        self._started = time.monotonic() if now is None else now
+
+    def trial_finished(self, cell: str, seconds: float | None = None, now: float | None = None) -> float:
+        """Record a finished trial; its duration is measured since ``trial_started`` unless given."""
+        now = time.monotonic() if now is None else now
+        if self._started is not None:
+            seconds = now - self._started
+        self._started = None
+        duration = max(0.0, seconds or 0.0)
+        self._per_cell.setdefault(cell, []).append(duration)
+        self.done += 1
+        return duration
+
+    def per_trial(self) -> float | None:
+        if not self._per_cell:
+            return None
+        means = [sum(v) / len(v) for v in self._per_cell.values()]
+        return sum(means) / len(means)
+
+    def remaining(self) -> float | None:
+        """Seconds left, or None before the first trial has ended."""
+        per_trial = self.per_trial()
+        if per_trial is None:
+            return None
+        return max(0, self.total - self.done) * per_trial
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA –"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"
+
+
+class EtaColumn(ProgressColumn):
+    """The run's ETA from measured trial times (rich's own column extrapolates the bar's speed)."""
+
+    def render(self, task: Any) -> Text:
+        return Text(format_eta(task.fields.get("eta")), style="progress.remaining")
 
 
 class RichProgress:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.failures = 0
+        self.eta = EtaEstimator(0)
         self._progress: Progress | None = None
-        self._task = None
+        self._task: Any = None
 
     def start(self, total: int, plan_name: str, run_id: str) -> None:
+        self.eta = EtaEstimator(total)
         self.console.print(
             f"[bold]nearmetal[/bold] run [cyan]{run_id}[/cyan]: {plan_name}, {total} trials", highlight=False
         )
@@ -37,20 +99,27 @@ class RichProgress:
             MofNCompleteColumn(),
             TextColumn("{task.fields[failed]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            EtaColumn(),
             console=self.console,
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("starting", total=total, failed="")
+        self._task = self._progress.add_task("starting", total=total, failed="", eta=None)
+
+    def set_total(self, total: int) -> None:
+        """For runs that decide how many repeats to make as they go (adaptive repeats)."""
+        self.eta.total = total
+        if self._progress is not None:
+            self._progress.update(self._task, total=total, eta=self.eta.remaining())
 
     def trial_started(self, trial: Trial, index: int) -> None:
+        self.eta.trial_started()
         if self._progress is not None:
             label = trial.cell.key + (" (warm-up)" if trial.warmup else f" #{trial.index}")
             self._progress.update(self._task, description=label[:60])
 
     def trial_finished(self, record: TrialRecord, index: int) -> None:
+        self.eta.trial_finished(record.trial.cell.key, record.wall_s)
         if record.status != "ok":
             self.failures += 1
             reason = (record.error or record.status).splitlines()[0][:160]
@@ -62,7 +131,10 @@ class RichProgress:
             )
         if self._progress is not None:
             self._progress.update(
-                self._task, advance=1, failed=f"[red]{self.failures} failed[/red]" if self.failures else ""
+                self._task,
+                advance=1,
+                failed=f"[red]{self.failures} failed[/red]" if self.failures else "",
+                eta=self.eta.remaining(),
             )
 
     def finish(self) -> None:
@@ -72,33 +144,48 @@ class RichProgress:
 
 
 class JsonProgress:
-    """One JSON object per line on stderr: start, each trial, finish."""
+    """One JSON object per line on stderr: start, each trial (with done/total, failures and ETA), finish."""
 
-    def __init__(self, stream=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.t0 = time.time()
+        self.eta = EtaEstimator(0)
+        self.failures = 0
 
     def _emit(self, **fields: object) -> None:
         self.stream.write(json.dumps({"t": round(time.time() - self.t0, 3), **fields}) + "\n")
         self.stream.flush()
 
     def start(self, total: int, plan_name: str, run_id: str) -> None:
+        self.eta = EtaEstimator(total)
         self._emit(event="start", run_id=run_id, plan=plan_name, trials=total)
 
+    def set_total(self, total: int) -> None:
+        self.eta.total = total
+        self._emit(event="total", trials=total)
+
     def trial_started(self, trial: Trial, index: int) -> None:
-        pass
+        self.eta.trial_started()
 
     def trial_finished(self, record: TrialRecord, index: int) -> None:
+        self.eta.trial_finished(record.trial.cell.key, record.wall_s)
+        if record.status != "ok":
+            self.failures += 1
+        remaining = self.eta.remaining()
         self._emit(
             event="trial",
             index=index,
+            done=self.eta.done,
+            total=self.eta.total,
+            failed=self.failures,
             cell=record.trial.cell.key,
             repeat=record.trial.index,
             warmup=record.trial.warmup,
             status=record.status,
             wall_s=round(record.wall_s, 4),
+            eta_s=None if remaining is None else round(remaining, 1),
             error=record.error,
         )
 
     def finish(self) -> None:
-        self._emit(event="finish")
+        self._emit(event="finish", done=self.eta.done, failed=self.failures)
