@@ -1,14 +1,12 @@
 """The result store on SQLite and on a real PostgreSQL server: the same data comes back the same way
-(JSON columns, float precision, ordering, NaN, long names), migrations reach one head, concurrent
-openers agree, and a store URL's password is never stored or printed."""
+(JSON columns, float precision, ordering, NaN, long names), migrations reach one head, and a store URL's
+password is never stored or printed. (Concurrent writers and openers: tests/test_concurrency.py.)"""
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -253,33 +251,6 @@ def test_a_fresh_store_is_at_head_and_matches_the_models(store_url: str) -> None
         "events",
         "alembic_version",
     } <= names
-
-
-def test_concurrent_openers_of_a_new_store_agree(store_url: str, tmp_path: Path) -> None:
-    """Three processes open the same brand-new store at once (a CI matrix sharing one server): every one
-    succeeds and the schema is made once."""
-    script = tmp_path / "open.py"
-    script.write_text(
-        "import sys, time\n"
-        "from nearmetal.store import Store\n"
-        "while time.time() < float(sys.argv[2]): time.sleep(0.005)\n"
-        "Store(sys.argv[1]).dispose()\n"
-        "print('opened')\n"
-    )
-    start = time.time() + 2.0
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), store_url, str(start)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    with create_engine(store_url).connect() as conn:
-        assert conn.execute(text("select count(*) from alembic_version")).scalar() == 1
 
 
 def test_the_store_password_is_never_stored_or_printed(
