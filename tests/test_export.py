@@ -140,7 +140,8 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
         ]
 
     run_id = write_run(store, cells, metrics, repeats=4)
-    results = nearmetal.load_results(run_id, store=store)
+    # intervals for bw_MiBps too (by default only the workload's primary metric, wall_s here, gets them)
+    results = nearmetal.load_results(run_id, store=store).with_intervals("bw_MiBps")
     text = to_openmetrics([results])
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
