@@ -114,6 +114,7 @@ from nearmetal.report import markdown_report, print_report
 t_import = time.perf_counter() - t0
 db, run_id, all_metrics, primary = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 t0 = time.perf_counter()
+c0 = time.process_time()
 res = nearmetal.load_results(run_id, db=db)
 if primary:
     res.primary_override = primary
@@ -121,13 +122,17 @@ if all_metrics:
     res.interval_metrics = "all"
 analysis = res.analysis
 t_analysis = time.perf_counter() - t0
+c_analysis = time.process_time() - c0
 t1 = time.perf_counter()
+c1 = time.process_time()
 print_report(res, Console(file=io.StringIO(), width=160))
 md = markdown_report(res)
 t_report = time.perf_counter() - t1
+c_report = time.process_time() - c1
 print(json.dumps({
     "import_s": t_import, "analysis_s": t_analysis, "report_s": t_report,
     "total_s": t_analysis + t_report,
+    "cpu_analysis_s": c_analysis, "cpu_report_s": c_report, "cpu_total_s": c_analysis + c_report,
     "cells": len(res.cells), "comparisons": len(analysis.comparisons),
     "max_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "markdown_lines": md.count("\n"),
@@ -173,7 +178,9 @@ def main() -> None:
             totals = ", ".join(f"{r['total_s']:.2f}" for r in runs)
             print(
                 f"{shape:5s} {label:15s}: total {best['total_s']:.2f} s (analysis {best['analysis_s']:.2f} s,"
-                f" report {best['report_s']:.2f} s; runs: {totals}), peak RSS {best['max_rss_MiB']:.0f} MiB,"
+                f" report {best['report_s']:.2f} s; runs: {totals}); CPU time {best['cpu_total_s']:.2f} s"
+                f" (analysis {best['cpu_analysis_s']:.2f} s, report {best['cpu_report_s']:.2f} s);"
+                f" peak RSS {best['max_rss_MiB']:.0f} MiB,"
                 f" {best['cells']} cells, {best['comparisons']} intervals"
             )
     print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")

@@ -48,7 +48,7 @@ def test_bca_is_scipys_bca_given_scipys_draws() -> None:
     draws = np.random.default_rng(4)  # scipy draws the first sample's indices, then the second's
     iv = draws.integers(0, var.size, (resamples, var.size))
     ib = draws.integers(0, base.size, (resamples, base.size))
-    replicates = (var[iv].mean(axis=1) / base[ib].mean(axis=1))[:, None]
+    replicates = (var[iv].mean(axis=1) / base[ib].mean(axis=1))[None, :]  # cells × resamples
     theta = np.array([var.mean() / base.mean()])
     accel = np.array(
         [
@@ -109,7 +109,7 @@ def test_median_replicates_are_the_medians_of_the_resamples() -> None:
         index = np.random.default_rng(9).integers(0, n, (500, n))
         ordered = np.sort(columns, axis=0)
         expected = np.median(ordered[index], axis=1)  # draws index the sorted values
-        np.testing.assert_allclose(reps, expected)
+        np.testing.assert_allclose(reps, expected.T)
 
 
 def test_two_level_replicates_resample_trials_then_values() -> None:
@@ -123,11 +123,11 @@ def test_two_level_replicates_resample_trials_then_values() -> None:
     trials = draws.integers(0, n, (200, n))
     within = draws.integers(0, m, (200, n, m))
     explicit = values.reshape(n, m)[trials[:, :, None], within].mean(axis=(1, 2))
-    np.testing.assert_allclose(reps[:, 0], explicit)
+    np.testing.assert_allclose(reps[0], explicit)
     # ragged trials take the general path; their statistic is the mean of trial means
     ragged = Sample.nested([[1.0, 2.0, 3.0], [10.0], [4.0, 6.0]])
     assert bs.point_statistic(ragged, "mean") == pytest.approx((2 + 10 + 5) / 3)
-    r = bs._nested_replicates([ragged], "mean", 2000, np.random.default_rng(1))[:, 0]
+    r = bs._nested_replicates([ragged], "mean", 2000, np.random.default_rng(1))[0]
     assert r.min() >= 1 and r.max() <= 10
     assert r.mean() == pytest.approx(17 / 3, rel=0.05)
 

@@ -3,10 +3,10 @@
 The BCa interval follows Efron & Tibshirani (1993) ch. 14 exactly as ``scipy.stats.bootstrap`` computes it
 (bias correction from the share of replicates below the estimate, acceleration from the jackknife of each
 sample, linear-interpolated quantiles), so one comparison gives scipy's interval when fed scipy's draws
-(``tests/test_bootstrap.py`` checks it). What is different is how the replicates are made:
+(``tests/test_stats.py`` checks it). What is different is how the replicates are made:
 
 * **Counts, not copies.** A resample of ``n`` values is a row of multinomial counts; the resampled means of
-  every cell with ``n`` trials are one matrix product ``counts (B × n) @ values (n × cells)``. Cells with the
+  every cell with ``n`` trials are one matrix product ``values (cells × n) @ counts (n × B)``. Cells with the
   same number of trials share the counts (common random numbers): each cell's interval is an ordinary
   bootstrap interval, only the Monte-Carlo noise of different cells is correlated, which no per-cell figure
   can see.
@@ -133,19 +133,21 @@ def _median_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _flat_replicates(
     columns: np.ndarray, statistic: str, resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """(B × cells) replicates for cells whose values are the columns of ``columns`` (n × cells)."""
+    """(cells × B) replicates for cells whose values are the columns of ``columns`` (n × cells); rows of
+    replicates are contiguous, so sorting them for quantiles is cheap."""
     n = columns.shape[0]
-    out = np.empty((resamples, columns.shape[1]))
+    out = np.empty((columns.shape[1], resamples))
+    by_cell = np.ascontiguousarray(columns.T)
     ordered = np.sort(columns, axis=0) if statistic == "median" else columns
     for start, stop in _row_chunks(resamples, n):
         counts = _counts(rng.integers(0, n, (stop - start, n)), n)
         if statistic == "mean":
-            out[start:stop] = counts @ columns / n
+            out[:, start:stop] = by_cell @ counts.T / n
         else:
             # the draws index the sorted values: relabelling positions is a bijection, so the resample
             # distribution is the same and the median is found from the counts alone
             low, high = _median_positions(counts)
-            out[start:stop] = (ordered[low] + ordered[high]) / 2
+            out[:, start:stop] = ((ordered[low] + ordered[high]) / 2).T
     return out
 
 
@@ -158,16 +160,16 @@ def _nested_replicates(
     n = first.n_trials
     sizes = first.sizes
     regular = bool((sizes == sizes[0]).all())
-    out = np.empty((resamples, len(samples)))
+    out = np.empty((len(samples), resamples))
     if regular and statistic == "mean":
         m = int(sizes[0])
-        matrix = np.stack([s.values for s in samples], axis=1)  # (n·m × cells), trial-major
+        matrix = np.stack([s.values for s in samples])  # (cells × n·m), trial-major
         for start, stop in _row_chunks(resamples, n * m):
             rows = stop - start
             trials = rng.integers(0, n, (rows, n))
             within = rng.integers(0, m, (rows, n, m))
             counts = _counts(trials[:, :, None] * m + within, n * m)
-            out[start:stop] = counts @ matrix / (n * m)
+            out[:, start:stop] = matrix @ counts.T / (n * m)
         return out
     # ragged trials, or the median of trial means: trial means of each replicate gathered per cell, with
     # the same draws for every cell of the group
@@ -183,19 +185,19 @@ def _nested_replicates(
         for column, sample in enumerate(samples):
             trial_means = (sample.values[positions] * mask).sum(axis=2) / m_chosen
             if statistic == "mean":
-                out[start:stop, column] = trial_means.mean(axis=1)
+                out[column, start:stop] = trial_means.mean(axis=1)
             else:
-                out[start:stop, column] = np.median(trial_means, axis=1)
+                out[column, start:stop] = np.median(trial_means, axis=1)
     return out
 
 
 def side_replicates(
     samples: Sequence[Sample], statistic: str, resamples: int, seed: int, side: int
 ) -> np.ndarray:
-    """(B × len(samples)) bootstrap replicates of each sample's statistic; samples of one shape share draws."""
+    """(len(samples) × B) bootstrap replicates of each sample's statistic; samples of one shape share draws."""
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, not {statistic!r}")
-    out = np.empty((resamples, len(samples)))
+    out = np.empty((len(samples), resamples))
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, s in enumerate(samples):
         groups.setdefault(s.shape(), []).append(i)
@@ -204,9 +206,9 @@ def side_replicates(
         rng = np.random.default_rng([seed, side, *shape])
         if group[0].sizes is None:
             columns = np.stack([s.values for s in group], axis=1)
-            out[:, members] = _flat_replicates(columns, statistic, resamples, rng)
+            out[members] = _flat_replicates(columns, statistic, resamples, rng)
         else:
-            out[:, members] = _nested_replicates(group, statistic, resamples, rng)
+            out[members] = _nested_replicates(group, statistic, resamples, rng)
     return out
 
 
@@ -247,15 +249,15 @@ def acceleration(*jackknifes: np.ndarray) -> float:
     return num / 6 / den**1.5 if den > 0 else float("nan")
 
 
-def sorted_quantiles(sorted_columns: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Linear-interpolated quantiles (numpy's default method) of each sorted column at its own level."""
-    b = sorted_columns.shape[0]
+def sorted_quantiles(sorted_rows: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Linear-interpolated quantiles (numpy's default method) of each sorted row at its own level."""
+    b = sorted_rows.shape[1]
     pos = np.clip(np.asarray(levels, dtype=float), 0, 1) * (b - 1)
     low = np.floor(pos).astype(np.int64)
     high = np.minimum(low + 1, b - 1)
     frac = pos - low
-    cols = np.arange(sorted_columns.shape[1])
-    lo_v, hi_v = sorted_columns[low, cols], sorted_columns[high, cols]
+    rows = np.arange(sorted_rows.shape[0])
+    lo_v, hi_v = sorted_rows[rows, low], sorted_rows[rows, high]
     return lo_v + (hi_v - lo_v) * frac
 
 
@@ -266,10 +268,11 @@ def bca_levels(
     confidence: float,
     expansion: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BCa quantile levels (alpha_1, alpha_2) per column (Efron & Tibshirani eq. 14.10); ``expansion``
-    multiplies the normal quantile z_alpha per column (1 = plain BCa)."""
-    b = replicates.shape[0]
-    below = (replicates < theta_hat).sum(axis=0) + (replicates <= theta_hat).sum(axis=0)
+    """BCa quantile levels (alpha_1, alpha_2) per row of ``replicates`` (cells × B) (Efron & Tibshirani
+    eq. 14.10); ``expansion`` multiplies the normal quantile z_alpha per row (1 = plain BCa)."""
+    b = replicates.shape[1]
+    theta_col = np.asarray(theta_hat, dtype=float)[:, None]
+    below = (replicates < theta_col).sum(axis=1) + (replicates <= theta_col).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         z0 = ndtri(below / (2 * b))
         alpha = (1 - confidence) / 2
@@ -326,7 +329,7 @@ def _finish(
     expansion: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Interval bounds per column; BCa falls back to the percentile interval where it is undefined."""
-    k = replicates.shape[1]
+    k = replicates.shape[0]
     scale = np.ones(k) if expansion is None else expansion
     if method == "bca":
         level_1, level_2 = bca_levels(theta_hat, replicates, accel, confidence, scale)
@@ -336,7 +339,7 @@ def _finish(
     alpha = ndtr(float(ndtri((1 - confidence) / 2)) * scale)
     level_1 = np.where(used == "bca", level_1, alpha)
     level_2 = np.where(used == "bca", level_2, 1 - alpha)
-    replicates.sort(axis=0)
+    replicates.sort(axis=1)
     low = sorted_quantiles(replicates, level_1)
     high = sorted_quantiles(replicates, level_2)
     return low, high, used.tolist()

@@ -25,7 +25,8 @@ MAX_CASE_NAMES = 256
 def _fetch(conn: Any, stmt: Select[Any], dtype: list[tuple[str, str]]) -> np.ndarray:
     result = conn.execute(stmt)
     try:
-        return np.fromiter((tuple(r) for r in result.cursor), dtype=dtype)
+        # the DBAPI cursor yields plain tuples (sqlite3, psycopg): numpy reads them without Python code
+        return np.fromiter(result.cursor, dtype=dtype)
     finally:
         result.close()
 
