@@ -247,14 +247,9 @@ class Results:
         )
 
     def with_intervals(self, metric: str | None) -> Results:
-        """Make sure ``metric`` gets intervals (recomputes the analysis when it did not have them)."""
-        if metric is None or any(c.metric == metric for c in self.analysis.comparisons):
-            return self
-        wanted = self.interval_metrics
-        if wanted != "all":
-            self.interval_metrics = [*(wanted or []), metric]
-        for name in ("config", "analysis"):
-            self.__dict__.pop(name, None)
+        """Make sure ``metric`` has loss intervals for every cell (computed once, batched)."""
+        if metric is not None:
+            self.analysis.compare_metric(metric)
         return self
 
     @cached_property

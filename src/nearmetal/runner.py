@@ -474,7 +474,7 @@ class Runner:
                 break
             set_total = getattr(self.progress, "set_total", None)
             if set_total is not None:
-                set_total(len(self.records) + len(self._active))
+                set_total(sum(1 for r in self.records if not r.resumed) + len(self._active))
             yield block, 1
             self._count_blocks(1)
             block += 1

@@ -105,14 +105,24 @@ class RunAnalysis:
     failed: dict[str, int] = field(default_factory=dict)  # cell_id -> failed trials
     config: AnalysisConfig = field(default_factory=AnalysisConfig)
     _by_comparison: dict[tuple[str, str], Comparison] = field(default_factory=dict, repr=False)
+    # (cell_id, metric) pairs whose loss was computed (or found impossible): others are computed on demand
+    _compared: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def metric(self, cell_id: str, name: str) -> CellMetric | None:
         return self.metrics.get((cell_id, name))
 
     def comparison(self, cell_id: str, name: str) -> Comparison | None:
+        """The loss of a cell's metric against its baseline; metrics that got no interval up front (not the
+        primary one) are computed on first request, for every cell at once."""
+        if (cell_id, name) not in self._compared and (cell_id, name) in self.metrics:
+            self.compare_metric(name)
         if len(self._by_comparison) != len(self.comparisons):
             self._by_comparison = {(c.cell.cell_id, c.metric): c for c in self.comparisons}
         return self._by_comparison.get((cell_id, name))
+
+    def compare_metric(self, name: str) -> None:
+        """Losses of ``name`` for every cell not compared yet (one batched bootstrap)."""
+        _compare(self, self.cells, {c.cell_id: {name} for c in self.cells})
 
     def metric_names(self, cell_id: str) -> list[str]:
         return sorted(name for cid, name in self.metrics if cid == cell_id)
@@ -274,14 +284,14 @@ def analyse(
         )
 
     interval_names = _interval_metric_names(cells, table.names, wanted)
-    _attach_samples(result, table, interval_names)
+    _attach_samples(result, table)
     _compare(result, cells, interval_names)
     if own_intervals:
         _own_intervals(result, cells)
     return result
 
 
-def _attach_samples(result: RunAnalysis, table: MeasuredTable, interval_names: dict[str, set[str]]) -> None:
+def _attach_samples(result: RunAnalysis, table: MeasuredTable) -> None:
     """What the bootstrap resamples: trial values, or values within trials for multi-valued metrics."""
     series: dict[tuple[str, str], Sample] = {}
     if table.series_value.size:
@@ -305,7 +315,7 @@ def _attach_samples(result: RunAnalysis, table: MeasuredTable, interval_names: d
         nested = series.get((cid, name))
         if nested is not None and nested.n_trials == cm.summary.n:
             cm.variance = variance_components(nested)
-            if nested.hierarchical and name in interval_names.get(cid, ()):
+            if nested.hierarchical:
                 cm.sample = nested
                 continue
         cm.sample = Sample.of(cm.values)
@@ -316,9 +326,12 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
     pairs: list[tuple[CellInfo, CellInfo, CellMetric, CellMetric]] = []
     for cell in cells:
         base = baselines.get(cell.comparison_key)
-        if cell.is_baseline or base is None:
-            continue
         for name in sorted(interval_names.get(cell.cell_id, ())):
+            if (cell.cell_id, name) in result._compared:
+                continue
+            result._compared.add((cell.cell_id, name))
+            if cell.is_baseline or base is None:
+                continue
             var_m = result.metrics.get((cell.cell_id, name))
             base_m = result.metrics.get((base.cell_id, name))
             if var_m is None or base_m is None:

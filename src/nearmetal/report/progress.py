@@ -137,6 +137,11 @@ class RichProgress:
                 eta=self.eta.remaining(),
             )
 
+    def set_total(self, total: int) -> None:
+        """Adaptive repeats added a block: the bar grows."""
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
     def finish(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -186,6 +191,9 @@ class JsonProgress:
             eta_s=None if remaining is None else round(remaining, 1),
             error=record.error,
         )
+
+    def set_total(self, total: int) -> None:
+        self._emit(event="total", trials=total)
 
     def finish(self) -> None:
         self._emit(event="finish", done=self.eta.done, failed=self.failures)
