@@ -47,6 +47,9 @@ def test_cpu_lists_round_trip() -> None:
         with pytest.raises(ValueError, match="not a CPU list"):
             cgroups.parse_cpu_list(bad)
     assert choose_cpus(2, [0, 1, 2, 3]) == [2, 3]
+    assert choose_cpus("all", [0, 1, 2, 3]) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="'half' is not a CPU list"):
+        CpusetConfig(cpus="half")
     with pytest.raises(NearmetalError, match="cpuset of 5 CPUs asked for, but this host allows 4"):
         choose_cpus(5, [0, 1, 2, 3])
     with pytest.raises(NearmetalError, match=r"CPU\(s\) 6-7 are not available here \(this host allows 0-3\)"):
@@ -257,6 +260,19 @@ def test_select_mig_device_and_whole_gpu() -> None:
     h100 = select_device(gpus("nvidia-smi-L-h100.txt"), "0", profile="disabled")
     assert h100.sms == 132
     assert select_device(gpus("nvidia-smi-L-r450-mig.txt"), "0:0").sms == 98
+
+
+def test_auto_selection_by_profile_serves_every_card() -> None:
+    listing = gpus("nvidia-smi-L-a100-mig.txt")
+    assert select_device(listing, "auto", "3g").mig_profile == "3g.20gb"
+    assert select_device(listing, "auto", "1g.5gb").mig_index == 2
+    whole = select_device(listing, "auto", "disabled")
+    assert (whole.gpu_index, whole.mig_profile) == (1, None)
+    assert select_device(listing, "auto").gpu_index == 1  # no profile: a whole GPU
+    with pytest.raises(NearmetalError, match="no GPU or MIG device here has profile 7g") as info:
+        select_device(listing, "auto", "7g")
+    assert "0: 3g.20gb, 2g.10gb, 1g.5gb" in info.value.fix and "1: whole GPU" in info.value.fix
+    assert GpuConfig(profile="3G").profile == "3g"
 
 
 @pytest.mark.parametrize(

@@ -437,9 +437,12 @@ def study(
     html: Annotated[
         bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
     ] = True,
+    form: Annotated[
+        str, typer.Option("--form", help="auto (GPU form when a CUDA GPU is here), cpu or gpu")
+    ] = "auto",
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
-    from nearmetal.studies import study_description, study_names, study_path
+    from nearmetal.studies import choose_form, study_description, study_names, study_path
 
     if name == "list":
         table = Table("study", "what it reproduces")
@@ -448,9 +451,12 @@ def study(
         console.print(table)
         return
     try:
-        path = study_path(name, quick=quick)
+        chosen, why = choose_form(name, form, quick)
+        path = study_path(name, quick=quick, form=chosen)
     except NearmetalError as exc:
         _fail(exc)
+    if form == "auto" and why != "the study has one form" and not as_json:
+        err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
     _run(path, db, workdir, seed, quiet, as_json, html=html)
 
 

@@ -4,7 +4,7 @@ What Kubernetes' static CPU manager does for a Guaranteed pod, and Slurm's task/
 the group's ``cpuset.cpus`` lists the CPUs its tasks may run on (``sched_getaffinity`` then shows only
 those, so programs that size their thread pools by it scale with the partition). ``cpus`` is a CPU list
 ("0-3,8") or a number of CPUs (the highest-numbered ones of what this host allows; CPU 0 usually takes
-more interrupts). In cgroup v1 a new cpuset group has empty ``cpuset.cpus`` and ``cpuset.mems`` and
+more interrupts) or ``all``. In cgroup v1 a new cpuset group has empty ``cpuset.cpus`` and ``cpuset.mems`` and
 refuses tasks until both are written; in v2 the controller is enabled in the parent's
 ``cgroup.subtree_control`` first.
 """
@@ -24,7 +24,10 @@ from nearmetal.workloads.base import ProcessSpec
 
 class CpusetConfig(LayerConfig):
     layer: Literal["cpuset"] = "cpuset"
-    cpus: str | int = Field(description="a CPU list such as '0-1' or '3', or a number of CPUs")
+    cpus: str | int = Field(
+        description="a CPU list such as '0-1' or '3', a number of CPUs, or 'all' (every CPU: partitioning "
+        "enabled with one full-size partition)"
+    )
     mems: str | None = Field(None, description="memory nodes (default: every node the parent has)")
     cgroup_root: Path = Field(cgroups.DEFAULT_ROOT, description="where the cgroup filesystem is mounted")
     version: Literal["auto", "v1", "v2"] = Field("auto", description="cgroup version; auto detects it")
@@ -38,7 +41,13 @@ class CpusetConfig(LayerConfig):
             if value < 1:
                 raise ValueError("a partition needs at least 1 CPU")
             return value
-        if not cgroups.parse_cpu_list(value):
+        if value == "all":
+            return value
+        try:
+            cpus = cgroups.parse_cpu_list(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a CPU list such as '0-1', a number, or 'all'") from None
+        if not cpus:
             raise ValueError("must name at least one CPU, e.g. '0' or '0-1'")
         return value
 
@@ -51,7 +60,9 @@ class CpusetConfig(LayerConfig):
 
 
 def choose_cpus(wanted: str | int, allowed: list[int]) -> list[int]:
-    """The CPUs of the partition: the list as given (each must be allowed here), or the last N allowed."""
+    """The CPUs of the partition: the list as given (each must be allowed here), the last N allowed, or all."""
+    if wanted == "all":
+        return list(allowed)
     if isinstance(wanted, int):
         if wanted > len(allowed):
             raise NearmetalError(

@@ -1,7 +1,9 @@
 """gpu: the trial uses one GPU or one MIG instance, selected with CUDA_VISIBLE_DEVICES.
 
 ``device`` is a GPU index ("0"), a MIG device as "GPU:MIG" ("0:2", the indices ``nvidia-smi -L`` prints),
-or a UUID ("GPU-…" or "MIG-…"). The selected device is passed to every process of the trial (neighbours
+a UUID ("GPU-…" or "MIG-…"), or ``auto``: the first device whose profile fits ``profile`` (a whole GPU
+when profile is "disabled" or not given; "3g" matches any card's 3-slice profile, so one plan serves
+A100-40GB, A100-80GB and H100). The selected device is passed to every process of the trial (neighbours
 included) by UUID, the form CUDA accepts for MIG instances; the workload then uses ``device: cuda``. A
 single CUDA process can enumerate only one MIG device (seed 001 part 5), and a GPU in MIG mode cannot be
 used whole, so selecting such a GPU by index is refused with the list of its MIG devices. The placement
@@ -11,6 +13,7 @@ records the model, UUIDs, the MIG profile and, from ``gpu_profiles``, its SMs an
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -23,9 +26,14 @@ from nearmetal.workloads.base import ProcessSpec, Requirement
 
 class GpuConfig(LayerConfig):
     layer: Literal["gpu"] = "gpu"
-    device: str | int = Field(0, description="GPU index, 'GPU:MIG' indices, or a GPU-/MIG- UUID")
+    device: str | int = Field(
+        "auto",
+        description="GPU index, 'GPU:MIG' indices, a GPU-/MIG- UUID, or auto (the first that fits profile)",
+    )
     profile: str | None = Field(
-        None, description="the MIG profile the device must have (e.g. 3g.20gb), or 'disabled' for a whole GPU"
+        None,
+        description="the MIG profile the device must have: 3g.20gb, or 3g for any card's 3-slice profile, or "
+        "'disabled' for a whole GPU",
     )
 
     @field_validator("profile")
@@ -33,9 +41,22 @@ class GpuConfig(LayerConfig):
     def _profile(cls, value: str | None) -> str | None:
         if value is None or value == "disabled":
             return value
+        if re.fullmatch(r"[1-7]g", value.strip().lower()):
+            return value.strip().lower()
         from nearmetal.gpu_profiles import normalise_profile
 
         return normalise_profile(value)
+
+
+def profile_matches(actual: str | None, wanted: str) -> bool:
+    """``wanted`` is a full profile name, a compute size ("3g": any card's 3-slice profile) or "disabled"."""
+    if wanted == "disabled":
+        return actual is None
+    if actual is None:
+        return False
+    if wanted.endswith("g"):
+        return actual.split(".")[0] == wanted
+    return actual == wanted
 
 
 @dataclass
@@ -59,7 +80,25 @@ def select_device(gpus: list[Any], device: str | int, profile: str | None = None
         raise NearmetalError("no NVIDIA GPU is listed by nvidia-smi -L on this host", fix="run on a GPU host")
     text = str(device).strip()
     gpu, mig = None, None
-    if text.startswith("MIG-"):
+    if text == "auto":
+        wanted = profile or "disabled"
+        for g in gpus:
+            if wanted == "disabled" and not g.mig_devices:
+                gpu = g
+            else:
+                mig = next((m for m in g.mig_devices if profile_matches(m.profile, wanted)), None)
+                gpu = g if mig else None
+            if gpu is not None:
+                break
+        if gpu is None:
+            have = ", ".join(
+                f"{g.index}: " + (", ".join(m.profile for m in g.mig_devices) or "whole GPU") for g in gpus
+            )
+            raise NearmetalError(
+                f"no GPU or MIG device here has profile {wanted}",
+                fix=f"create one (nvidia-smi mig -cgi …) or change the plan; devices here: {have}",
+            )
+    elif text.startswith("MIG-"):
         for g in gpus:
             mig = next((m for m in g.mig_devices if m.uuid == text), None)
             if mig:
@@ -110,13 +149,12 @@ def select_device(gpus: list[Any], device: str | int, profile: str | None = None
             pass
     elif model is not None:
         selection.sms, selection.compute_slices = model.full_sms, 7
-    if profile is not None:
+    if profile is not None and not profile_matches(selection.mig_profile, profile):
         actual = selection.mig_profile or "disabled"
-        if actual != profile:
-            raise NearmetalError(
-                f"gpu.profile {profile} asked for, but device {text} is {actual}",
-                fix="select a device with that profile, or change profile",
-            )
+        raise NearmetalError(
+            f"gpu.profile {profile} asked for, but device {text} is {actual}",
+            fix="select a device with that profile, or change profile",
+        )
     return selection
 
 

@@ -17,7 +17,14 @@ from typing import Any
 from nearmetal.api import Results
 from nearmetal.redact import redact_config_text, redact_text
 from nearmetal.report.figures import FigureProblem, FigureSpec, Series, build_figures
-from nearmetal.report.tables import Table, attach_findings, failure_lines, loss_tables, run_header
+from nearmetal.report.tables import (
+    Table,
+    attach_findings,
+    failure_lines,
+    loss_tables,
+    run_header,
+    study_tables,
+)
 
 REPORT_NAME = "report.html"
 TEMPLATE = "plotly_white"
@@ -279,6 +286,7 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
     run = results.run
     tables = loss_tables(results)
     other_findings = attach_findings(tables, results)
+    tables += study_tables(results)
     workloads = list(dict.fromkeys([c.workload for c in results.cells]))
     plots: list[dict[str, Any]] = []
     parts: list[str] = []

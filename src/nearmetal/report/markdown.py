@@ -16,6 +16,7 @@ from nearmetal.report.tables import (
     failure_lines,
     loss_tables,
     run_header,
+    study_tables,
     variance_tables,
 )
 
@@ -60,6 +61,7 @@ def markdown_report(
         lines.append(f"- **{key}**: {_escape(redact_text(value))}")
     tables = loss_tables(results, metric)
     other_findings = attach_findings(tables, results)
+    tables += study_tables(results)
     images = images or []
     shown: set[Path] = set()
     for table in tables:

@@ -226,6 +226,29 @@ def variance_tables(results: Results, metric: str | None = None) -> list[Table]:
     return tables
 
 
+# modules with a ``tables(results) -> list[Table]`` function: tables in a study's own shape (the GPU-sharing
+# studies' time-slicing, partition, scaling and topology tables), shown after the loss tables. One line per
+# module, so areas added in parallel merge cleanly.
+STUDY_TABLE_MODULES: list[str] = [
+    "nearmetal.report.sharing",
+]
+
+
+def study_tables(results: Results) -> list[Table]:
+    """Every registered module's tables for the run ([] from a module whose shape the run does not have).
+    A module that fails costs its own tables only."""
+    import importlib
+    import logging
+
+    out: list[Table] = []
+    for name in STUDY_TABLE_MODULES:
+        try:
+            out += importlib.import_module(name).tables(results)
+        except Exception:  # a study table must never cost the report
+            logging.getLogger(__name__).warning("study tables of %s failed", name, exc_info=True)
+    return out
+
+
 def run_header(results: Results) -> list[tuple[str, str]]:
     run = results.run
     env = results.environment

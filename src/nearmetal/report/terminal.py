@@ -14,6 +14,7 @@ from nearmetal.report.tables import (
     failure_lines,
     loss_tables,
     run_header,
+    study_tables,
     variance_tables,
 )
 
@@ -26,7 +27,8 @@ def print_table(table: Table, console: Console) -> None:
         )
     for row, sig in zip(table.rows, table.significance, strict=True):
         style = "bold red" if sig else None
-        rich_table.add_row(*row, style=style)
+        # cells are text, not markup: "[n too small]" would otherwise vanish as an unknown style
+        rich_table.add_row(*(escape(cell) for cell in row), style=style)
     console.print()
     console.print(rich_table)
     for note in table.notes:
@@ -40,7 +42,7 @@ def print_report(results: Results, console: Console | None = None, metric: str |
     tables = loss_tables(results, metric)
     other_findings = attach_findings(tables, results)
     energy = energy_table(results)
-    for table in [*tables, *([energy] if energy else [])]:
+    for table in [*tables, *([energy] if energy else []), *study_tables(results)]:
         print_table(table, console)
         print_findings(console, "possible causes (nearmetal doctor)", table.findings)
     print_findings(console, "other doctor findings", other_findings)

@@ -25,6 +25,7 @@ from nearmetal.report.figures.base import (
 # modules whose @figure builders register on import, in the order their figures appear
 BUILDER_MODULES: list[str] = [
     "core",
+    "sharing",
 ]
 
 for _module in BUILDER_MODULES:

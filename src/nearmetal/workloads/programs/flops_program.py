@@ -2,8 +2,8 @@
 
 numpy (its BLAS) or torch on the CPU, torch on a CUDA GPU. A warm-up phase (excluded) runs until
 ``--warmup`` seconds have passed; then samples are timed until ``--duration`` seconds have passed. A sample
-is as many multiplications as take about 20 ms (one on a CPU at useful sizes), synchronised on a GPU, so
-the timer's overhead stays negligible. Each multiplication of two n×n matrices is 2·n³ floating-point
+is as many multiplications as take about 100 ms, synchronised on a GPU, so the timer's overhead stays
+negligible; the throughput is all the samples' flops over all their time. Each multiplication of two n×n matrices is 2·n³ floating-point
 operations.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nm_common
 
-SAMPLE_TARGET_S = 0.02
+# long enough for a sample to span several scheduler time slices when the CPU is shared
+SAMPLE_TARGET_S = 0.1
 TORCH_DTYPES = {
     "fp64": "float64",
     "fp32": "float32",

@@ -1,0 +1,619 @@
+"""Seed 001's GPU-sharing tables from a stored run: time slicing, partitions, scaling, topology.
+
+``sharing_data(results)`` finds in a run what each shape needs — cells with the ``colocate`` layer (shared
+×k) next to cells without (passthrough); cells with a ``cpuset`` or ``gpu`` (MIG) partition next to cells
+without (partitioning disabled); ``ddp`` cells at several worker counts; ``ddp`` jobs with several
+placements — and returns plain data (``nearmetal.analysis.sharing`` rows) that the tables here and the
+figures in ``report/figures/sharing.py`` are drawn from, and that a notebook can use directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nearmetal.analysis import CellInfo
+from nearmetal.analysis.sharing import (
+    DoublingRow,
+    EnabledVsDisabled,
+    Job,
+    Partition,
+    PartitionRatioRow,
+    ScalingPoint,
+    ScalingRow,
+    SharingLevel,
+    SlicingRow,
+    TopologyRow,
+    VarianceSplit,
+    doubling_rows,
+    enabled_vs_disabled,
+    partition_ratios,
+    scaling_rows,
+    time_slicing_rows,
+    topology_of,
+    topology_rows,
+    variance_split,
+)
+from nearmetal.api import Results
+from nearmetal.layers import cgroups
+from nearmetal.report.tables import Table, fmt_number
+
+GPU_COMPUTE_SLICES = 7
+
+
+# --- what the run holds --------------------------------------------------------------------------------
+def _layers(results: Results, cell: CellInfo) -> list[dict[str, Any]]:
+    trial = next((t for t in results.trials if t.cell_id == cell.cell_id), None)
+    return [c for c in (trial.layers or []) if isinstance(c, dict)] if trial else []
+
+
+def _params(results: Results, cell: CellInfo) -> dict[str, Any]:
+    trial = next((t for t in results.trials if t.cell_id == cell.cell_id), None)
+    return dict(trial.params or {}) if trial else {}
+
+
+def _placements(results: Results, cell: CellInfo) -> list[dict[str, Any]]:
+    return [
+        dict(t.placement or {})
+        for t in results.trials
+        if t.cell_id == cell.cell_id and t.status == "ok" and not t.is_warmup
+    ]
+
+
+def _layer(layers: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((c for c in layers if c.get("layer") == kind), None)
+
+
+def _values(results: Results, cell: CellInfo, metric: str) -> np.ndarray:
+    cm = results.analysis.metric(cell.cell_id, metric)
+    return np.asarray(cm.values, dtype=float) if cm is not None else np.array([])
+
+
+def _metric_meta(results: Results, cells: list[CellInfo], metric: str) -> tuple[str, str]:
+    for cell in cells:
+        cm = results.analysis.metric(cell.cell_id, metric)
+        if cm is not None:
+            return cm.unit, cm.direction
+    return "", "lower"
+
+
+def _groups(results: Results) -> dict[tuple[str, str], list[CellInfo]]:
+    out: dict[tuple[str, str], list[CellInfo]] = {}
+    for cell in results.cells:
+        out.setdefault((cell.workload, cell.point_label), []).append(cell)
+    return out
+
+
+def _title(workload: str, point: str) -> str:
+    return workload + (f" ({point})" if point else "")
+
+
+# --- time slicing --------------------------------------------------------------------------------------
+@dataclass
+class SlicingGroup:
+    workload: str
+    point: str
+    metric: str
+    unit: str
+    direction: str
+    variants: dict[int, str]  # copies (0 = passthrough) -> variant name
+    rows: list[SlicingRow]
+    doubling: list[DoublingRow]
+
+
+def time_slicing_groups(results: Results) -> list[SlicingGroup]:
+    out = []
+    for (workload, point), cells in _groups(results).items():
+        levels: list[SharingLevel] = []
+        names: dict[int, str] = {}
+        for cell in sorted(cells, key=lambda c: (not c.is_baseline, results.cells.index(c))):
+            layers = _layers(results, cell)
+            colocate = _layer(layers, "colocate")
+            if colocate is None and any(c.get("layer") in ("cpuset", "gpu") for c in layers):
+                continue  # a partition, not a sharing level
+            copies = int(colocate["copies"]) if colocate else 0
+            if copies in names:
+                continue
+            names[copies] = cell.variant
+            levels.append(
+                SharingLevel(max(copies, 1), _values(results, cell, cell.primary_metric), copies == 0)
+            )
+        if not any(not lv.passthrough for lv in levels) or len(levels) < 2:
+            continue
+        metric = cells[0].primary_metric
+        unit, direction = _metric_meta(results, cells, metric)
+        rows = time_slicing_rows(
+            levels, direction, results.confidence, results.resamples, results.run.seed or 0
+        )
+        doubling = doubling_rows(
+            levels, direction, results.confidence, results.resamples, results.run.seed or 0
+        )
+        out.append(SlicingGroup(workload, point, metric, unit, direction, names, rows, doubling))
+    return out
+
+
+# --- partitions ----------------------------------------------------------------------------------------
+@dataclass
+class PartitionGroup:
+    workload: str
+    point: str
+    metric: str
+    unit: str
+    direction: str
+    resource: str  # "CPUs" or "compute slices"
+    partitions: list[Partition]
+    variants: dict[str, str]  # partition label -> variant
+    ratios: list[PartitionRatioRow]
+    enabled_full: EnabledVsDisabled | None = None
+    full_label: str | None = None
+    theoretical_source: str = ""
+
+
+def _partition_of(results: Results, cell: CellInfo) -> tuple[str, float, str, float | None, str] | None:
+    """(label, resources, resource name, theoretical loss of this partition at full size, source) of a
+    partitioned cell; None when the cell has no partition layer (or is a time-slicing level)."""
+    layers = _layers(results, cell)
+    if _layer(layers, "colocate") is not None:
+        return None
+    placements = _placements(results, cell)
+    cpuset = _layer(layers, "cpuset")
+    if cpuset is not None:
+        placed = next((p["cpuset"] for p in placements if "cpuset" in p), None)
+        if placed:
+            count, host = int(placed["cpu_count"]), int(placed["host_cpu_count"])
+            cpus = str(placed["cpus"])
+        else:
+            wanted = cpuset.get("cpus")
+            count = int(wanted) if isinstance(wanted, int) else len(cgroups.parse_cpu_list(str(wanted)))
+            host, cpus = 0, str(wanted)
+        full_loss = (1.0 - count / host) if host and count == host else None
+        label = f"{count} CPU{'s' if count != 1 else ''} ({cpus})"
+        return label, float(count), "CPUs", full_loss, "CPUs in the partition vs the host's"
+    gpu = _layer(layers, "gpu")
+    if gpu is not None:
+        placed = next((p["gpu"] for p in placements if "gpu" in p), None)
+        profile = (placed or {}).get("mig_profile") or gpu.get("profile")
+        if not profile or profile == "disabled":
+            return None
+        from nearmetal.gpu_profiles import compute_slices, gpu_model
+
+        slices = compute_slices(profile)
+        full_loss = None
+        source = ""
+        if slices == GPU_COMPUTE_SLICES and placed:
+            model = gpu_model(str(placed.get("gpu_name", "")))
+            if model is not None:
+                full_loss, source = (
+                    model.mig_sm_loss,
+                    f"SMs of {model.full_profile.name} vs the whole {model.name}",
+                )
+        return profile, float(slices), "compute slices", full_loss, source
+    return None
+
+
+def partition_groups(results: Results) -> list[PartitionGroup]:
+    out = []
+    seed = results.run.seed or 0
+    for (workload, point), cells in _groups(results).items():
+        metric = cells[0].primary_metric
+        unit, direction = _metric_meta(results, cells, metric)
+        partitions: list[Partition] = []
+        variants: dict[str, str] = {}
+        disabled: CellInfo | None = None
+        full: tuple[Partition, float, str] | None = None
+        resource = ""
+        for cell in cells:
+            found = _partition_of(results, cell)
+            if found is None:
+                shared = _layer(_layers(results, cell), "colocate") is not None
+                if not shared and (disabled is None or cell.is_baseline):
+                    disabled = cell
+                continue
+            label, amount, resource, full_loss, source = found
+            if label in variants:
+                continue
+            part = Partition(label, amount, _values(results, cell, metric))
+            partitions.append(part)
+            variants[label] = cell.variant
+            if full_loss is not None:
+                full = (part, full_loss, source)
+        if not partitions:
+            continue
+        group = PartitionGroup(
+            workload,
+            point,
+            metric,
+            unit,
+            direction,
+            resource,
+            sorted(partitions, key=lambda p: -p.resources),
+            variants,
+            partition_ratios(partitions, direction, results.confidence, results.resamples, seed),
+        )
+        if disabled is not None and full is not None:
+            part, theoretical, source = full
+            group.enabled_full = enabled_vs_disabled(
+                part.values,
+                _values(results, disabled, metric),
+                direction,
+                theoretical,
+                results.confidence,
+                results.resamples,
+                seed,
+            )
+            group.full_label = part.label
+            group.theoretical_source = source
+            group.variants["disabled"] = disabled.variant
+        out.append(group)
+    return out
+
+
+# --- distributed scaling and topology ------------------------------------------------------------------
+@dataclass
+class ScalingGroup:
+    workload: str
+    series: str  # what the cells of this curve share (variant-level differences other than workers)
+    variants: dict[int, str]
+    points: list[ScalingPoint]
+    rows: list[ScalingRow]
+
+
+def _ddp_key(results: Results, cell: CellInfo) -> tuple[str, str]:
+    params = {k: v for k, v in _params(results, cell).items() if k not in ("workers", "pin")}
+    layers = _layers(results, cell)
+    return cell.workload, json.dumps([params, layers], sort_keys=True, default=str)
+
+
+def _first_failure(results: Results, cell: CellInfo) -> str:
+    trial = next((t for t in results.trials if t.cell_id == cell.cell_id and t.status != "ok"), None)
+    return (trial.error or trial.status).splitlines()[0][:80] if trial else "no measurement"
+
+
+def scaling_groups(results: Results) -> list[ScalingGroup]:
+    series: dict[tuple[str, str], list[CellInfo]] = {}
+    for cell in results.cells:
+        if cell.kind == "ddp":
+            series.setdefault(_ddp_key(results, cell), []).append(cell)
+    out = []
+    for (workload, _), cells in series.items():
+        by_workers: dict[int, list[CellInfo]] = {}
+        for cell in cells:
+            by_workers.setdefault(int(_params(results, cell).get("workers", 1)), []).append(cell)
+        if len(by_workers) < 2:
+            continue
+        points, variants = [], {}
+        for workers, group in sorted(by_workers.items()):
+            # unpinned cells are the plain scaling curve; pinned ones are placements (topology) of it
+            chosen = [c for c in group if _params(results, c).get("pin") is None] or group
+            values = np.concatenate([_values(results, c, "epoch_s") for c in chosen])
+            failure = None if values.size else _first_failure(results, chosen[0])
+            points.append(ScalingPoint(workers, values, failure))
+            variants[workers] = ", ".join(c.variant for c in chosen)
+        names = sorted({c.variant for c in cells})
+        rows = scaling_rows(points, results.confidence, results.resamples, results.run.seed or 0)
+        out.append(ScalingGroup(workload, " / ".join(names), variants, points, rows))
+    return out
+
+
+@dataclass
+class TopologyGroup:
+    workload: str
+    workers: int
+    level: str  # "host" or "cpu": what a node of the topology is
+    jobs: list[Job]
+    rows: list[TopologyRow]
+    split: VarianceSplit
+
+
+def topology_groups(results: Results) -> list[TopologyGroup]:
+    from nearmetal.workloads.ddp import rank_nodes
+
+    trial_ids, epoch_values = results.store.metric_values(results.run_id, "epoch_s")
+    epochs: dict[int, list[float]] = {}
+    for tid, value in zip(trial_ids.tolist(), epoch_values.tolist(), strict=True):
+        epochs.setdefault(tid, []).append(value)
+    groups: dict[tuple[str, int], list[tuple[Any, dict[str, Any]]]] = {}
+    for trial in results.trials:
+        ddp = (trial.placement or {}).get("ddp")
+        if trial.kind != "ddp" or trial.status != "ok" or trial.is_warmup or not ddp or not ddp.get("ranks"):
+            continue
+        groups.setdefault((trial.workload, int(ddp.get("world_size") or len(ddp["ranks"]))), []).append(
+            (trial, ddp)
+        )
+    out = []
+    for (workload, workers), trials in groups.items():
+        hosts = {r.get("host") for _, ddp in trials for r in ddp["ranks"]}
+        level = "host" if len(hosts) > 1 else "cpu"
+        jobs = []
+        for trial, ddp in trials:
+            values = epochs.get(trial.id)
+            if not values:
+                continue
+            if level == "cpu" and any(len(r.get("cpus", [])) != 1 for r in ddp["ranks"]):
+                continue  # unpinned ranks on one host have no CPU-level placement to compare
+            jobs.append(Job(topology_of(rank_nodes(ddp["ranks"], level)), np.asarray(values, dtype=float)))
+        if len({j.topology for j in jobs}) < 2:
+            continue  # one placement only: nothing to compare
+        rows = topology_rows(jobs, "lower", results.confidence)
+        out.append(
+            TopologyGroup(workload, workers, level, jobs, rows, variance_split([j.values for j in jobs]))
+        )
+    return out
+
+
+@dataclass
+class SharingData:
+    time_slicing: list[SlicingGroup] = field(default_factory=list)
+    partitions: list[PartitionGroup] = field(default_factory=list)
+    scaling: list[ScalingGroup] = field(default_factory=list)
+    topology: list[TopologyGroup] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.time_slicing or self.partitions or self.scaling or self.topology)
+
+
+def sharing_data(results: Results) -> SharingData:
+    """Every GPU-sharing shape the run holds (empty lists for the shapes it does not)."""
+    return SharingData(
+        time_slicing_groups(results),
+        partition_groups(results),
+        scaling_groups(results),
+        topology_groups(results),
+    )
+
+
+# --- tables --------------------------------------------------------------------------------------------
+def _pct(est: Any) -> str:
+    if est is None:
+        return "–"
+    if est.low is None or est.high is None:
+        return f"{est.loss * 100:+.1f}% [n too small]"
+    return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
+
+
+def _ratio(est: Any) -> str:
+    if est is None:
+        return "–"
+    if est.low is None or est.high is None:
+        return f"{est.ratio:.2f} [n too small]"
+    return f"{est.ratio:.2f} [{est.low:.2f}, {est.high:.2f}]"
+
+
+def _unit(metric: str, unit: str) -> str:
+    return f"{metric} ({unit})" if unit else metric
+
+
+def _conf(results: Results) -> str:
+    return f"{results.confidence:.0%} CI"
+
+
+def time_slicing_tables(results: Results, groups: list[SlicingGroup]) -> list[Table]:
+    tables = []
+    conf = _conf(results)
+    for g in groups:
+        agg = "aggregate (× k)" if g.direction == "higher" else "per job (÷ k)"
+        rows, sig = [], []
+        for row in g.rows:
+            copies = 0 if row.level.passthrough else row.level.copies
+            rows.append(
+                [
+                    row.level.label,
+                    g.variants.get(copies, ""),
+                    str(row.per_process.n),
+                    fmt_number(row.per_process.mean),
+                    fmt_number(row.aggregate),
+                    "–" if row.loss is None else _pct(row.loss),
+                ]
+            )
+            sig.append(None if row.loss is None else row.loss.significant)
+        tables.append(
+            Table(
+                f"time slicing: {_title(g.workload, g.point)}: {g.metric}",
+                [
+                    "mode",
+                    "variant",
+                    "n",
+                    f"per process: {_unit(g.metric, g.unit)}",
+                    agg,
+                    f"loss vs passthrough [{conf}]",
+                ],
+                rows,
+                [
+                    f"seed 001 part 4's table; the aggregate of shared ×k is {'per process × k' if g.direction == 'higher' else 'the time per process ÷ k (k jobs done in that time)'}; "
+                    "loss is direction-aware, positive = sharing costs"
+                ],
+                sig,
+                workload=g.workload,
+            )
+        )
+        if g.doubling:
+            rows, sig = [], []
+            expected = "expected ×2k = 2 × ×k" if g.direction == "lower" else "expected ×2k = ×k ÷ 2"
+            for d in g.doubling:
+                rows.append(
+                    [
+                        f"×{d.copies} → ×{d.doubled}",
+                        fmt_number(d.base.mean),
+                        fmt_number(d.expected),
+                        fmt_number(d.actual.mean),
+                        _pct(d.loss),
+                    ]
+                )
+                sig.append(d.loss.significant)
+            tables.append(
+                Table(
+                    f"time slicing, doubling the processes: {_title(g.workload, g.point)}: {g.metric}",
+                    ["shared", f"×k {_unit(g.metric, g.unit)}", expected, "actual ×2k", f"loss [{conf}]"],
+                    rows,
+                    [
+                        "0% = doubling the processes costs nothing beyond sharing (the seed printed a negative loss as 0)"
+                    ],
+                    sig,
+                    workload=g.workload,
+                )
+            )
+    return tables
+
+
+def partition_tables(results: Results, groups: list[PartitionGroup]) -> list[Table]:
+    tables = []
+    conf = _conf(results)
+    for g in groups:
+        ratios = {r.bigger.label: r for r in g.ratios}
+        rows = []
+        for part in g.partitions:
+            values = part.values[np.isfinite(part.values)]
+            ratio = ratios.get(part.label)
+            rows.append(
+                [
+                    part.label,
+                    g.variants.get(part.label, ""),
+                    fmt_number(part.resources),
+                    str(values.size),
+                    fmt_number(float(values.mean()) if values.size else None),
+                    f"vs {ratio.smaller.label}: {_ratio(ratio.speedup)}" if ratio else "–",
+                    fmt_number(ratio.ideal, 3) if ratio else "–",
+                    f"{ratio.efficiency * 100:.0f}%" if ratio else "–",
+                ]
+            )
+        notes = [
+            "ratio = how many times better the bigger partition performs than the next smaller one "
+            f"({'throughput ratio' if g.direction == 'higher' else 'time of the smaller ÷ time of the bigger'}); "
+            f"ideal = ratio of {g.resource} (seed 001 part 5: 7/3, 3/2, 2/1)"
+        ]
+        if g.enabled_full is not None:
+            e = g.enabled_full
+            notes.append(
+                f"partitioning enabled with one full-size partition ({g.full_label}) vs disabled "
+                f"({g.variants.get('disabled', '')}): loss {_pct(e.loss)} ({conf}); theoretical "
+                f"{e.theoretical * 100:.2f}% from {g.theoretical_source}"
+            )
+        tables.append(
+            Table(
+                f"partitions: {_title(g.workload, g.point)}: {g.metric}",
+                [
+                    "partition",
+                    "variant",
+                    g.resource,
+                    "n",
+                    _unit(g.metric, g.unit),
+                    f"ratio [{conf}]",
+                    "ideal",
+                    "of ideal",
+                ],
+                rows,
+                notes,
+                [None] * len(rows),
+                workload=g.workload,
+            )
+        )
+    return tables
+
+
+def scaling_tables(results: Results, groups: list[ScalingGroup]) -> list[Table]:
+    tables = []
+    conf = _conf(results)
+    for g in groups:
+        rows = []
+        by_workers = {r.workers: r for r in g.rows}
+        for point in sorted(g.points, key=lambda p: p.workers):
+            row = by_workers.get(point.workers)
+            values = point.values[np.isfinite(point.values)]
+            time = (
+                "failed: " + point.failure
+                if point.failure
+                else fmt_number(float(values.mean()) if values.size else None)
+            )
+            rows.append(
+                [
+                    str(point.workers),
+                    g.variants.get(point.workers, ""),
+                    str(values.size),
+                    time,
+                    f"T({row.workers})/T({row.next_workers}) = {_ratio(row.ratio)}"
+                    if row and row.ratio
+                    else (row.note if row else "–"),
+                    fmt_number(row.ideal, 3) if row else "–",
+                    f"{row.efficiency * 100:.0f}%" if row and row.efficiency is not None else "–",
+                ]
+            )
+        tables.append(
+            Table(
+                f"distributed scaling: {g.workload}: epoch_s",
+                ["workers", "variant", "n", "time per epoch (s)", f"speed-up [{conf}]", "ideal", "of ideal"],
+                rows,
+                ["seed 001 part 6: T(n)/T(2n) next to the ideal 2; n = trials (each the mean of its epochs)"],
+                [None] * len(rows),
+                workload=g.workload,
+            )
+        )
+    return tables
+
+
+def topology_tables(results: Results, groups: list[TopologyGroup]) -> list[Table]:
+    tables = []
+    conf = _conf(results)
+    for g in groups:
+        rows = []
+        for r in g.rows:
+            interval = "n too small" if r.low is None else f"[{fmt_number(r.low)}, {fmt_number(r.high)}]"
+            rows.append(
+                [
+                    r.topology,
+                    str(r.jobs),
+                    str(r.epochs),
+                    fmt_number(r.mean),
+                    fmt_number(r.stdev, 2) if not math.isnan(r.stdev) else "–",
+                    f"{fmt_number(r.minimum)}–{fmt_number(r.maximum)}",
+                    interval,
+                    str(r.rank_by_mean),
+                    str(r.rank_by_stability),
+                ]
+            )
+        s = g.split
+        split = (
+            f"variance of epoch times: {s.between_fraction * 100:.0f}% between jobs, "
+            f"{s.within_fraction * 100:.0f}% within a job ({s.jobs} jobs, {s.values} epochs)"
+            if math.isfinite(s.between_fraction)
+            else "variance split needs several jobs with several epochs each"
+        )
+        node = "host" if g.level == "host" else "CPU (ranks pinned to CPUs of one host)"
+        tables.append(
+            Table(
+                f"topology: {g.workload}, {g.workers} workers: epoch_s",
+                [
+                    "topology",
+                    "jobs",
+                    "epochs",
+                    "mean (s)",
+                    "sd between jobs",
+                    "range",
+                    f"mean [{conf}]",
+                    "rank by mean",
+                    "rank by stability",
+                ],
+                rows,
+                [
+                    f"topology = ranks per {node}, sorted (seed 001: '0 0 2 1 1 1 3' and '3 2 1 1 1' are both '1 1 1 2 3')",
+                    split,
+                ],
+                [None] * len(rows),
+                workload=g.workload,
+            )
+        )
+    return tables
+
+
+def tables(results: Results) -> list[Table]:
+    """The report's tables in seed 001's shapes (``report.tables.study_tables`` calls this)."""
+    data = sharing_data(results)
+    return [
+        *time_slicing_tables(results, data.time_slicing),
+        *partition_tables(results, data.partitions),
+        *scaling_tables(results, data.scaling),
+        *topology_tables(results, data.topology),
+    ]
