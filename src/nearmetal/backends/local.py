@@ -62,8 +62,14 @@ class LocalBackend:
         self.sample_interval_s = sample_interval_s
 
     def _spawn(
-        self, spec: ProcessSpec, trial_dir: Path, files: list[IO[bytes]]
+        self,
+        spec: ProcessSpec,
+        trial_dir: Path,
+        files: list[IO[bytes]],
+        track: list[tuple[subprocess.Popen, ProcessResult]] | None = None,
     ) -> tuple[subprocess.Popen, ProcessResult]:
+        """Start a process; ``track`` gets it the moment it exists, so an interrupt right after cannot
+        leave it out of the caller's clean-up."""
         label = spec.label()
         result = ProcessResult(
             role=spec.role,
@@ -91,6 +97,8 @@ class LocalBackend:
             )
         except FileNotFoundError:
             raise FileNotFoundError(f"program not found: {spec.argv[0]}") from None
+        if track is not None:
+            track.append((proc, result))
         return proc, result
 
     def _wait_ready(self, proc: subprocess.Popen, spec: ProcessSpec, result: ProcessResult) -> str | None:
@@ -129,8 +137,7 @@ class LocalBackend:
         execution: Execution | None = None
         try:
             for spec in background:
-                proc, result = self._spawn(spec, trial_dir, files)
-                started.append((proc, result))
+                proc, result = self._spawn(spec, trial_dir, files, track=started)
                 problem = self._wait_ready(proc, spec, result)
                 if problem:
                     main_result = ProcessResult(
@@ -171,25 +178,30 @@ class LocalBackend:
         t0 = time.perf_counter()
         proc, result = self._spawn(spec, trial_dir, files)
         timed_out = threading.Event()
-
-        def on_deadline() -> None:
-            timed_out.set()
-            kill_group(proc.pid)
-
-        timer = threading.Timer(timeout_s, on_deadline)
-        timer.daemon = True
-        timer.start()
-        sampler = TreeSampler(proc.pid, self.sample_interval_s) if self.sample_interval_s else None
+        timer: threading.Timer | None = None
+        sampler: TreeSampler | None = None
         reaped = False
+        # from here on an interrupt (SIGTERM to the runner right after the workload started, as a busy
+        # host makes likely) must reach the finally below, or the process would outlive the run
         try:
-            if sampler:
+
+            def on_deadline() -> None:
+                timed_out.set()
+                kill_group(proc.pid)
+
+            timer = threading.Timer(timeout_s, on_deadline)
+            timer.daemon = True
+            timer.start()
+            if self.sample_interval_s:
+                sampler = TreeSampler(proc.pid, self.sample_interval_s)
                 sampler.__enter__()
             _, status, usage = os.wait4(proc.pid, 0)
             reaped = True
             wall_s = time.perf_counter() - t0
         finally:
-            timer.cancel()
-            if sampler:
+            if timer is not None:
+                timer.cancel()
+            if sampler is not None:
                 sampler.__exit__(None, None, None)
             if not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
