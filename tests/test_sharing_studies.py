@@ -142,7 +142,7 @@ def test_scaling_quick_study(quick_runs, tmp_path: Path) -> None:
     assert scaling.variants == {1: "workers-1", 2: "workers-2"}  # the pinned placements are topology
     (topology,) = data.topology
     assert {r.topology for r in topology.rows} == {"1 1", "2"} and topology.level == "cpu"
-    assert topology.split.jobs == 4 and topology.split.values == 8
+    assert topology.split.trials == 4 and topology.split.values_per_trial == 2
     specs, problems = build_figures(results, only=["sharing-scaling", "sharing-topology"])
     assert not problems and [s.key for s in specs] == ["sharing-scaling-ddp", "sharing-topology-ddp-2"]
     text = markdown_report(results)

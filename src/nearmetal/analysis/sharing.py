@@ -23,7 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from nearmetal.analysis.stats import LossEstimate, Summary, loss_interval, summarize
+from nearmetal.analysis.bootstrap import Sample
+from nearmetal.analysis.stats import (
+    LossEstimate,
+    Summary,
+    VarianceComponents,
+    loss_interval,
+    summarize,
+    variance_components,
+)
 
 
 # --- ratios with intervals ---------------------------------------------------------------------------
@@ -366,49 +374,9 @@ def topology_rows(
     return sorted(rows, key=lambda r: r.rank_by_mean)
 
 
-@dataclass(frozen=True)
-class VarianceSplit:
-    """One-way random-effects split of the variance of epoch times: within a job (epoch to epoch) and
-    between jobs (job to job, same inputs). Seed 001 part 6: "the epoch times at the job level do not vary
-    significantly. The main distinction is seen between jobs"."""
-
-    within: float  # variance component within jobs
-    between: float  # variance component between jobs
-    jobs: int
-    values: int
-
-    @property
-    def total(self) -> float:
-        return self.within + self.between
-
-    @property
-    def between_fraction(self) -> float:
-        return self.between / self.total if self.total > 0 else float("nan")
-
-    @property
-    def within_fraction(self) -> float:
-        return self.within / self.total if self.total > 0 else float("nan")
-
-
-def variance_split(groups: Sequence[np.ndarray]) -> VarianceSplit:
-    """ANOVA estimators for unbalanced groups: σ²_within = MS_within, σ²_between = (MS_between − MS_within)/n₀
-    with n₀ = (N − Σnᵢ²/N)/(k − 1), floored at 0."""
-    data = [_finite(g) for g in groups]
-    data = [g for g in data if g.size]
-    k = len(data)
-    sizes = np.array([g.size for g in data], dtype=float)
-    n_total = float(sizes.sum())
-    if k == 0:
-        return VarianceSplit(float("nan"), float("nan"), 0, 0)
-    grand = float(np.concatenate(data).mean())
-    ss_within = float(sum(((g - g.mean()) ** 2).sum() for g in data))
-    ss_between = float(sum(g.size * (g.mean() - grand) ** 2 for g in data))
-    df_within = n_total - k
-    # one value per job leaves nothing to estimate the within-job part from, one job nothing for between
-    within = ss_within / df_within if df_within > 0 else float("nan")
-    if k < 2 or not math.isfinite(within):
-        return VarianceSplit(within, float("nan"), k, int(n_total))
-    ms_between = ss_between / (k - 1)
-    n0 = (n_total - float((sizes**2).sum()) / n_total) / (k - 1)
-    between = max(0.0, (ms_between - within) / n0)
-    return VarianceSplit(within, between, k, int(n_total))
+def variance_split(jobs: Sequence[np.ndarray]) -> VarianceComponents | None:
+    """Within-job (epoch to epoch) and between-job (job to job, same inputs) variance of epoch times, from
+    ``stats.variance_components`` (one-way random effects); None with fewer than two jobs or one value
+    per job. Seed 001 part 6: "the epoch times at the job level do not vary significantly. The main
+    distinction is seen between jobs"."""
+    return variance_components(Sample.nested([_finite(j) for j in jobs]))

@@ -28,7 +28,6 @@ from nearmetal.analysis.sharing import (
     SharingLevel,
     SlicingRow,
     TopologyRow,
-    VarianceSplit,
     doubling_rows,
     enabled_vs_disabled,
     partition_ratios,
@@ -38,6 +37,7 @@ from nearmetal.analysis.sharing import (
     topology_rows,
     variance_split,
 )
+from nearmetal.analysis.stats import VarianceComponents
 from nearmetal.api import Results
 from nearmetal.layers import cgroups
 from nearmetal.report.tables import Table, fmt_number
@@ -306,7 +306,7 @@ class TopologyGroup:
     level: str  # "host" or "cpu": what a node of the topology is
     jobs: list[Job]
     rows: list[TopologyRow]
-    split: VarianceSplit
+    split: VarianceComponents | None
 
 
 def topology_groups(results: Results) -> list[TopologyGroup]:
@@ -576,9 +576,10 @@ def topology_tables(results: Results, groups: list[TopologyGroup]) -> list[Table
             )
         s = g.split
         split = (
-            f"variance of epoch times: {s.between_fraction * 100:.0f}% between jobs, "
-            f"{s.within_fraction * 100:.0f}% within a job ({s.jobs} jobs, {s.values} epochs)"
-            if math.isfinite(s.between_fraction)
+            f"variance of epoch times: {s.share_between * 100:.0f}% between jobs, "
+            f"{(1 - s.share_between) * 100:.0f}% within a job ({s.trials} jobs, "
+            f"{s.values_per_trial:.3g} epochs each)"
+            if s is not None and math.isfinite(s.share_between)
             else "variance split needs several jobs with several epochs each"
         )
         node = "host" if g.level == "host" else "CPU (ranks pinned to CPUs of one host)"
