@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from nearmetal.doctor import (  # noqa: F401  (registers their checks)
     cpu,
+    gpu,
     hygiene,
     leftovers,
     limits,
