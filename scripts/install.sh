@@ -28,5 +28,14 @@ if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# PyTorch for the train/ddp workloads and the GPU paths, pinned: its CPU build lies on the development
+# machines' disk, and PyPI gives the CUDA build of the same release on GPU hosts. NEARMETAL_TORCH=none
+# skips it (those workloads are then refused with the reason); any other value is a pip requirement.
+torch_spec="${NEARMETAL_TORCH:-torch==2.13.0}"
+if [[ "$torch_spec" != none ]]; then
+  echo "== $torch_spec"
+  .venv/bin/python -m pip install -q "$torch_spec"
+  extras="${extras},torch"
+fi
 .venv/bin/python -m pip install -q -e ".[${extras}]"
 echo "== installed: $(.venv/bin/nearmetal --version 2>/dev/null || .venv/bin/python -c 'import nearmetal; print(nearmetal.__version__)')"
