@@ -10,7 +10,27 @@ The library under the ``nearmetal`` command, for notebooks and scripts::
 
 __version__ = "0.1.0"
 
-from nearmetal.api import Results, load_results
-from nearmetal.runner import RunResult, run_plan
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nearmetal.api import Results, load_results
+    from nearmetal.runner import RunResult, run_plan
 
 __all__ = ["Results", "RunResult", "__version__", "load_results", "run_plan"]
+
+# imported on first use: `python -m nearmetal exec-trial` on a cluster node, and every CLI command that
+# does not analyse, must not pay for scipy and SQLAlchemy (seconds on a busy node)
+_LAZY = {
+    "Results": "nearmetal.api",
+    "load_results": "nearmetal.api",
+    "RunResult": "nearmetal.runner",
+    "run_plan": "nearmetal.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nearmetal' has no attribute {name!r}")

@@ -103,6 +103,20 @@ def _process_run_id(pid: int) -> str | None:
     return None
 
 
+def find_slurm_jobs(run_id: str | None = None) -> list[Leftover]:
+    """Batch jobs a run submitted that are still queued or running (scancel removes them)."""
+    from nearmetal.backends.slurm import find_jobs
+
+    return find_jobs(run_id)
+
+
+def find_kubernetes_objects(run_id: str | None = None) -> list[Leftover]:
+    """Jobs, pods and config maps labelled with a run id in the current kubeconfig's cluster."""
+    from nearmetal.backends.kubernetes import find_objects
+
+    return find_objects(run_id)
+
+
 def _ancestors(pid: int) -> set[int]:
     out = {pid}
     while pid > 1:
@@ -241,6 +255,8 @@ FINDERS: list[Callable[[str | None], list[Leftover]]] = [
     find_usernet_processes,
     find_net_links,
     find_netns,
+    find_slurm_jobs,
+    find_kubernetes_objects,
 ]
 
 

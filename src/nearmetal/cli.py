@@ -34,6 +34,20 @@ DbOption = Annotated[
     ),
 ]
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
+BackendOption = Annotated[
+    str, typer.Option("--backend", help="where trials run: local, slurm (batch jobs) or kubernetes (Jobs)")
+]
+PartitionOption = Annotated[str | None, typer.Option("--partition", help="slurm: partition")]
+AccountOption = Annotated[str | None, typer.Option("--account", help="slurm: account to charge")]
+TimeOption = Annotated[str | None, typer.Option("--time", help="slurm: time limit per job (sbatch --time)")]
+ParallelOption = Annotated[
+    int | None, typer.Option("--parallel", help="slurm: jobs in flight at once (default 1: no overlap)")
+]
+NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="kubernetes: namespace")]
+KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kubernetes: kubeconfig file")]
+ImageOption = Annotated[
+    str | None, typer.Option("--image", help="kubernetes: image with the workload programs")
+]
 OptionalWorkdirOption = Annotated[
     Path | None,
     typer.Option(
@@ -89,8 +103,13 @@ def _run(
     html: bool = True,
     run_id: str | None = None,
     resume: str | None = None,
+    backend: str = "local",
+    backend_options: dict | None = None,
 ) -> None:
-    """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan."""
+    """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
+    ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
+    A resumed run uses the backend (and options) it was started with."""
+    from nearmetal.backends.select import make_backend
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
     from nearmetal.report.progress import JsonProgress, RichProgress
@@ -122,6 +141,7 @@ def _run(
                 progress=progress,
                 seed=seed,
                 run_id=run_id,
+                backend=make_backend(backend, loaded.plan, **(backend_options or {})),
             )
     except RunInterrupted as exc:
         err_console.print(
@@ -264,10 +284,39 @@ def run(
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
     ] = None,
+    backend: BackendOption = "local",
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    time_limit: TimeOption = None,
+    parallel: ParallelOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    image: ImageOption = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
-    _run(plan, db, workdir, seed, quiet, as_json, html=html, run_id=run_id, resume=resume)
+    options = dict(
+        partition=partition,
+        account=account,
+        time=time_limit,
+        parallel=parallel,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        image=image,
+    )
+    _run(
+        plan,
+        db,
+        workdir,
+        seed,
+        quiet,
+        as_json,
+        html=html,
+        run_id=run_id,
+        resume=resume,
+        backend=backend,
+        backend_options=options,
+    )
 
 
 @app.command()
@@ -440,6 +489,11 @@ def study(
     form: Annotated[
         str, typer.Option("--form", help="auto (GPU form when a CUDA GPU is here), cpu or gpu")
     ] = "auto",
+    backend: BackendOption = "local",
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    time_limit: TimeOption = None,
+    parallel: ParallelOption = None,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -457,7 +511,8 @@ def study(
         _fail(exc)
     if form == "auto" and why != "the study has one form" and not as_json:
         err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
-    _run(path, db, workdir, seed, quiet, as_json, html=html)
+    options = dict(partition=partition, account=account, time=time_limit, parallel=parallel)
+    _run(path, db, workdir, seed, quiet, as_json, html=html, backend=backend, backend_options=options)
 
 
 @app.command()

@@ -31,25 +31,17 @@ from nearmetal.analysis.stopping import (
     TARGET_MET,
     StopRecord,
 )
-from nearmetal.backends.base import Execution
 from nearmetal.backends.local import LocalBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PlanError, PrivilegeError
 from nearmetal.layers import make_layer
-from nearmetal.layers.base import Layer, TrialContext
 from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
 from nearmetal.store import Store
 from nearmetal.telemetry import capture_environment
 from nearmetal.telemetry.energy import EnergyMeter
+from nearmetal.trial import TrialOutcome, TrialSpec, execute_trial, resources_for
 from nearmetal.workloads import get_workload
-from nearmetal.workloads.base import (
-    ParseError,
-    ProcessOutput,
-    ProcessSpec,
-    Requirement,
-    TrialOutput,
-    WorkloadContext,
-)
+from nearmetal.workloads.base import Requirement
 
 DEFAULT_WORKDIR = "nearmetal-runs"
 
@@ -128,6 +120,9 @@ class ResumeState:
     done: dict[str, str]  # trial key -> stored status; these are not run again
     info: dict[str, Any]
     resumes: int  # 1 on the first resume
+    # trial key -> what a remote backend recorded when it submitted the trial's job (events of kind
+    # JOB_EVENT: backend, job id, trial directory), for trials not stored yet
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --- preflight ---------------------------------------------------------------------------------------
@@ -146,7 +141,27 @@ def missing_requirements(loaded: LoadedPlan) -> dict[Requirement, list[str]]:
     return missing
 
 
-def preflight(loaded: LoadedPlan) -> None:
+def preflight(loaded: LoadedPlan, backend: Any | None = None) -> None:
+    """Refuse, before anything runs, a plan this machine (or backend) cannot run. A remote backend (Slurm,
+    Kubernetes) runs the programs on its nodes or in its image: it checks the plan its own way
+    (``backend.check``)."""
+    backend_name = getattr(backend, "name", "local")
+    unsupported = sorted(
+        {
+            config.layer
+            for cell in loaded.cells
+            for config in cell.layers
+            if (allowed := make_layer(config).backends) is not None and backend_name not in allowed
+        }
+    )
+    if unsupported:
+        raise NearmetalError(
+            f"layer(s) {', '.join(unsupported)} cannot run on the {backend_name} backend; nothing was run",
+            fix="run the plan with a backend that applies them (e.g. --backend kubernetes for pod)",
+        )
+    if backend is not None and getattr(backend, "run_trials", None) is not None:
+        backend.check(loaded)
+        return
     missing = missing_requirements(loaded)
     if missing:
         lines = []
@@ -232,29 +247,28 @@ def schedule(
 # --- one trial ---------------------------------------------------------------------------------------
 
 
-def _status(execution: Execution) -> str:
-    if execution.error:
-        return "invalid"
-    if execution.main.timed_out:
-        return "timeout"
-    if execution.main.returncode != 0:
-        return "failed"
-    return "ok"
+JOB_EVENT = "backend-job"
 
 
-def _failure_text(execution: Execution, timeout_s: float) -> str | None:
-    main = execution.main
-    if execution.error:
-        return execution.error
-    if main.timed_out:
-        return f"timed out after {timeout_s:g}s (raise the plan's timeout if the workload needs longer)"
-    if main.returncode is not None and main.returncode < 0:
-        return f"killed by {main.signal_name}"
-    if main.returncode:
-        if main.returncode == 125 and main.argv and main.argv[0] == "/bin/sh":
-            return "could not join the layer's cgroup (exit 125)"
-        return f"exited with code {main.returncode}"
-    return None
+class BackendHooks:
+    """What a remote backend tells the runner while trials run: a job was submitted (stored as an event so a
+    resumed run can re-attach to it, see ResumeState.jobs) and a trial started (progress)."""
+
+    def __init__(self, runner: Runner, trials: dict[str, Trial]) -> None:
+        self.runner = runner
+        self.trials = trials
+
+    def submitted(self, spec: TrialSpec, job: dict[str, Any]) -> None:
+        self.runner.store.add_event(
+            self.runner.run_id,
+            JOB_EVENT,
+            {"trial_key": spec.trial_key, "trial_dir": spec.trial_dir, **job},
+        )
+
+    def started(self, spec: TrialSpec) -> None:
+        trial = self.trials.get(spec.trial_key)
+        if trial is not None:
+            self.runner.progress.trial_started(trial, self.runner._index)
 
 
 class Runner:
@@ -285,6 +299,7 @@ class Runner:
         self.run_dir = (Path(workdir) / self.run_id).absolute()
         self.records: list[TrialRecord] = []
         self._seq = 0
+        self._index = 0
         self._abort: str | None = None
         self.resuming = resume
         # trial key -> stored status of trials an earlier attempt finished (resume)
@@ -297,94 +312,31 @@ class Runner:
         self._precisions: dict[str, float | None] = {}
         self._started = time.monotonic()
 
-    # layers --------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _layers(self, cell: Cell, ctx: TrialContext) -> Iterator[list[Layer]]:
-        layers = [make_layer(config).bind(ctx) for config in cell.layers]
-        with contextlib.ExitStack() as stack:
-            for layer in layers:
-                stack.enter_context(layer)
-            yield layers
+    # one trial ---------------------------------------------------------------------------------------
+    # executing a trial (layers + backend + parse) lives in nearmetal.trial, so a batch job on a cluster
+    # node runs the same code; the runner turns each outcome into a stored trial
+    def trial_spec(self, trial: Trial) -> TrialSpec:
+        """The serialisable description of a trial that any backend executes (here or on a node)."""
+        spec = TrialSpec.from_trial(trial, self.run_id, self.run_dir / trial.key, self.seed + trial.index)
+        spec.resources = resources_for(trial.cell, self.plan)
+        # a node measures the trial's energy with the plan's sources (RAPL, NVML, Kepler …)
+        spec.energy = self.plan.energy.model_dump(mode="json")
+        return spec
 
     def run_trial(self, trial: Trial) -> TrialRecord:
+        """Execute one trial here (layers around the local backend) and store it."""
+        outcome = execute_trial(self.trial_spec(trial), self.backend, energy=self.energy)
+        return self.store_outcome(trial, outcome)
+
+    def store_outcome(self, trial: Trial, outcome: TrialOutcome) -> TrialRecord:
+        """Store a trial's outcome, wherever it was executed (this process, a Slurm job, a pod)."""
         cell = trial.cell
-        workload = get_workload(cell.kind)
-        trial_dir = self.run_dir / trial.key
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        ctx = TrialContext(
-            run_id=self.run_id,
-            trial_key=trial.key,
-            trial_dir=trial_dir,
-            endpoints={"server_host": "127.0.0.1"},
-        )
-        wctx = WorkloadContext(
-            trial_dir=trial_dir, is_root=ctx.is_root, endpoints=ctx.endpoints, seed=self.seed + trial.index
-        )
-
-        def render(overrides: dict[str, Any]) -> list[ProcessSpec]:
-            params = cell.params.model_validate({**cell.params.model_dump(), **overrides})
-            return workload.processes(params, wctx)
-
-        ctx.render_processes = render
-        ctx.longer_params = lambda factor: workload.longer_params(cell.params, factor)
-        started = time.time()
-        metrics: list[Metric] = []
-        execution: Execution | None = None
-        error: str | None = None
-        status = "error"
-        try:
-            with self._layers(cell, ctx) as layers:
-                workload.prepare(cell.params, wctx)
-                # background processes layers added (neighbours) are wrapped by every layer too, so a
-                # neighbour shares the cpuset or namespace of the process it competes with
-                processes = [*ctx.background, *workload.processes(cell.params, wctx)]
-                for layer in layers:
-                    processes = [layer.wrap(p, ctx) for p in processes]
-                with self.energy.measure() as energy:
-                    execution = self.backend.execute(processes, trial_dir, cell.timeout)
-                cpu_s = next((m.value for m in execution.metrics if m.name == "cpu_s"), None)
-                metrics += self.energy.finish(energy, cpu_s)
-                for layer in layers:
-                    metrics += layer.collect(ctx)
-            status = _status(execution)
-            error = _failure_text(execution, cell.timeout)
-            metrics = execution.metrics + metrics
-            output = TrialOutput(
-                stdout=execution.main.read_stdout(),
-                stderr=execution.main.read_stderr(),
-                files={p.name: p for p in trial_dir.iterdir() if p.is_file()},
-                processes=[
-                    ProcessOutput(r.role, r.read_stdout(), r.read_stderr(), r.returncode)
-                    for r in [*execution.others, execution.main]
-                ],
-                wall_s=execution.wall_s,
-            )
-            if status == "ok":
-                try:
-                    metrics = workload.parse(output, cell.params) + metrics
-                except ParseError as exc:
-                    status, error = "failed", f"output not understood: {exc}"
-                else:
-                    with contextlib.suppress(Exception):
-                        ctx.placement.update(workload.placement(output, cell.params))
-        except (PrivilegeError, MissingToolError) as exc:
-            status, error = "error", str(exc)
-            self._abort = str(exc)
-        except NearmetalError as exc:
-            status, error = "error", str(exc)
-        except FileNotFoundError as exc:
-            status, error = "error", str(exc)
-        finally:
-            with contextlib.suppress(Exception):
-                workload.cleanup(cell.params, wctx)
-        ended = time.time()
-        record = TrialRecord(
-            trial, status, execution.wall_s if execution else ended - started, metrics, error
-        )
-        placement = {**(execution.placement if execution else {}), **ctx.placement}
+        if outcome.abort:
+            self._abort = outcome.abort
+        record = TrialRecord(trial, outcome.status, outcome.wall_s, outcome.metrics, outcome.error)
         self._seq += 1
         record.trial_id = self.store.add_trial(
-            metrics,
+            outcome.metrics,
             run_id=self.run_id,
             trial_key=trial.key,
             cell_id=cell.cell_id,
@@ -401,17 +353,49 @@ class Runner:
             is_warmup=trial.warmup,
             block=trial.block,
             seq=self._seq,
-            status=status,
-            started_at=started,
-            ended_at=ended,
-            exit_code=execution.main.returncode if execution else None,
-            signal=execution.main.signal_name if execution else None,
-            error=error,
-            stderr_tail=execution.main.stderr_tail() if execution and status != "ok" else None,
-            output_dir=str(trial_dir),
-            placement=placement,
-            caveats=ctx.caveats,
+            status=outcome.status,
+            started_at=outcome.started_at,
+            ended_at=outcome.ended_at,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            error=outcome.error,
+            stderr_tail=outcome.stderr_tail,
+            output_dir=outcome.output_dir or str(self.run_dir / trial.key),
+            placement=outcome.placement,
+            caveats=outcome.caveats,
         )
+        return record
+
+    def run_trials(self, trials: list[Trial]) -> Iterator[TrialRecord]:
+        """Execute and store trials, yielding each record as it is stored. The local backend runs them one
+        after the other in this process; a remote backend (Slurm, Kubernetes) runs them as jobs, possibly
+        several at once, and yields outcomes as jobs end. Leaving early (an error, Ctrl-C) closes the
+        remote backend's generator, which cancels every job it still has."""
+        run_remote = getattr(self.backend, "run_trials", None)
+        if run_remote is None:
+            for trial in trials:
+                self._fresh_trial_dir(trial)
+                self.progress.trial_started(trial, self._index)
+                record = self.run_trial(trial)
+                yield self._finished(record)
+            return
+        # a job a resumed run re-attached to keeps writing into its trial's directory
+        reattached = set(getattr(self.backend, "reattached", ()) or ())
+        for trial in trials:
+            if trial.key not in reattached:
+                self._fresh_trial_dir(trial)
+        by_key = {trial.key: trial for trial in trials}
+        hooks = BackendHooks(self, by_key)
+        with contextlib.closing(run_remote([self.trial_spec(t) for t in trials], hooks)) as outcomes:
+            for spec, outcome in outcomes:
+                record = self.store_outcome(by_key[spec.trial_key], outcome)
+                yield self._finished(record)
+
+    def _finished(self, record: TrialRecord) -> TrialRecord:
+        self.records.append(record)
+        self.done[record.trial.key] = record.status
+        self.progress.trial_finished(record, self._index)
+        self._index += 1
         return record
 
     # the run -------------------------------------------------------------------------------------------
@@ -439,6 +423,8 @@ class Runner:
                 "warmup": self.plan.warmup,
                 "repeats": self.plan.repeats.model_dump(),
                 "cells": len(self.loaded.cells),
+                # so a resumed run goes on with the same backend (cluster, partition, image …)
+                "backend_options": _backend_options(self.backend),
             },
         )
         plan_path = getattr(self.loaded, "path", None)
@@ -553,7 +539,7 @@ class Runner:
         return elapsed + estimate > budget_s
 
     def run(self) -> RunResult:
-        preflight(self.loaded)
+        preflight(self.loaded, self.backend)
         check_resources(self.loaded, self.run_dir)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
@@ -623,8 +609,13 @@ class Runner:
                     )
                 )
         resumes = len((run.info or {}).get("resumes", [])) + 1
+        jobs: dict[str, dict[str, Any]] = {}
+        for event in self.store.events(self.run_id):
+            detail = event["detail"] or {}
+            if event["kind"] == JOB_EVENT and detail.get("trial_key") not in self.done:
+                jobs[detail["trial_key"]] = detail
         self.resume_state = ResumeState(
-            self.run_id, self.run_dir, dict(self.done), dict(run.info or {}), resumes
+            self.run_id, self.run_dir, dict(self.done), dict(run.info or {}), resumes, jobs
         )
         reattached: set[str] = set()
         reattach = getattr(self.backend, "reattach", None)
@@ -672,26 +663,21 @@ class Runner:
         status = "finished"
         with _interrupts_as_exceptions() as caught:
             try:
-                index = 0
                 for first, count in self.blocks_to_run():
-                    for trial in schedule(
-                        self.cells_to_run(),
-                        self.plan.order,
-                        self.plan.warmup,
-                        first,
-                        count,
-                        self.seed,
-                        warmup_cells=self.loaded.cells,
-                    ):
-                        if trial.key in self.done:
-                            continue
-                        self._fresh_trial_dir(trial)
-                        self.progress.trial_started(trial, index)
-                        record = self.run_trial(trial)
-                        self.records.append(record)
-                        self.done[trial.key] = record.status
-                        self.progress.trial_finished(record, index)
-                        index += 1
+                    trials = [
+                        trial
+                        for trial in schedule(
+                            self.cells_to_run(),
+                            self.plan.order,
+                            self.plan.warmup,
+                            first,
+                            count,
+                            self.seed,
+                            warmup_cells=self.loaded.cells,
+                        )
+                        if trial.key not in self.done
+                    ]
+                    for _record in self.run_trials(trials):
                         if self._abort:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
             except KeyboardInterrupt:
@@ -753,6 +739,15 @@ def _interrupts_as_exceptions() -> Iterator[dict[str, str]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _backend_options(backend: Any) -> dict[str, Any]:
+    options = getattr(backend, "options", None)
+    out: dict[str, Any] = options.model_dump(mode="json") if hasattr(options, "model_dump") else {}
+    for attr in ("kubeconfig", "context"):
+        if getattr(backend, attr, None):
+            out[attr] = getattr(backend, attr)
+    return out
 
 
 def _version() -> str:
@@ -865,6 +860,10 @@ def resume_run(
             if workdir is not None
             else (Path(run.workdir).parent if run.workdir else Path(DEFAULT_WORKDIR))
         )
+        if backend is None and run.backend and run.backend != "local":
+            from nearmetal.backends.select import make_backend
+
+            backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
         runner = Runner(
             stored, store, base, backend=backend, progress=progress, run_id=run.id, seed=run.seed, resume=True
         )

@@ -7,6 +7,7 @@ Each module here does ``from nearmetal.cli import app`` and registers its comman
 
 __all__: list[str] = [
     "advise",
+    "backends",
     "net",
     "reports",
     "resume",

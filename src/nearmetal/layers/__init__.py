@@ -17,6 +17,7 @@ LAYER_CLASSES: dict[str, str] = {
     "netns": "nearmetal.layers.netns:NetnsLayer",
     "slirp4netns": "nearmetal.layers.usernet:Slirp4netnsLayer",
     "pasta": "nearmetal.layers.usernet:PastaLayer",
+    "pod": "nearmetal.layers.pod:PodLayer",
 }
 
 

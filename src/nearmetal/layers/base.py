@@ -66,6 +66,9 @@ class Layer(ABC):
     Config: ClassVar[type[LayerConfig]]
     description: ClassVar[str] = ""
     needs_root: ClassVar[bool] = False
+    # the backends that can apply this layer (None: any backend that runs layers on a host — local, and
+    # Slurm on the node); the runner refuses a plan whose layer its backend cannot apply, before it runs
+    backends: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: LayerConfig) -> None:
         self.config = config

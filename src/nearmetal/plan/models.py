@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nearmetal.telemetry.energy import EnergyConfig
+from nearmetal.backends.options import KubernetesOptions, Resources, SlurmOptions
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -124,6 +125,9 @@ class BaseVariant(StrictModel):
         default_factory=dict, description="parameter overrides: 'workload.param' or 'param' for all"
     )
     only: list[str] | None = Field(None, description="workloads this variant applies to (default: all)")
+    resources: Resources | None = Field(
+        None, description="what a scheduler allocates for this variant's trials (Slurm, Kubernetes)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +162,10 @@ def plan_model() -> type[BaseModel]:
                 kind=(Literal[kind], ...),  # type: ignore[valid-type]
                 params=(cls.Params, Field(default_factory=cls.Params)),
                 timeout=(float | None, Field(None, description="per-trial timeout for this workload")),
+                resources=(
+                    Resources | None,
+                    Field(None, description="what a scheduler allocates per trial (Slurm, Kubernetes)"),
+                ),
                 __validators__={
                     "_timeout": field_validator("timeout", mode="before")(
                         lambda v: None if v is None else parse_duration(v)
@@ -202,6 +210,8 @@ def plan_model() -> type[BaseModel]:
             default_factory=EnergyConfig,
             description="energy sources per trial and the carbon footprint's factors",
         )
+        slurm: SlurmOptions | None = Field(None, description="options for --backend slurm")
+        kubernetes: KubernetesOptions | None = Field(None, description="options for --backend kubernetes")
 
         @field_validator("timeout", mode="before")
         @classmethod

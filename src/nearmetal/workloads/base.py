@@ -109,6 +109,9 @@ class WorkloadContext:
     # addresses and ports a layer may change (a client in a namespace reaches the server at another address)
     endpoints: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    # how MPI programs start (the backend decides): "mpirun", or "srun-pmix" inside a Slurm allocation
+    # (`srun --mpi=pmix -n RANKS program`); see mpi_launch_argv
+    mpi: str = "mpirun"
 
 
 @dataclass
@@ -185,3 +188,27 @@ class Workload(ABC):
         """Where the workload says it ran (devices, ranks per host), merged into the trial's placement.
         Called after a successful ``parse``; must not raise."""
         return {}
+
+    def resources(self, params: Any) -> dict[str, Any]:
+        """What a batch scheduler should allocate for one trial, as keys of ``plan.models.Resources``
+        (``tasks`` = MPI ranks, ``cpus_per_task``, ``memory_mib``, ``gpus``, …). The default: one task, one
+        CPU. A plan's ``resources`` override it; the local backend ignores it."""
+        return {}
+
+
+def mpi_launch_argv(
+    ctx: WorkloadContext,
+    ranks: int,
+    program: list[str],
+    mpirun: str = "mpirun",
+    mpirun_options: list[str] = (),
+) -> list[str]:
+    """The argv that starts ``program`` as ``ranks`` MPI processes the way the backend asked: ``mpirun -np``
+    (with its options) by default, or ``srun --mpi=pmix -n`` inside a Slurm allocation (Debian's OpenMPI
+    speaks PMIx, not PMI2)."""
+    if ctx.mpi == "srun-pmix":
+        return ["srun", "--mpi=pmix", "-n", str(ranks), *program]
+    argv = [mpirun, "-np", str(ranks)]
+    if ctx.is_root:
+        argv.append("--allow-run-as-root")
+    return [*argv, *mpirun_options, *program]

@@ -29,6 +29,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    mpi_launch_argv,
 )
 
 LOOP_RE = re.compile(
@@ -111,18 +112,20 @@ class LammpsWorkload(Workload):
         env = {"OMP_NUM_THREADS": str(params.threads)}
         if params.ranks == 0:
             return [ProcessSpec(argv=lmp, env=env, cwd=ctx.trial_dir)]
-        argv = [params.mpirun, "-np", str(params.ranks)]
-        if ctx.is_root:
-            argv.append("--allow-run-as-root")
+        options: list[str] = []
         oversubscribe = params.oversubscribe
         if oversubscribe is None:
             oversubscribe = params.ranks * params.threads > (os.cpu_count() or 1)
         if oversubscribe:
-            argv.append("--oversubscribe")
+            options.append("--oversubscribe")
         if params.bind_to != "default":
-            argv += ["--bind-to", params.bind_to]
-        argv += ["-x", "OMP_NUM_THREADS", *lmp]
+            options += ["--bind-to", params.bind_to]
+        options += ["-x", "OMP_NUM_THREADS"]
+        argv = mpi_launch_argv(ctx, params.ranks, lmp, params.mpirun, options)
         return [ProcessSpec(argv=argv, env=env, cwd=ctx.trial_dir)]
+
+    def resources(self, params: LammpsParams) -> dict[str, int]:
+        return {"tasks": max(1, params.ranks), "cpus_per_task": params.threads}
 
     def parse(self, output: TrialOutput, params: LammpsParams | None = None) -> list[Metric]:
         return parse_lammps_log(output.stdout + "\n" + output.stderr)

@@ -73,6 +73,10 @@ class StressNgWorkload(Workload):
         argv += ["--metrics-brief", "--yaml", str(ctx.trial_dir / YAML_NAME)]
         return [ProcessSpec(argv=argv, cwd=ctx.trial_dir)]
 
+    def resources(self, params: StressNgParams) -> dict[str, int]:
+        # workers: 0 means one per CPU of wherever it runs: ask for one CPU and let it use what it gets
+        return {"cpus_per_task": max(1, params.workers)}
+
     def parse(self, output: TrialOutput, params: StressNgParams | None = None) -> list[Metric]:
         path = output.files.get(YAML_NAME)
         if path is not None and path.exists():

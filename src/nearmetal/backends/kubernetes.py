@@ -1,0 +1,697 @@
+"""Run trials as Kubernetes ``batch/v1`` Jobs.
+
+Each trial becomes one Job (one Pod, no retries) built with the official ``kubernetes`` client models: the
+image the plan names, the workload's argv as the command, and the trial's layers mapped to pod settings
+(``LAYER_MAPPINGS``): a cpu-quota layer becomes a CPU limit (which is exactly what writes the quota, seed 000),
+the ``pod`` layer gives the resources mode (limits / requests only / none, recorded with the trial), runtime
+class, ``hostUsers``, security context, node selection, GPUs (``nvidia.com/gpu``, ``nvidia.com/gpu.shared``,
+``nvidia.com/mig-<profile>``) and volumes. A layer without a mapping is refused before anything is created.
+
+Inputs the workload prepares (LAMMPS' ``in.lj``) travel in a ConfigMap; the container copies them into its
+working directory, runs the program, then prints every file the program wrote between markers, so one log
+stream carries the output and the files the parser reads. nearmetal watches the Job and its Pod, stores the
+log in the trial's directory, records the node, QoS class and requested devices as placement, and deletes
+everything it created (all objects carry the label ``nearmetal.io/run=<run id>``) on every exit path;
+``nearmetal cleanup`` deletes by that label.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nearmetal.backends.options import KubernetesOptions, parse_memory_mib
+from nearmetal.errors import NearmetalError
+from nearmetal.trial import TrialOutcome, TrialSpec
+
+RUN_LABEL = "nearmetal.io/run"
+TRIAL_LABEL = "nearmetal.io/trial"
+MANAGED_LABEL = "app.kubernetes.io/managed-by"
+WORKDIR = "/nearmetal/trial"
+INPUTS = "/nearmetal/inputs"
+FILE_MARK = "=== nearmetal-file"
+END_MARK = "=== nearmetal-end"
+MAX_INPUT_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
+
+# The container's entry point: copy inputs, run the program (argv as positional arguments, never
+# interpolated), then print every file it wrote as base64 between markers. A constant script.
+ENTRYPOINT = (
+    'cp -r "$NEARMETAL_INPUTS"/. . 2>/dev/null; ls -A > .nearmetal-inputs; '
+    '"$@"; rc=$?; '
+    "for f in *; do "
+    'grep -qxF "$f" .nearmetal-inputs && continue; [ -f "$f" ] || continue; '
+    f'echo "{FILE_MARK} $f"; base64 "$f"; echo "{END_MARK}"; '
+    "done; exit $rc"
+)
+
+
+class KubernetesError(NearmetalError):
+    """The API server refused or lost something; the message carries its words."""
+
+
+@dataclass
+class PodShape:
+    """The pod settings a trial's layers ask for, before they become client models."""
+
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    resources_mode: str = "none"
+    runtime_class: str | None = None
+    host_users: bool | None = None
+    security: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    required_nodes: list[str] = field(default_factory=list)
+    volumes: list[Any] = field(default_factory=list)
+    mounts: list[Any] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """What is stored with the trial: how the pod was shaped."""
+        return {
+            "resources_mode": self.resources_mode,
+            "requests": dict(self.requests),
+            "limits": dict(self.limits),
+            "runtime_class": self.runtime_class,
+            "host_users": self.host_users,
+            "notes": list(self.notes),
+        }
+
+
+def _cpu(cpus: float) -> str:
+    millis = round(cpus * 1000)
+    return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
+
+
+def _memory(value: str | int) -> str:
+    return f"{parse_memory_mib(value)}Mi"
+
+
+def map_cpu_quota(config: Any, shape: PodShape) -> None:
+    # a pod CPU limit is what writes limit × period into cpu.max (cpu.cfs_quota_us): the same quota
+    cpu = _cpu(config.cpus)
+    shape.limits["cpu"] = cpu
+    shape.requests.setdefault("cpu", cpu)
+    shape.resources_mode = "limits"
+    if config.period_us != 100_000:
+        shape.notes.append(
+            f"cpu-quota period {config.period_us} µs cannot be set per pod (the kubelet uses 100 ms unless "
+            "its cpuCFSQuotaPeriod is changed)"
+        )
+
+
+def map_pod(config: Any, shape: PodShape) -> None:
+    from kubernetes import client
+
+    shape.resources_mode = config.resources
+    amounts: dict[str, str] = {}
+    if config.cpu is not None:
+        amounts["cpu"] = _cpu(config.cpu)
+    if config.memory is not None:
+        amounts["memory"] = _memory(config.memory)
+    if config.resources in ("limits", "requests"):
+        shape.requests.update(amounts)
+    if config.resources == "limits":
+        shape.limits.update(amounts)
+    # extended resources (devices) must be limits; requests default to them
+    if config.gpus:
+        shape.limits["nvidia.com/gpu"] = str(config.gpus)
+    if config.gpu_shared:
+        shape.limits["nvidia.com/gpu.shared"] = str(config.gpu_shared)
+    if config.mig_profile:
+        shape.limits[f"nvidia.com/mig-{config.mig_profile}"] = "1"
+    if config.runtime_class:
+        shape.runtime_class = config.runtime_class
+    if config.host_users is not None:
+        shape.host_users = config.host_users
+    sec = shape.security
+    for key in ("privileged", "run_as_user", "run_as_non_root", "allow_privilege_escalation"):
+        if getattr(config, key) is not None:
+            sec[key] = getattr(config, key)
+    if config.capabilities_add or config.capabilities_drop:
+        sec["capabilities"] = client.V1Capabilities(
+            add=config.capabilities_add or None, drop=config.capabilities_drop or None
+        )
+    if config.seccomp:
+        sec["seccomp_profile"] = client.V1SeccompProfile(type=config.seccomp)
+    shape.node_selector.update(config.node_selector)
+    shape.required_nodes += config.nodes
+    for vol in config.volumes:
+        if vol.type == "emptyDir":
+            source = client.V1Volume(
+                name=vol.name,
+                empty_dir=client.V1EmptyDirVolumeSource(
+                    medium=vol.medium or None, size_limit=_memory(vol.size_limit) if vol.size_limit else None
+                ),
+            )
+        elif vol.type == "pvc":
+            source = client.V1Volume(
+                name=vol.name,
+                persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=vol.claim, read_only=vol.read_only or None
+                ),
+            )
+        else:
+            source = client.V1Volume(name=vol.name, host_path=client.V1HostPathVolumeSource(path=vol.path))
+        shape.volumes.append(source)
+        shape.mounts.append(
+            client.V1VolumeMount(
+                name=vol.name,
+                mount_path=vol.mount_path,
+                read_only=vol.read_only or None,
+                mount_propagation=vol.mount_propagation,
+            )
+        )
+
+
+# layer kind → how it shapes the pod. Layers of other areas add theirs here (netns: a pod has its own
+# network namespace already; a VM layer: runtime class kata-qemu; …). A layer without one is refused.
+LAYER_MAPPINGS: dict[str, Callable[[Any, PodShape], None]] = {
+    "cpu-quota": map_cpu_quota,
+    "pod": map_pod,
+}
+
+
+def pod_shape(spec: TrialSpec) -> PodShape:
+    shape = PodShape()
+    for config in spec.cell().layers:
+        LAYER_MAPPINGS[config.layer](config, shape)
+    resources = spec.resources
+    # the plan's scheduler resources ask for what the layers did not already
+    if resources.get("gpus") and not any(k.startswith("nvidia.com/") for k in shape.limits):
+        shape.limits["nvidia.com/gpu"] = str(resources["gpus"])
+    if resources.get("memory_mib") and shape.resources_mode != "none" and "memory" not in shape.requests:
+        shape.requests["memory"] = f"{resources['memory_mib']}Mi"
+    return shape
+
+
+def k8s_name(*parts: str, limit: int = 63) -> str:
+    """A DNS-1123 label from parts (run id, trial key): lower case, dashes, at most 63 characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:limit].rstrip("-")
+
+
+def split_log(log: str) -> tuple[str, dict[str, bytes]]:
+    """The container's log → (the program's own output, {file name: content}) by the entry point's markers."""
+    lines = log.splitlines(keepends=True)
+    out: list[str] = []
+    files: dict[str, bytes] = {}
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(FILE_MARK + " "):
+            name = line[len(FILE_MARK) + 1 :].strip()
+            chunk: list[str] = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith(END_MARK):
+                chunk.append(lines[i].strip())
+                i += 1
+            with contextlib.suppress(ValueError):
+                files[Path(name).name] = base64.b64decode("".join(chunk))
+        else:
+            out.append(line)
+        i += 1
+    return "".join(out), files
+
+
+class KubernetesBackend:
+    """Create a Job per trial, watch it and its Pod, collect the log, delete everything by label."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        options: KubernetesOptions | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        api_client: Any | None = None,
+    ) -> None:
+        self.options = options or KubernetesOptions()
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self._api_client = api_client
+
+    # --- building (pure: no API server needed) ---------------------------------------------------------
+    def render(self, spec: TrialSpec) -> tuple[Any, dict[str, str], PodShape]:
+        """The trial's processes as the container will run them: (main ProcessSpec, input files, shape)."""
+        from nearmetal.workloads import get_workload
+        from nearmetal.workloads.base import WorkloadContext
+
+        cell = spec.cell()
+        workload = get_workload(cell.kind)
+        local_dir = Path(spec.trial_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        # prepare writes inputs here; the container sees them (and runs) in WORKDIR
+        wctx = WorkloadContext(trial_dir=local_dir, is_root=False, seed=spec.seed, mpi=spec.mpi)
+        workload.prepare(cell.params, wctx)
+        inputs: dict[str, str] = {}
+        total = 0
+        for path in sorted(local_dir.iterdir()):
+            if path.is_file() and path.name not in ("spec.json", "outcome.json"):
+                text = path.read_text(errors="replace")
+                total += len(text)
+                inputs[path.name] = text
+        if total > MAX_INPUT_BYTES:
+            raise KubernetesError(
+                f"the workload's inputs are {total // 1024} KiB; a ConfigMap holds at most 1 MiB",
+                fix="put large inputs in the image or on a volume (pod layer: volumes)",
+            )
+        pod_ctx = WorkloadContext(trial_dir=Path(WORKDIR), is_root=False, seed=spec.seed, mpi=spec.mpi)
+        processes = workload.processes(cell.params, pod_ctx)
+        mains = [p for p in processes if p.role == "main"]
+        if len(processes) != 1 or len(mains) != 1:
+            raise KubernetesError(
+                f"workload {cell.kind} runs {len(processes)} processes; the Kubernetes backend runs one per pod",
+                fix="run this workload with --backend local or slurm",
+            )
+        return mains[0], inputs, pod_shape(spec)
+
+    def build(self, spec: TrialSpec) -> tuple[Any, Any | None, PodShape]:
+        """(V1Job, V1ConfigMap or None, shape) for one trial, built with the official client models."""
+        from kubernetes import client
+
+        if not self.options.image:
+            raise KubernetesError(
+                "the Kubernetes backend needs an image with the workload's programs",
+                fix="give --image REGISTRY/IMAGE:TAG (or kubernetes: {image: …} in the plan)",
+            )
+        main, inputs, shape = self.render(spec)
+        name = k8s_name("nm", spec.run_id, spec.trial_key)
+        labels = {
+            RUN_LABEL: k8s_name(spec.run_id),
+            TRIAL_LABEL: k8s_name(spec.trial_key),
+            MANAGED_LABEL: "nearmetal",
+        }
+        annotations = {
+            "nearmetal.io/cell": f"{spec.workload}/{spec.variant}",
+            "nearmetal.io/run-id": spec.run_id,
+        }
+        env = [client.V1EnvVar(name="NEARMETAL_INPUTS", value=INPUTS)]
+        # images often run as root; OpenMPI's mpirun refuses that unless told (the workload cannot know)
+        env += [
+            client.V1EnvVar(name="OMPI_ALLOW_RUN_AS_ROOT", value="1"),
+            client.V1EnvVar(name="OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", value="1"),
+        ]
+        env += [client.V1EnvVar(name=k, value=v) for k, v in {**main.env, **shape.env}.items()]
+        mounts = [client.V1VolumeMount(name="trial", mount_path=WORKDIR)]
+        volumes = [client.V1Volume(name="trial", empty_dir=client.V1EmptyDirVolumeSource())]
+        config_map = None
+        if inputs:
+            config_map = client.V1ConfigMap(
+                api_version="v1",
+                kind="ConfigMap",
+                metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=annotations),
+                data=inputs,
+            )
+            volumes.append(
+                client.V1Volume(name="inputs", config_map=client.V1ConfigMapVolumeSource(name=name))
+            )
+            mounts.append(client.V1VolumeMount(name="inputs", mount_path=INPUTS, read_only=True))
+        volumes += shape.volumes
+        mounts += shape.mounts
+        resources = None
+        if shape.requests or shape.limits:
+            resources = client.V1ResourceRequirements(
+                requests=shape.requests or None, limits=shape.limits or None
+            )
+        security = client.V1SecurityContext(**shape.security) if shape.security else None
+        container = client.V1Container(
+            name="trial",
+            image=self.options.image,
+            image_pull_policy=self.options.image_pull_policy,
+            command=["/bin/sh", "-c", ENTRYPOINT, "nearmetal-trial"],
+            args=[str(a) for a in main.argv],
+            working_dir=WORKDIR,
+            env=env,
+            resources=resources,
+            security_context=security,
+            volume_mounts=mounts,
+        )
+        affinity = None
+        if shape.required_nodes:
+            affinity = client.V1Affinity(
+                node_affinity=client.V1NodeAffinity(
+                    required_during_scheduling_ignored_during_execution=client.V1NodeSelector(
+                        node_selector_terms=[
+                            client.V1NodeSelectorTerm(
+                                match_expressions=[
+                                    client.V1NodeSelectorRequirement(
+                                        key="kubernetes.io/hostname",
+                                        operator="In",
+                                        values=shape.required_nodes,
+                                    )
+                                ]
+                            )
+                        ]
+                    )
+                )
+            )
+        pod_spec = client.V1PodSpec(
+            restart_policy="Never",
+            containers=[container],
+            volumes=volumes,
+            runtime_class_name=shape.runtime_class,
+            host_users=shape.host_users,
+            node_selector={**self.options.node_selector, **shape.node_selector} or None,
+            affinity=affinity,
+            service_account_name=self.options.service_account,
+            automount_service_account_token=False,
+            enable_service_links=False,
+        )
+        job = client.V1Job(
+            api_version="batch/v1",
+            kind="Job",
+            metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=annotations),
+            spec=client.V1JobSpec(
+                backoff_limit=0,  # a failed trial is a result, not something to retry
+                active_deadline_seconds=max(1, int(spec.timeout)),
+                ttl_seconds_after_finished=3600,  # a safety net if nearmetal itself dies
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels, annotations=annotations), spec=pod_spec
+                ),
+            ),
+        )
+        return job, config_map, shape
+
+    def manifests(self, spec: TrialSpec) -> list[dict[str, Any]]:
+        """The trial's objects as plain dicts (what ``kubectl apply`` would take)."""
+        from kubernetes import client
+
+        job, config_map, _ = self.build(spec)
+        sanitize = client.ApiClient().sanitize_for_serialization
+        return [sanitize(o) for o in (config_map, job) if o is not None]
+
+    # --- checks before anything runs -------------------------------------------------------------------
+    def check(self, loaded: Any) -> None:
+        unmapped: dict[str, list[str]] = {}
+        for cell in loaded.cells:
+            for config in cell.layers:
+                if config.layer not in LAYER_MAPPINGS:
+                    unmapped.setdefault(config.layer, []).append(cell.key)
+        if unmapped:
+            lines = [f"{layer} (cells {', '.join(cells[:3])})" for layer, cells in unmapped.items()]
+            raise KubernetesError(
+                "these layers have no Kubernetes form; nothing was created: " + "; ".join(lines),
+                fix="run those variants with --backend local or slurm, or use the pod layer's settings",
+            )
+        if not self.options.image:
+            raise KubernetesError(
+                "the Kubernetes backend needs an image with the workload's programs",
+                fix="give --image REGISTRY/IMAGE:TAG (or kubernetes: {image: …} in the plan)",
+            )
+        core = self._core()
+        try:
+            core.read_namespace(self.options.namespace)
+        except Exception as exc:
+            raise KubernetesError(
+                f"cannot use namespace {self.options.namespace!r}: {_reason(exc)}",
+                fix="check --kubeconfig/--namespace and that the API server answers",
+            ) from None
+
+    # --- API ------------------------------------------------------------------------------------------
+    def _client(self) -> Any:
+        if self._api_client is None:
+            from kubernetes import config
+
+            try:
+                self._api_client = config.new_client_from_config(
+                    config_file=self.kubeconfig, context=self.context
+                )
+            except Exception as exc:
+                raise KubernetesError(
+                    f"cannot load a kubeconfig: {exc}", fix="give --kubeconfig FILE or set KUBECONFIG"
+                ) from None
+        return self._api_client
+
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self._client())
+
+    def _batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self._client())
+
+    def create(self, spec: TrialSpec) -> tuple[Any, PodShape]:
+        job, config_map, shape = self.build(spec)
+        ns = self.options.namespace
+        try:
+            if config_map is not None:
+                self._core().create_namespaced_config_map(ns, config_map)
+            created = self._batch().create_namespaced_job(ns, job)
+        except Exception as exc:
+            self.delete_trial(spec)
+            raise KubernetesError(f"the API server refused the trial's Job: {_reason(exc)}") from None
+        return created, shape
+
+    def delete_trial(self, spec: TrialSpec) -> None:
+        selector = f"{RUN_LABEL}={k8s_name(spec.run_id)},{TRIAL_LABEL}={k8s_name(spec.trial_key)}"
+        self._delete(selector)
+
+    def delete_run(self, run_id: str) -> None:
+        self._delete(f"{RUN_LABEL}={k8s_name(run_id)}")
+
+    def _delete(self, selector: str) -> None:
+        ns = self.options.namespace
+        with contextlib.suppress(Exception):
+            self._batch().delete_collection_namespaced_job(
+                ns, label_selector=selector, propagation_policy="Background"
+            )
+        # pods too: without a garbage collector (or before it acts) they would outlive their Job
+        with contextlib.suppress(Exception):
+            self._core().delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0)
+        with contextlib.suppress(Exception):
+            self._core().delete_collection_namespaced_config_map(ns, label_selector=selector)
+
+    # --- watching ---------------------------------------------------------------------------------------
+    def _pods(self, spec: TrialSpec) -> list[Any]:
+        selector = f"{RUN_LABEL}={k8s_name(spec.run_id)},{TRIAL_LABEL}={k8s_name(spec.trial_key)}"
+        return self._core().list_namespaced_pod(self.options.namespace, label_selector=selector).items
+
+    def wait(self, spec: TrialSpec, job: Any) -> tuple[str, Any | None, str]:
+        """Watch the Job and its Pod until the Pod ends, the Job fails, or nothing happens for too long.
+        Returns (how it ended, the last Pod seen, why)."""
+        from kubernetes import watch
+
+        ns = self.options.namespace
+        name = job.metadata.name
+        deadline_pending = time.monotonic() + self.options.pending_timeout_s
+        deadline_total = time.monotonic() + self.options.pending_timeout_s + spec.timeout + 60
+        pod = None
+        while True:
+            pods = self._pods(spec)
+            pod = pods[0] if pods else pod
+            if pod is not None:
+                phase = pod.status.phase if pod.status else None
+                if phase in ("Succeeded", "Failed"):
+                    return phase, pod, ""
+                if phase == "Running":
+                    deadline_pending = deadline_total
+            current = self._batch().read_namespaced_job_status(name, ns)
+            for cond in (current.status.conditions or []) if current.status else []:
+                if cond.type in ("Failed", "Complete") and cond.status == "True":
+                    return cond.type, pod, f"{cond.reason or ''}: {cond.message or ''}".strip(": ")
+            now = time.monotonic()
+            if now > deadline_pending:
+                if pod is None:
+                    why = (
+                        f"no Pod was created for Job {name} within {self.options.pending_timeout_s:g}s "
+                        "(is the job controller — kube-controller-manager — running?)"
+                    )
+                else:
+                    why = f"Pod {pod.metadata.name} stayed {pod.status.phase} for {self.options.pending_timeout_s:g}s"
+                    reasons = [
+                        f"{c.reason}: {c.message}"
+                        for c in (pod.status.conditions or [])
+                        if c.status != "True" and (c.reason or c.message)
+                    ]
+                    if reasons:
+                        why += " (" + "; ".join(reasons) + ")"
+                    elif not pod.spec.node_name:
+                        why += " (no node was assigned: is a scheduler running, and does a node fit?)"
+                    else:
+                        why += f" on node {pod.spec.node_name} (its kubelet never started it)"
+                return "Pending", pod, why
+            if now > deadline_total:
+                return "Timeout", pod, "the trial did not end within its timeout"
+            # a watch wakes us as soon as anything about the trial's pods changes
+            w = watch.Watch()
+            with contextlib.suppress(Exception):
+                for _ in w.stream(
+                    self._core().list_namespaced_pod,
+                    ns,
+                    label_selector=f"{TRIAL_LABEL}={k8s_name(spec.trial_key)}",
+                    timeout_seconds=max(1, int(self.options.poll_s)),
+                ):
+                    break
+            w.stop()
+
+    def outcome(
+        self, spec: TrialSpec, ended: str, pod: Any | None, why: str, shape: PodShape
+    ) -> TrialOutcome:
+        from nearmetal.workloads import get_workload
+        from nearmetal.workloads.base import ParseError, TrialOutput
+
+        trial_dir = Path(spec.trial_dir)
+        now = time.time()
+        placement: dict[str, Any] = {"backend": "kubernetes", "kubernetes": shape.record()}
+        placement["kubernetes"]["namespace"] = self.options.namespace
+        started = ended_at = now
+        exit_code = None
+        if pod is not None:
+            placement["host"] = pod.spec.node_name or ""
+            placement["nodes"] = [pod.spec.node_name] if pod.spec.node_name else []
+            placement["kubernetes"].update(
+                {
+                    "pod": pod.metadata.name,
+                    "node": pod.spec.node_name,
+                    "host_ip": pod.status.host_ip if pod.status else None,
+                    "qos_class": pod.status.qos_class if pod.status else None,
+                    "devices": {k: v for k, v in shape.limits.items() if k.startswith("nvidia.com/")},
+                }
+            )
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                term = status.state.terminated if status.state else None
+                if term is not None:
+                    exit_code = term.exit_code
+                    if term.started_at and term.finished_at:
+                        started, ended_at = term.started_at.timestamp(), term.finished_at.timestamp()
+                    if term.reason == "OOMKilled":
+                        why = "the container was OOM-killed (memory limit)"
+                        ended = "OOMKilled"
+        log = ""
+        log_error = None
+        if pod is not None and ended in ("Succeeded", "Failed", "OOMKilled"):
+            try:
+                log = self._core().read_namespaced_pod_log(pod.metadata.name, self.options.namespace)
+            except Exception as exc:
+                log_error = _reason(exc)
+        stdout, files = split_log(log)
+        (trial_dir / "main.stdout").write_text(stdout)
+        for name, content in files.items():
+            (trial_dir / name).write_bytes(content)
+        base = {
+            "wall_s": max(0.0, ended_at - started),
+            "placement": placement,
+            "caveats": list(shape.notes),
+            "started_at": started,
+            "ended_at": ended_at,
+            "output_dir": str(trial_dir),
+            "exit_code": exit_code,
+        }
+        if ended == "OOMKilled":
+            return TrialOutcome(status="oom", error=why, **base)
+        if log_error is not None:
+            return TrialOutcome(
+                status="error",
+                error=f"Pod {pod.metadata.name} ended {ended} but its log could not be read: {log_error}",
+                **base,
+            )
+        if ended == "Succeeded":
+            workload = get_workload(spec.kind)
+            output = TrialOutput(
+                stdout=stdout,
+                stderr="",
+                files={p.name: p for p in trial_dir.iterdir() if p.is_file()},
+                wall_s=base["wall_s"],
+            )
+            try:
+                metrics = workload.parse(output, spec.cell().params)
+            except ParseError as exc:
+                return TrialOutcome(status="failed", error=f"output not understood: {exc}", **base)
+            return TrialOutcome(status="ok", metrics=metrics, **base)
+        if ended == "Failed":
+            return TrialOutcome(
+                status="failed",
+                error=f"exited with code {exit_code}" + (f" ({why})" if why else ""),
+                stderr_tail=stdout[-4000:] or None,
+                **base,
+            )
+        status = "timeout" if ended == "Timeout" else "error"
+        return TrialOutcome(status=status, error=why or f"the Job ended {ended}", **base)
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run_trials(self, specs: list[TrialSpec], hooks: Any) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+        """One Job at a time (trials must not overlap on a node); every object is deleted on every exit."""
+        run_ids = {s.run_id for s in specs}
+        try:
+            for spec in specs:
+                try:
+                    job, shape = self.create(spec)
+                except KubernetesError as exc:
+                    now = time.time()
+                    yield spec, TrialOutcome(
+                        status="error", wall_s=0.0, error=str(exc), started_at=now, ended_at=now,
+                        placement={"backend": "kubernetes"}, output_dir=spec.trial_dir,
+                    )  # fmt: skip
+                    continue
+                hooks.submitted(spec, {"backend": self.name, "job": job.metadata.name})
+                hooks.started(spec)
+                try:
+                    ended, pod, why = self.wait(spec, job)
+                    outcome = self.outcome(spec, ended, pod, why, shape)
+                finally:
+                    self.delete_trial(spec)
+                yield spec, outcome
+        finally:
+            for run_id in run_ids:
+                self.delete_run(run_id)
+
+
+def _reason(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        with contextlib.suppress(Exception):
+            import json
+
+            return json.loads(body).get("message", str(body))[:500]
+        return str(body)[:500]
+    return str(exc)[:500]
+
+
+def find_objects(run_id: str | None = None) -> list[Any]:
+    """``cleanup`` finder: Jobs, Pods and ConfigMaps labelled by nearmetal in every namespace the current
+    kubeconfig can list. No kubeconfig or no API server: nothing to find."""
+    from nearmetal.cleanup import Leftover
+
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        return []
+    import os
+
+    if not (os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists()):
+        return []
+    try:
+        api = config.new_client_from_config()
+    except Exception:
+        return []
+    selector = f"{RUN_LABEL}={k8s_name(run_id)}" if run_id else f"{MANAGED_LABEL}=nearmetal"
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    found: list[Leftover] = []
+    listings = (
+        ("kubernetes job", batch.list_job_for_all_namespaces, batch.delete_namespaced_job),
+        ("kubernetes pod", core.list_pod_for_all_namespaces, core.delete_namespaced_pod),
+        ("kubernetes configmap", core.list_config_map_for_all_namespaces, core.delete_namespaced_config_map),
+    )
+    for kind, lister, deleter in listings:
+        try:
+            items = lister(label_selector=selector, _request_timeout=10).items
+        except Exception:
+            continue
+        for item in items:
+            name, ns = item.metadata.name, item.metadata.namespace
+
+            def remove(deleter: Any = deleter, name: str = name, ns: str = ns) -> None:
+                deleter(name, ns, propagation_policy="Background")
+
+            owner = (item.metadata.annotations or {}).get("nearmetal.io/run-id") or run_id
+            found.append(Leftover(kind, f"{ns}/{name}", remove, run_id=owner, priority=10))
+    return found
