@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from nearmetal.telemetry.energy import EnergyConfig
 from nearmetal.backends.options import KubernetesOptions, Resources, SlurmOptions
+from nearmetal.telemetry.energy import EnergyConfig
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
