@@ -33,6 +33,9 @@ from nearmetal.plan import load_plan
 from nearmetal.runner import Runner, schedule
 from nearmetal.store import Store
 
+# the test API server's certificate is self-signed (--cert-dir): the client is told not to verify it
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+
 DEFAULT_APISERVER = Path("/var/cache/nearmetal/kube-apiserver")
 TOKEN = "nearmetal-test-token"
 
@@ -151,6 +154,10 @@ current-context: test
             try:
                 api = kconfig.new_client_from_config(config_file=str(config))
                 client.CoreV1Api(api).read_namespace("default")
+                # what kube-controller-manager would create: the namespace's default service account
+                client.CoreV1Api(api).create_namespaced_service_account(
+                    "default", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default"))
+                )
                 break
             except Exception:
                 if time.time() > deadline:

@@ -452,6 +452,9 @@ def test_a_killed_runner_leaves_jobs_that_cleanup_finds_and_a_resume_collects(
     try:
         run_id = wait_for(lambda: _run_id_of(db_url), timeout=60)
         wait_for(lambda: run_jobs(run_id), timeout=60)
+        # the job is recorded (a runner killed between sbatch and this record leaves a job resume cannot
+        # adopt: resume's cleanup cancels it and the trial runs again)
+        wait_for(lambda: [e for e in Store(db_url).events(run_id) if e["kind"] == "backend-job"], timeout=30)
     finally:
         runner.kill()  # SIGKILL: no chance to cancel anything
         runner.wait(timeout=10)
