@@ -185,3 +185,34 @@ def test_a_run_records_its_environment_without_secrets(tmp_path: Path, db_url: s
     stored = repr(env)
     for secret in ("ghp_", "wJalr", "hunter2", "pg-Pa55", "nm-token", "slurm-key", "proxy-pw"):
         assert secret not in stored
+
+
+def test_gpu_facts_from_recorded_nvidia_smi_output(tmp_path: Path, monkeypatch) -> None:
+    """No GPU here: a stand-in nvidia-smi on PATH prints what driver 535 prints on an A100 node (tests/data),
+    and the capture reads model, count, driver, CUDA version and MIG mode from it."""
+    from nearmetal.telemetry.environment import gpu_facts, tool_versions
+
+    data = Path(__file__).parent / "data" / "nvidia-smi"
+    stand_in = tmp_path / "bin" / "nvidia-smi"
+    stand_in.parent.mkdir()
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in\n'
+        f'  --query-gpu=*) cat "{data / "query-a100-mig.csv"}" ;;\n'
+        f'  --version) cat "{data / "version-535.txt"}" ;;\n'
+        f'  "") cat "{data / "banner-535.txt"}" ;;\n'
+        "  *) exit 6 ;;\n"
+        "esac\n"
+    )
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
+    facts = gpu_facts()
+    assert facts == {
+        "gpu.count": "2",
+        "gpu.model": "NVIDIA A100-SXM4-40GB",
+        "gpu.driver": "535.104.05",
+        "gpu.memory": "40960 MiB",
+        "gpu.mig_mode": "Enabled,Disabled",
+        "gpu.cuda_driver_version": "12.2",
+    }
+    assert tool_versions()["tool.nvidia-smi"] == "535.104.05"

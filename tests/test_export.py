@@ -22,8 +22,11 @@ from nearmetal.store import Store
 PY = sys.executable
 
 
-@pytest.fixture
-def real_run(tmp_path: Path, db_url: str) -> str:
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """One real run shared by this module's tests (run id, store URL)."""
+    tmp_path = tmp_path_factory.mktemp("export")
+    db_url = f"sqlite:///{tmp_path / 'results.db'}"
     plan = write_plan(
         tmp_path,
         f"""
@@ -43,11 +46,12 @@ def real_run(tmp_path: Path, db_url: str) -> str:
         warmup: 1
         """,
     )
-    return nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs").run_id
+    return nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs").run_id, db_url
 
 
-def test_csv_is_tidy_and_matches_the_analysis(real_run: str, run_cli, db_url: str) -> None:
-    text = run_cli("export", real_run, "--format", "csv", check=True).stdout
+def test_csv_is_tidy_and_matches_the_analysis(real_run: tuple[str, str], run_cli) -> None:
+    real_run, db_url = real_run
+    text = run_cli("export", real_run, "--db", db_url, "--format", "csv", check=True).stdout
     rows = list(csv.DictReader(io.StringIO(text)))
     results = nearmetal.load_results(real_run, db=db_url)
     stored = sum(
@@ -99,16 +103,19 @@ def test_csv_is_tidy_and_matches_the_analysis(real_run: str, run_cli, db_url: st
     assert any(r.get("param.env.API_TOKEN") == "<redacted>" for r in rows)
 
 
-def test_json_jsonl_and_parquet_carry_the_same_rows(real_run: str, run_cli, tmp_path: Path) -> None:
+def test_json_jsonl_and_parquet_carry_the_same_rows(
+    real_run: tuple[str, str], run_cli, tmp_path: Path
+) -> None:
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    as_json = json.loads(run_cli("export", real_run, "-f", "json", check=True).stdout)
-    lines = run_cli("export", real_run, "-f", "jsonl", check=True).stdout.splitlines()
+    real_run, db_url = real_run
+    as_json = json.loads(run_cli("export", real_run, "--db", db_url, "-f", "json", check=True).stdout)
+    lines = run_cli("export", real_run, "--db", db_url, "-f", "jsonl", check=True).stdout.splitlines()
     assert len(as_json) == len(lines) > 0
     assert json.loads(lines[0]) == as_json[0]
     out = tmp_path / "r.parquet"
-    proc = run_cli("export", real_run, "-f", "parquet", "-o", str(out), check=True)
+    proc = run_cli("export", real_run, "--db", db_url, "-f", "parquet", "-o", str(out), check=True)
     assert f"wrote {len(as_json)} rows" in proc.stderr
     table = pq.read_table(out)
     assert table.num_rows == len(as_json)
@@ -117,9 +124,9 @@ def test_json_jsonl_and_parquet_carry_the_same_rows(real_run: str, run_cli, tmp_
     assert table.schema.metadata[b"nearmetal.runs"] == real_run.encode()
     assert table.column("metric").to_pylist() == [r["metric"] for r in as_json]
     # parquet needs a file; an unknown format is a one-line error
-    proc = run_cli("export", real_run, "-f", "parquet")
+    proc = run_cli("export", real_run, "--db", db_url, "-f", "parquet")
     assert proc.returncode == 1 and "-o results.parquet" in proc.stderr
-    proc = run_cli("export", real_run, "-f", "xlsx")
+    proc = run_cli("export", real_run, "--db", db_url, "-f", "xlsx")
     assert proc.returncode == 1 and "unknown export format 'xlsx'" in proc.stderr
 
 
@@ -164,9 +171,10 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
     assert info.type == "info" and info.samples[0].labels["run"] == run_id
 
 
-def test_openmetrics_of_a_real_run_through_the_cli(real_run: str, run_cli) -> None:
+def test_openmetrics_of_a_real_run_through_the_cli(real_run: tuple[str, str], run_cli) -> None:
     parser = pytest.importorskip("prometheus_client.openmetrics.parser")
-    text = run_cli("export", real_run, "--format", "openmetrics", check=True).stdout
+    real_run, db_url = real_run
+    text = run_cli("export", real_run, "--db", db_url, "--format", "openmetrics", check=True).stdout
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
     assert len(families["nearmetal_trial_rate"].samples) == 8  # 2 variants × (3 repeats + 1 warm-up)
     assert {s.labels["warmup"] for s in families["nearmetal_trial_rate"].samples} == {"true", "false"}

@@ -200,8 +200,9 @@ def test_bad_db_url_is_a_clear_error(run_cli) -> None:
 @needs_cpu_cgroup
 @needs_tool("lmp", "mpirun", "stress-ng")
 @pytest.mark.slow
-def test_cpu_quota_study_tells_the_seed_story(run_cli) -> None:
-    """The shipped study: CPU use falls and loss rises as the quota shrinks, with intervals."""
+def test_cpu_quota_study_tells_the_seed_story(run_cli, artifacts_dir: Path) -> None:
+    """The shipped study: CPU use falls and loss rises as the quota shrinks, with intervals; it ends with an
+    HTML report that a real browser renders."""
     proc = run_cli("study", "cpu-quota", "--json", timeout=900, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = {(r["workload"], r["variant"]): r for r in out["rows"]}
@@ -220,3 +221,12 @@ def test_cpu_quota_study_tells_the_seed_story(run_cli) -> None:
     assert cpu_use["bare-metal"] > cpu_use["limit-1.6"] > cpu_use["limit-1.2"] > cpu_use["limit-0.8"]
     assert 45 < cpu_use["limit-1.2"] < 75  # the seed's "60 something percent"
     assert not nearmetal_cgroups(out["run_id"])
+    from browser import Chromium, chromium_path
+
+    html = Path(out["html"])
+    assert html.is_file() and html.name == "report.html"
+    if chromium_path() is not None:
+        with Chromium() as browser:
+            page = browser.check_page(html, screenshot=artifacts_dir / "cpu-quota-study-report.png")
+        assert page.console_errors == [] and page.remote_requests == []
+        assert page.plots_rendered == page.svg_plots >= 8  # values, loss, repeats, context per workload

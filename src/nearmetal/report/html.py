@@ -163,7 +163,6 @@ def plotly_figure(spec: FigureSpec) -> dict[str, Any]:
         "title": {"text": spec.title, "x": 0.01, "xanchor": "left"},
         "xaxis": xaxis,
         "yaxis": yaxis,
-        "template": TEMPLATE,
         "height": 420,
         "margin": {"l": 70, "r": 20, "t": 60, "b": 60},
         "legend": {"orientation": "h", "y": -0.2},
@@ -174,10 +173,12 @@ def plotly_figure(spec: FigureSpec) -> dict[str, Any]:
     }
     if has_box:
         layout["boxmode"] = "group" if spec.grouped else "overlay"
-    figure = go.Figure(data=[plotly_trace(s) for s in spec.series], layout=layout).to_plotly_json()
-    # the template is the same for every figure: the page sets it once (see RENDER_SCRIPT)
-    figure["layout"].pop("template", None)
-    return figure
+    # validated by plotly (a misspelt property raises here, not silently in the browser); the template is
+    # the same for every figure, so the page sets it once (see RENDER_SCRIPT) and it is left out here
+    figure = go.Figure(data=[plotly_trace(s) for s in spec.series], layout=layout, skip_invalid=False)
+    out = figure.to_plotly_json()
+    out["layout"].pop("template", None)
+    return out
 
 
 def _template() -> dict[str, Any]:
