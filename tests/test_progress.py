@@ -76,3 +76,20 @@ def test_json_progress_lines_and_quiet_mode(tmp_path: Path, run_cli) -> None:
     quiet = run_cli("run", str(plan), "-q", check=True)
     assert "ETA" not in quiet.stderr and "trials" not in quiet.stderr
     assert "run id:" in quiet.stdout
+
+
+def test_a_growing_run_grows_the_eta() -> None:
+    """Adaptive repeats add blocks while the run goes (Runner calls set_total): the ETA counts them."""
+    from nearmetal.report.progress import JsonProgress
+
+    stream = io.StringIO()
+    progress = JsonProgress(stream)
+    progress.start(4, "p", "run")
+    progress.set_total(10)
+    assert progress.eta.total == 10
+    assert json.loads(stream.getvalue().splitlines()[-1])["trials"] == 10
+    rich = RichProgress(Console(file=io.StringIO(), force_terminal=False))
+    rich.start(4, "p", "run")
+    rich.set_total(12)
+    assert rich.eta.total == 12 and rich._progress.tasks[0].total == 12
+    rich.finish()

@@ -107,7 +107,7 @@ class RichProgress:
         self._task = self._progress.add_task("starting", total=total, failed="", eta=None)
 
     def set_total(self, total: int) -> None:
-        """For runs that decide how many repeats to make as they go (adaptive repeats)."""
+        """Adaptive repeats added a block: the bar grows and the ETA counts the new trials."""
         self.eta.total = total
         if self._progress is not None:
             self._progress.update(self._task, total=total, eta=self.eta.remaining())
@@ -136,11 +136,6 @@ class RichProgress:
                 failed=f"[red]{self.failures} failed[/red]" if self.failures else "",
                 eta=self.eta.remaining(),
             )
-
-    def set_total(self, total: int) -> None:
-        """Adaptive repeats added a block: the bar grows."""
-        if self._progress is not None:
-            self._progress.update(self._task, total=total)
 
     def finish(self) -> None:
         if self._progress is not None:
@@ -191,9 +186,6 @@ class JsonProgress:
             eta_s=None if remaining is None else round(remaining, 1),
             error=record.error,
         )
-
-    def set_total(self, total: int) -> None:
-        self._emit(event="total", trials=total)
 
     def finish(self) -> None:
         self._emit(event="finish", done=self.eta.done, failed=self.failures)
