@@ -550,8 +550,9 @@ def test_cpu_quota_study_through_slurm_gives_the_local_table(run_cli, partition:
         assert row["n"] == local[key]["n"] == 3 and row["failed"] == 0
         assert row["metric"] == local[key]["metric"]
         if not row["baseline"]:
-            # a 0.8-CPU quota on work that wants 2 CPUs costs a lot, wherever the trial runs
-            assert row["significant"] and local[key]["significant"], (row, local[key])
+            # the quota costs the same wherever the trial runs (the layer runs inside the job, on the node).
+            # How much it costs depends on how busy the shared machine is (a busy host leaves the processes
+            # less than the quota anyway), so only the agreement is asserted, not the size
             assert _agree(row, local[key]), (key, row, local[key])
 
 
