@@ -248,6 +248,21 @@ def find_netns(run_id: str | None = None) -> list[Leftover]:
     ]
 
 
+def find_container_storage(run_id: str | None = None) -> list[Leftover]:
+    """Per-trial container storage of image-build trials (``/var/tmp/nearmetal-<run>-<trial>-containers``)
+    with whatever the storage driver left mounted inside it."""
+    from nearmetal.workloads.image_build import DEFAULT_STORAGE_BASE, STORAGE_SUFFIX, remove_storage
+
+    base = Path(DEFAULT_STORAGE_BASE)
+    if not base.is_dir():
+        return []
+    return [
+        Leftover("container-storage", str(path), lambda path=path: remove_storage(path), priority=40)
+        for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
+        if path.is_dir()
+    ]
+
+
 FINDERS: list[Callable[[str | None], list[Leftover]]] = [
     find_processes,
     find_cgroups,
@@ -257,6 +272,7 @@ FINDERS: list[Callable[[str | None], list[Leftover]]] = [
     find_netns,
     find_slurm_jobs,
     find_kubernetes_objects,
+    find_container_storage,
 ]
 
 

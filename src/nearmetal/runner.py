@@ -128,17 +128,42 @@ class ResumeState:
 # --- preflight ---------------------------------------------------------------------------------------
 
 
+def _cell_requirements(cell: Cell) -> list[Requirement]:
+    reqs = list(get_workload(cell.kind).requires(cell.params))
+    for config in cell.layers:
+        reqs += make_layer(config).requires()
+    return reqs
+
+
 def missing_requirements(loaded: LoadedPlan) -> dict[Requirement, list[str]]:
     """Every tool the plan needs that is not installed, with the cells that need it."""
     missing: dict[Requirement, list[str]] = {}
     for cell in loaded.cells:
-        reqs = list(get_workload(cell.kind).requires(cell.params))
-        for config in cell.layers:
-            reqs += make_layer(config).requires()
-        for req in reqs:
+        for req in _cell_requirements(cell):
             if not req.available():
                 missing.setdefault(req, []).append(cell.key)
     return missing
+
+
+def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
+    """Leave out of the run the cells whose only missing tools are optional ones (another image builder);
+    returns cell key → the reason, which the run stores and its report shows."""
+    skipped: dict[str, str] = {}
+    kept = []
+    for cell in loaded.cells:
+        missing = [r for r in _cell_requirements(cell) if not r.available()]
+        if missing and all(r.optional for r in missing):
+            skipped[cell.key] = "; ".join(f"{r.tool} is not installed ({r.install_hint()})" for r in missing)
+        else:
+            kept.append(cell)
+    if skipped and not kept:
+        raise MissingToolError(
+            "every cell of the plan needs a tool this machine lacks; nothing was run:\n  "
+            + "\n  ".join(f"{key}: {why}" for key, why in skipped.items()),
+            fix="install one of them",
+        )
+    loaded.cells = kept
+    return skipped
 
 
 def preflight(loaded: LoadedPlan, backend: Any | None = None) -> None:
@@ -288,6 +313,7 @@ class Runner:
         self.store = store
         self.backend = backend or LocalBackend()
         self.energy = EnergyMeter(self.plan.energy)
+        self.skipped: dict[str, str] = {}  # cell key → why it was left out (see skip_unavailable_cells)
         self.progress = progress or NullProgress()
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         self.seed = (
@@ -425,6 +451,7 @@ class Runner:
                 "cells": len(self.loaded.cells),
                 # so a resumed run goes on with the same backend (cluster, partition, image …)
                 "backend_options": _backend_options(self.backend),
+                "skipped": self.skipped,
             },
         )
         plan_path = getattr(self.loaded, "path", None)
@@ -539,6 +566,7 @@ class Runner:
         return elapsed + estimate > budget_s
 
     def run(self) -> RunResult:
+        self.skipped = skip_unavailable_cells(self.loaded)
         preflight(self.loaded, self.backend)
         check_resources(self.loaded, self.run_dir)
         if not self.resuming and self._run_exists():

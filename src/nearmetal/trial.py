@@ -246,7 +246,13 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
         endpoints={"server_host": "127.0.0.1"},
     )
     wctx = WorkloadContext(
-        trial_dir=trial_dir, is_root=ctx.is_root, endpoints=ctx.endpoints, seed=spec.seed, mpi=spec.mpi
+        trial_dir=trial_dir,
+        is_root=ctx.is_root,
+        endpoints=ctx.endpoints,
+        seed=spec.seed,
+        mpi=spec.mpi,
+        run_id=spec.run_id,
+        trial_key=spec.trial_key,
     )
 
     def render(overrides: dict[str, Any]) -> list[ProcessSpec]:

@@ -19,6 +19,7 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     ("lammps_cpu_use_pct", "CPU use %"),
     ("cpu_util_pct", "CPU util %"),
     ("throttled_pct", "throttled %"),
+    ("disk_used_MiB", "disk MiB"),
 ]
 
 
@@ -266,6 +267,7 @@ def run_header(results: Results) -> list[tuple[str, str]]:
             "trials",
             f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
         ),
+        *skipped_lines(results),
     ]
     info = run.info or {}
     repeats = info.get("repeats") or {}
@@ -498,3 +500,9 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
         ]
         tables.append(Table(title, headers, body, notes, sig))
     return tables
+
+
+def skipped_lines(results: Results) -> list[tuple[str, str]]:
+    """Cells the run left out because an optional tool (an image builder …) is not installed here."""
+    skipped = (results.run.info or {}).get("skipped") or {}
+    return [("skipped", f"{cell}: {why}") for cell, why in skipped.items()]

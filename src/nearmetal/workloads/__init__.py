@@ -19,6 +19,7 @@ from nearmetal.workloads.base import (
 # matters to the workload that needs it.
 WORKLOAD_CLASSES: dict[str, str] = {
     "command": "nearmetal.workloads.command:CommandWorkload",
+    "image-build": "nearmetal.workloads.image_build:ImageBuildWorkload",
     "ddp": "nearmetal.workloads.ddp:DdpWorkload",
     "flops": "nearmetal.workloads.flops:FlopsWorkload",
     "fio": "nearmetal.workloads.fio:FioWorkload",

@@ -32,8 +32,12 @@ class Requirement:
     package: str
     # "device": hardware this host must have (tool "cuda": torch sees a CUDA GPU; "nvml": the NVIDIA
     # driver answers); ``package`` then says where to run instead
-    manager: Literal["debian", "pypi", "device"] = "debian"
+    # "manual": not packaged anywhere nearmetal installs from; ``package`` says how to get it
+    manager: Literal["debian", "pypi", "device", "manual"] = "debian"
     purpose: str = ""
+    # optional: a cell that lacks it is skipped with the reason (stored with the run) instead of stopping
+    # the whole run (e.g. builders that may or may not be installed)
+    optional: bool = False
 
     def available(self) -> bool:
         if self.manager == "pypi":
@@ -47,7 +51,7 @@ class Requirement:
     def install_hint(self) -> str:
         if self.manager == "pypi":
             return f"pip install {self.package}"
-        if self.manager == "device":
+        if self.manager in ("device", "manual"):
             return self.package
         return f"apt-get install -y {self.package}"
 
@@ -112,6 +116,13 @@ class WorkloadContext:
     # how MPI programs start (the backend decides): "mpirun", or "srun-pmix" inside a Slurm allocation
     # (`srun --mpi=pmix -n RANKS program`); see mpi_launch_argv
     mpi: str = "mpirun"
+    # set by the runner, so a workload can name the host objects it makes (see host_name)
+    run_id: str = ""
+    trial_key: str = ""
+
+    def host_name(self, *parts: str) -> str:
+        """``nearmetal-<run id>-<trial key>-<parts>``: the name ``nearmetal cleanup`` traces to its run."""
+        return "-".join(["nearmetal", self.run_id, self.trial_key, *parts])
 
 
 @dataclass

@@ -1,0 +1,307 @@
+"""Container image builds (seed 001, "Rootless container builds on Kubernetes"): buildah and podman with the
+overlay or vfs storage driver, and buildkit or kaniko when installed, building a Containerfile from a base
+made without any registry (``FROM scratch`` plus a static busybox root filesystem copied from the host).
+
+Every trial gets its own container storage (``/var/tmp/nearmetal-<run>-<trial>-containers``), removed after
+the trial (``cleanup``) and, after a killed run, by ``nearmetal cleanup`` (``cleanup.find_container_storage``).
+Metrics: ``build_s`` (the builder's wall time), ``disk_used_MiB`` (the storage after the build); CPU time
+and peak memory come from the backend's telemetry of the builder's process tree (``cpu_s``,
+``max_rss_MiB``, ``tree_rss_peak_MiB``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from nearmetal.errors import NearmetalError
+from nearmetal.metrics import Metric
+from nearmetal.workloads.base import (
+    ParseError,
+    ProcessSpec,
+    Requirement,
+    TrialOutput,
+    Workload,
+    WorkloadContext,
+    WorkloadParams,
+)
+
+STORAGE_SUFFIX = "containers"
+RUNROOT_RECORD = "runroot.path"
+DEFAULT_STORAGE_BASE = "/var/tmp"
+IMAGE_TAG = "localhost/nearmetal-build:latest"
+# the builder's own output goes first; these lines come from the wrapper after it
+BUILD_MARK = "nearmetal-build-seconds"
+DISK_MARK = "nearmetal-disk-kib"
+BUSYBOX_APPLETS = ("sh", "mkdir", "head", "cat", "ls", "rm", "cp", "echo", "seq", "test")
+
+# times the builder alone (date before and after), then measures the storage it left; exits with the
+# builder's status. Arguments are passed positionally, never interpolated.
+WRAPPER = (
+    'start=$(date +%s.%N); "$@"; rc=$?; end=$(date +%s.%N); '
+    f'echo "{BUILD_MARK} $start $end"; '
+    f'if [ -d "$NEARMETAL_STORAGE" ]; then echo "{DISK_MARK} $(du -sk "$NEARMETAL_STORAGE" | cut -f1)"; fi; '
+    "exit $rc"
+)
+
+
+class ImageBuildParams(WorkloadParams):
+    builder: Literal["buildah", "podman", "buildkit", "kaniko"] = Field(
+        "buildah", description="buildah and podman from Debian; buildkit and kaniko when installed"
+    )
+    storage_driver: Literal["overlay", "vfs"] = Field(
+        "overlay", description="containers/storage driver (buildah, podman): vfs copies every layer"
+    )
+    layers: int = Field(3, ge=1, le=50, description="RUN steps, each writing its own files")
+    files_per_layer: int = Field(200, ge=0, le=200_000)
+    file_kib: int = Field(4, ge=0, le=1 << 20, description="size of each file written by RUN")
+    context_files: int = Field(100, ge=0, le=200_000, description="files COPYed from the build context")
+    cache_layers: bool = Field(True, description="commit a layer per instruction (docker's default)")
+    isolation: Literal["chroot", "oci"] = Field(
+        "chroot", description="how RUN steps run (buildah/podman): chroot works in pods and on cgroup v1"
+    )
+    storage_base: str = Field(
+        DEFAULT_STORAGE_BASE,
+        description="where the per-trial container storage is made (nearmetal cleanup looks in /var/tmp)",
+    )
+
+
+def storage_dir(params: ImageBuildParams, ctx: WorkloadContext) -> Path:
+    name = ctx.host_name(STORAGE_SUFFIX) if ctx.run_id else f"nearmetal-{ctx.trial_dir.name}-{STORAGE_SUFFIX}"
+    return Path(params.storage_base) / name
+
+
+def runroot_dir(storage: Path) -> Path:
+    """podman refuses a runroot longer than 50 characters: a short one derived from the storage path. Its
+    path is written into the storage (``RUNROOT_RECORD``) so cleanup finds it from there."""
+    digest = hashlib.sha1(str(storage).encode()).hexdigest()[:12]
+    return Path("/run") / f"nearmetal-rr-{digest}"
+
+
+def containerfile(params: ImageBuildParams) -> str:
+    lines = ["FROM scratch", "COPY rootfs/ /"]
+    for layer in range(params.layers):
+        lines.append(
+            f"RUN mkdir -p /data/layer{layer} && cd /data/layer{layer} && i=0 && "
+            f"while [ $i -lt {params.files_per_layer} ]; do "
+            f"head -c {params.file_kib * 1024} /dev/urandom > f$i; i=$((i+1)); done"
+        )
+    lines.append("COPY payload/ /payload/")
+    return "\n".join(lines) + "\n"
+
+
+def _is_static(binary: Path) -> bool:
+    # a dynamically linked ELF names its loader (PT_INTERP); a static one has none to name
+    data = binary.read_bytes()
+    return b"/ld-linux" not in data and b"ld-musl" not in data
+
+
+class ImageBuildWorkload(Workload):
+    kind = "image-build"
+    Params = ImageBuildParams
+    description = "a Containerfile built by buildah/podman (overlay or vfs), buildkit or kaniko; no registry"
+    primary_metric = "build_s"
+
+    def requires(self, params: ImageBuildParams) -> list[Requirement]:
+        reqs = [Requirement("busybox", "busybox-static", purpose="the base image's root filesystem")]
+        if params.builder in ("buildah", "podman"):
+            reqs.append(
+                Requirement(params.builder, params.builder, purpose="the image builder", optional=True)
+            )
+        elif params.builder == "buildkit":
+            reqs.append(
+                Requirement(
+                    "buildctl-daemonless.sh",
+                    "the moby/buildkit release (buildctl, buildkitd, buildctl-daemonless.sh; not in Debian)",
+                    manager="manual",
+                    purpose="the image builder",
+                    optional=True,
+                )
+            )
+        else:
+            reqs.append(
+                Requirement(
+                    "executor",
+                    "kaniko's executor (the gcr.io/kaniko-project/executor image's /kaniko/executor; not in "
+                    "Debian)",
+                    manager="manual",
+                    purpose="the image builder",
+                    optional=True,
+                )
+            )
+        return reqs
+
+    def prepare(self, params: ImageBuildParams, ctx: WorkloadContext) -> None:
+        context = ctx.trial_dir / "context"
+        if context.exists():
+            shutil.rmtree(context)
+        rootfs_bin = context / "rootfs" / "bin"
+        rootfs_bin.mkdir(parents=True)
+        busybox = shutil.which("busybox")
+        if busybox is None or not _is_static(Path(busybox)):
+            raise NearmetalError(
+                "the base image needs a statically linked busybox",
+                fix="apt-get install -y busybox-static",
+            )
+        shutil.copy2(busybox, rootfs_bin / "busybox")
+        for applet in BUSYBOX_APPLETS:
+            (rootfs_bin / applet).symlink_to("busybox")
+        (context / "rootfs" / "tmp").mkdir()
+        payload = context / "payload"
+        payload.mkdir()
+        block = os.urandom(params.file_kib * 1024)
+        for i in range(params.context_files):
+            (payload / f"file{i}").write_bytes(block)
+        (context / "Containerfile").write_text(containerfile(params))
+        storage = storage_dir(params, ctx)
+        if storage.exists():
+            remove_storage(storage)
+        storage.mkdir(parents=True)
+        (storage / RUNROOT_RECORD).write_text(str(runroot_dir(storage)) + "\n")
+
+    def processes(self, params: ImageBuildParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+        context = ctx.trial_dir / "context"
+        storage = storage_dir(params, ctx)
+        env = {"NEARMETAL_STORAGE": str(storage)}
+        if params.builder in ("buildah", "podman"):
+            argv = [
+                params.builder,
+                "--root",
+                str(storage / "root"),
+                "--runroot",
+                str(runroot_dir(storage)),
+                "--storage-driver",
+                params.storage_driver,
+            ]
+            if params.builder == "podman":
+                # no systemd or journald needed: the trial runs wherever nearmetal runs
+                argv += [
+                    "--cgroup-manager",
+                    "cgroupfs",
+                    "--events-backend",
+                    "none",
+                    "--tmpdir",
+                    str(storage / "tmp"),
+                ]
+            argv += [
+                "build",
+                "--isolation",
+                params.isolation,
+                f"--layers={'true' if params.cache_layers else 'false'}",
+                "--quiet",
+                "-t",
+                IMAGE_TAG,
+                "-f",
+                str(context / "Containerfile"),
+                str(context),
+            ]
+            env["BUILDAH_ISOLATION"] = params.isolation
+        elif params.builder == "buildkit":
+            argv = [
+                "buildctl-daemonless.sh",
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                f"context={context}",
+                "--local",
+                f"dockerfile={context}",
+                "--opt",
+                "filename=Containerfile",
+                "--output",
+                f"type=oci,dest={storage / 'image.tar'}",
+            ]
+            env["BUILDKITD_FLAGS"] = f"--root={storage / 'buildkit'}"
+        else:
+            argv = [
+                "executor",
+                "--context",
+                f"dir://{context}",
+                "--dockerfile",
+                str(context / "Containerfile"),
+                "--no-push",
+                "--tar-path",
+                str(storage / "image.tar"),
+                "--destination",
+                IMAGE_TAG,
+                "--kaniko-dir",
+                str(storage / "kaniko"),
+            ]
+        resolved = shutil.which(argv[0]) or argv[0]
+        return [
+            ProcessSpec(
+                argv=["/bin/sh", "-c", WRAPPER, "nearmetal-image-build", resolved, *argv[1:]],
+                env=env,
+                cwd=ctx.trial_dir,
+            )
+        ]
+
+    def parse(self, output: TrialOutput, params: ImageBuildParams | None = None) -> list[Metric]:
+        text = output.stdout
+        times = re.search(rf"^{BUILD_MARK} ([0-9.]+) ([0-9.]+)\s*$", text, re.MULTILINE)
+        if not times:
+            raise ParseError(f"no '{BUILD_MARK}' line: the build wrapper did not finish")
+        metrics = [Metric("build_s", float(times.group(2)) - float(times.group(1)), "s", "lower")]
+        disk = re.search(rf"^{DISK_MARK} ([0-9]+)\s*$", text, re.MULTILINE)
+        if disk:
+            metrics.append(Metric("disk_used_MiB", int(disk.group(1)) / 1024, "MiB", "lower"))
+        return metrics
+
+    def cleanup(self, params: ImageBuildParams, ctx: WorkloadContext) -> None:
+        remove_storage(storage_dir(params, ctx))
+        with contextlib.suppress(OSError):
+            shutil.rmtree(ctx.trial_dir / "context")
+
+    def tool_versions(self) -> dict[str, str]:
+        out = {}
+        for tool in ("buildah", "podman"):
+            if shutil.which(tool):
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    text = subprocess.run(
+                        [tool, "--version"], capture_output=True, text=True, timeout=20
+                    ).stdout
+                    match = re.search(r"version\s+(\S+)", text)
+                    if match:
+                        out[tool] = match.group(1)
+        return out
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first (overlay layers the storage driver left)."""
+    prefix = str(path).rstrip("/")
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 4:
+                point = parts[4].replace("\\040", " ")
+                if point == prefix or point.startswith(prefix + "/"):
+                    points.append(point)
+    return sorted(points, key=lambda p: p.count("/"), reverse=True)
+
+
+def remove_storage(path: Path) -> None:
+    """Unmount whatever the storage driver left mounted below ``path`` (and below its runroot), then delete
+    both."""
+    runroot = None
+    with contextlib.suppress(OSError):
+        recorded = Path((path / RUNROOT_RECORD).read_text().strip())
+        if recorded.parent == Path("/run") and recorded.name.startswith("nearmetal-rr-"):
+            runroot = recorded
+    for point in [*mounts_under(path), *(mounts_under(runroot) if runroot else [])]:
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
+    if runroot is not None:
+        shutil.rmtree(runroot, ignore_errors=True)
+    if path.exists():
+        # vfs/overlay layers contain read-only directories owned by mapped ids: rmtree as root copes
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
