@@ -210,7 +210,7 @@ def test_measured_losses_from_a_stored_run_reach_the_recommendation(tmp_path: Pa
           burn: {{kind: command, params: {{argv: ["{py}", "-c", "import time; time.sleep(0.05)"]}}}}
         variants:
           passthrough: []
-          shared-x2: {{layers: [], params: {{burn.argv: ["{py}", "-c", "import time; time.sleep(0.1)"]}}}}
+          shared-x2: {{layers: [], params: {{burn.argv: ["{py}", "-c", "import time; time.sleep(0.8)"]}}}}
         baseline: passthrough
         repeats: 3
     """,
