@@ -567,6 +567,8 @@ class Runner:
 
     def run(self) -> RunResult:
         self.skipped = skip_unavailable_cells(self.loaded)
+        kept = {c.cell_id for c in self.loaded.cells}
+        self._active = [c for c in self._active if c.cell_id in kept]
         preflight(self.loaded, self.backend)
         check_resources(self.loaded, self.run_dir)
         if not self.resuming and self._run_exists():
