@@ -566,7 +566,9 @@ class Runner:
         return elapsed + estimate > budget_s
 
     def run(self) -> RunResult:
-        self.skipped = skip_unavailable_cells(self.loaded)
+        if getattr(self.backend, "run_trials", None) is None:
+            # only a local run knows what is installed where it runs; a cluster backend checks its nodes
+            self.skipped = skip_unavailable_cells(self.loaded)
         kept = {c.cell_id for c in self.loaded.cells}
         self._active = [c for c in self._active if c.cell_id in kept]
         preflight(self.loaded, self.backend)
