@@ -254,24 +254,21 @@ def analyse(
     flagged = stats["outlier"]
 
     by_id = {c.cell_id: c for c in cells}
-    for g, key in enumerate(group_keys):
-        cid = table.cell_ids[int(key) // n_names]
-        code = int(key) % n_names
+    # plain Python numbers once for all groups: one Summary per (cell, metric), no numpy scalar per field
+    columns = [
+        stats[k].tolist() for k in ("n", "mean", "median", "stdev", "cv", "min", "max", "mad", "outliers")
+    ]
+    starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
+    has_outliers = (stats["outliers"] > 0).tolist()
+    for g, key in enumerate(group_keys.tolist()):
+        cid = table.cell_ids[key // n_names]
+        code = key % n_names
         cell = by_id.get(cid)
         if cell is None:
             continue
-        idx = order[bounds[g] : bounds[g + 1]]
-        summary = Summary(
-            int(stats["n"][g]),
-            float(stats["mean"][g]),
-            float(stats["median"][g]),
-            float(stats["stdev"][g]),
-            float(stats["cv"][g]),
-            float(stats["min"][g]),
-            float(stats["max"][g]),
-            float(stats["mad"][g]),
-            int(stats["outliers"][g]),
-        )
+        idx = order[starts[g] : ends[g]]
+        summary = Summary(*(col[g] for col in columns))
+        outlier_ids = [int(t) for t in trial_ids[idx][flagged[idx]]] if has_outliers[g] else []
         result.metrics[(cid, table.names[code])] = CellMetric(
             cell,
             table.names[code],
@@ -280,7 +277,7 @@ def analyse(
             values[idx],
             summary,
             trial_ids[idx],
-            [int(t) for t in trial_ids[idx][flagged[idx]]],
+            outlier_ids,
         )
 
     interval_names = _interval_metric_names(cells, table.names, wanted)
