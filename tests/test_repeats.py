@@ -208,3 +208,15 @@ def test_aa_reports_a_false_positive_rate(tmp_path: Path, run_cli) -> None:
     results = nearmetal.load_results(data["run_id"], db=f"sqlite:///{tmp_path / 'results.db'}")
     assert {c.variant for c in results.cells} == {"base", "base-aa1", "base-aa2"}  # "other" is not run
     assert run_cli("aa", str(plan), "--copies", "1").returncode == 1
+
+
+def test_the_example_plans_load() -> None:
+    from nearmetal.plan import load_plan
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        loaded = load_plan(path)
+        assert loaded.cells, path
+    adaptive = load_plan(examples[0].with_name("adaptive-repeats.yaml")).plan.repeats
+    assert adaptive.adaptive and adaptive.target == pytest.approx(0.02) and adaptive.budget == 1200
