@@ -72,3 +72,25 @@ def test_columnar_read_matches_the_row_reader(tmp_path: Path) -> None:
     # a metric that got no interval up front gets one when asked for
     assert columnar.comparison(cell.cell_id, "rss_MiB") is not None
     store.dispose()
+
+
+def test_a_metric_missing_from_the_first_trials_is_still_read(tmp_path: Path) -> None:
+    """Names are coded from each cell's first trial; a metric (or a series) first seen later is found too."""
+
+    def late(cell: SyntheticCell, repeat: int, rng: np.random.Generator) -> list[Metric]:
+        out = [Metric("wall_s", float(rng.normal(10, 1)), "s", "lower")]
+        if repeat >= 2:
+            out.append(Metric("late_MiB", float(rng.normal(5, 1)), "MiB", "lower"))
+            out.append(Metric.series("iter_s", [1.0, 1.1, 0.9], "s", "lower"))
+        return out
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run_id = write_run(store, CELLS, late, repeats=4, seed=1)
+    table = store.measured_table(run_id)
+    assert set(table.names) == {"wall_s", "late_MiB", "iter_s"}
+    assert (table.metric_code >= 0).all() and table.series_value.size == 4 * 2 * 3
+    results = nearmetal.load_results(run_id, store=store)
+    cell = results.cells[0]
+    assert results.analysis.metric(cell.cell_id, "late_MiB").summary.n == 2
+    assert results.analysis.metric(cell.cell_id, "late_MiB").unit == "MiB"
+    store.dispose()

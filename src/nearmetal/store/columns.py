@@ -31,19 +31,49 @@ def _fetch(conn: Any, stmt: Select[Any], dtype: list[tuple[str, str]]) -> np.nda
         result.close()
 
 
-def _codes(conn: Any, run_id: str, table: Any, with_units: bool) -> tuple[list[str], list[str], list[str]]:
+def _codes(
+    conn: Any, run_id: str, table: Any, with_units: bool, first_trials_only: bool = False
+) -> tuple[list[str], list[str], list[str]]:
+    """The run's distinct metric names (sorted), with a unit and direction each. ``first_trials_only``
+    looks at the first trial of each cell only: cheap, and complete unless some later trial has a metric
+    the first lacked (the caller checks, see ``_coded_rows``)."""
     cols = [table.name, table.unit, table.direction] if with_units else [table.name]
-    stmt = (
-        select(*cols)
-        .join(TrialRow, TrialRow.id == table.trial_id)
-        .where(TrialRow.run_id == run_id)
-        .distinct()
-    )
+    if first_trials_only:
+        first = select(func.min(TrialRow.id)).where(TrialRow.run_id == run_id).group_by(TrialRow.cell_id)
+        stmt = select(*cols).where(table.trial_id.in_(first)).distinct()
+    else:
+        stmt = (
+            select(*cols)
+            .join(TrialRow, TrialRow.id == table.trial_id)
+            .where(TrialRow.run_id == run_id)
+            .distinct()
+        )
     seen: dict[str, tuple[str, str]] = {}
     for row in conn.execute(stmt):
         seen.setdefault(row[0], (row[1], row[2]) if with_units else ("", ""))
     names = sorted(seen)
     return names, [seen[n][0] for n in names], [seen[n][1] for n in names]
+
+
+def _coded_rows(
+    conn: Any, run_id: str, table: Any, with_units: bool, with_seq: bool
+) -> tuple[np.ndarray, tuple[list[str], list[str], list[str]]]:
+    """Rows with names coded against the names of each cell's first trial; when a row's name is not among
+    them (code -1), the names are read from every trial and the rows read again."""
+    codes = _codes(conn, run_id, table, with_units, first_trials_only=True)
+    if not codes[0]:
+        codes = _codes(conn, run_id, table, with_units)
+        if not codes[0]:
+            return np.empty(0, dtype=_row_dtype(with_seq)), codes
+    rows = _metric_rows(conn, run_id, table, codes[0], with_seq)
+    if rows.size and (rows["code"] < 0).any():
+        codes = _codes(conn, run_id, table, with_units)
+        rows = _metric_rows(conn, run_id, table, codes[0], with_seq)
+    return rows, codes
+
+
+def _row_dtype(with_seq: bool) -> list[tuple[str, str]]:
+    return [("trial", "i8"), ("code", "i8")] + ([("seq", "i8")] if with_seq else []) + [("value", "f8")]
 
 
 def _name_code(column: Any, names: list[str]) -> Any:
@@ -53,7 +83,7 @@ def _name_code(column: Any, names: list[str]) -> Any:
 def _metric_rows(conn: Any, run_id: str, table: Any, names: list[str], with_seq: bool) -> np.ndarray:
     """(trial, code, [seq,] value) rows of a run; names beyond MAX_CASE_NAMES are coded in Python."""
     seq_cols = [table.seq] if with_seq else []
-    dtype = [("trial", "i8"), ("code", "i8")] + ([("seq", "i8")] if with_seq else []) + [("value", "f8")]
+    dtype = _row_dtype(with_seq)
     where = (TrialRow.run_id == run_id,)
     if len(names) <= MAX_CASE_NAMES:
         stmt = (
@@ -73,7 +103,10 @@ def _metric_rows(conn: Any, run_id: str, table: Any, names: list[str], with_seq:
     if rows:
         cols = list(zip(*rows, strict=True))
         out["trial"] = cols[0]
-        out["code"] = np.searchsorted(np.array(names, dtype=object), np.array(cols[1], dtype=object))
+        known = np.array(names, dtype=object)
+        given = np.array(cols[1], dtype=object)
+        code = np.minimum(np.searchsorted(known, given), len(names) - 1)
+        out["code"] = np.where(known[code] == given, code, -1)  # -1: a name not in the list
         if with_seq:
             out["seq"] = cols[2]
         out["value"] = cols[-1]
@@ -85,20 +118,14 @@ def measured_table(store: Store, run_id: str) -> MeasuredTable:
     from nearmetal.analysis.run import MeasuredTable
 
     with store.engine.connect() as conn:
-        trial_stmt = (
-            select(TrialRow.id, TrialRow.cell_id, TrialRow.status, TrialRow.is_warmup)
-            .where(TrialRow.run_id == run_id)
-            .order_by(TrialRow.id)
+        trial_stmt = select(TrialRow.id, TrialRow.cell_id, TrialRow.status == "ok", TrialRow.is_warmup).where(
+            TrialRow.run_id == run_id
         )
-        trials = conn.execute(trial_stmt).all()
-        names, units, directions = _codes(conn, run_id, MetricRow, with_units=True)
-        metric_rows = _metric_rows(conn, run_id, MetricRow, names, with_seq=False)
-        series_names, _, _ = _codes(conn, run_id, MetricValueRow, with_units=False)
-        series_rows = (
-            _metric_rows(conn, run_id, MetricValueRow, series_names, with_seq=True)
-            if series_names
-            else np.empty(0, dtype=[("trial", "i8"), ("code", "i8"), ("seq", "i8"), ("value", "f8")])
-        )
+        result = conn.execute(trial_stmt)
+        trials = sorted(result.cursor.fetchall())  # raw tuples: no row object per trial
+        result.close()
+        metric_rows, (names, units, directions) = _coded_rows(conn, run_id, MetricRow, True, False)
+        series_rows, (series_names, _, _) = _coded_rows(conn, run_id, MetricValueRow, False, True)
     cell_of: dict[str, int] = {}
     trial_cell = np.fromiter(
         (cell_of.setdefault(t[1], len(cell_of)) for t in trials), dtype=np.int64, count=len(trials)
@@ -115,7 +142,7 @@ def measured_table(store: Store, run_id: str) -> MeasuredTable:
         cell_ids=list(cell_of),
         trial_id=np.array([t[0] for t in trials], dtype=np.int64),
         trial_cell=trial_cell,
-        trial_ok=np.array([t[2] == "ok" for t in trials], dtype=bool),
+        trial_ok=np.array([bool(t[2]) for t in trials], dtype=bool),
         trial_warmup=np.array([bool(t[3]) for t in trials], dtype=bool),
         names=names,
         units=units,
