@@ -261,6 +261,11 @@ def find_container_storage(run_id: str | None = None) -> list[Leftover]:
         for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
         if path.is_dir()
     ]
+def _layer_finders() -> list[Callable[[str | None], list[Leftover]]]:
+    from nearmetal.layers.container import find_containers
+    from nearmetal.layers.mounts import find_layer_processes, find_mounts
+
+    return [find_containers, find_layer_processes, find_mounts]
 
 
 FINDERS: list[Callable[[str | None], list[Leftover]]] = [
@@ -273,6 +278,7 @@ FINDERS: list[Callable[[str | None], list[Leftover]]] = [
     find_slurm_jobs,
     find_kubernetes_objects,
     find_container_storage,
+    *_layer_finders(),
 ]
 
 

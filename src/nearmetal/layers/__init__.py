@@ -18,6 +18,12 @@ LAYER_CLASSES: dict[str, str] = {
     "slirp4netns": "nearmetal.layers.usernet:Slirp4netnsLayer",
     "pasta": "nearmetal.layers.usernet:PastaLayer",
     "pod": "nearmetal.layers.pod:PodLayer",
+    "overlayfs": "nearmetal.layers.overlayfs:OverlayfsLayer",
+    "fuse-overlayfs": "nearmetal.layers.fuse_overlayfs:FuseOverlayfsLayer",
+    "bindfs": "nearmetal.layers.bindfs:BindfsLayer",
+    "squashfuse": "nearmetal.layers.squashfuse:SquashfuseLayer",
+    "tmpfs": "nearmetal.layers.tmpfs:TmpfsLayer",
+    "container": "nearmetal.layers.container:ContainerLayer",
 }
 
 

@@ -38,6 +38,7 @@ from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
+from nearmetal.units import mem_available_bytes, parse_size
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -48,8 +49,6 @@ from nearmetal.workloads.base import (
     WorkloadParams,
 )
 
-SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$")
-SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DATA_DIR_NAME = "fio-data"
 FILE_SUFFIX = ".dat"
@@ -58,16 +57,6 @@ JOB_RECORD = "fio-job.fio"
 # percentiles the metrics carry: (fio's key as a number, metric name suffix)
 PERCENTILES: list[tuple[float, str]] = [(50.0, "p50"), (95.0, "p95"), (99.0, "p99"), (99.9, "p99_9")]
 SIDES = ("read", "write", "trim", "mixed")
-
-
-def parse_size(value: str | int) -> int:
-    """fio's size strings (``64k``, ``32g``, ``1MiB``; powers of 1024 as fio's default ``kb_base``) → bytes."""
-    if isinstance(value, int):
-        return value
-    match = SIZE_RE.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a size such as 64k, 16m or 1g")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
 
 
 class FioParams(WorkloadParams):
@@ -175,14 +164,6 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def mem_available_bytes() -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
 def _nearest_dir(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -191,11 +172,17 @@ def _nearest_dir(path: Path) -> Path:
 
 def check_sizes(params: FioParams, data_dir: Path) -> None:
     """Refuse a job whose files cannot fit where they go, or whose buffers cannot fit in memory."""
-    needed = params.numjobs * params.size_bytes
-    where = _nearest_dir(data_dir)
-    free = free_bytes(where)
+    # files already laid out at full size (a read-only image, a previous trial's) need no more space
+    needed = 0
+    for job in range(params.numjobs):
+        try:
+            have = (data_dir / f"{job}{FILE_SUFFIX}").stat().st_size
+        except OSError:
+            have = 0
+        needed += max(0, params.size_bytes - have)
+    free = free_bytes(_nearest_dir(data_dir))
     # keep 5% of the filesystem (and 64 MiB) for everything else on it
-    if needed + max(64 * 1024**2, free // 20) > free:
+    if needed and needed + max(64 * 1024**2, free // 20) > free:
         raise NearmetalError(
             f"fio needs {needed / 1024**2:,.0f} MiB ({params.numjobs} clients × {params.size}) in {data_dir}, "
             f"which has {free / 1024**2:,.0f} MiB free",

@@ -1,0 +1,49 @@
+"""fuse-overlayfs: the overlay in user space (rootless podman's storage driver): overlay semantics plus
+the cost of FUSE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from nearmetal.layers.base import TrialContext
+from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer
+from nearmetal.workloads.base import Requirement
+
+
+class FuseOverlayfsConfig(FilesystemConfig):
+    layer: Literal["fuse-overlayfs"] = "fuse-overlayfs"
+    lower: Path | None = Field(None, description="a read-only lower directory (default: an empty one)")
+    options: str = Field("", pattern=r"^[A-Za-z0-9_=,.-]*$", description="more -o options")
+
+
+class FuseOverlayfsLayer(FilesystemLayer):
+    kind = "fuse-overlayfs"
+    Config = FuseOverlayfsConfig
+    description = "overlay in user space over FUSE (rootless container storage)"
+    fstype = "fuse.fuse-overlayfs"
+
+    def __init__(self, config: FuseOverlayfsConfig) -> None:
+        super().__init__(config)
+        self.config: FuseOverlayfsConfig = config
+
+    @classmethod
+    def example_config(cls) -> dict[str, Any]:
+        return {"layer": "fuse-overlayfs"}
+
+    def requires(self) -> list[Requirement]:
+        return [Requirement("fuse-overlayfs", "fuse-overlayfs", purpose="the fuse-overlayfs layer")]
+
+    def mount(self, ctx: TrialContext) -> None:
+        assert self.layer_dir is not None and self.mountpoint is not None
+        lower = self.source or self.config.lower or self.layer_dir / "lower"
+        lower.mkdir(exist_ok=True)
+        upper, work = self.layer_dir / "upper", self.layer_dir / "work"
+        upper.mkdir()
+        work.mkdir()
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if self.config.options:
+            options += "," + self.config.options
+        self.start_daemon(["fuse-overlayfs", "-f", "-o", options, str(self.mountpoint)], ctx)

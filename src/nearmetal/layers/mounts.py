@@ -1,0 +1,263 @@
+"""What every filesystem layer shares: where its directories go, mounting and unmounting, FUSE daemons it
+starts and stops, and the finders ``nearmetal cleanup`` uses for mounts and processes a killed run left.
+
+The test-directory convention (docs/design.md): a filesystem layer mounts something and points
+``ctx.endpoints["test_dir"]`` (the path the workload uses) and ``ctx.endpoints["test_dir_host"]`` (the same
+directory seen from the host) at its mount point. A layer stacked on another filesystem layer uses the
+previous ``test_dir_host`` as its source, so ``[overlayfs, bindfs]`` is bindfs over an overlay. A container
+or VM layer changes ``test_dir`` to the path inside the guest and keeps ``test_dir_host``; a filesystem layer
+stacked after one of those refuses (it would mount on the host at a guest path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from nearmetal.errors import NearmetalError, PrivilegeError
+from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
+
+if TYPE_CHECKING:
+    from nearmetal.cleanup import Leftover
+
+MOUNT_TIMEOUT_S = 20.0
+UMOUNT_TIMEOUT_S = 30.0
+# FUSE daemons and helpers a layer starts; the process finder only ever looks at these programs
+LAYER_PROGRAMS = frozenset(
+    {"fuse-overlayfs", "bindfs", "squashfuse", "squashfuse_ll", "virtiofsd", "qemu-system-x86_64"}
+)
+
+
+class FilesystemConfig(LayerConfig):
+    base_dir: Path | None = Field(
+        None,
+        description="where the layer's directories (upper, work, backing store) go; default: the trial's "
+        "directory, or the previous filesystem layer's mount",
+    )
+
+
+def _unescape(field_text: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field_text = field_text.replace(code, char)
+    return field_text
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount this process sees, in mount order."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) >= 5 and right:
+                out.append((_unescape(fields[4]), right.split()[0]))
+    return out
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    return any(point == target for point, _ in mounts())
+
+
+def run_tool(argv: list[str], what: str, timeout: float = MOUNT_TIMEOUT_S) -> None:
+    """Run a mount helper; a failure becomes an error naming the command and its message."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise NearmetalError(f"{argv[0]} is not installed ({what})") from None
+    except subprocess.TimeoutExpired:
+        raise NearmetalError(f"{what}: {argv[0]} did not finish within {timeout:g}s") from None
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        raise NearmetalError(
+            f"{what} failed: {' '.join(argv[:3])}…: {message[-1] if message else proc.returncode}"
+        )
+
+
+def unmount(path: Path) -> None:
+    """Unmount ``path`` (and anything mounted below it); lazily when it stays busy."""
+    target = str(path)
+    below = [p for p, _ in mounts() if p == target or p.startswith(target + "/")]
+    for point in reversed(below):
+        for argv in (["umount", point], ["umount", "-l", point]):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                if subprocess.run(argv, capture_output=True, timeout=UMOUNT_TIMEOUT_S).returncode == 0:
+                    break
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a layer's directory, never crossing into a mount that is still there."""
+    if not path.exists():
+        return
+    target = str(path)
+    if any(p == target or p.startswith(target + "/") for p, _ in mounts()):
+        unmount(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class FilesystemLayer(Layer):
+    """Base of the mount layers: a directory named with the run id holding everything the layer makes,
+    a mount point ``mnt`` inside it that becomes the test directory, a FUSE daemon when there is one."""
+
+    needs_root = True
+    fstype: ClassVar[str] = ""
+
+    def __init__(self, config: FilesystemConfig) -> None:
+        super().__init__(config)
+        self.config: FilesystemConfig = config
+        self.layer_dir: Path | None = None
+        self.mountpoint: Path | None = None
+        self.source: Path | None = None
+        self.daemon: subprocess.Popen | None = None
+        self.daemon_log: Path | None = None
+
+    # subclasses ------------------------------------------------------------------------------------------
+    def mount(self, ctx: TrialContext) -> None:
+        raise NotImplementedError
+
+    def mount_options(self) -> dict[str, Any]:
+        return {}
+
+    # shared ----------------------------------------------------------------------------------------------
+    def setup(self, ctx: TrialContext) -> None:
+        if os.geteuid() != 0:
+            raise PrivilegeError(
+                f"the {self.kind} layer mounts a filesystem and needs root", fix="run as root"
+            )
+        seen, host = ctx.endpoints.get("test_dir"), ctx.endpoints.get("test_dir_host")
+        if seen is not None and host is not None and str(seen) != str(host):
+            raise NearmetalError(
+                f"the {self.kind} layer comes after a layer that moved the workload into a guest ({seen})",
+                fix="list filesystem layers before the container or vm layer in the variant",
+            )
+        self.source = Path(str(host)) if host else None
+        base = self.config.base_dir or (self.source.parent if self.source else ctx.trial_dir.resolve())
+        self.layer_dir = Path(base).resolve() / ctx.host_name(self.kind)
+        self.layer_dir.mkdir(parents=True, exist_ok=False)
+        self.mountpoint = self.layer_dir / "mnt"
+        self.mountpoint.mkdir()
+        self.mount(ctx)
+        if not is_mounted(self.mountpoint):
+            raise NearmetalError(f"{self.kind}: nothing is mounted at {self.mountpoint} after mounting")
+        ctx.endpoints["test_dir"] = ctx.endpoints["test_dir_host"] = str(self.mountpoint)
+        ctx.placement[self.kind] = {
+            "mountpoint": str(self.mountpoint),
+            "fstype": next((t for p, t in mounts() if p == str(self.mountpoint)), self.fstype),
+            **({"source": str(self.source)} if self.source else {}),
+            **self.mount_options(),
+        }
+
+    def start_daemon(self, argv: list[str], ctx: TrialContext) -> None:
+        """Start a FUSE daemon in the foreground (``-f``) as our own child, and wait for its mount."""
+        assert self.mountpoint is not None
+        self.daemon_log = ctx.trial_dir / f"{self.kind}.log"
+        with open(self.daemon_log, "wb") as log:
+            try:
+                self.daemon = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+            except FileNotFoundError:
+                raise NearmetalError(f"{argv[0]} is not installed (layer {self.kind})") from None
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if is_mounted(self.mountpoint):
+                return
+            if self.daemon.poll() is not None:
+                text = self.daemon_log.read_text(errors="replace").strip().splitlines()
+                raise NearmetalError(
+                    f"{argv[0]} exited ({self.daemon.returncode}) before mounting: {text[-1] if text else ''}"
+                )
+            time.sleep(0.02)
+        raise NearmetalError(f"{argv[0]} did not mount {self.mountpoint} within {MOUNT_TIMEOUT_S:g}s")
+
+    def teardown(self, ctx: TrialContext) -> None:
+        if self.mountpoint is not None:
+            unmount(self.mountpoint)
+        if self.daemon is not None:
+            try:
+                self.daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.daemon.wait(timeout=5)
+            self.daemon = None
+        if self.layer_dir is not None:
+            remove_tree(self.layer_dir)
+            self.layer_dir = None
+
+    def collect(self, ctx: TrialContext) -> list:
+        return []
+
+
+# --- leftovers ------------------------------------------------------------------------------------------
+
+
+def _named_for(path: str, prefix: str) -> bool:
+    return any(part.startswith(prefix) for part in path.split("/"))
+
+
+def find_mounts(run_id: str | None = None) -> list[Leftover]:
+    """Mounts whose mount point lies in a directory named for nearmetal (for one run, or any)."""
+    from nearmetal.cleanup import Leftover
+
+    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
+    found = []
+    # deepest first, so nested mounts go before the ones they sit on
+    for point, fstype in sorted(mounts(), key=lambda m: -m[0].count("/")):
+        if _named_for(point, prefix):
+
+            def remove(point: str = point) -> None:
+                unmount(Path(point))
+                if is_mounted(Path(point)):
+                    raise OSError(f"{point} is still mounted")
+
+            # after processes and containers (they keep mounts busy), before cgroups
+            found.append(Leftover(f"mount ({fstype})", point, remove, priority=30))
+    return found
+
+
+def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
+    """FUSE daemons, virtiofsd and QEMU processes whose arguments name a nearmetal host object."""
+    from nearmetal.cleanup import Leftover
+
+    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0]:
+            continue
+        program = os.path.basename(argv[0].decode(errors="replace"))
+        if program not in LAYER_PROGRAMS:
+            continue
+        if not any(prefix in arg.decode(errors="replace") for arg in argv[1:]):
+            continue
+        pid = int(entry.name)
+
+        def remove(pid: int = pid) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
+                for _ in range(50):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+                os.kill(pid, 9)
+
+        found.append(Leftover("process", f"{pid} {program}", remove, priority=10))
+    return found
