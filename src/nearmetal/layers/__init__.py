@@ -24,6 +24,7 @@ LAYER_CLASSES: dict[str, str] = {
     "squashfuse": "nearmetal.layers.squashfuse:SquashfuseLayer",
     "tmpfs": "nearmetal.layers.tmpfs:TmpfsLayer",
     "container": "nearmetal.layers.container:ContainerLayer",
+    "vm": "nearmetal.layers.vm:VmLayer",
 }
 
 
