@@ -147,8 +147,9 @@ def job_options(params: FioParams, directory: str) -> list[tuple[str, str]]:
         ("numjobs", str(params.numjobs)),
         ("size", params.size),
         ("filesize", params.size),
-        ("runtime", f"{params.runtime:g}"),
-        ("ramp_time", f"{params.ramp_time:g}"),
+        # milliseconds: fio reads a bare "0.5" as 0 seconds
+        ("runtime", f"{round(params.runtime * 1000)}ms"),
+        ("ramp_time", f"{round(params.ramp_time * 1000)}ms"),
         ("group_reporting", "1" if params.group_reporting else "0"),
     ]
     if params.time_based:
@@ -181,8 +182,8 @@ def check_sizes(params: FioParams, data_dir: Path) -> None:
             have = 0
         needed += max(0, params.size_bytes - have)
     free = free_bytes(_nearest_dir(data_dir))
-    # keep 5% of the filesystem (and 64 MiB) for everything else on it
-    if needed and needed + max(64 * 1024**2, free // 20) > free:
+    # leave 5% of what is free for everything else on that filesystem
+    if needed > free * 0.95:
         raise NearmetalError(
             f"fio needs {needed / 1024**2:,.0f} MiB ({params.numjobs} clients × {params.size}) in {data_dir}, "
             f"which has {free / 1024**2:,.0f} MiB free",
