@@ -136,7 +136,7 @@ def test_job_that_did_no_io_names_the_error() -> None:
 def test_job_options_follow_the_seed_job_file(tmp_path: Path) -> None:
     params = FioParams(rw="write", numjobs=8, size="16m", bs="64k", runtime=2, ioengine="libaio")
     opts = dict(job_options(params, "/data"))
-    assert opts["directory"] == "/data" and opts["filename_format"] == "$jobnum.dat"
+    assert opts["directory"] == "/data" and opts["filename_format"] == "job$jobnum.dat"
     assert opts["fallocate"] == "none" and opts["direct"] == "1" and opts["time_based"] == "1"
     assert opts["numjobs"] == "8" and opts["iodepth"] == "8" and opts["group_reporting"] == "1"
     psync = dict(job_options(FioParams(ioengine="psync", iodepth=8), "/d"))
@@ -182,7 +182,7 @@ def test_real_fio_trial_parses_and_removes_its_files(tmp_path: Path) -> None:
     proc = subprocess.run(spec.argv, cwd=spec.cwd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     data = tmp_path / "fio-data"
-    assert sorted(p.name for p in data.iterdir()) == ["0.dat", "1.dat"]
+    assert sorted(p.name for p in data.iterdir()) == ["job0.dat", "job1.dat"]
     files = {p.name: p for p in tmp_path.iterdir() if p.is_file()}
     metrics = {m.name: m.value for m in wl.parse(TrialOutput(proc.stdout, proc.stderr, files), params)}
     assert metrics["bw_MiBps"] > 0 and metrics["clat_p99_us"] >= metrics["clat_p50_us"] > 0

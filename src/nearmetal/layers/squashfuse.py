@@ -2,7 +2,7 @@
 sites ship software and data sets without root).
 
 The image is built for the trial with ``mksquashfs`` from ``source`` (a directory), or from ``files``
-files of ``file_size`` random bytes named like fio's (``0.dat``, ``1.dat``, …), so a fio read job of up to
+files of ``file_size`` random bytes named like fio's (``job0.dat``, ``job1.dat``, …), so a fio read job of up to
 ``files`` clients finds its files already laid out and reads them through squashfuse. Random bytes keep
 squashfs from deduplicating or compressing the data away; ``compression: none`` keeps mksquashfs fast.
 Writes fail: this layer is for read patterns only.
@@ -32,7 +32,7 @@ class SquashfuseConfig(FilesystemConfig):
     source: Path | None = Field(None, description="a directory to pack (default: generated files)")
     files: int = Field(64, ge=1, le=10_000, description="generated files (one per fio client)")
     file_size: str = Field("16m", description="size of each generated file (fio's size)")
-    name_format: str = Field("{index}.dat", pattern=r"^[A-Za-z0-9_.-]*\{index\}[A-Za-z0-9_.-]*$")
+    name_format: str = Field("job{index}.dat", pattern=r"^[A-Za-z0-9_.-]*\{index\}[A-Za-z0-9_.-]*$")
     compression: Literal["none", "gzip", "lz4", "zstd", "xz"] = "none"
 
     @field_validator("file_size")

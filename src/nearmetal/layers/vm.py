@@ -75,6 +75,13 @@ class VmConfig(LayerConfig):
         return value
 
 
+def socket_dir() -> Path:
+    for candidate in (Path("/run"), Path("/tmp")):
+        if os.access(candidate, os.W_OK):
+            return candidate
+    return Path("/tmp")
+
+
 def find_kernel(explicit: Path | None = None) -> Path:
     if explicit is not None:
         if not explicit.exists():
@@ -151,7 +158,8 @@ def qemu_argv(
 def kernel_append(share: str, options: str, command: str) -> str:
     encoded = base64.b64encode(command.encode()).decode()
     append = (
-        "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init "
+        # no_timer_check: under a slow emulated CPU the IO-APIC timer check fails and the boot panics
+        "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check rdinit=/init "
         f"nearmetal_fs={share} nearmetal_opts={options or 'defaults'} nearmetal_cmd={encoded}"
     )
     if len(append) > CMDLINE_LIMIT:
@@ -177,6 +185,7 @@ class VmLayer(Layer):
         self.accel = "tcg"
         self.daemons: list[subprocess.Popen] = []
         self.boots = 0
+        self.sockets: list[Path] = []
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
@@ -266,7 +275,9 @@ class VmLayer(Layer):
                 ],
                 f"msize={self.config.msize},cache={cache_mode}",
             )
-        socket = self.layer_dir / f"{name}.sock"
+        # a UNIX socket path must fit in 108 bytes: keep it short, named for the run (cleanup finds it)
+        socket = socket_dir() / f"{name}.sock"
+        self.sockets.append(socket)
         self._start_virtiofsd(socket, name)
         memory_mib = parse_size(self.config.memory) // (1024 * 1024)
         device = "vhost-user-fs-pci,chardev=vfs,tag=nmtest"
@@ -345,6 +356,10 @@ class VmLayer(Layer):
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         daemon.wait(timeout=5)
         self.daemons = []
+        for socket in self.sockets:
+            with contextlib.suppress(OSError):
+                socket.unlink()
+        self.sockets = []
         if self.layer_dir is not None:
             remove_tree(self.layer_dir)
             self.layer_dir = None

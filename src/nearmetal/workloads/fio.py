@@ -3,7 +3,7 @@
 The job is the seed's job file (seed 002, Kata Containers I/O) written as command-line options, so it runs
 unchanged inside a container or a VM whose layer wraps the argv: ``fallocate=none`` (9p cannot fallocate),
 ``time_based`` with a ``runtime``, ``ioengine=libaio`` with ``iodepth``, ``direct=1``, ``invalidate=1``,
-``numjobs`` = the number of clients, one file per client (``filename_format=$jobnum.dat``),
+``numjobs`` = the number of clients, one file per client (``filename_format=job$jobnum.dat``),
 ``group_reporting`` and ``--output-format=json+``.
 
 Where the files go: the workload reads its test directory from ``ctx.endpoints["test_dir"]`` (a filesystem
@@ -51,6 +51,7 @@ from nearmetal.workloads.base import (
 
 OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DATA_DIR_NAME = "fio-data"
+FILE_PREFIX = "job"
 FILE_SUFFIX = ".dat"
 PREPARE_RECORD = "fio-prepare.json"
 JOB_RECORD = "fio-job.fio"
@@ -134,9 +135,13 @@ def job_options(params: FioParams, directory: str) -> list[tuple[str, str]]:
     """The seed's job file as (option, value) pairs, in the order fio's documentation lists them."""
     engine = resolve_engine(params)
     opts: list[tuple[str, str]] = [
-        ("name", "nearmetal"),
+        # fio takes a job name that names an existing file in its working directory as that job's file
+        # (inside a container the working directory is / and /nearmetal exists): keep the name unusual
+        ("name", "nearmetal-fio-job"),
         ("directory", directory),
-        ("filename_format", "$jobnum" + FILE_SUFFIX),
+        # a value that starts with "$" is taken for an environment variable by some fio builds/environments:
+        # a prefix keeps $jobnum working everywhere
+        ("filename_format", FILE_PREFIX + "$jobnum" + FILE_SUFFIX),
         ("rw", params.rw),
         ("bs", params.bs),
         ("ioengine", engine),
@@ -177,7 +182,7 @@ def check_sizes(params: FioParams, data_dir: Path) -> None:
     needed = 0
     for job in range(params.numjobs):
         try:
-            have = (data_dir / f"{job}{FILE_SUFFIX}").stat().st_size
+            have = (data_dir / f"{FILE_PREFIX}{job}{FILE_SUFFIX}").stat().st_size
         except OSError:
             have = 0
         needed += max(0, params.size_bytes - have)
@@ -240,7 +245,9 @@ class FioWorkload(Workload):
         record = {"directory": seen, "host_directory": str(host), "direct": params.direct}
         record["drop_caches"] = drop_caches() if params.drop_caches else "not asked"
         (ctx.trial_dir / PREPARE_RECORD).write_text(json.dumps(record, indent=1) + "\n")
-        job = "[nearmetal]\n" + "".join(f"{k}={v}\n" for k, v in job_options(params, seen) if k != "name")
+        job = "[nearmetal-fio-job]\n" + "".join(
+            f"{k}={v}\n" for k, v in job_options(params, seen) if k != "name"
+        )
         (ctx.trial_dir / JOB_RECORD).write_text(job)
 
     def processes(self, params: FioParams, ctx: WorkloadContext) -> list[ProcessSpec]:
@@ -270,7 +277,7 @@ class FioWorkload(Workload):
             return
         for job in range(params.numjobs):
             with contextlib.suppress(OSError):
-                (host / f"{job}{FILE_SUFFIX}").unlink()
+                (host / f"{FILE_PREFIX}{job}{FILE_SUFFIX}").unlink()
         if host.name == DATA_DIR_NAME:
             with contextlib.suppress(OSError):
                 host.rmdir()
