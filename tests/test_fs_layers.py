@@ -125,9 +125,10 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     bindfs.setup(ctx)  # no teardown: what SIGKILL leaves
     daemon = bindfs.daemon
     kinds = sorted(leftover.kind for leftover in find_leftovers(rid))
-    assert kinds == ["mount (fuse)", "mount (overlay)", "process"]
-    removed, failed = cleanup(rid)
-    assert failed == [] and len(removed) == 3
+    # the bindfs daemon is found by its arguments (and by NEARMETAL_RUN_ID when a runner started it)
+    assert kinds[:2] == ["mount (fuse)", "mount (overlay)"] and "process" in kinds
+    report = cleanup(rid)
+    assert report.failed == [] and len(report.removed) >= 3
     assert find_leftovers(rid) == []
     assert daemon is not None and daemon.wait(timeout=10) is not None
 
