@@ -50,7 +50,9 @@ class TreeSampler:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        # a signal (Ctrl-C, SIGTERM) can arrive between the backend's __enter__ call and the thread's start
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
 
     def _sample(self) -> None:
         try:
