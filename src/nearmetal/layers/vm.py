@@ -24,6 +24,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -403,12 +404,24 @@ def kvm_probe(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
 
 
 def _timed_boot(config: VmConfig, kernel: Path, initrd: Path, accel: str, timeout: float) -> float | None:
-    argv = qemu_argv(config, kernel, initrd, accel, "nearmetal-probe", kernel_append("none", "", "true"), [])
+    # named like every nearmetal host object, so `nearmetal cleanup` would find a probe that outlived us
+    argv = qemu_argv(
+        config, kernel, initrd, accel, "nearmetal-kvm-probe-", kernel_append("none", "", "true"), []
+    )
     started = time.perf_counter()
+    # its own session, so a boot that misses the deadline goes down with QEMU (the relay's child) too
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nearmetal.layers.vm_guest", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "nearmetal.layers.vm_guest", *argv], capture_output=True, timeout=timeout
-        )
+        returncode = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
-    return time.perf_counter() - started if proc.returncode == 0 else None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return time.perf_counter() - started if returncode == 0 else None
