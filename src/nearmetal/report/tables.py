@@ -23,6 +23,10 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     # fio: the commit-latency tail beside the bandwidth, and which I/O mode the figure used
     # (1 = O_DIRECT / caches dropped before the trial, 0 = buffered / not permitted)
     ("clat_p99_us", "clat p99 µs"),
+]
+# shown in the tables only (no figure): which I/O mode a fio figure used
+# (1 = O_DIRECT / caches dropped before every trial, 0 = buffered / not permitted)
+MODE_COLUMNS: list[tuple[str, str]] = [
     ("direct_io", "O_DIRECT"),
     ("caches_dropped", "caches dropped"),
 ]
@@ -122,7 +126,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
         name = metric or cells[0].primary_metric
         present_ctx = [
             (m, h)
-            for m, h in CONTEXT_COLUMNS
+            for m, h in [*CONTEXT_COLUMNS, *MODE_COLUMNS]
             if m != name and any(analysis.metric(c.cell_id, m) for c in cells)
         ]
         # show the workload's own CPU-use figure when it has one, the rusage one otherwise
