@@ -20,9 +20,6 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     ("cpu_util_pct", "CPU util %"),
     ("throttled_pct", "throttled %"),
     ("disk_used_MiB", "disk MiB"),
-    # fio: the commit-latency tail beside the bandwidth, and which I/O mode the figure used
-    # (1 = O_DIRECT / caches dropped before the trial, 0 = buffered / not permitted)
-    ("clat_p99_us", "clat p99 µs"),
 ]
 # shown in the tables only (no figure): which I/O mode a fio figure used
 # (1 = O_DIRECT / caches dropped before every trial, 0 = buffered / not permitted)
