@@ -261,6 +261,8 @@ def find_container_storage(run_id: str | None = None) -> list[Leftover]:
         for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
         if path.is_dir()
     ]
+
+
 def _layer_finders() -> list[Callable[[str | None], list[Leftover]]]:
     from nearmetal.layers.container import find_containers
     from nearmetal.layers.mounts import find_layer_processes, find_mounts
