@@ -58,3 +58,9 @@ def test_no_significant_loss_is_not_blamed_on_anything() -> None:
     # a quota that never throttled does not explain a loss; the path does
     [path] = attribute([cell("netns-quota", ["netns", "cpu-quota"], 0.2, throttled=0.5)])
     assert "network path (netns)" in path.title
+
+
+def test_a_limit_that_never_bit_is_not_blamed() -> None:
+    """Measured here under heavy load: the ranks got less than the quota, so it never throttled."""
+    [finding] = attribute([cell("quota", ["cpu-quota"], 0.9, throttled=0.0)])
+    assert finding.severity == "info" and "did not bind" in finding.title

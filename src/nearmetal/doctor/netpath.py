@@ -156,6 +156,21 @@ def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None =
                 ", a user-mode TCP/IP stack)" if user_mode else ")"
             )
             cause = "network"
+        elif quota:
+            # a limit that never bit cannot explain the loss: the CPUs were short for another reason
+            findings.append(
+                Finding(
+                    "net-vs-cpu",
+                    "info",
+                    f"{label}: {loss_txt}, but the CPU limit did not bind (throttled in {throttled:.1f}% of "
+                    "periods) and the path is the host's: look for CPU contention (other processes, CPU use "
+                    "below what the ranks ask for)",
+                    "; ".join(evidence),
+                    "compare CPU use with the number of busy ranks; rerun on a quieter host",
+                    LESSON,
+                )
+            )
+            continue
         else:
             continue
         fix = {
