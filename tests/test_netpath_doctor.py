@@ -64,3 +64,10 @@ def test_a_limit_that_never_bit_is_not_blamed() -> None:
     """Measured here under heavy load: the ranks got less than the quota, so it never throttled."""
     [finding] = attribute([cell("quota", ["cpu-quota"], 0.9, throttled=0.0)])
     assert finding.severity == "info" and "did not bind" in finding.title
+
+
+def test_path_plus_a_limit_that_never_bit() -> None:
+    cells = [cell("netns", ["netns"], 0.2), cell("netns-quota", ["netns", "cpu-quota"], 0.9, throttled=0.0)]
+    found = {f.title.split(":")[0]: f for f in attribute(cells)}
+    title = found["mpi/netns-quota"].title
+    assert "path alone (netns) costs +20%" in title and "+70 points are not throttling" in title

@@ -146,6 +146,14 @@ def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None =
                 f"CPU limit adds the other {max(0.0, cell.loss - share) * 100:+.0f} points"
             )
             cause = "both"
+        elif quota and net and path_alone and path_alone.loss is not None:
+            share = max(0.0, path_alone.loss)
+            title = (
+                f"{label}: {loss_txt}; the path alone ({path_alone.variant}) costs {share * 100:+.0f}%, and the "
+                f"other {max(0.0, cell.loss - share) * 100:+.0f} points are not throttling (the limit did not "
+                "bind): the ranks were short of CPU for another reason (contention)"
+            )
+            cause = "contention"
         elif quota and throttled >= THROTTLED_ENOUGH_PCT:
             title = f"{label}: {loss_txt} comes from the CPU limit, not the network"
             cause = "cpu"
@@ -178,6 +186,7 @@ def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None =
             "affinity instead)",
             "network": "use the host's network or an RDMA/EFA path that bypasses the stack; raise the MTU",
             "both": "remove the CPU limit first (the larger share); then look at the path",
+            "contention": "compare CPU use with the number of busy ranks; rerun on a quieter host",
         }[cause]
         severity = "warning" if cell.loss < 0.25 else "critical"
         findings.append(Finding("net-vs-cpu", severity, title, "; ".join(evidence), fix, LESSON))
