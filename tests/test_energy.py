@@ -119,6 +119,10 @@ def test_trials_of_a_real_run_carry_energy_and_the_report_shows_the_footprint(
     assert "## Energy and carbon" in markdown
     assert "estimated" in markdown and "PUE 1.5" in markdown and "400 gCO2e/kWh" in markdown
     assert f"{expected.carbon_g:.3g}" in markdown
+    from nearmetal.report.html import html_report
+
+    html = html_report(nearmetal.load_results(result.run_id, db=db_url))
+    assert 'id="energy"' in html and "gCO2e/kWh" in html and "estimated" in html
 
 
 class _KeplerExporter(http.server.BaseHTTPRequestHandler):

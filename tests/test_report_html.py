@@ -217,7 +217,7 @@ def test_run_writes_an_html_report_that_chromium_renders(
     assert page.svg_plots == len(ids)  # plotly drew every one
     figures_json = json.loads(re.search(r'id="nearmetal-figures">(.*?)</script>', text, re.S).group(1))
     assert page.plot_traces == sum(len(f["data"]) for f in figures_json)  # every trace drawn
-    assert page.tables == 3  # stress ×2 matrix points, probe
+    assert page.tables == 4  # stress ×2 matrix points, probe, energy and carbon
     assert run_id in page.title
     assert shot.stat().st_size > 50_000
 

@@ -20,6 +20,7 @@ from nearmetal.report.figures import FigureProblem, FigureSpec, Series, build_fi
 from nearmetal.report.tables import (
     Table,
     attach_findings,
+    energy_table,
     failure_lines,
     loss_tables,
     run_header,
@@ -311,6 +312,10 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
         add_figures([f for f in figures if f.section == workload])
         parts.append("</section>")
     parts.append("</section>")
+    energy = energy_table(results)
+    if energy:
+        toc.append(("energy", "Energy"))
+        parts.append(f'<section id="energy">{_table_html(energy)}</section>')
     leftover = [f for f in figures if f.section not in workloads]
     if leftover:
         toc.append(("run-figures", "Run"))
