@@ -46,21 +46,32 @@ GPU_COMPUTE_SLICES = 7
 
 
 # --- what the run holds --------------------------------------------------------------------------------
+def _trials_of(results: Results) -> dict[str, list[Any]]:
+    """cell id -> its trials; built once per Results (the helpers below ask for every cell)."""
+    cached = getattr(results, "_sharing_trials", None)
+    if cached is None:
+        cached = {}
+        for trial in results.trials:
+            cached.setdefault(trial.cell_id, []).append(trial)
+        results._sharing_trials = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _layers(results: Results, cell: CellInfo) -> list[dict[str, Any]]:
-    trial = next((t for t in results.trials if t.cell_id == cell.cell_id), None)
-    return [c for c in (trial.layers or []) if isinstance(c, dict)] if trial else []
+    trials = _trials_of(results).get(cell.cell_id)
+    return [c for c in (trials[0].layers or []) if isinstance(c, dict)] if trials else []
 
 
 def _params(results: Results, cell: CellInfo) -> dict[str, Any]:
-    trial = next((t for t in results.trials if t.cell_id == cell.cell_id), None)
-    return dict(trial.params or {}) if trial else {}
+    trials = _trials_of(results).get(cell.cell_id)
+    return dict(trials[0].params or {}) if trials else {}
 
 
 def _placements(results: Results, cell: CellInfo) -> list[dict[str, Any]]:
     return [
         dict(t.placement or {})
-        for t in results.trials
-        if t.cell_id == cell.cell_id and t.status == "ok" and not t.is_warmup
+        for t in _trials_of(results).get(cell.cell_id, [])
+        if t.status == "ok" and not t.is_warmup
     ]
 
 
@@ -269,7 +280,7 @@ def _ddp_key(results: Results, cell: CellInfo) -> tuple[str, str]:
 
 
 def _first_failure(results: Results, cell: CellInfo) -> str:
-    trial = next((t for t in results.trials if t.cell_id == cell.cell_id and t.status != "ok"), None)
+    trial = next((t for t in _trials_of(results).get(cell.cell_id, []) if t.status != "ok"), None)
     return (trial.error or trial.status).splitlines()[0][:80] if trial else "no measurement"
 
 
