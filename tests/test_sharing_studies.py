@@ -102,6 +102,12 @@ def test_time_slicing_quick_study(quick_runs) -> None:
     particles = groups["particles"]
     assert [r.level.label for r in particles.rows] == ["passthrough", "shared ×1", "shared ×2", "shared ×4"]
     assert [(d.copies, d.doubled) for d in particles.doubling] == [(1, 2), (2, 4)]
+    # ×2 and ×4, two repeats each: every measured copy overlapped by all its neighbours
+    assert (particles.overlapped, particles.shared_trials) == (4, 4)
+    assert (
+        "neighbours verified running from before the measured copy started until it ended in 4 of 4"
+        in proc.stdout
+    )
     per_process = {r.level.copies: r.per_process.mean for r in particles.rows if not r.level.passthrough}
     # four processes on one CPU: each takes clearly longer than one alone (generous: a shared machine)
     assert per_process[4] > 2.0 * per_process[1]

@@ -114,6 +114,9 @@ class SlicingGroup:
     variants: dict[int, str]  # copies (0 = passthrough) -> variant name
     rows: list[SlicingRow]
     doubling: list[DoublingRow]
+    # measured shared trials whose neighbours all ran from before the measured copy started until it ended
+    overlapped: int = 0
+    shared_trials: int = 0
 
 
 def time_slicing_groups(results: Results) -> list[SlicingGroup]:
@@ -143,7 +146,14 @@ def time_slicing_groups(results: Results) -> list[SlicingGroup]:
         doubling = doubling_rows(
             levels, direction, results.confidence, results.resamples, results.run.seed or 0
         )
-        out.append(SlicingGroup(workload, point, metric, unit, direction, names, rows, doubling))
+        group = SlicingGroup(workload, point, metric, unit, direction, names, rows, doubling)
+        for cell in cells:
+            if cell.variant in names.values() and _layer(_layers(results, cell), "colocate"):
+                for placement in _placements(results, cell):
+                    if placement.get("overlap"):
+                        group.shared_trials += 1
+                        group.overlapped += bool(placement["overlap"].get("all_overlapped"))
+        out.append(group)
     return out
 
 
@@ -435,7 +445,10 @@ def time_slicing_tables(results: Results, groups: list[SlicingGroup]) -> list[Ta
                 rows,
                 [
                     f"seed 001 part 4's table; the aggregate of shared ×k is {'per process × k' if g.direction == 'higher' else 'the time per process ÷ k (k jobs done in that time)'}; "
-                    "loss is direction-aware, positive = sharing costs"
+                    "loss is direction-aware, positive = sharing costs",
+                    f"neighbours verified running from before the measured copy started until it ended in "
+                    f"{g.overlapped} of {g.shared_trials} shared trials (trials where one ended early are invalid "
+                    "and left out)",
                 ],
                 sig,
                 workload=g.workload,
