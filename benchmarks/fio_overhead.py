@@ -87,7 +87,7 @@ def main() -> None:
     print(f"nearmetal: {nm_a.mean():8.1f} MiB/s (sd {nm_a.std(ddof=1):.1f}) {np.round(nm_a, 1).tolist()}")
     low = "?" if est.low is None else f"{-est.high * 100:+.1f}"
     high = "?" if est.high is None else f"{-est.low * 100:+.1f}"
-    if est.low is not None and est.high is not None and -0.03 <= est.low and est.high <= 0.03:
+    if est.low is not None and est.high is not None and est.low >= -0.03 and est.high <= 0.03:
         verdict = "within the 3% goal (the whole interval)"
     elif abs(est.loss) <= 0.03:
         verdict = "mean within 3%, but the interval is wider than ±3%: more rounds or a quieter host"
