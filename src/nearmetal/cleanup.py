@@ -239,6 +239,9 @@ def _remove_netns(name: str) -> None:
     for pid in hostnet.netns_pids(name):
         hostnet.stop_pid(pid, grace_s=1.0)
     hostnet.delete_netns(name)
+    # the control socket a killed slirp4netns left (its stack was stopped by find_usernet_processes)
+    with contextlib.suppress(OSError):
+        hostnet.api_socket_path(name).unlink()
 
 
 def find_netns(run_id: str | None = None) -> list[Leftover]:

@@ -238,6 +238,12 @@ def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
 # --- processes (user-mode stacks) ---------------------------------------------------------------------
 
 
+def api_socket_path(netns: str) -> Path:
+    """Where a user-mode stack serving ``netns`` keeps its control socket: a short name under /run, since a
+    Unix socket path must fit sockaddr_un (108 bytes)."""
+    return Path("/run") / f"{short_ifname(netns, 'a')}.sock"
+
+
 def processes_with(needle: str, programs: tuple[str, ...] = ()) -> list[tuple[int, str]]:
     """(pid, cmdline) of every process whose command line contains ``needle`` (and, when given, whose
     argv[0] ends with one of ``programs``)."""

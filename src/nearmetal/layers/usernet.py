@@ -240,7 +240,7 @@ class Slirp4netnsLayer(UserNetLayer):
         tcp_forward: tuple[int, int] | None = None,
     ) -> None:
         # the API socket path must fit sockaddr_un (108 bytes): a short name under /run
-        api_socket = Path("/run") / f"{hostnet.short_ifname(netns, 'a')}.sock"
+        api_socket = hostnet.api_socket_path(netns)
         self.files.append(api_socket)
         log = ctx.trial_dir / f"slirp4netns-{ifname}.log"
         argv = [
