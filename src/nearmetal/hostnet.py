@@ -222,6 +222,22 @@ def add_vxlan(
         set_mtu(netns, ifname, mtu)
 
 
+def wait_until_up(netns: str | None, ifname: str, timeout_s: float = 10.0) -> None:
+    """Wait until a link's operational state is UP (a veth end is up only once its peer is, a moment after
+    ``ip link set up``; a program that lists usable interfaces before then, like UCX, skips it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = ip("-j", "link", "show", "dev", ifname, netns=netns, check=False)
+        with contextlib.suppress(json.JSONDecodeError, IndexError, KeyError):
+            row = json.loads(out or "[]")[0]
+            if row.get("operstate") == "UP" or (
+                row.get("operstate") == "UNKNOWN" and "LOWER_UP" in row.get("flags", [])
+            ):
+                return
+        time.sleep(0.01)
+    raise HostNetError(f"{ifname} in namespace {netns} did not come up within {timeout_s:g}s")
+
+
 def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
     """Wait until an interface in a namespace has an IPv4 address (a user-mode stack configured it)."""
     deadline = time.monotonic() + timeout_s

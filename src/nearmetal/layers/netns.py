@@ -88,6 +88,8 @@ class NetnsLayer(Layer):
                 hostnet.add_netem(
                     ns, self.ifname, self.config.delay_ms, self.config.jitter_ms, self.config.loss_pct
                 )
+        for ns in (server_ns, client_ns):
+            hostnet.wait_until_up(ns, self.ifname)
         ctx.endpoints["server_host"] = SERVER_ADDRESS
         ctx.endpoints["iface"] = self.ifname
         ctx.placement["netns"] = {

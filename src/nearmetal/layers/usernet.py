@@ -181,6 +181,7 @@ class UserNetLayer(Layer):
             )  # fmt: skip
             hostnet.add_address(ns, vxlan, f"{address}/24")
             hostnet.link_up(ns, vxlan)
+            hostnet.wait_until_up(ns, vxlan)
         self.client_ifname = taps[self.client_ns]
         ctx.endpoints["server_host"] = OVERLAY_SERVER
         ctx.endpoints["iface"] = vxlan
