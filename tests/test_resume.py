@@ -375,3 +375,16 @@ def test_run_ids_are_checked() -> None:
     with pytest.raises(NearmetalError):
         runlock.check_run_id("x..y")
     assert runlock.check_run_id("20240101-101010-ab12") == "20240101-101010-ab12"
+
+
+def test_an_interrupt_while_a_process_starts_waits_until_it_is_recorded() -> None:
+    from nearmetal.interrupts import deferred, interrupts_as_exceptions
+
+    steps = []
+    with interrupts_as_exceptions() as caught, pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now, and held the interrupt
+            steps.append("recorded")
+        steps.append("not reached")
+    assert steps == ["recorded"] and caught["signal"] == "SIGTERM"

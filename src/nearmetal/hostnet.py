@@ -79,7 +79,13 @@ def add_netns(name: str, loopback_up: bool = True) -> None:
     """Create a named network namespace (the first one bind-mounts /run/netns) with loopback up."""
     ip("netns", "add", name)
     if loopback_up:
-        ip("link", "set", "lo", "up", netns=name)
+        try:
+            ip("link", "set", "lo", "up", netns=name)
+        except BaseException:
+            # the caller records the namespace only once this returns: a half-made one is removed here,
+            # or nothing would tear it down (found by tests/test_exit_paths.py's setup faults)
+            delete_netns(name)
+            raise
 
 
 def delete_netns(name: str) -> None:

@@ -12,7 +12,6 @@ import hashlib
 import os
 import random
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from nearmetal.analysis.stopping import (
 )
 from nearmetal.backends.local import LocalBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PlanError, PrivilegeError
+from nearmetal.interrupts import interrupts_as_exceptions
 from nearmetal.layers import make_layer
 from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
@@ -403,6 +403,9 @@ class Runner:
                 self._fresh_trial_dir(trial)
                 self.progress.trial_started(trial, self._index)
                 record = self.run_trial(trial)
+                # one trial at a time here: no process of the run may outlive it (a remote backend's jobs
+                # may run side by side, even on this host, so only the end of the run sweeps for them)
+                self._sweep(trial.key)
                 yield self._finished(record)
             return
         # a job a resumed run re-attached to keeps writing into its trial's directory
@@ -727,7 +730,23 @@ class Runner:
         self._end(status)
         return RunResult(self.run_id, self.store.url, self.records, status, self.run_dir)
 
+    def _sweep(self, after: str) -> None:
+        """No process of the run may outlive its trial: one that did (a layer or backend that lost track
+        of it) is killed before it disturbs the next trial, and recorded as a ``leak`` event, so the bug
+        shows in the run's history and in the exit-path tests instead of on the host."""
+        from nearmetal.cleanup import find_processes
+
+        with contextlib.suppress(Exception):
+            leaked = find_processes(self.run_id)
+            if not leaked:
+                return
+            for leftover in leaked:
+                with contextlib.suppress(Exception):
+                    leftover.remove()
+            self.store.add_event(self.run_id, "leak", {"after": after, "processes": [str(x) for x in leaked]})
+
     def _end(self, status: str, detail: dict[str, Any] | None = None) -> None:
+        self._sweep("end of run")
         # a store that cannot be written any more must not hide the reason the run stopped
         with contextlib.suppress(Exception):
             if status != "finished":
@@ -751,26 +770,8 @@ def _marked_environment(run_id: str) -> Iterator[None]:
             os.environ[runlock.RUN_ENV] = previous
 
 
-@contextlib.contextmanager
-def _interrupts_as_exceptions() -> Iterator[dict[str, str]]:
-    """SIGTERM (and SIGHUP) raise KeyboardInterrupt like Ctrl-C, so every layer's teardown runs."""
-    caught: dict[str, str] = {}
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        caught["signal"] = signal.Signals(signum).name
-        raise KeyboardInterrupt
-
-    try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        previous.clear()
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+# SIGTERM (and SIGHUP) raise KeyboardInterrupt like Ctrl-C, so every layer's teardown runs
+_interrupts_as_exceptions = interrupts_as_exceptions
 
 
 def _backend_options(backend: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from nearmetal.backends.base import Execution, ProcessResult
+from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.workloads.base import ProcessSpec
 
@@ -137,7 +138,9 @@ class LocalBackend:
         execution: Execution | None = None
         try:
             for spec in background:
-                proc, result = self._spawn(spec, trial_dir, files, track=started)
+                # tracked the moment it exists, and an interrupt while it starts is held until then
+                with deferred():
+                    proc, result = self._spawn(spec, trial_dir, files, track=started)
                 problem = self._wait_ready(proc, spec, result)
                 if problem:
                     main_result = ProcessResult(
@@ -175,26 +178,30 @@ class LocalBackend:
         started: list[tuple[subprocess.Popen, ProcessResult]],
     ) -> Execution:
         others = [r for _, r in started]
-        t0 = time.perf_counter()
-        proc, result = self._spawn(spec, trial_dir, files)
         timed_out = threading.Event()
+        proc: subprocess.Popen | None = None
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
         reaped = False
         # from here on an interrupt (SIGTERM to the runner right after the workload started, as a busy
         # host makes likely) must reach the finally below, or the process would outlive the run
         try:
+            # an interrupt before the wait below starts is held until the process is known to the
+            # `finally` that kills it (see nearmetal.interrupts)
+            with deferred():
+                t0 = time.perf_counter()
+                proc, result = self._spawn(spec, trial_dir, files)
 
-            def on_deadline() -> None:
-                timed_out.set()
-                kill_group(proc.pid)
+                def on_deadline(pid: int = proc.pid) -> None:
+                    timed_out.set()
+                    kill_group(pid)
 
-            timer = threading.Timer(timeout_s, on_deadline)
-            timer.daemon = True
-            timer.start()
-            if self.sample_interval_s:
-                sampler = TreeSampler(proc.pid, self.sample_interval_s)
-                sampler.__enter__()
+                timer = threading.Timer(timeout_s, on_deadline)
+                timer.daemon = True
+                timer.start()
+                if self.sample_interval_s:
+                    sampler = TreeSampler(proc.pid, self.sample_interval_s)
+                    sampler.__enter__()
             _, status, usage = os.wait4(proc.pid, 0)
             reaped = True
             wall_s = time.perf_counter() - t0
@@ -203,7 +210,7 @@ class LocalBackend:
                 timer.cancel()
             if sampler is not None:
                 sampler.__exit__(None, None, None)
-            if not reaped:
+            if proc is not None and not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
                 kill_group(proc.pid, grace_s=1.0)
                 with contextlib.suppress(ChildProcessError):
