@@ -48,6 +48,21 @@ KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kube
 ImageOption = Annotated[
     str | None, typer.Option("--image", help="kubernetes: image with the workload programs")
 ]
+AllowLargeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-large",
+        help="run even when the plan asks for more CPUs, memory, disk or trials than this machine has",
+    ),
+]
+AllowPathOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--allow-path",
+        metavar="DIR",
+        help="a directory outside the run's directory the plan may write into (fio.directory …); repeatable",
+    ),
+]
 OptionalWorkdirOption = Annotated[
     Path | None,
     typer.Option(
@@ -75,13 +90,16 @@ def _main(
 
 
 def _fail(exc: NearmetalError) -> None:
+    from rich.markup import escape
+
+    # messages carry plan values and paths: escaped, so "[...]" in them is text, not rich markup; not
+    # wrapped, so a log keeps each problem on one line
+    separator = "\n" if "\n" in exc.message else " "
     err_console.print(
-        f"[bold red]error:[/bold red] {exc.message}", highlight=False, markup=True
-    ) if "\n" not in exc.message else err_console.print(
-        f"[bold red]error:[/bold red]\n{exc.message}", highlight=False
+        f"[bold red]error:[/bold red]{separator}{escape(exc.message)}", highlight=False, soft_wrap=True
     )
     if exc.fix:
-        err_console.print(f"  [bold]fix:[/bold] {exc.fix}", highlight=False)
+        err_console.print(f"  [bold]fix:[/bold] {escape(exc.fix)}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -105,6 +123,8 @@ def _run(
     resume: str | None = None,
     backend: str = "local",
     backend_options: dict | None = None,
+    allow_large: bool = False,
+    allow_paths: list[Path] | None = None,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
@@ -129,7 +149,15 @@ def _run(
                     "a resumed run keeps its run id and seed",
                     fix="drop --seed/--run-id when resuming",
                 )
-            result = resume_run(resume, db=db, plan=loaded, workdir=workdir, progress=progress)
+            result = resume_run(
+                resume,
+                db=db,
+                plan=loaded,
+                workdir=workdir,
+                progress=progress,
+                allow_paths=allow_paths or (),
+                allow_large=allow_large,
+            )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
         else:
@@ -142,6 +170,8 @@ def _run(
                 seed=seed,
                 run_id=run_id,
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
+                allow_paths=allow_paths or (),
+                allow_large=allow_large,
             )
     except RunInterrupted as exc:
         err_console.print(
@@ -152,6 +182,8 @@ def _run(
         if html:
             _run_html_report(exc.run_id, db, _stored_run_dir(exc.run_id, db), quiet=quiet or as_json)
         raise typer.Exit(130) from None
+    except PlanError as exc:  # found at run time (paths the plan may not write): still one line each
+        _plan_errors(exc)
     except NearmetalError as exc:
         _fail(exc)
     html_path = _run_html_report(result.run_id, db, result.workdir, quiet=True) if html else None
@@ -292,6 +324,8 @@ def run(
     namespace: NamespaceOption = None,
     kubeconfig: KubeconfigOption = None,
     image: ImageOption = None,
+    allow_large: AllowLargeOption = False,
+    allow_path: AllowPathOption = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -316,6 +350,8 @@ def run(
         resume=resume,
         backend=backend,
         backend_options=options,
+        allow_large=allow_large,
+        allow_paths=allow_path,
     )
 
 
@@ -494,6 +530,8 @@ def study(
     account: AccountOption = None,
     time_limit: TimeOption = None,
     parallel: ParallelOption = None,
+    allow_large: AllowLargeOption = False,
+    allow_path: AllowPathOption = None,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -512,7 +550,19 @@ def study(
     if form == "auto" and why != "the study has one form" and not as_json:
         err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
     options = dict(partition=partition, account=account, time=time_limit, parallel=parallel)
-    _run(path, db, workdir, seed, quiet, as_json, html=html, backend=backend, backend_options=options)
+    _run(
+        path,
+        db,
+        workdir,
+        seed,
+        quiet,
+        as_json,
+        html=html,
+        backend=backend,
+        backend_options=options,
+        allow_large=allow_large,
+        allow_paths=allow_path,
+    )
 
 
 @app.command()

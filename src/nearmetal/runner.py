@@ -14,7 +14,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from nearmetal.backends.local import LocalBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PlanError, PrivilegeError
 from nearmetal.interrupts import interrupts_as_exceptions
 from nearmetal.layers import make_layer
+from nearmetal.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
 from nearmetal.store import Store
@@ -166,10 +167,14 @@ def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
     return skipped
 
 
-def preflight(loaded: LoadedPlan, backend: Any | None = None) -> None:
-    """Refuse, before anything runs, a plan this machine (or backend) cannot run. A remote backend (Slurm,
-    Kubernetes) runs the programs on its nodes or in its image: it checks the plan its own way
-    (``backend.check``)."""
+def preflight(loaded: LoadedPlan, backend: Any | None = None, allow_paths: Sequence[Path] = ()) -> None:
+    """Refuse, before anything runs, a plan this machine (or backend) cannot run: places it would write
+    that are not allowed, layers the backend cannot apply, missing tools, missing privileges. A remote
+    backend (Slurm, Kubernetes) runs the programs on its nodes or in its image: it checks tools and
+    privileges its own way (``backend.check``)."""
+    from nearmetal.plan.paths import check_plan_paths
+
+    check_plan_paths(loaded, allow_paths)
     backend_name = getattr(backend, "name", "local")
     unsupported = sorted(
         {
@@ -191,31 +196,91 @@ def preflight(loaded: LoadedPlan, backend: Any | None = None) -> None:
     if missing:
         lines = []
         for req, cells in missing.items():
+            cells = list(dict.fromkeys(cells))
             shown = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
-            if req.manager == "device":
+            if req.manager in ("device", "manual"):
                 lines.append(f"{req.missing_text()} (needed by {shown}); {req.install_hint()}")
             else:
                 lines.append(f"{req.missing_text()} (needed by {shown}); install it: {req.install_hint()}")
         raise MissingToolError(
             "the plan needs tools this machine lacks; nothing was run:\n  " + "\n  ".join(lines),
-            fix=" && ".join(dict.fromkeys(r.install_hint() for r in missing)),
+            fix=_install_fix(list(missing)),
         )
     if os.geteuid() != 0:
-        needing_root = sorted(
-            {config.layer for cell in loaded.cells for config in cell.layers if make_layer(config).needs_root}
+        raise_if_root_needed(loaded)
+
+
+def _install_fix(missing: list[Requirement]) -> str:
+    """One command per package manager (what to paste), then what no package manager can do."""
+    import shlex
+
+    debian = [r.package for r in missing if r.manager == "debian"]
+    pypi = [r.package for r in missing if r.manager == "pypi"]
+    steps = []
+    if debian:
+        steps.append("apt-get install -y " + " ".join(shlex.quote(p) for p in dict.fromkeys(debian)))
+    if pypi:
+        steps.append("pip install " + " ".join(shlex.quote(p) for p in dict.fromkeys(pypi)))
+    steps += [r.install_hint() for r in missing if r.manager in ("device", "manual")]
+    return "; ".join(dict.fromkeys(steps))
+
+
+def raise_if_root_needed(loaded: LoadedPlan) -> None:
+    """Layers that need root, named with why, the cells that use them and what to use without root."""
+    needing: dict[str, list[str]] = {}
+    classes: dict[str, Any] = {}
+    for cell in loaded.cells:
+        for config in cell.layers:
+            layer = make_layer(config)
+            if layer.needs_root:
+                needing.setdefault(layer.kind, []).append(cell.key)
+                classes[layer.kind] = layer
+    if not needing:
+        return
+    lines = []
+    for kind, cells in needing.items():
+        layer = classes[kind]
+        shown = ", ".join(dict.fromkeys(cells[:3])) + (
+            f" and {len(cells) - 3} more" if len(cells) > 3 else ""
         )
-        if needing_root:
-            raise PrivilegeError(
-                f"layer(s) {', '.join(needing_root)} change the host and need root; nothing was run",
-                fix="run nearmetal as root (sudo), or drop those variants",
-            )
+        because = f" ({layer.root_because})" if layer.root_because else ""
+        alternative = (
+            f"; without root: {layer.rootless_alternative}"
+            if layer.rootless_alternative
+            else "; there is no rootless form of it"
+        )
+        lines.append(f"layer {kind} needs root{because}, used by {shown}{alternative}")
+    raise PrivilegeError(
+        f"this plan's layers change the host and nearmetal runs as uid {os.geteuid()}, not root; nothing "
+        "was run:\n  " + "\n  ".join(lines),
+        fix="run nearmetal as root (sudo nearmetal …), or drop those variants",
+    )
 
 
-def check_resources(loaded: LoadedPlan, workdir: Path) -> None:
-    """Each workload's own check that the host can hold its trials (disk, memory); one error naming every
-    problem, before anything runs."""
+# more trials than this in one run is a typo (repeats: 100000) more often than a plan
+MAX_TRIALS = 20_000
+
+
+def planned_trials(loaded: LoadedPlan) -> int:
+    repeats = loaded.plan.repeats
+    return len(loaded.cells) * (loaded.plan.warmup + max(repeats.min, repeats.max or 0))
+
+
+def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False) -> None:
+    """Each workload's own check that the host can hold its trials (disk, memory, CPUs), and the plan's
+    size; one error naming every problem, before anything runs. ``allow_large`` skips them all."""
+    if allow_large:
+        return
     problems: dict[str, list[str]] = {}
     fixes: list[str] = []
+    trials = planned_trials(loaded)
+    if trials > MAX_TRIALS:
+        hours = trials * min(c.timeout for c in loaded.cells) / 3600
+        problems[
+            f"the plan has up to {trials:,} trials (cells × (warm-up + repeats)), more than {MAX_TRIALS:,}; "
+            f"at its shortest timeout that may take up to {hours:,.0f} hours"
+        ] = ["the whole plan"]
+        fixes.append("lower repeats or the matrix")
     for cell in loaded.cells:
         try:
             get_workload(cell.kind).check_resources(cell.params, workdir)
@@ -228,9 +293,10 @@ def check_resources(loaded: LoadedPlan, workdir: Path) -> None:
         for message, cells in problems.items():
             shown = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
             lines.append(f"{message} ({shown})")
-        raise NearmetalError(
+        fixes = [f.removesuffix(f", or {ALLOW_LARGE_FIX}") for f in fixes]
+        raise TooLargeError(
             "the plan needs more than this machine has; nothing was run:\n  " + "\n  ".join(lines),
-            fix="; ".join(fixes) or None,
+            fix="; ".join([*fixes, ALLOW_LARGE_FIX]),
         )
 
 
@@ -307,8 +373,12 @@ class Runner:
         run_id: str | None = None,
         seed: int | None = None,
         resume: bool = False,
+        allow_paths: Sequence[Path] = (),
+        allow_large: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.allow_paths = list(allow_paths)
+        self.allow_large = allow_large
         self.plan = loaded.plan
         self.store = store
         self.backend = backend or LocalBackend()
@@ -574,8 +644,8 @@ class Runner:
             self.skipped = skip_unavailable_cells(self.loaded)
         kept = {c.cell_id for c in self.loaded.cells}
         self._active = [c for c in self._active if c.cell_id in kept]
-        preflight(self.loaded, self.backend)
-        check_resources(self.loaded, self.run_dir)
+        preflight(self.loaded, self.backend, self.allow_paths)
+        check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
                 f"run {self.run_id} already exists in {self.store.url}",
@@ -797,13 +867,25 @@ def run_plan(
     seed: int | None = None,
     backend: Any | None = None,
     run_id: str | None = None,
+    allow_paths: Sequence[Path] = (),
+    allow_large: bool = False,
 ) -> RunResult:
-    """Run a plan and store every trial; returns the run id. The library entry point under ``nearmetal run``."""
+    """Run a plan and store every trial; returns the run id. The library entry point under ``nearmetal run``.
+    ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
+    ``allow_large``: run even when the plan asks for more than the machine has."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     store = Store(db)
     try:
         return Runner(
-            loaded, store, Path(workdir), backend=backend, progress=progress, seed=seed, run_id=run_id
+            loaded,
+            store,
+            Path(workdir),
+            backend=backend,
+            progress=progress,
+            seed=seed,
+            run_id=run_id,
+            allow_paths=allow_paths,
+            allow_large=allow_large,
         ).run()
     finally:
         store.dispose()
@@ -865,6 +947,8 @@ def resume_run(
     workdir: str | Path | None = None,
     progress: Progress | None = None,
     backend: Any | None = None,
+    allow_paths: Sequence[Path] = (),
+    allow_large: bool = False,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -898,7 +982,16 @@ def resume_run(
 
             backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
         runner = Runner(
-            stored, store, base, backend=backend, progress=progress, run_id=run.id, seed=run.seed, resume=True
+            stored,
+            store,
+            base,
+            backend=backend,
+            progress=progress,
+            run_id=run.id,
+            seed=run.seed,
+            resume=True,
+            allow_paths=allow_paths,
+            allow_large=allow_large,
         )
         return runner.run()
     finally:

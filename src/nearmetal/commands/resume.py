@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.cli import DbOption, OptionalWorkdirOption, _run, app
+from nearmetal.cli import AllowLargeOption, AllowPathOption, DbOption, OptionalWorkdirOption, _run, app
 
 
 @app.command()
@@ -16,7 +16,19 @@ def resume(
     workdir: OptionalWorkdirOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+    allow_large: AllowLargeOption = False,
+    allow_path: AllowPathOption = None,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
     cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
-    _run(None, db, workdir, None, quiet, as_json, resume=run_id)
+    _run(
+        None,
+        db,
+        workdir,
+        None,
+        quiet,
+        as_json,
+        resume=run_id,
+        allow_large=allow_large,
+        allow_paths=allow_path,
+    )

@@ -69,6 +69,9 @@ class Layer(ABC):
     # the backends that can apply this layer (None: any backend that runs layers on a host — local, and
     # Slurm on the node); the runner refuses a plan whose layer its backend cannot apply, before it runs
     backends: ClassVar[tuple[str, ...] | None] = None
+    # why it needs root and what to use without it (shown when a plan uses the layer as non-root)
+    root_because: ClassVar[str] = ""
+    rootless_alternative: ClassVar[str] = ""
 
     def __init__(self, config: LayerConfig) -> None:
         self.config = config

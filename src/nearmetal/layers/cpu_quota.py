@@ -31,6 +31,11 @@ class CpuQuotaLayer(Layer):
     Config = CpuQuotaConfig
     description = "a cgroup CPU quota (what a pod CPU limit writes into cpu.max)"
     needs_root = True
+    root_because = "it creates a cgroup and writes its CPU quota"
+    rootless_alternative = (
+        "on a cgroup v2 host with a systemd user session, run the whole of nearmetal under a quota: "
+        "systemd-run --user --scope -p CPUQuota=120% nearmetal run … (one quota for every variant)"
+    )
 
     def __init__(self, config: CpuQuotaConfig) -> None:
         super().__init__(config)

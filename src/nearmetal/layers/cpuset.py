@@ -87,6 +87,11 @@ class CpusetLayer(Layer):
     Config = CpusetConfig
     description = "a cgroup cpuset: the trial may run only on the given CPUs (a CPU partition)"
     needs_root = True
+    root_because = "it creates a cgroup and writes its cpuset"
+    rootless_alternative = (
+        "pin the processes instead (sched_setaffinity needs no root): a command workload with argv "
+        "[taskset, -c, LIST, …]; no memory-node or exclusivity guarantee"
+    )
 
     def __init__(self, config: CpusetConfig) -> None:
         super().__init__(config)

@@ -54,6 +54,7 @@ class NetnsLayer(Layer):
     Config = NetnsConfig
     description = "server and client in two network namespaces joined by a veth pair (optional MTU, netem)"
     needs_root = True
+    root_because = "it creates named network namespaces and veth pairs"
 
     def __init__(self, config: NetnsConfig) -> None:
         super().__init__(config)

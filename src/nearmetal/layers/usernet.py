@@ -90,6 +90,7 @@ class UserNetLayer(Layer):
     """What slirp4netns and pasta share: namespaces, topology, VXLAN overlay, placement, teardown."""
 
     needs_root = True
+    root_because = "it creates named network namespaces (ip netns add) for the stack to serve"
     program: ClassVar[str]
     package: ClassVar[str]
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,13 @@ from nearmetal.plan.messages import describe_error
 from nearmetal.plan.models import plan_model
 
 MAX_PLAN_BYTES = 1 << 20
+# a plan is a short declaration: more values than this once YAML aliases are expanded is an alias bomb
+# ("billion laughs"), and deeper nesting than this is not a plan either
+MAX_PLAN_NODES = 100_000
+MAX_PLAN_DEPTH = 64
+# one problem is one line of at most this many characters (a value quoted in it is shortened)
+MAX_PROBLEM_CHARS = 400
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
 @dataclass
@@ -50,7 +58,7 @@ def locate(root: yaml.Node | None, loc: Loc) -> tuple[int | None, str]:
         last = i == len(loc) - 1
         if isinstance(children, dict) and str(part) in children:
             node = children[str(part)]
-            parts.append(f".{part}" if parts else str(part))
+            parts.append(_key_text(part, bool(parts)))
         elif isinstance(children, list) and isinstance(part, int) and 0 <= part < len(children):
             node = children[part]
             parts.append(f"[{part}]")
@@ -58,16 +66,118 @@ def locate(root: yaml.Node | None, loc: Loc) -> tuple[int | None, str]:
             if isinstance(part, int):
                 parts.append(f"[{part}]")
             else:
-                parts.append(f".{part}" if parts else str(part))
+                parts.append(_key_text(part, bool(parts)))
         # else: a structural part of the model that the document does not spell out
     line = node.start_mark.line + 1 if node is not None else None
     return line, "".join(parts) or "(plan)"
 
 
+def _key_text(part: object, dotted: bool) -> str:
+    """A key as it appears in a field path; keys that are not plain names are quoted (and so can never
+    break the one-line form of a problem)."""
+    text = str(part)
+    if text == "[key]":  # pydantic's name for "the key itself" of a mapping entry
+        return text
+    if _PLAIN_KEY.match(text):
+        return f".{text}" if dotted else text
+    return f"[{shorten(text, 40)}]"
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters: problems quote values, never whole documents."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str) -> str:
     line, path = locate(root, loc)
     where = f"{source}:{line}" if line else source
-    return f"{where} {path}: {message}"
+    return one_line(f"{where} {path}: {message}")
+
+
+def flow_depth_problem(text: str, source: str) -> str | None:
+    """Brackets nested deeper than MAX_PLAN_DEPTH, found by a quick scan before the YAML parser (whose
+    time grows with the square of the depth: 3 s at 1,000 levels). Quoted text and comments are skipped;
+    a bracket inside a plain scalar may count, which only matters for absurd documents."""
+    depth = line = 0
+    quote = ""
+    comment = False
+    previous = "\n"
+    for char in text:
+        if char == "\n":
+            line += 1
+            comment = False
+        elif comment:
+            pass
+        elif quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"" and previous in " \t\n[{,:":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_PLAN_DEPTH:
+                return f"{source}:{line + 1}: nested more than {MAX_PLAN_DEPTH} levels deep"
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        previous = char
+    return None
+
+
+def check_structure(root: yaml.Node | None, source: str) -> list[str]:
+    """Problems of the document's shape before any value is built: duplicate keys (YAML keeps the last one
+    silently: a second variant with the same name would replace the first), nesting deeper than
+    MAX_PLAN_DEPTH, and more than MAX_PLAN_NODES values once aliases are expanded (an alias bomb)."""
+    if root is None:
+        return []
+    problems: list[str] = []
+    expanded: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+    # iterative post-order walk (no recursion: the document may be deep); a node reached again through an
+    # alias is counted again (that is the expansion) but walked once
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > MAX_PLAN_DEPTH:
+            return [f"{source}:{node.start_mark.line + 1}: nested more than {MAX_PLAN_DEPTH} levels deep"]
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            expanded[id(node)] = 1
+            continue
+        if children_done:
+            expanded[id(node)] = 1 + sum(expanded.get(id(c), 1) for c in children)
+            if expanded[id(node)] > MAX_PLAN_NODES:
+                return [
+                    f"{source}:{node.start_mark.line + 1}: the plan expands to more than {MAX_PLAN_NODES:,} "
+                    "values (YAML aliases repeating aliases?); a plan is a short declaration"
+                ]
+            continue
+        if id(node) in expanded:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                        problems.append(
+                            one_line(
+                                f"{source}:{key.start_mark.line + 1} {_key_text(key.value, False)}: duplicate "
+                                f"key (first at line {seen[key.value]}); YAML would keep only the last one"
+                            )
+                        )
+                    seen.setdefault(key.value, key.start_mark.line + 1)
+        stack.append((node, depth, True))
+        stack += [(child, depth + 1, False) for child in children if id(child) not in expanded]
+    return problems
 
 
 def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
@@ -78,8 +188,14 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
                 "declaration, not data"
             ]
         )
+    deep = flow_depth_problem(text, source)
+    if deep:
+        raise PlanError([deep])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        structure = check_structure(root, source)
+        if structure:
+            raise PlanError(structure)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -29,6 +29,15 @@ def describe_error(err: dict[str, Any]) -> str:
         "model_attributes_type": "must be a mapping",
         "finite_number": "must be a finite number",
     }
+    if kind == "string_type" and (isinstance(inp, bool | int | float) or inp is None):
+        # YAML turns true/yes/on/null/1.0 into non-strings before nearmetal sees them
+        if isinstance(inp, bool):
+            shown, what = str(inp).lower(), "boolean"
+        elif inp is None:
+            shown, what = "null", "null"
+        else:
+            shown, what = repr(inp), "number"
+        return f"must be a string (YAML read {shown} as a {what}: put it in quotes)"
     if kind in simple:
         return simple[kind]
     if kind == "greater_than":
@@ -42,7 +51,9 @@ def describe_error(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')} (got {inp!r})"
+        from nearmetal.plan.load import shorten
+
+        return f"must be one of {ctx.get('expected')} (got {shorten(inp)})"
     if kind == "union_tag_invalid":
         return (
             f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; use one of "

@@ -7,6 +7,7 @@ they printed. Layers and backends decide where and how those processes run.
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -49,11 +50,12 @@ class Requirement:
         return shutil.which(self.tool) is not None
 
     def install_hint(self) -> str:
+        # quoted: the hint is a command users paste, and a package name can come from a plan
         if self.manager == "pypi":
-            return f"pip install {self.package}"
+            return f"pip install {shlex.quote(self.package)}"
         if self.manager in ("device", "manual"):
             return self.package
-        return f"apt-get install -y {self.package}"
+        return f"apt-get install -y {shlex.quote(self.package)}"
 
     def missing_text(self) -> str:
         """Why the requirement is not met here, in words (the preflight error's first half)."""

@@ -58,7 +58,10 @@ class CommandParams(WorkloadParams):
     env: dict[str, str] = Field(default_factory=dict)
     metrics: list[MetricRule] = Field(default_factory=list)
     tool_package: str | None = Field(
-        None, description="Debian package that has argv[0], for the error message"
+        None,
+        # shown in an `apt-get install` command a user may paste: a package name and nothing else
+        pattern=r"^[a-z0-9][a-z0-9+.-]{0,99}$",
+        description="Debian package that has argv[0], for the error message",
     )
 
     @field_validator("argv")

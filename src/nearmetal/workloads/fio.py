@@ -50,6 +50,45 @@ from nearmetal.workloads.base import (
 )
 
 OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SHELL = "fio runs its value as a shell command"
+_FILES = "it names files or devices fio writes; nearmetal chooses where fio writes (fio.directory)"
+_OWN = "it has a parameter of its own, which the size checks see"
+# fio options a plan cannot pass through `options` (a plan is not a shell script, and writes stay where
+# nearmetal put them): see SECURITY.md
+FORBIDDEN_OPTIONS: dict[str, str] = {
+    "exec_prerun": _SHELL,
+    "exec_postrun": _SHELL,
+    "trigger": _SHELL,
+    "trigger_cmd": _SHELL,
+    "trigger_file": _SHELL,
+    "filename": _FILES,
+    "directory": _FILES,
+    "opendir": _FILES,
+    "filename_format": _FILES,
+    "write_iolog": _FILES,
+    "read_iolog": _FILES,
+    "replay_redirect": _FILES,
+    "write_bw_log": _FILES,
+    "write_lat_log": _FILES,
+    "write_iops_log": _FILES,
+    "write_hist_log": _FILES,
+    "merge_blktrace_file": _FILES,
+    "mem": "a path after mmap/mmaphuge/mmapshared makes fio create that file",
+    "iomem": "a path after mmap/mmaphuge/mmapshared makes fio create that file",
+    "ioengine": "external:/path loads a shared object; " + _OWN,
+    "cgroup": "fio would create cgroups on the host; use a nearmetal layer",
+    "cgroup_weight": "fio would create cgroups on the host; use a nearmetal layer",
+    "cgroup_nodelete": "fio would leave cgroups on the host",
+    "ioscheduler": "fio would change the host's I/O scheduler for the device",
+    "fill_device": "it fills the whole filesystem or device",
+    "fill_fs": "it fills the whole filesystem or device",
+    "size": _OWN,
+    "filesize": _OWN,
+    "io_size": _OWN,
+    "io_limit": _OWN,
+    "numjobs": _OWN,
+    "nrfiles": "it multiplies the files fio writes past the size checks",
+}
 DATA_DIR_NAME = "fio-data"
 FILE_PREFIX = "job"
 FILE_SUFFIX = ".dat"
@@ -103,6 +142,8 @@ class FioParams(WorkloadParams):
         for key in value:
             if not OPTION_KEY_RE.match(key):
                 raise ValueError(f"{key!r} is not a fio option name (lower case letters, digits, _)")
+            if key in FORBIDDEN_OPTIONS:
+                raise ValueError(f"fio option {key!r} is not allowed in a plan: {FORBIDDEN_OPTIONS[key]}")
         return value
 
     @property

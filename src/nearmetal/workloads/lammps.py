@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -89,6 +90,24 @@ class LammpsWorkload(Workload):
         if params.ranks > 0:
             reqs.append(Requirement(params.mpirun, "openmpi-bin", purpose="MPI launcher"))
         return reqs
+
+    def check_resources(self, params: LammpsParams, workdir: Path) -> None:
+        """Ranks × threads against the CPUs, atoms against the memory (measured on LAMMPS 2022: about
+        330 bytes per LJ atom plus ~40 MiB per process; 400 bytes are counted)."""
+        from nearmetal.machine import check_memory, check_processes
+
+        processes = max(1, params.ranks) * params.threads
+        check_processes(
+            f"lammps ranks={params.ranks} × threads={params.threads}",
+            processes,
+            "lower lammps ranks or threads",
+        )
+        atoms = 4 * params.cells**3
+        check_memory(
+            f"lammps atoms={params.atoms:,} on {max(1, params.ranks)} rank(s)",
+            atoms * 400 + max(1, params.ranks) * 40 * 2**20,
+            "lower lammps atoms",
+        )
 
     def prepare(self, params: LammpsParams, ctx: WorkloadContext) -> None:
         text = resources.files("nearmetal.workloads").joinpath("inputs/in.lj").read_text()

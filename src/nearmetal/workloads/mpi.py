@@ -278,7 +278,12 @@ class OsuWorkload(MpiWorkload):
     def requires(self, params: OsuParams) -> list[Requirement]:
         return [
             Requirement(params.mpiexec, "mpich", purpose="MPICH's hydra launcher"),
-            Requirement(params.binary(), "osu-micro-benchmarks (build it against MPICH)", purpose="OSU"),
+            Requirement(
+                params.binary(),
+                "build osu-micro-benchmarks against MPICH (no Debian package has it)",
+                manager="manual",
+                purpose="OSU",
+            ),
         ]
 
     def prepare(self, params: OsuParams, ctx: WorkloadContext) -> None:

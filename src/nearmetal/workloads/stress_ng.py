@@ -59,6 +59,12 @@ class StressNgWorkload(Workload):
     description = "stress-ng stressor; bogo-ops/s"
     primary_metric = "bogo_ops_per_s"
 
+    def check_resources(self, params: StressNgParams, workdir: Path) -> None:
+        from nearmetal.machine import check_processes, usable_cpus
+
+        workers = params.workers or usable_cpus()
+        check_processes(f"stress-ng workers={params.workers}", workers, "lower stress-ng workers")
+
     def requires(self, params: StressNgParams) -> list[Requirement]:
         return [Requirement("stress-ng", "stress-ng", purpose="the stressor")]
 

@@ -1,0 +1,263 @@
+"""Hostile and broken plans: fuzzed documents end in a plan or one-line problems; no plan value reaches a
+shell; nearmetal writes only where it may; YAML is loaded safely; plans too large for the machine are
+refused unless the operator says otherwise.
+
+``NEARMETAL_FUZZ_EXAMPLES`` documents per family (default 150; the notes' figure comes from
+``benchmarks/fuzz_plans.py`` with 10,000+)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from helpers import write_plan
+from hypothesis import HealthCheck, given, settings
+from plan_fuzz import FAMILIES, alias_bomb, check, deep
+
+import nearmetal
+from nearmetal.errors import PlanError
+from nearmetal.machine import TooLargeError
+from nearmetal.plan import parse_plan_text
+from nearmetal.plan.paths import check_plan_paths, confine
+
+EXAMPLES = int(os.environ.get("NEARMETAL_FUZZ_EXAMPLES", "150"))
+PY = sys.executable
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_generated_document_is_a_plan_or_one_line_problems(family: str) -> None:
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(FAMILIES[family])
+    def one(text: str) -> None:
+        check(text)
+
+    one()
+
+
+@pytest.mark.parametrize("where", ["top", "matrix", "layer"])
+def test_alias_bombs_are_refused_before_anything_is_built(where: str) -> None:
+    text = alias_bomb(10, 9, where)  # 10^9 values once expanded
+    started = time.monotonic()
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "bomb.yaml")
+    assert time.monotonic() - started < 5
+    assert "expands to more than 100,000 values" in info.value.problems[0]
+
+
+def test_deep_nesting_is_one_clear_line() -> None:
+    for depth in (70, 5000):
+        with pytest.raises(PlanError) as info:
+            parse_plan_text(deep(depth, "["), "deep.yaml")
+        assert len(info.value.problems) == 1 and "nest" in info.value.problems[0]
+
+
+def test_duplicate_keys_are_refused_not_silently_dropped() -> None:
+    text = """
+name: dup
+workloads: {w: {kind: stress-ng}}
+variants:
+  limited: []
+  limited: [{layer: cpu-quota, cpus: 0.5}]
+"""
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "dup.yaml")
+    assert info.value.problems == [
+        "dup.yaml:6 limited: duplicate key (first at line 5); YAML would keep only the last one"
+    ]
+
+
+def test_yaml_never_builds_objects_and_odd_keys_stay_on_one_line() -> None:
+    for text in (
+        "name: !!python/object/apply:os.system ['touch /tmp/nearmetal-yaml-pwned']\n",
+        "!!python/name:os.system\n",
+        'name: x\nworkloads: {"w\\nx": {kind: stress-ng}}\nvariants: {a: []}\n',
+    ):
+        with pytest.raises(PlanError) as info:
+            parse_plan_text(text, "odd.yaml")
+        assert all("\n" not in p for p in info.value.problems)
+    assert not Path("/tmp/nearmetal-yaml-pwned").exists()
+
+
+def test_shell_metacharacters_in_plan_values_stay_text(tmp_path: Path, db_url: str) -> None:
+    marker = tmp_path / "pwned"
+    payloads = [f"$(touch {marker})", f"`touch {marker}`", f"; touch {marker}", f"| touch {marker}"]
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: meta
+        workloads:
+          echo:
+            kind: command
+            params:
+              argv: ["{PY}", "-c", "import sys; print(repr(sys.argv[1:]))", {", ".join(repr(p) for p in payloads)}]
+              env: {{NEARMETAL_FUZZ: "$(touch {marker})"}}
+        variants: {{a: []}}
+        repeats: 1
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert result.records[0].status == "ok"
+    out = (tmp_path / "runs" / result.run_id / result.records[0].trial.key / "main.stdout").read_text()
+    assert repr(payloads) in out  # passed as arguments, byte for byte
+    assert not marker.exists()
+
+
+def test_no_source_file_hands_a_string_to_a_shell() -> None:
+    """Every subprocess is an argv list: no shell=True, os.system, os.popen; a `sh -c` script is a constant
+    (the values it works on are positional arguments)."""
+    problems = []
+    for path in sorted((REPO / "src" / "nearmetal").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        constants = {
+            target.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr)
+            for target in node.targets
+            if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "shell"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+            ):
+                problems.append(f"{where}: shell=…")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                name = f"{getattr(node.func.value, 'id', '')}.{node.func.attr}"
+                if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"):
+                    problems.append(f"{where}: {name}")
+            if isinstance(node, ast.List):
+                items = node.elts
+                for i, item in enumerate(items[:-1]):
+                    if isinstance(item, ast.Constant) and item.value == "-c":
+                        before = items[i - 1] if i else None
+                        shell = (
+                            isinstance(before, ast.Constant)
+                            and str(before.value).rsplit("/", 1)[-1] in ("sh", "bash")
+                        ) or (isinstance(before, ast.Name) and before.id in ("SH", "SHELL"))
+                        script = items[i + 1]
+                        constant = isinstance(script, ast.Constant) or (
+                            isinstance(script, ast.Name) and script.id in constants
+                        )
+                        if shell and not constant:
+                            problems.append(f"{where}: sh -c with a script that is not a constant")
+    assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (
+            {"options": {"exec_prerun": "touch /tmp/x"}},
+            "fio option 'exec_prerun' is not allowed in a plan: fio runs",
+        ),
+        ({"options": {"filename": "/dev/sda"}}, "fio option 'filename' is not allowed"),
+        ({"options": {"ioengine": "external:/tmp/evil.so"}}, "fio option 'ioengine' is not allowed"),
+    ],
+)
+def test_fio_options_that_reach_a_shell_or_pick_files_are_refused(params: dict, expected: str) -> None:
+    import yaml
+
+    text = yaml.safe_dump(
+        {"name": "x", "workloads": {"f": {"kind": "fio", "params": params}}, "variants": {"a": []}}
+    )
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "fio.yaml")
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def _fio_plan(directory: str) -> str:
+    return f"name: x\nworkloads:\n  f: {{kind: fio, params: {{directory: {directory!r}}}}}\nvariants: {{a: []}}\n"
+
+
+def test_written_paths_are_confined_to_the_run_or_allowed_places(tmp_path: Path) -> None:
+    for bad in ("../../etc", "data/../../../etc", "/etc", "/etc/../etc/cron.d"):
+        with pytest.raises(PlanError) as info:
+            check_plan_paths(parse_plan_text(_fio_plan(bad), "p.yaml"))
+        problem = info.value.problems[0]
+        assert problem.startswith("p.yaml:3 workloads.f.params.directory: "), problem
+    # relative paths that stay below the trial's directory are fine
+    check_plan_paths(parse_plan_text(_fio_plan("data/fio"), "p.yaml"))
+    # an absolute path is fine when the operator allows it, not when the plan's link leads out of it
+    allowed = tmp_path / "scratch"
+    allowed.mkdir()
+    check_plan_paths(parse_plan_text(_fio_plan(str(allowed / "fio")), "p.yaml"), [allowed])
+    (allowed / "escape").symlink_to("/etc")
+    with pytest.raises(PlanError, match="it leads to /etc"):
+        check_plan_paths(parse_plan_text(_fio_plan(str(allowed / "escape")), "p.yaml"), [allowed])
+    # the layer's own default root stays allowed; anything else for a cgroup root is not
+    check_plan_paths(
+        parse_plan_text(
+            "name: x\nworkloads: {w: {kind: stress-ng}}\nvariants:\n  q: [{layer: cpu-quota, cpus: 1, cgroup_root: /sys/fs/cgroup}]\n",
+            "p.yaml",
+        )
+    )
+    with pytest.raises(PlanError, match=r"p.yaml:4 variants.q\[0\].cgroup_root: /etc is outside"):
+        check_plan_paths(
+            parse_plan_text(
+                "name: x\nworkloads: {w: {kind: stress-ng}}\nvariants:\n  q: [{layer: cpu-quota, cpus: 1, cgroup_root: /etc}]\n",
+                "p.yaml",
+            )
+        )
+    # and at the moment of use, a link made after the check does not lead writes out either
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "data").symlink_to("/etc")
+    with pytest.raises(PlanError, match="outside"):
+        confine("data/file", run_dir)
+    assert confine("fine/file", run_dir) == run_dir.resolve() / "fine/file"
+
+
+def test_the_cli_refuses_a_plan_writing_outside_until_allowed(tmp_path: Path, run_cli) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    plan = write_plan(tmp_path, _fio_plan(str(target / "fio")) + "repeats: 1\n")
+    proc = run_cli("run", str(plan), "-q", "--no-html", "--json")
+    assert proc.returncode == 2, proc.stderr
+    assert f"plan.yaml:3 workloads.f.params.directory: {target}/fio is outside" in proc.stderr
+    assert "--allow-path" in proc.stderr
+    assert not (tmp_path / "results.db").exists() or "fio" not in proc.stdout
+
+
+def test_plans_too_large_for_the_machine_are_refused_until_allowed(tmp_path: Path, db_url: str) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: huge
+        workloads:
+          burn: {{kind: stress-ng, params: {{workers: {16 * (os.cpu_count() or 1) + 1}, ops: 1}}}}
+          many: {{kind: command, params: {{argv: ["true"]}}}}
+        variants: {{a: []}}
+        repeats: 30000
+        """,
+    )
+    with pytest.raises(TooLargeError) as info:
+        nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    message = str(info.value)
+    assert "stress-ng workers=" in message and "busy processes" in message
+    assert "60,000 trials" in message
+    assert "--allow-large" in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_directory_that_is_a_link_is_refused(tmp_path: Path, db_url: str) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"name: l\nworkloads: {{w: {{kind: command, params: {{argv: [{PY!r}, -c, pass]}}}}}}\nvariants: {{a: []}}\nrepeats: 1\n",
+    )
+    workdir = tmp_path / "runs"
+    workdir.mkdir()
+    (workdir / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(nearmetal.runner.NearmetalError, match="is a symbolic link"):
+        nearmetal.run_plan(plan, db=db_url, workdir=workdir, run_id="linked")
