@@ -112,19 +112,33 @@ def test_shell_metacharacters_in_plan_values_stay_text(tmp_path: Path, db_url: s
     assert not marker.exists()
 
 
+def _constant_text(node: ast.AST, constants: set[str]) -> bool:
+    """A string expression built only from literals and names already known to be constants."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.Name):
+        return node.id in constants
+    if isinstance(node, ast.JoinedStr):
+        return all(
+            isinstance(v, ast.Constant)
+            or (isinstance(v, ast.FormattedValue) and _constant_text(v.value, constants))
+            for v in node.values
+        )
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _constant_text(node.left, constants) and _constant_text(node.right, constants)
+    return False
+
+
 def test_no_source_file_hands_a_string_to_a_shell() -> None:
     """Every subprocess is an argv list: no shell=True, os.system, os.popen; a `sh -c` script is a constant
     (the values it works on are positional arguments)."""
     problems = []
     for path in sorted((REPO / "src" / "nearmetal").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        constants = {
-            target.id
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr)
-            for target in node.targets
-            if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant)
-        }
+        constants: set[str] = set()
+        for node in tree.body:  # module-level names bound to strings made only of literals and constants
+            if isinstance(node, ast.Assign) and _constant_text(node.value, constants):
+                constants |= {t.id for t in node.targets if isinstance(t, ast.Name)}
         for node in ast.walk(tree):
             where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
             if (
