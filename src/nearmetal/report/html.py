@@ -251,6 +251,7 @@ nav ul { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 6px 
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 4px 0; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); } th { background: var(--bg-alt); }
 td.r, th.r { text-align: right; } td.l, th.l { text-align: left; }
+td.r, td:first-child { white-space: nowrap; }  /* "+2.2% [-13.0, +18.7]" reads as one figure */
 tr.loss td { color: var(--loss); font-weight: 600; } tr.gain td { color: var(--gain); font-weight: 600; }
 .note { color: var(--muted); font-size: .88em; margin: 2px 0 8px; }
 figure { margin: 18px 0 26px; } figcaption { color: var(--muted); font-size: .88em; }
