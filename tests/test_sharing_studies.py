@@ -109,8 +109,9 @@ def test_time_slicing_quick_study(quick_runs) -> None:
         in proc.stdout
     )
     per_process = {r.level.copies: r.per_process.mean for r in particles.rows if not r.level.passthrough}
-    # four processes on one CPU: each takes clearly longer than one alone (generous: a shared machine)
-    assert per_process[4] > 2.0 * per_process[1]
+    # four processes on one CPU: each takes clearly longer than one alone (about 4×; generous, because
+    # other work on a shared machine dilutes a 4-way share)
+    assert per_process[4] > 1.5 * per_process[1]
     assert nearmetal_cgroups(run_id) == []
 
 
