@@ -7,8 +7,10 @@ is skipped with the reason. Exit paths:
 - success, workload-crash (exit 3), timeout (the trial's deadline kills it): in this process;
 - setup-error: the layer's own setup fails at each of its host-changing calls in turn, and after all of
   them (fault injection, ``faults.py``);
-- sigint, sigterm: sent to a real ``nearmetal run`` while the workload runs (exit 130, trials kept);
-- sigkill+cleanup: the runner cannot clean up; ``nearmetal cleanup RUN`` must remove everything.
+- sigint, sigterm: sent to the runner (this process: the same handler and unwinding as ``nearmetal run``, whose
+  exit code 130 tests/test_cpu_quota.py checks) while the workload runs;
+- sigkill+cleanup: a real ``nearmetal run`` is killed; it cannot clean up, ``nearmetal cleanup RUN`` must
+  remove everything.
 
 After each, the host's tables (cgroups, network namespaces, links, mounts, processes, temp files and every
 registered finder) must hold nothing with the run's id (``leakcheck.py``). The results table is written to
@@ -38,8 +40,9 @@ from nearmetal.layers import LAYER_CLASSES, layer_class
 
 LAYER_KINDS = sorted(LAYER_CLASSES)
 IN_PROCESS = ["success", "workload-crash", "timeout", "setup-error"]
-SIGNALLED = ["sigint", "sigterm", "sigkill+cleanup"]
-EXIT_PATHS = IN_PROCESS + SIGNALLED
+INTERRUPTED = ["sigint", "sigterm"]
+KILLED = ["sigkill+cleanup"]
+EXIT_PATHS = IN_PROCESS + INTERRUPTED + KILLED
 READY = "nearmetal-ready"
 # how many of a layer's setup calls get a fault of their own (evenly spread when it makes more)
 MAX_SETUP_FAULTS = int(os.environ.get("NEARMETAL_SETUP_FAULTS", "8"))
@@ -245,9 +248,58 @@ def _wait_ready(run_dir: Path, proc: subprocess.Popen, timeout_s: float = 90) ->
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("path", SIGNALLED)
+@pytest.mark.parametrize("path", INTERRUPTED)
 @pytest.mark.parametrize("kind", LAYER_KINDS)
-def test_signalled_runner_leaves_nothing(kind: str, path: str, tmp_path: Path) -> None:
+def test_interrupted_runner_leaves_nothing(kind: str, path: str, tmp_path: Path) -> None:
+    import threading
+
+    from nearmetal.runner import RunInterrupted
+
+    config = layer_config(kind)
+    db = f"sqlite:///{tmp_path / 'results.db'}"
+    plan = _plan(tmp_path, config, SCRIPTS[path], "120s")
+    run_id = _new_run_id(path)
+    sig = signal.SIGINT if path == "sigint" else signal.SIGTERM
+    running = threading.Event()
+    running.set()
+    sent: list[bool] = []
+
+    def interrupt_when_ready() -> None:
+        # signal this process once the workload runs (it sleeps 60 s: the run is still inside its trial)
+        deadline = time.monotonic() + 90
+        while running.is_set() and time.monotonic() < deadline:
+            for out in (tmp_path / "runs" / run_id).glob("*/main.stdout"):
+                if READY in out.read_text(errors="replace") and running.is_set():
+                    sent.append(True)
+                    os.kill(os.getpid(), sig)
+                    return
+            time.sleep(0.05)
+
+    def late(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # a signal after the run restored its handlers must not end pytest
+
+    previous = signal.signal(sig, late)
+    sender = threading.Thread(target=interrupt_when_ready, daemon=True)
+    sender.start()
+    try:
+        with pytest.raises(RunInterrupted) as info:
+            nearmetal.run_plan(plan, db=db, workdir=tmp_path / "runs", run_id=run_id)
+        assert info.value.signal_name == sig.name
+    except NearmetalError as exc:
+        running.clear()
+        _skip_if_host_cannot(kind, path, run_id, exc)
+    finally:
+        running.clear()
+        sender.join(timeout=5)
+        signal.signal(sig, previous)
+    assert sent, "the workload never started"
+    _assert_clean(kind, path, run_id, db=db)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("path", KILLED)
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_sigkilled_runner_leaves_nothing_after_cleanup(kind: str, path: str, tmp_path: Path) -> None:
     config = layer_config(kind)
     db = f"sqlite:///{tmp_path / 'results.db'}"
     plan = _plan(tmp_path, config, SCRIPTS[path], "120s")
@@ -268,26 +320,21 @@ def test_signalled_runner_leaves_nothing(kind: str, path: str, tmp_path: Path) -
             if "error" in err:
                 _skip_if_host_cannot(kind, path, run_id, NearmetalError(err.strip().splitlines()[-1]))
             raise AssertionError(f"the run ended before its workload was ready: {err}")
-        sig = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill+cleanup": signal.SIGKILL}[path]
-        runner.send_signal(sig)
-        _, err = runner.communicate(timeout=120)
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate(timeout=120)
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-    note = "" if ready else "signalled before the workload was ready"
-    if path == "sigkill+cleanup":
-        cleanup = subprocess.run(
-            [*nearmetal_argv(), "cleanup", run_id],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert cleanup.returncode == 0, cleanup.stderr
-        note = (note + "; " if note else "") + f"cleanup removed {cleanup.stdout.count('removed ')}"
-    else:
-        assert runner.returncode == 130, err
-        assert "interrupted" in err
+    note = "" if ready else "killed before the workload was ready"
+    cleanup = subprocess.run(
+        [*nearmetal_argv(), "cleanup", run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cleanup.returncode == 0, cleanup.stderr
+    note = (note + "; " if note else "") + f"cleanup removed {cleanup.stdout.count('removed ')}"
     _assert_clean(kind, path, run_id, note, db=db)
