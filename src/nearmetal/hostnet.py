@@ -201,6 +201,38 @@ def add_netem(
         raise
 
 
+def link_down(netns: str | None, ifname: str) -> None:
+    ip("link", "set", ifname, "down", netns=netns)
+
+
+def root_qdisc(netns: str | None, ifname: str) -> dict:
+    """The root qdisc of an interface as ``tc -j`` reports it ({} when it cannot be read)."""
+    args = ["tc", "-j"] + (["-n", netns] if netns else []) + ["qdisc", "show", "dev", ifname, "root"]
+    try:
+        rows = json.loads(_run(args, check=False) or "[]")
+    except json.JSONDecodeError:
+        return {}
+    return next((row for row in rows if row.get("root")), rows[0] if rows else {})
+
+
+def replace_netem(
+    netns: str | None, ifname: str, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0
+) -> None:
+    """``tc qdisc replace … root netem``: set (or change) delay/jitter/loss on a live interface."""
+    args = ["tc"] + (["-n", netns] if netns else []) + ["qdisc", "replace", "dev", ifname, "root", "netem"]
+    if delay_ms or jitter_ms:
+        args += ["delay", f"{delay_ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
+    if loss_pct:
+        args += ["loss", f"{loss_pct:g}%"]
+    _run(args)
+
+
+def delete_root_qdisc(netns: str | None, ifname: str) -> None:
+    """Back to the interface's default qdisc. Idempotent."""
+    args = ["tc"] + (["-n", netns] if netns else []) + ["qdisc", "del", "dev", ifname, "root"]
+    _run(args, check=False)
+
+
 def add_vxlan(
     netns: str,
     ifname: str,

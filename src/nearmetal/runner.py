@@ -460,6 +460,14 @@ class Runner:
             placement=outcome.placement,
             caveats=outcome.caveats,
         )
+        for event in outcome.events:
+            self.store.add_event(
+                self.run_id,
+                str(event.get("kind", "event")),
+                event.get("detail") or {},
+                trial_id=record.trial_id,
+                at=event.get("time"),
+            )
         return record
 
     def run_trials(self, trials: list[Trial]) -> Iterator[TrialRecord]:

@@ -141,6 +141,8 @@ class TrialOutcome:
     output_dir: str = ""
     # set when no later trial can succeed either (a missing tool, no root): the runner stops the run
     abort: str | None = None
+    # what layers and the workload recorded at moments of the trial (faults, a timeline): stored as events
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -302,6 +304,8 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
             else:
                 with contextlib.suppress(Exception):
                     ctx.placement.update(workload.placement(output, cell.params))
+                with contextlib.suppress(Exception):
+                    ctx.events.extend(workload.events(output, cell.params))
     except (PrivilegeError, MissingToolError) as exc:
         status, error = "error", str(exc)
         abort = str(exc)
@@ -327,4 +331,5 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
         ended_at=ended,
         output_dir=str(trial_dir),
         abort=abort,
+        events=list(ctx.events),
     )

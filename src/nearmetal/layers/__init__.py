@@ -10,9 +10,11 @@ from nearmetal.layers.base import Layer, LayerConfig, TrialContext
 # kind -> "module:Class"; every module is imported when the plan model is built (for its Config),
 # so a layer module must import only the standard library and nearmetal at top level.
 LAYER_CLASSES: dict[str, str] = {
+    "clusters": "nearmetal.layers.clusters:ClustersLayer",
     "colocate": "nearmetal.layers.colocate:ColocateLayer",
     "cpu-quota": "nearmetal.layers.cpu_quota:CpuQuotaLayer",
     "cpuset": "nearmetal.layers.cpuset:CpusetLayer",
+    "fault": "nearmetal.layers.fault:FaultLayer",
     "gpu": "nearmetal.layers.gpu:GpuLayer",
     "netns": "nearmetal.layers.netns:NetnsLayer",
     "slirp4netns": "nearmetal.layers.usernet:Slirp4netnsLayer",

@@ -53,6 +53,19 @@ class TrialContext:
     # parameter values that make the workload run about ``factor`` times as long ({} when the workload
     # cannot say); set by the runner from ``Workload.longer_params``
     longer_params: Callable[[float], dict[str, Any]] | None = None
+    # things that happened at a moment during the trial (an injected fault, its healing), each
+    # ``{"time": epoch seconds, "kind": str, "detail": dict}``; stored in the events table with the trial
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # host objects a fault can be aimed at, by name ("cluster:c1", "link:c1", "lb"): a topology layer
+    # registers them (``layers/targets.py``), the fault layer resolves them
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    def add_event(self, kind: str, detail: dict[str, Any] | None = None, at: float | None = None) -> None:
+        import time
+
+        self.events.append(
+            {"time": at if at is not None else time.time(), "kind": kind, "detail": detail or {}}
+        )
 
     def host_name(self, *parts: str) -> str:
         """A name for a host object that carries the run id, so leftovers can be traced to their run."""

@@ -31,6 +31,8 @@ WORKLOAD_CLASSES: dict[str, str] = {
     "mpi": "nearmetal.workloads.mpi:MpiWorkload",
     "osu": "nearmetal.workloads.mpi:OsuWorkload",
     "tcp-rr": "nearmetal.workloads.tcprr:TcpRrWorkload",
+    "http-load": "nearmetal.workloads.service:HttpLoadWorkload",
+    "io-probe": "nearmetal.workloads.service:IoProbeWorkload",
 }
 
 

@@ -202,6 +202,12 @@ class Workload(ABC):
         Called after a successful ``parse``; must not raise."""
         return {}
 
+    def events(self, output: TrialOutput, params: Any | None = None) -> list[dict[str, Any]]:
+        """Things the workload saw at moments of the trial, for the events table (a request timeline:
+        ``{"time": epoch seconds, "kind": "timeline", "detail": {...}}``). Called after a successful
+        ``parse``; must not raise."""
+        return []
+
     def resources(self, params: Any) -> dict[str, Any]:
         """What a batch scheduler should allocate for one trial, as keys of ``plan.models.Resources``
         (``tasks`` = MPI ranks, ``cpus_per_task``, ``memory_mib``, ``gpus``, …). The default: one task, one
