@@ -189,6 +189,10 @@ def add_netem(
         args += ["delay", f"{delay_ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
     if loss_pct:
         args += ["loss", f"{loss_pct:g}%"]
+    _run_netem(args)
+
+
+def _run_netem(args: list[str]) -> None:
     try:
         _run(args)
     except HostNetError as exc:
@@ -196,7 +200,7 @@ def add_netem(
             raise HostNetError(
                 "this kernel has no netem qdisc (sch_netem), so delay/jitter/loss cannot be added",
                 fix="modprobe sch_netem (package linux-modules-extra / the distribution kernel), or drop "
-                "delay_ms, jitter_ms and loss_pct from the netns layer",
+                "delay_ms, jitter_ms and loss_pct from the layer (netns, clusters) or the netem fault",
             ) from None
         raise
 
@@ -224,7 +228,7 @@ def replace_netem(
         args += ["delay", f"{delay_ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
     if loss_pct:
         args += ["loss", f"{loss_pct:g}%"]
-    _run(args)
+    _run_netem(args)
 
 
 def delete_root_qdisc(netns: str | None, ifname: str) -> None:

@@ -334,10 +334,10 @@ def timeline(
     """Per-bin counts of successes, errors by kind and successes by backend, and p50/p99 latency (ms) of
     the successes, by start time."""
     t0 = float(log.start[0]) if t0 is None else t0
-    span = float(log.end.max()) - t0
+    span = float(log.start[-1]) - t0
     if bin_s is None:
         bin_s = max(0.1, round(span / max_bins, 3))
-    n_bins = max(1, math.ceil(span / bin_s) + 1)
+    n_bins = max(1, int(span // bin_s) + 1)
     index = np.clip(((log.start - t0) / bin_s).astype(np.int64), 0, n_bins - 1)
     ok = log.ok
     ok_counts = np.bincount(index[ok], minlength=n_bins)

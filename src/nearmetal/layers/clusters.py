@@ -168,6 +168,7 @@ class ClustersLayer(Layer):
         self.balancer: ManagedProcess | None = None
         self.work_dir: Path | None = None
         self.lb_events: list[tuple[float, str, str, str]] = []  # (time, kind, server, line)
+        self.backend_names: dict[str, str] = {}  # address:port -> replica name (nginx logs addresses)
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
@@ -227,6 +228,7 @@ class ClustersLayer(Layer):
             ctx.targets[f"cluster:{cluster}"] = ClusterTarget(
                 f"cluster:{cluster}", self.replicas[cluster], f"every replica of cluster {cluster}"
             )
+        self.backend_names = {f"{a}:{p}": n for n, a, p in backends}
         self.balancer = self._balancer(backends)
         self.balancer.start()
         ctx.targets["lb"] = ClusterTarget(
@@ -298,7 +300,8 @@ class ClustersLayer(Layer):
         for pattern, kind in LB_STATE_PATTERNS:
             match = pattern.search(line)
             if match:
-                self.lb_events.append((when, kind, match.group("server"), line.strip()[:300]))
+                server = self.backend_names.get(match.group("server"), match.group("server"))
+                self.lb_events.append((when, kind, server, line.strip()[:300]))
 
     # --- trial -------------------------------------------------------------------------------------------
     def wrap(self, process: ProcessSpec, ctx: TrialContext) -> ProcessSpec:

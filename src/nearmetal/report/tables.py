@@ -238,6 +238,7 @@ def variance_tables(results: Results, metric: str | None = None) -> list[Table]:
 # module, so areas added in parallel merge cleanly.
 STUDY_TABLE_MODULES: list[str] = [
     "nearmetal.report.sharing",
+    "nearmetal.report.resilience",
 ]
 
 

@@ -26,6 +26,7 @@ from nearmetal.report.figures.base import (
 BUILDER_MODULES: list[str] = [
     "core",
     "sharing",
+    "resilience",
 ]
 
 for _module in BUILDER_MODULES:
