@@ -147,11 +147,17 @@ def latency_percentiles(latency_s: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _after(t: float) -> float:
+    """The next float after ``t``: the end of a half-open phase that must still hold a request started at
+    ``t`` (adding a tiny constant to an epoch time in seconds does nothing at double precision)."""
+    return float(np.nextafter(t, math.inf))
+
+
 def _phase_bounds(
     log: RequestLog, faults: list[Fault], steady_at: float | None
 ) -> dict[str, tuple[float, float]]:
     t_start = float(log.start[0])
-    t_end = float(log.start[-1]) + 1e-9
+    t_end = _after(float(log.start[-1]))
     if not faults:
         return {"before": (t_start, t_end)}
     inject = min(f.injected_at for f in faults)
@@ -202,7 +208,7 @@ def _windows(
 ) -> list[tuple[float, np.ndarray]]:
     out = []
     t = t_from
-    while t + width <= t_to + 1e-9:
+    while math.isfinite(t) and t + width <= t_to + 1e-6:
         out.append((t, (log.start >= t) & (log.start < t + width)))
         t += step
     return out
@@ -226,7 +232,7 @@ def summarize(
     errors_by_kind = {str(k): int(c) for k, c in zip(kinds, counts, strict=True)}
     inject = faults[0].injected_at if faults else None
 
-    before = (float(log.start[0]), inject if inject is not None else float(log.start[-1]) + 1e-9)
+    before = (float(log.start[0]), inject if inject is not None else _after(float(log.start[-1])))
     before_mask = _in(log, before)
     span = max(before[1] - before[0], 1e-9)
     rate_before = float(ok[before_mask].sum()) / span if before_mask.any() else None
@@ -260,8 +266,12 @@ def summarize(
             t_from = max([stretch_start or inject, *heal_times])
             # once every fault healed, steady also means every backend that served before serves again
             # (a cluster scaled back up and taken back by the load balancer)
-            all_healed = len(heal_times) == len(faults)
-            before_backends = {str(b) for b in log.backend[before_mask & ok] if b} if all_healed else set()
+            if heal_times and len(heal_times) == len(faults):
+                healed = max(heal_times)
+                for backend in {str(b) for b in log.backend[before_mask & ok] if b}:
+                    back = ok & (log.backend == backend) & (log.start >= healed)
+                    # never back: no steady state (the window search below starts past the end)
+                    t_from = max(t_from, float(log.start[back][0]) if back.any() else math.inf)
             step = min(0.05, stable_s / 4)
             for t, mask in _windows(log, t_from, float(log.start[-1]), stable_s, step):
                 n = int(mask.sum())
@@ -272,12 +282,10 @@ def summarize(
                 rate = float(good.sum()) / stable_s
                 lat = log.latency_s[mask & ok]
                 p99 = float(np.percentile(lat, 99)) if lat.size else math.inf
-                serving = {str(b) for b in log.backend[mask & ok] if b}
                 if (
                     ratio >= min(before_ratio, 1.0) - 1e-9
                     and (rate_before is None or rate >= 0.9 * rate_before)
                     and p99 <= latency_limit
-                    and before_backends <= serving
                 ):
                     steady_at = t
                     steady_s = max(0.0, t - inject)

@@ -49,8 +49,8 @@ class Estimate:
     def text(self, digits: int = 3) -> str:
         if self.n == 0 or not math.isfinite(self.mean):
             return "–"
-        if self.low is None or self.high is None:
-            return fmt_number(self.mean, digits)
+        if self.low is None or self.high is None or self.low == self.high:
+            return fmt_number(self.mean, digits)  # one trial, or every repeat gave the same value
         return f"{fmt_number(self.mean, digits)} [{fmt_number(self.low, digits)}, {fmt_number(self.high, digits)}]"
 
 
