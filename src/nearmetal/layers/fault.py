@@ -20,7 +20,9 @@ Actions:
 
 Targets: what a topology layer registered (``cluster:c1``, ``backend:c1-0``, ``lb``, ``link:c1``,
 ``link:client``; see ``layers/clusters.py``), ``role:<role>`` (the trial's own processes of that role, e.g.
-``role:server``; found by an environment tag the layer adds), and ``mount`` / ``mount:<path>``.
+``role:server``; found by an environment tag the layer adds), and ``mount`` (the trial's test directory, or
+``path``; an absolute path outside the run must be allowed with ``--allow-path``, like every path a plan
+changes).
 
 The clock starts when the measured process starts (the layer wraps it with a one-line shell that touches a
 marker file, so any workload works); every injection and healing is recorded with its exact time in the
@@ -55,7 +57,7 @@ TAG_ENV = "NEARMETAL_FAULT_TAG"
 MAIN_STARTED = ".nearmetal-main-started"
 # touches the marker, then runs the process itself (argv passed as positional arguments, never in the script)
 _MARK_START = ': > "$0" && exec "$@"'
-TARGET_PATTERN = r"^(lb|mount|(cluster|backend|link|role):[A-Za-z0-9_.-]+|mount:/.*)$"
+TARGET_PATTERN = r"^(lb|mount|(cluster|backend|link|role):[A-Za-z0-9_.-]+)$"
 REMOUNT_TIMEOUT_S = 20.0
 JOIN_TIMEOUT_S = 60.0
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
@@ -67,7 +69,8 @@ class FaultConfig(LayerConfig):
     target: str = Field(
         "",
         pattern=r"^$|" + TARGET_PATTERN,
-        description="cluster:<c>, backend:<c>-<j>, lb, link:<c>, link:client, role:<role>, mount[:<path>]",
+        description="cluster:<c>, backend:<c>-<j>, lb, link:<c>, link:client, role:<role>, mount (the "
+        "trial's test directory, or path)",
     )
     at_s: float = Field(5.0, ge=0, le=3600, description="seconds after the measured process started")
     heal_after_s: float | None = Field(
@@ -86,7 +89,12 @@ class FaultConfig(LayerConfig):
     delay_ms: float = Field(0.0, ge=0, le=60_000, description="netem delay on each end")
     jitter_ms: float = Field(0.0, ge=0, le=60_000)
     loss_pct: float = Field(0.0, ge=0, le=100)
-    path: str | None = Field(None, description="kill-fuse: the mount point (default: the test directory)")
+    path: str | None = Field(
+        None,
+        description="kill-fuse: the mount point whose daemon is killed and remounted (default: the trial's "
+        "test directory); elsewhere only with --allow-path",
+        json_schema_extra={"nearmetal_path": "writes"},
+    )
     if_missing: Literal["error", "caveat"] = Field(
         "error",
         description="when the fault cannot be injected (the workload ended first, the target is gone): fail "
@@ -100,7 +108,7 @@ class FaultConfig(LayerConfig):
                 raise ValueError(
                     f"action {self.action} needs a target (e.g. cluster:c1, link:c1, role:server)"
                 )
-            self.target = f"mount:{self.path}" if self.path else "mount"
+            self.target = "mount"
         kind = self.target.split(":", 1)[0]
         allowed = {
             "kill": {"cluster", "backend", "lb", "role"},
@@ -342,8 +350,11 @@ class FaultLayer(Layer):
         )
 
     def _mountpoint(self, ctx: TrialContext) -> str:
-        _, _, path = self.config.target.partition(":")
-        path = path or str(ctx.endpoints.get("test_dir_host") or ctx.endpoints.get("test_dir") or "")
+        path = self.config.path or str(
+            ctx.endpoints.get("test_dir_host") or ctx.endpoints.get("test_dir") or ""
+        )
+        if self.config.path and not os.path.isabs(path):
+            path = str(ctx.trial_dir / path)
         if not path:
             raise NearmetalError(
                 "kill-fuse has no mount to aim at: no filesystem layer set a test directory",

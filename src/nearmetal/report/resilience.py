@@ -134,6 +134,8 @@ def _lb_detect_times(trials: list[TrialFaults]) -> list[float]:
 def describe_fault(layers: list[dict[str, Any]]) -> str:
     parts = []
     for layer in layers:
+        if layer.get("layer") not in ("clusters", "fault"):
+            parts.append(str(layer.get("layer")))
         if layer.get("layer") == "clusters":
             checks = "checks" if layer.get("health_checks", True) else "no checks"
             parts.append(f"{layer.get('balancer', 'haproxy')} ({checks})")
@@ -231,7 +233,15 @@ def tables(results: Results) -> list[Table]:
         if has_lb:
             notes.append("LB marked down: from the injection to the load balancer's health checks marking the "
                          "server DOWN (its own log)")  # fmt: skip
-        out.append(Table(f"Availability and recovery: {workload}", headers, body, notes))
+        out.append(
+            Table(
+                f"Availability and recovery: {workload}",
+                headers,
+                body,
+                notes,
+                significance=[None] * len(body),
+            )
+        )
         findings = [(r, f) for r in rows for t in r.trials[:1] for f in t.doctor]
         if findings:
             out.append(
@@ -250,6 +260,7 @@ def tables(results: Results) -> list[Table]:
                         for r, f in findings
                     ],
                     ["doctor's check run on the mount right after its FUSE daemon was killed (first repeat)"],
+                    significance=[None] * len(findings),
                 )
             )
     return out

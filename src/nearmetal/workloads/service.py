@@ -79,9 +79,18 @@ class HttpLoadParams(ResilienceParams):
 
 class IoProbeParams(ResilienceParams):
     rate_rps: float = Field(100.0, gt=0, le=10_000, description="operations per second")
-    workers: int = Field(4, ge=1, le=64, description="threads issuing operations (a hung one blocks one)")
+    workers: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="threads issuing operations: a hung operation holds one; when all are held the next "
+        "operation cannot start and counts as 'stalled'",
+    )
     path: str | None = Field(
-        None, description="directory to probe (default: the trial's test directory, e.g. a bindfs mount)"
+        None,
+        description="directory to probe; a probe file is written into it (default: the trial's test "
+        "directory, e.g. a bindfs mount). An absolute path must be allowed with --allow-path",
+        json_schema_extra={"nearmetal_path": "writes"},
     )
 
 

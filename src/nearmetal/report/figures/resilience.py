@@ -74,7 +74,11 @@ def timelines(results: Results) -> list[FigureSpec]:
             for i, (kind, counts) in enumerate(sorted(tl["errors"].items())):
                 series.append(
                     Series(
-                        f"errors: {kind}", "line", x, [c * per_s for c in counts], color=ERROR_COLORS[i % len(ERROR_COLORS)]
+                        f"errors: {kind}",
+                        "line",
+                        x,
+                        [c * per_s for c in counts],
+                        color=ERROR_COLORS[i % len(ERROR_COLORS)],
                     )
                 )
             for i, (backend, counts) in enumerate(tl.get("by_backend", {}).items()):
