@@ -91,16 +91,21 @@ def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -
     return found
 
 
-def _process_run_id(pid: int) -> str | None:
+def _process_env(pid: int, names: tuple[bytes, ...]) -> dict[str, str]:
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
-        return None
-    marker = runlock.RUN_ENV.encode() + b"="
+        return {}
+    found: dict[str, str] = {}
     for entry in environ.split(b"\0"):
-        if entry.startswith(marker):
-            return entry[len(marker) :].decode(errors="replace")
-    return None
+        name, _, value = entry.partition(b"=")
+        if name in names:
+            found[name.decode()] = value.decode(errors="replace")
+    return found
+
+
+def _process_run_id(pid: int) -> str | None:
+    return _process_env(pid, (runlock.RUN_ENV.encode(),)).get(runlock.RUN_ENV)
 
 
 def find_slurm_jobs(run_id: str | None = None) -> list[Leftover]:
@@ -158,13 +163,19 @@ def find_processes(run_id: str | None = None) -> list[Leftover]:
     """Processes started by a run (``NEARMETAL_RUN_ID`` in their environment), not this process or its
     ancestors (a runner started from inside a trial)."""
     mine = _ancestors(os.getpid())
+    own_job = os.environ.get("SLURM_JOB_ID")  # a runner inside an allocation owns that job's processes
     found: list[Leftover] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         pid = int(entry.name)
-        owner = _process_run_id(pid)
+        env = _process_env(pid, (runlock.RUN_ENV.encode(), b"SLURM_JOB_ID"))
+        owner = env.get(runlock.RUN_ENV)
         if owner is None or (run_id is not None and owner != run_id) or _is_zombie(pid):
+            continue
+        if env.get("SLURM_JOB_ID", own_job) != own_job:
+            # a step of a batch job the run submitted: the job is Slurm's to end (find_slurm_jobs cancels
+            # it), and a resume that re-attaches to it must find it alive
             continue
         start = _start_time(pid)
         try:
