@@ -429,3 +429,30 @@ def test_a_mount_left_severed_fails_every_read_after_the_kill(tmp_path: Path, bi
     with pytest.raises(OSError) as info:
         os.stat(mnt)
     assert info.value.errno == errno.ENOTCONN
+
+
+def test_severed_mount_quick_study(tmp_path: Path) -> None:
+    """The shipped study: the run's own bindfs mount, its daemon killed under a reader, left severed or
+    found and remounted by a watchdog; doctor's finding beside it; nothing left on the host."""
+    needs("bindfs", "fusermount3")
+    from nearmetal.studies import study_path
+
+    run_id = f"severed-study-{os.getpid()}"
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    result = nearmetal.run_plan(
+        study_path("severed-mount", quick=True), db=db, workdir=tmp_path / "runs", run_id=run_id
+    )
+    assert [r.status for r in result.records] == ["ok"] * 6, [r.error for r in result.records]
+    results = nearmetal.load_results(run_id, db=db)
+    variants = metrics_by_variant(results)
+    for m in variants["bindfs"]:
+        assert m["availability_pct"] == 100.0 and "detect_s" not in m
+    for m in variants["left-severed"]:
+        assert m["recovered"] == 0.0 and m["errors_enotconn"] > 0
+        assert m["availability_during_pct"] < 5
+    for m in variants["watchdog"]:
+        assert m["recovered"] == 1.0 and m["errors_enotconn"] > 0
+        assert m["recover_s"] < 4.0  # probes every 0.5 s; a loaded host adds its share
+    findings = [e["detail"]["check_id"] for e in results.events if e["kind"] == "doctor-finding"]
+    assert findings.count("fuse-severed") == 4  # every kill, both variants, both repeats
+    assert not own_objects(run_id)
