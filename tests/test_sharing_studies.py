@@ -113,6 +113,10 @@ def test_time_slicing_quick_study(quick_runs) -> None:
     # other work on a shared machine dilutes a 4-way share)
     assert per_process[4] > 1.5 * per_process[1]
     assert nearmetal_cgroups(run_id) == []
+    # the study's own tables reach the HTML report too, not only the terminal
+    from nearmetal.report.html import html_report
+
+    assert "time slicing: particles" in html_report(results)
 
 
 @needs_cpuset

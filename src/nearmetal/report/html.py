@@ -312,6 +312,11 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
                 parts.append(_table_html(table))
         add_figures([f for f in figures if f.section == workload])
         parts.append("</section>")
+    unplaced = [t for t in tables if t.workload not in workloads]  # a study's own tables across workloads
+    if unplaced:
+        parts.append('<section class="workload" id="study-tables"><h2>Study tables</h2>')
+        parts.extend(_table_html(table) for table in unplaced)
+        parts.append("</section>")
     parts.append("</section>")
     energy = energy_table(results)
     if energy:

@@ -240,6 +240,7 @@ def tables(results: Results) -> list[Table]:
                 body,
                 notes,
                 significance=[None] * len(body),
+                workload=workload,
             )
         )
         findings = [(r, f) for r in rows for t in r.trials[:1] for f in t.doctor]
@@ -260,6 +261,7 @@ def tables(results: Results) -> list[Table]:
                         for r, f in findings
                     ],
                     ["doctor's check run on the mount right after its FUSE daemon was killed (first repeat)"],
+                    workload=workload,
                     significance=[None] * len(findings),
                 )
             )
