@@ -192,6 +192,16 @@ def _mkdirs(version: int, dirs: dict[str, Path]) -> Cgroup:
     return Cgroup(version, dirs)
 
 
+def hierarchy_for(root: Path, version: str, controllers: tuple[str, ...]) -> CgroupHierarchy:
+    """The hierarchy a layer's ``version`` setting names ("v1", "v2"), or the one ``detect`` finds for
+    ``controllers`` ("auto")."""
+    if version == "v2":
+        return CgroupV2(root)
+    if version == "v1":
+        return CgroupV1(root)
+    return detect(root, controllers)
+
+
 def detect(root: Path = DEFAULT_ROOT, controllers: tuple[str, ...] = ("cpu",)) -> CgroupHierarchy:
     """v2 when a unified tree offers every controller asked for; else v1; else a clear error."""
     for unified in (root, root / "unified"):

@@ -47,12 +47,7 @@ class CpuQuotaLayer(Layer):
         return {"layer": "cpu-quota", "cpus": 0.5}
 
     def hierarchy(self) -> cgroups.CgroupHierarchy:
-        root = self.config.cgroup_root
-        if self.config.version == "v2":
-            return cgroups.CgroupV2(root)
-        if self.config.version == "v1":
-            return cgroups.CgroupV1(root)
-        return cgroups.detect(root, ("cpu",))
+        return cgroups.hierarchy_for(self.config.cgroup_root, self.config.version, ("cpu",))
 
     def setup(self, ctx: TrialContext) -> None:
         hierarchy = self.hierarchy()

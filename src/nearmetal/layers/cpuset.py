@@ -103,12 +103,7 @@ class CpusetLayer(Layer):
         return {"layer": "cpuset", "cpus": 1}
 
     def hierarchy(self) -> cgroups.CgroupHierarchy:
-        root = self.config.cgroup_root
-        if self.config.version == "v2":
-            return cgroups.CgroupV2(root)
-        if self.config.version == "v1":
-            return cgroups.CgroupV1(root)
-        return cgroups.detect(root, ("cpuset",))
+        return cgroups.hierarchy_for(self.config.cgroup_root, self.config.version, ("cpuset",))
 
     def setup(self, ctx: TrialContext) -> None:
         hierarchy = self.hierarchy()
