@@ -25,6 +25,7 @@ from nearmetal.analysis.stats import (
     loss_intervals,
     variance_components,
 )
+from nearmetal.plan.expand import cell_key, point_label
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,11 @@ class CellInfo:
 
     @property
     def point_label(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in sorted(self.point.items()))
+        return point_label(self.point)
 
     @property
     def key(self) -> str:
-        label = self.point_label
-        return f"{self.workload}/{self.variant}" + (f"/{label}" if label else "")
+        return cell_key(self.workload, self.variant, self.point)
 
 
 @dataclass

@@ -22,6 +22,17 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def point_label(point: dict[str, Any]) -> str:
+    """A matrix point as text: ``numjobs=8,rw=read`` (keys sorted)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+
+
+def cell_key(workload: str, variant: str, point: dict[str, Any]) -> str:
+    """How reports and logs name a cell: ``workload/variant[/point]``."""
+    label = point_label(point)
+    return f"{workload}/{variant}" + (f"/{label}" if label else "")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One combination the study measures; trials are its repeats."""
@@ -37,12 +48,11 @@ class Cell:
 
     @property
     def point_label(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in sorted(self.point.items()))
+        return point_label(self.point)
 
     @property
     def key(self) -> str:
-        label = self.point_label
-        return f"{self.workload}/{self.variant}" + (f"/{label}" if label else "")
+        return cell_key(self.workload, self.variant, self.point)
 
     @property
     def cell_id(self) -> str:
