@@ -377,8 +377,30 @@ class SharingData:
         return bool(self.time_slicing or self.partitions or self.scaling or self.topology)
 
 
+SHARING_LAYERS = frozenset({"colocate", "cpuset", "gpu"})
+
+
+def _names_a_layer(node: Any, kinds: frozenset[str]) -> bool:
+    if isinstance(node, dict):
+        if node.get("layer") in kinds:
+            return True
+        return any(_names_a_layer(v, kinds) for v in node.values())
+    if isinstance(node, list):
+        return any(_names_a_layer(v, kinds) for v in node)
+    return False
+
+
+def may_hold_sharing(results: Results) -> bool:
+    """Can the run have a sharing shape at all? Time slicing and partitions need a colocate, cpuset or gpu
+    layer in the plan, scaling and topology a ddp workload; the answer comes from the plan, so a run of
+    another shape never loads its trials here (100,000 trials cost seconds)."""
+    return any(c.kind == "ddp" for c in results.cells) or _names_a_layer(results.plan, SHARING_LAYERS)
+
+
 def sharing_data(results: Results) -> SharingData:
     """Every GPU-sharing shape the run holds (empty lists for the shapes it does not)."""
+    if not may_hold_sharing(results):
+        return SharingData()
     return SharingData(
         time_slicing_groups(results),
         partition_groups(results),
