@@ -88,6 +88,15 @@ def test_yaml_never_builds_objects_and_odd_keys_stay_on_one_line() -> None:
     assert not Path("/tmp/nearmetal-yaml-pwned").exists()
 
 
+def test_an_escape_past_the_last_code_point_is_one_line() -> None:
+    # found by benchmarks/fuzz_plans.py: PyYAML raised a bare ValueError from chr()
+    text = 'name: x\nworkloads: {w: {kind: stress-ng}}\nvariants: {a: [], "\\U00110000": []}\n'
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "escape.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("escape.yaml: YAML error:") and "\n" not in problem
+
+
 def test_shell_metacharacters_in_plan_values_stay_text(tmp_path: Path, db_url: str) -> None:
     marker = tmp_path / "pwned"
     payloads = [f"$(touch {marker})", f"`touch {marker}`", f"; touch {marker}", f"| touch {marker}"]

@@ -205,6 +205,11 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
         raise PlanError([f"{source}: YAML error: {str(exc).splitlines()[0]}"]) from None
     except RecursionError:
         raise PlanError([f"{source}: the YAML is nested too deeply"]) from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's scanner lets these through, e.g. chr() of a "\U00110000" escape past the last code point
+        raise PlanError(
+            [f"{source}: YAML error: {str(exc).splitlines()[0]} (an escape beyond U+10FFFF?)"]
+        ) from None
     if not isinstance(data, dict):
         raise PlanError(
             [f"{source}:1 (plan): must be a mapping with at least 'name', 'workloads' and 'variants'"]
