@@ -189,3 +189,11 @@ def test_durations_and_targets() -> None:
         parse_duration("-3s")
     with pytest.raises(ValueError):
         parse_target("200%")
+
+
+def test_a_matrix_value_given_twice_is_refused() -> None:
+    # found by benchmarks/fuzz_plans.py: the repeated value made the same cell twice
+    text = "name: x\nworkloads: {s: {kind: stress-ng}}\nvariants: {a: []}\nmatrix: {s.workers: [1, 2, 1]}\n"
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "m.yaml")
+    assert info.value.problems == ["m.yaml:4 matrix.s.workers[2]: the value 1 appears twice"]

@@ -124,6 +124,12 @@ def expand_cells(plan: BaseModel) -> Expansion:
         targets, problem = resolve_key(plan, key)
         if problem:
             out.problems.append((("matrix", key), problem))
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            text = canonical_json(value)
+            if text in seen:  # two points with the same value would be one cell twice
+                out.problems.append((("matrix", key, index), f"the value {text[:40]} appears twice"))
+            seen.add(text)
         for name, param in targets:
             axes[name][param] = (values, key)
 
