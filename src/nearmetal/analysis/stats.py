@@ -110,7 +110,8 @@ def grouped_statistics(
     median = _group_medians(v, bounds)
     minimum = np.where(has, v[starts], np.nan) if v.size else np.full(n_groups, np.nan)
     maximum = np.where(has, v[np.maximum(bounds[1:] - 1, 0)], np.nan) if v.size else np.full(n_groups, np.nan)
-    absdev = np.abs(v - median[g])
+    with np.errstate(invalid="ignore"):  # ±inf values (a rate over zero time) have no deviation
+        absdev = np.abs(v - median[g])
     mad_order = np.lexsort((absdev, g))
     mad = _group_medians(absdev[mad_order], bounds) * MAD_TO_SIGMA
     with np.errstate(invalid="ignore"):
