@@ -23,8 +23,12 @@ from nearmetal.store import Store
 PY = sys.executable
 
 EMIT = """
-import random, sys, time
+import json, pathlib, random, sys, time
 mean, spread, count, pause = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+# a machine that got slower: the same argv, a scale written beside the script ({mean: factor})
+scales = pathlib.Path(__file__).with_name("scale.json")
+if scales.exists():
+    mean *= json.loads(scales.read_text()).get(sys.argv[1], 1.0)
 time.sleep(pause)
 level = random.gauss(mean, spread)
 jitter = 0.01 if count > 1 else 0.0  # values inside one trial vary around the trial's level
@@ -136,7 +140,7 @@ def test_values_within_trials_get_two_levels_and_a_design(tmp_path: Path, db_url
     rows = results.variance_rows()
     assert rows and rows[0].design is not None and rows[0].design.trials >= 2
     md = markdown_report(results)
-    assert "levels of variation of value_s" in md and "two-level bootstrap" in md
+    assert "levels of variation of value_s" in md and "a trial with several values counts as its mean" in md
 
 
 def test_median_statistic_on_request(tmp_path: Path, db_url: str) -> None:
@@ -172,16 +176,16 @@ variants: {{a: [], b: [], c: [], d: []}}
 
 def test_compare_two_runs_and_fail_above(tmp_path: Path, run_cli) -> None:
     script = emitter(tmp_path)
-    before = write_plan(
+    plan = write_plan(
         tmp_path, plan_text(script, {"base": (100, 0.5), "fast": (80, 0.5)}, "repeats: 4"), "a.yaml"
     )
-    after = write_plan(
-        tmp_path, plan_text(script, {"base": (110, 0.5), "fast": (81, 0.5)}, "repeats: 4"), "b.yaml"
-    )
     ids = []
-    for path in (before, after):
-        proc = run_cli("run", str(path), "--json", "-q", check=True)
+    for scale in (None, {"100": 1.1, "80": 1.0125}):  # run B: the same plan on a machine 10% slower
+        if scale:
+            (tmp_path / "scale.json").write_text(json.dumps(scale))
+        proc = run_cli("run", str(plan), "--json", "-q", check=True)
         ids.append(json.loads(proc.stdout.strip().splitlines()[-1])["run_id"])
+    (tmp_path / "scale.json").unlink()
     shown = run_cli("compare", *ids, check=True)
     assert "run B vs run A" in shown.stdout and "stop A" in shown.stdout
     assert "significant loss" in shown.stdout  # base got 10% slower
@@ -196,6 +200,19 @@ def test_compare_two_runs_and_fail_above(tmp_path: Path, run_cli) -> None:
     assert base["ci_low_pct"] < 10 < base["ci_high_pct"]
     bad = run_cli("compare", ids[0], ids[1], "--fail-above", "lots")
     assert bad.returncode == 1 and "not a percentage" in bad.stderr
+    # a run whose cells have other parameters measures something else: named, never a regression
+    other = write_plan(
+        tmp_path, plan_text(script, {"base": (150, 0.5), "fast": (80, 0.5)}, "repeats: 4"), "b.yaml"
+    )
+    proc = run_cli("run", str(other), "--json", "-q", check=True)
+    third = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
+    refused = run_cli("compare", ids[0], third, "--fail-above", "5%", "--json")
+    assert refused.returncode == 0, refused.stderr
+    data = json.loads(refused.stdout)
+    assert {r["variant"] for r in data["rows"]} == {"fast"} and data["regressions"] == []
+    assert any("params.argv" in d for d in data["not_comparable"]["loop/base"])
+    shown = run_cli("compare", ids[0], third, check=True)
+    assert "not compared" in shown.stdout and "loop/base" in shown.stdout
 
 
 def test_aa_reports_a_false_positive_rate(tmp_path: Path, run_cli) -> None:

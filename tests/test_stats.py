@@ -112,24 +112,39 @@ def test_median_replicates_are_the_medians_of_the_resamples() -> None:
         np.testing.assert_allclose(reps, expected.T)
 
 
-def test_two_level_replicates_resample_trials_then_values() -> None:
-    """The counts-matrix shortcut equals resampling trials, then values within each chosen trial."""
+def test_a_trial_with_several_values_is_resampled_as_its_mean() -> None:
+    """Trials are the units: a nested sample's replicates are those of its trial means (resampling values
+    within trials as well would count their variance twice)."""
     rng = np.random.default_rng(6)
     n, m = 4, 3
     values = rng.normal(10, 1, n * m)
-    sample = Sample.of(values, [m] * n)
-    reps = bs._nested_replicates([sample], "mean", 200, np.random.default_rng(11))
-    draws = np.random.default_rng(11)
-    trials = draws.integers(0, n, (200, n))
-    within = draws.integers(0, m, (200, n, m))
-    explicit = values.reshape(n, m)[trials[:, :, None], within].mean(axis=(1, 2))
-    np.testing.assert_allclose(reps[0], explicit)
-    # ragged trials take the general path; their statistic is the mean of trial means
+    nested = Sample.of(values, [m] * n)
+    flat = Sample.of(values.reshape(n, m).mean(axis=1))
+    np.testing.assert_allclose(
+        bs.side_replicates([nested], "mean", 200, 11, 0), bs.side_replicates([flat], "mean", 200, 11, 0)
+    )
     ragged = Sample.nested([[1.0, 2.0, 3.0], [10.0], [4.0, 6.0]])
     assert bs.point_statistic(ragged, "mean") == pytest.approx((2 + 10 + 5) / 3)
-    r = bs._nested_replicates([ragged], "mean", 2000, np.random.default_rng(1))[0]
-    assert r.min() >= 1 and r.max() <= 10
-    assert r.mean() == pytest.approx(17 / 3, rel=0.05)
+
+
+@pytest.mark.parametrize(("sd_between", "sd_within"), [(0.05, 0.005), (0.005, 0.05)])
+def test_metrics_with_values_per_trial_cover_whichever_level_dominates(
+    sd_between: float, sd_within: float
+) -> None:
+    """Between-trial-dominated and within-trial-dominated metrics both cover about 95% (the two-level
+    bootstrap gave 98–100% when the within part dominated)."""
+    rng = np.random.default_rng(12)
+    k, n, m = 300, 8, 20
+
+    def cell(mean: float) -> list[Sample]:
+        trial_means = mean * (1 + rng.normal(0, sd_between, (k, n)))
+        values = trial_means[:, :, None] * (1 + rng.normal(0, sd_within, (k, n, m)))
+        return [Sample.of(v.ravel(), [m] * n) for v in values]
+
+    est = loss_intervals(cell(1.1), cell(1.0), ["lower"] * k, resamples=2000, seed=3)
+    coverage = np.mean([e.low <= 0.1 <= e.high for e in est])
+    assert 0.91 <= coverage <= 0.985, coverage
+    assert all(e.hierarchical for e in est)
 
 
 @pytest.mark.parametrize("statistic", ["mean", "median"])
@@ -161,13 +176,23 @@ def test_fieller_matches_the_quadratic_it_solves() -> None:
     assert math.isnan(low) and math.isnan(high)
 
 
-def test_small_samples_report_the_hull_with_fieller() -> None:
+def test_small_samples_report_the_hull_with_the_log_scale_welch_interval() -> None:
     v, b = np.array([11.0, 12.5, 11.8]), np.array([10.0, 10.4, 9.7, 10.1, 10.3])
     est = loss_interval(v, b, "lower", seed=1)
-    assert est.method == "bca+fieller"
-    assert est.low <= est.fieller_low and est.high >= est.fieller_high
+    assert est.method == "bca+welch-log"
+    assert est.low <= est.check_low and est.high >= est.check_high
     big = loss_interval(np.repeat(v, 3), np.repeat(b, 2), "lower", seed=1)
     assert big.method == "bca"
+
+
+def test_small_wild_samples_stay_physically_possible() -> None:
+    """Fieller's interval for two trials a side reached −7523% for a time; the log-scale hull cannot."""
+    v, b = np.array([0.5, 40.0]), np.array([1.0, 30.0])
+    assert math.isnan(fieller_ratio(v.mean(), v.var(ddof=1), 2, b.mean(), b.var(ddof=1), 2)[0])
+    time = loss_interval(v, b, "lower", seed=1)
+    rate = loss_interval(v, b, "higher", seed=1)
+    assert time.low is not None and time.low >= -1.0
+    assert rate.high is not None and rate.high <= 1.0
 
 
 def test_outliers_are_flagged_never_dropped() -> None:

@@ -24,6 +24,7 @@ from nearmetal.analysis import (
     loss_intervals,
 )
 from nearmetal.analysis.bootstrap import Sample
+from nearmetal.analysis.stats import loss_definition
 from nearmetal.analysis.stopping import FAILED, FIXED, INTERRUPTED, RUNNING, StopRecord
 from nearmetal.errors import NearmetalError
 from nearmetal.store import Store
@@ -85,8 +86,12 @@ def with_primary_metrics(cells: list[CellInfo], plan: dict[str, Any]) -> list[Ce
 
 def analysis_config(plan: dict[str, Any], seed: int = 0) -> AnalysisConfig:
     """The plan's ``analysis:`` section (as stored with the run) as the analysis' settings."""
+    from nearmetal.analysis.stopping import first_stage, paired_order
+
     section = plan.get("analysis") or {}
     wanted = section.get("interval_metrics") or None
+    repeats = plan.get("repeats")
+    repeats_min = int(repeats.get("min", 3)) if isinstance(repeats, dict) else 0
     return AnalysisConfig(
         confidence=float(section.get("confidence", 0.95)),
         resamples=int(section.get("bootstrap_resamples", 9999)),
@@ -95,6 +100,8 @@ def analysis_config(plan: dict[str, Any], seed: int = 0) -> AnalysisConfig:
         outlier_k=float(section.get("outlier_mad_k", 3.5)),
         cv_warning=float(section.get("cv_warning", 0.05)),
         interval_metrics=wanted if wanted in (None, "all") else tuple(wanted),
+        paired=paired_order(str(plan.get("order", "interleaved"))),
+        first_stage=first_stage(repeats_min, repeats_target(plan)),
     )
 
 
@@ -169,9 +176,7 @@ class Results:
             wanted: tuple[str, ...] | str = "all"
         else:
             wanted = tuple(dict.fromkeys([*(cfg.interval_metrics or ()), *extra]))
-        return AnalysisConfig(
-            cfg.confidence, cfg.resamples, cfg.seed, cfg.statistic, cfg.outlier_k, cfg.cv_warning, wanted
-        )
+        return replace(cfg, interval_metrics=wanted)
 
     @property
     def confidence(self) -> float:
@@ -244,6 +249,8 @@ class Results:
             statistic=cfg.statistic,
             outlier_k=cfg.outlier_k,
             cv_warning=cfg.cv_warning,
+            paired=cfg.paired,
+            first_stage=cfg.first_stage,
         )
 
     def with_intervals(self, metric: str | None) -> Results:
@@ -341,10 +348,16 @@ class Results:
                     ci_high_pct=None if est.high is None else est.high * 100,
                     confidence=est.confidence,
                     interval_method=est.method,
+                    design=est.design,
+                    pairs=est.pairs,
                     statistic=est.statistic,
                     hierarchical=est.hierarchical,
-                    fieller_low_pct=None if est.fieller_low is None else est.fieller_low * 100,
-                    fieller_high_pct=None if est.fieller_high is None else est.fieller_high * 100,
+                    check_low_pct=None if est.check_low is None else est.check_low * 100,
+                    check_high_pct=None if est.check_high is None else est.check_high * 100,
+                    ratio=est.ratio,
+                    slowdown=est.slowdown,
+                    loss_definition=loss_definition(est.direction),
+                    interval_note=est.note,
                     significant=est.significant,
                     verdict=describe_loss(est),
                 )
@@ -447,14 +460,14 @@ class Results:
                     )
                 )
             comp = self.analysis.comparison(cell.cell_id, name)
-            if comp is not None and comp.loss.fieller_agrees is False:
+            if comp is not None and comp.loss.check_agrees is False:
                 est = comp.loss
                 out.append(
                     (
                         cell,
-                        f"{cell.key}: Fieller's interval [{est.fieller_low:+.1%}, {est.fieller_high:+.1%}] and the"
-                        f" bootstrap's [{est.low:+.1%}, {est.high:+.1%}] disagree on significance: a borderline"
-                        " difference; run more trials",
+                        f"{cell.key}: the log-scale Welch interval [{est.check_low:+.1%}, {est.check_high:+.1%}]"
+                        f" and the bootstrap's [{est.low:+.1%}, {est.high:+.1%}] disagree on significance: a"
+                        " borderline difference; run more trials",
                     )
                 )
         return out
@@ -498,6 +511,8 @@ class RunComparison:
     only_a: list[CellInfo] = field(default_factory=list)
     only_b: list[CellInfo] = field(default_factory=list)
     missing_metric: list[CellInfo] = field(default_factory=list)
+    # cells of the same name whose workload parameters or layer options differ: never compared
+    differing: list[tuple[CellInfo, list[str]]] = field(default_factory=list)
 
     def above(self, threshold: float) -> list[RunPairRow]:
         """Rows whose whole interval lies above ``threshold`` (a regression for sure)."""
@@ -529,11 +544,38 @@ class RunComparison:
         ]
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        out = {}
+        for i, item in enumerate(value):
+            name = item.get("layer") or item.get("kind") or str(i)
+            out.update(_flatten(item, f"{prefix}[{name}]"))
+        return out
+    return {prefix: value}
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'params.atoms: 32000 → 4000' for every workload parameter or layer option that differs."""
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    out = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if flat_a.get(key, "(unset)") != flat_b.get(key, "(unset)"):
+            out.append(f"{key}: {flat_a.get(key, '(unset)')!s:.40} → {flat_b.get(key, '(unset)')!s:.40}")
+    return out
+
+
 def compare_runs(
     run_a: str, run_b: str, db: str | None = None, metric: str | None = None, store: Store | None = None
 ) -> RunComparison:
     """Matching cells (same workload, variant and matrix point) of two stored runs: B's loss against A with
-    the same statistics as a run's own table (A's analysis settings and seed)."""
+    the same statistics as a run's own table (A's analysis settings and seed). Cells whose workload
+    parameters or layer options differ measure different things: they go to ``differing`` with the
+    differences named, and get no row (so no regression verdict)."""
     store = store or Store(db)
     a = load_results(run_a, store=store)
     b = load_results(run_b, store=store)
@@ -545,11 +587,17 @@ def compare_runs(
     b.with_intervals(metric)
     by_id_b = {c.cell_id: c for c in b.cells}
     out = RunComparison(a, b)
+    settings_a = store_columns.cell_settings(store, a.run_id)
+    settings_b = store_columns.cell_settings(store, b.run_id)
     pairs: list[tuple[CellInfo, CellMetric, CellMetric]] = []
     for cell in a.cells:
         other = by_id_b.get(cell.cell_id)
         if other is None:
             out.only_a.append(cell)
+            continue
+        differences = setting_differences(settings_a.get(cell.cell_id, {}), settings_b.get(cell.cell_id, {}))
+        if differences:
+            out.differing.append((cell, differences))
             continue
         name = metric or cell.primary_metric
         ma, mb = a.analysis.metric(cell.cell_id, name), b.analysis.metric(cell.cell_id, name)

@@ -581,6 +581,7 @@ class Runner:
 
     def _analysis(self) -> Any:
         from nearmetal.analysis import analyse
+        from nearmetal.analysis.stopping import first_stage, paired_order
         from nearmetal.api import cells_of_plan
 
         cfg = self.plan.analysis
@@ -592,6 +593,8 @@ class Runner:
             seed=self.seed,
             statistic=cfg.statistic,
             own_intervals=True,
+            paired=paired_order(self.plan.order),
+            first_stage=first_stage(self.plan.repeats.min, self.plan.repeats.target),
         )
 
     def _apply_stop_rule(self, block: int, final: bool = False) -> None:

@@ -23,6 +23,7 @@ from nearmetal.analysis.stats import (
     VarianceComponents,
     grouped_statistics,
     loss_intervals,
+    paired_loss_intervals,
     variance_components,
 )
 from nearmetal.plan.expand import cell_key, point_label
@@ -61,6 +62,7 @@ class CellMetric:
     sample: Sample | None = None  # what the bootstrap resamples (two levels when values per trial exist)
     variance: VarianceComponents | None = None  # within vs between trials, for multi-valued metrics
     interval: Interval | None = None  # interval of the cell's own statistic (cells with no comparison)
+    blocks: np.ndarray | None = None  # the block of each value (None when the run's blocks are unknown)
 
     @property
     def relative_half_width(self) -> float | None:
@@ -95,6 +97,11 @@ class AnalysisConfig:
     cv_warning: float = 0.05
     # metrics that get an interval: None = each cell's primary metric; "all"; or names (plus the primary)
     interval_metrics: tuple[str, ...] | str | None = None
+    # compare a variant with its baseline block by block (interleaved or random order); False: sequential
+    paired: bool = True
+    # adaptive repeats: the blocks run before the stop rule could act (the paired interval is then hulled
+    # with Stein's, whose spread comes from those blocks only); None for a fixed number of repeats
+    first_stage: int | None = None
 
 
 @dataclass
@@ -160,6 +167,8 @@ class MeasuredTable:
     series_trial: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     series_code: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     series_value: np.ndarray = field(default_factory=lambda: np.array([], dtype=float))
+    # the block each trial ran in (interleaved order: one trial of every cell per block); None = unknown
+    trial_block: np.ndarray | None = None
 
     @classmethod
     def from_columns(cls, table: dict[str, np.ndarray]) -> MeasuredTable:
@@ -216,17 +225,22 @@ def analyse(
     outlier_k: float = DEFAULT_OUTLIER_K,
     cv_warning: float = 0.05,
     own_intervals: bool = True,
+    paired: bool = True,
+    first_stage: int | None = None,
 ) -> RunAnalysis:
     """Summaries of every cell and metric; losses of every non-baseline cell against the baseline cell with
     the same workload and matrix point, with intervals for each cell's primary metric plus ``metrics``
     (names, or "all"). ``own_intervals``: cells nothing is compared with get an interval on their own
-    statistic (the stop rule of single-variant plans uses its relative half-width)."""
+    statistic (the stop rule of single-variant plans uses its relative half-width). ``paired``: compare
+    block by block where the table knows the blocks; ``first_stage``: see ``AnalysisConfig``."""
     if isinstance(table, dict):
         table = MeasuredTable.from_columns(table)
     wanted: tuple[str, ...] | str | None = (
         metrics if isinstance(metrics, str) or metrics is None else tuple(metrics)
     )
-    config = AnalysisConfig(confidence, resamples, seed, statistic, outlier_k, cv_warning, wanted)
+    config = AnalysisConfig(
+        confidence, resamples, seed, statistic, outlier_k, cv_warning, wanted, paired, first_stage
+    )
     result = RunAnalysis(cells=cells, config=config)
     if table.trial_id.size == 0:
         return result
@@ -244,6 +258,7 @@ def analyse(
     metric_code = table.metric_code[keep]
     values = table.metric_value[keep]
     trial_ids = table.metric_trial[keep]
+    value_blocks = table.trial_block[trial_pos] if table.trial_block is not None else None
     n_names = len(table.names)
     keys = cell_code * n_names + metric_code
     group_keys, groups = np.unique(keys, return_inverse=True)
@@ -278,6 +293,7 @@ def analyse(
             summary,
             trial_ids[idx],
             outlier_ids,
+            blocks=value_blocks[idx] if value_blocks is not None else None,
         )
 
     interval_names = _interval_metric_names(cells, table.names, wanted)
@@ -318,6 +334,49 @@ def _attach_samples(result: RunAnalysis, table: MeasuredTable) -> None:
         cm.sample = Sample.of(cm.values)
 
 
+# a paired comparison needs at least this many blocks with both trials, and at least this share of the
+# trials of the smaller side (else the unpaired form uses every trial, and says why)
+MIN_PAIRS = 3
+MIN_PAIRED_SHARE = 0.5
+
+
+def _per_block(cm: CellMetric) -> tuple[np.ndarray, np.ndarray]:
+    """(blocks, mean value per block) of a cell; a block normally holds one trial of each cell."""
+    assert cm.blocks is not None
+    blocks, inverse = np.unique(cm.blocks, return_inverse=True)
+    sums = np.bincount(inverse, weights=cm.values, minlength=blocks.size)
+    return blocks, sums / np.bincount(inverse, minlength=blocks.size)
+
+
+def block_log_ratios(variant: CellMetric, baseline: CellMetric) -> tuple[np.ndarray | None, str]:
+    """Per-block log ratios variant/baseline in block order, or None and why the pair is not paired."""
+    if variant.blocks is None or baseline.blocks is None:
+        return None, "the trials' blocks are not known"
+    if (variant.values <= 0).any() or (baseline.values <= 0).any():
+        return None, "values ≤ 0 have no log ratio"
+    v_blocks, v_values = _per_block(variant)
+    b_blocks, b_values = _per_block(baseline)
+    common, v_at, b_at = np.intersect1d(v_blocks, b_blocks, return_indices=True)
+    smaller = min(v_blocks.size, b_blocks.size)
+    if common.size < MIN_PAIRS or common.size < MIN_PAIRED_SHARE * smaller:
+        return None, f"only {common.size} of {smaller} blocks have a trial of both cells"
+    return np.log(v_values[v_at]) - np.log(b_values[b_at]), ""
+
+
+def baseline_of_own_blocks(variant: CellMetric, baseline: CellMetric) -> tuple[Sample, str]:
+    """The baseline's values from the blocks the variant ran in (its first to its last): a variant that
+    stopped early is never compared with baseline trials run after it stopped."""
+    base = baseline.sample or Sample.of(baseline.values)
+    if variant.blocks is None or baseline.blocks is None or not variant.blocks.size:
+        return base, ""
+    first, last = int(variant.blocks.min()), int(variant.blocks.max())
+    inside = (baseline.blocks >= first) & (baseline.blocks <= last)
+    if inside.all() or inside.sum() < 2:
+        return base, ""
+    note = f"baseline trials of blocks {first}–{last} only (the variant's)"
+    return Sample.of(baseline.values[inside]), note
+
+
 def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[str, set[str]]) -> None:
     baselines = {c.comparison_key: c for c in cells if c.is_baseline}
     pairs: list[tuple[CellInfo, CellInfo, CellMetric, CellMetric]] = []
@@ -336,27 +395,48 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
             pairs.append((cell, base, var_m, base_m))
     if not pairs:
         return
-    # a nested sample on one side only (a series in some trials): compare trial values on both sides
-    variants, bases = [], []
-    for _, _, vm, bm in pairs:
-        v, b = vm.sample or Sample.of(vm.values), bm.sample or Sample.of(bm.values)
-        if v.hierarchical != b.hierarchical:
-            v, b = Sample.of(vm.values), Sample.of(bm.values)
-        variants.append(v)
-        bases.append(b)
     cfg = result.config
-    estimates = loss_intervals(
-        variants,
-        bases,
-        [vm.direction for _, _, vm, _ in pairs],
-        cfg.confidence,
-        cfg.resamples,
-        cfg.seed,
-        cfg.statistic,
-    )
-    for (cell, base, vm, bm), est in zip(pairs, estimates, strict=True):
+    paired_idx: list[int] = []
+    log_ratios: list[np.ndarray] = []
+    unpaired_idx: list[int] = []
+    variants, bases, notes = [], [], []
+    for i, (_, _, vm, bm) in enumerate(pairs):
+        d, why = block_log_ratios(vm, bm) if cfg.paired else (None, "sequential order")
+        if d is not None:
+            paired_idx.append(i)
+            log_ratios.append(d)
+            continue
+        unpaired_idx.append(i)
+        base_sample, restricted = baseline_of_own_blocks(vm, bm)
+        variants.append(vm.sample or Sample.of(vm.values))
+        bases.append(base_sample)
+        notes.append("; ".join(x for x in (f"unpaired: {why}", restricted) if x))
+    estimates: dict[int, LossEstimate] = {}
+    if paired_idx:
+        found = paired_loss_intervals(
+            log_ratios,
+            [pairs[i][2].direction for i in paired_idx],
+            cfg.confidence,
+            cfg.first_stage,
+            [pairs[i][2].variance is not None or pairs[i][3].variance is not None for i in paired_idx],
+            statistic=cfg.statistic,
+        )
+        estimates.update(zip(paired_idx, found, strict=True))
+    if unpaired_idx:
+        found = loss_intervals(
+            variants,
+            bases,
+            [pairs[i][2].direction for i in unpaired_idx],
+            cfg.confidence,
+            cfg.resamples,
+            cfg.seed,
+            cfg.statistic,
+            notes=notes,
+        )
+        estimates.update(zip(unpaired_idx, found, strict=True))
+    for i, (cell, base, vm, bm) in enumerate(pairs):
         result.comparisons.append(
-            Comparison(cell, base, vm.metric, vm.unit, vm.direction, vm.summary, bm.summary, est)
+            Comparison(cell, base, vm.metric, vm.unit, vm.direction, vm.summary, bm.summary, estimates[i])
         )
 
 
@@ -372,7 +452,7 @@ def _own_intervals(result: RunAnalysis, cells: list[CellInfo]) -> None:
         return
     cfg = result.config
     intervals = statistic_intervals(
-        [cm.sample or Sample.of(cm.values) for cm in todo],
+        [Sample.of(cm.values) for cm in todo],
         cfg.statistic,
         cfg.confidence,
         cfg.resamples,

@@ -65,6 +65,7 @@ def compare(
                     "rows": comparison.to_dicts(),
                     "only_in_a": [c.key for c in comparison.only_a],
                     "only_in_b": [c.key for c in comparison.only_b],
+                    "not_comparable": {c.key: diffs for c, diffs in comparison.differing},
                     "fail_above": threshold,
                     "regressions": [r.cell.key for r in above],
                 },
@@ -87,11 +88,24 @@ def compare(
                 console.print(
                     f"[yellow]only in run {label}[/yellow] ({len(cells)} cells): {shown}", highlight=False
                 )
+        for cell, diffs in comparison.differing:
+            console.print(
+                f"[yellow]not compared[/yellow]: {cell.key} measures something else in each run ("
+                + "; ".join(diffs[:6])
+                + (" …" if len(diffs) > 6 else "")
+                + ")",
+                highlight=False,
+            )
         if comparison.missing_metric:
             shown = ", ".join(c.key for c in comparison.missing_metric[:8])
             console.print(f"[yellow]metric missing in one run[/yellow]: {shown}", highlight=False)
         if not comparison.rows:
-            err_console.print("no cell is in both runs: nothing to compare", highlight=False)
+            why = (
+                "every cell in both runs has other parameters or layer options"
+                if comparison.differing
+                else "no cell is in both runs"
+            )
+            err_console.print(f"{why}: nothing to compare", highlight=False)
     if threshold is not None:
         if above:
             for row in above:

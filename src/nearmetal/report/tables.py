@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
+from nearmetal.analysis.stats import fmt_slowdown, loss_definition
 from nearmetal.api import Results, RunComparison
 
 # extra columns shown beside the primary metric when a run has them: (metric, header)
@@ -57,6 +58,13 @@ def fmt_estimate(est: LossEstimate) -> str:
     return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
 
 
+def fmt_factor(comp: Comparison | None) -> str:
+    """'×2.12 slower' beside a loss: the same figure as a factor a reader can multiply by."""
+    if comp is None:
+        return "–"
+    return fmt_slowdown(comp.loss)
+
+
 def fmt_loss(comp: Comparison | None) -> str:
     if comp is None:
         return "baseline"
@@ -90,18 +98,38 @@ class Table:
     workload: str = ""
 
 
-def method_note(results: Results, direction: str, hierarchical: bool = False) -> str:
+def method_note(results: Results, direction: str, estimates: list[LossEstimate] | None = None) -> str:
+    """How the table's losses were made: the definition for the metric's direction, then the interval."""
     conf = f"{results.confidence:.0%}"
-    of = "means" if results.statistic == "mean" else "medians"
-    how = (
-        "two-level bootstrap (trials, then values within trials)" if hierarchical else "bootstrap over trials"
-    )
-    fieller = "; Fieller's interval cross-checks it" if results.statistic == "mean" else ""
-    return (
-        f"loss is direction-aware ({direction} is better); positive = the variant costs; {conf} BCa {how}"
-        f" on the ratio of {of} ({results.resamples} resamples, seed {results.config.seed}){fieller};"
-        " significant only when the interval excludes 0"
-    )
+    estimates = [e for e in (estimates or []) if e.method != "none"]
+    parts = [f"{loss_definition(direction)}; positive = the variant costs"]
+    paired = [e for e in estimates if e.design == "paired"]
+    unpaired = [e for e in estimates if e.design != "paired"]
+    if paired:
+        methods = sorted({e.method for e in paired})
+        how = (
+            f"{conf} interval on per-block log ratios of trials run side by side (paired, {min(e.pairs for e in paired)}"
+            f"–{max(e.pairs for e in paired)} blocks; Wilcoxon signed-rank from 6 blocks, Student's t below"
+        )
+        if any("stage-1" in m for m in methods):
+            how += "; hulled with Stein's first-stage interval, since repeats stopped adaptively"
+        parts.append(how + ")")
+    if unpaired or not estimates:
+        of = "means" if results.statistic == "mean" else "medians"
+        parts.append(
+            f"{conf} BCa bootstrap over trials on the ratio of {of} ({results.resamples} resamples, seed"
+            f" {results.config.seed}), hulled with Welch's t on the logs below 4 trials"
+            + (
+                " (unpaired: " + "; ".join(sorted({e.note for e in unpaired if e.note})) + ")"
+                if any(e.note for e in unpaired)
+                else ""
+            )
+        )
+    if any(e.hierarchical for e in estimates):
+        parts.append("a trial with several values counts as its mean")
+    parts.append("bounds are computed on the log scale, so always physically possible")
+    parts.append("significant only when the interval excludes 0")
+    return "; ".join(parts)
 
 
 def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
@@ -138,12 +166,13 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             "± sd",
             "CV %",
             f"loss % [{conf} CI]",
+            "factor",
             *[h for _, h in present_ctx],
             "stop",
             "verdict",  # last: renderers style a row by its verdict
         ]
         rows, sig = [], []
-        hierarchical = False
+        estimates: list[LossEstimate] = []
         for cell in cells:
             cm = analysis.metric(cell.cell_id, name)
             comp = analysis.comparison(cell.cell_id, name)
@@ -161,7 +190,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                 verdict = "no baseline value to compare"
             else:
                 verdict = short_verdict(comp)
-                hierarchical = hierarchical or comp.loss.hierarchical
+                estimates.append(comp.loss)
             value = None
             if cm is not None:
                 value = cm.summary.mean if results.statistic == "mean" else cm.summary.median
@@ -173,6 +202,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                     fmt_number(cm.summary.stdev if cm else None, 2),
                     fmt_pct(cm.summary.cv if cm else None),
                     fmt_loss(comp) if not cell.is_baseline else "baseline",
+                    fmt_factor(comp) if not cell.is_baseline else "–",
                     *ctx_values,
                     results.stop(cell.cell_id).label,
                     verdict,
@@ -181,7 +211,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             sig.append(None if comp is None else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
-        notes = [method_note(results, direction, hierarchical)]
+        notes = [method_note(results, direction, estimates)]
         for cell in cells:
             notes += warnings_by_cell.get(cell.cell_id, [])
         tables.append(Table(title, headers, rows, notes, sig, workload=workload))
@@ -478,6 +508,7 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
             f"B {name}",
             "CV % A/B",
             f"B vs A loss % [{conf} CI]",
+            "factor",
             "stop A",
             "stop B",
             "verdict",
@@ -493,6 +524,7 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
                     fmt_number(r.b.summary.mean),
                     f"{fmt_pct(r.a.summary.cv)}/{fmt_pct(r.b.summary.cv)}",
                     fmt_estimate(r.loss),
+                    fmt_slowdown(r.loss),
                     r.stop_a.label,
                     r.stop_b.label,
                     verdict_of(r.loss),
@@ -501,7 +533,7 @@ def compare_tables(comparison: RunComparison) -> list[Table]:
             sig.append(r.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}, run B vs run A"
         notes = [
-            method_note(comparison.a, rows[0].direction, any(r.loss.hierarchical for r in rows)).replace(
+            method_note(comparison.a, rows[0].direction, [r.loss for r in rows]).replace(
                 "the variant costs", "run B is worse"
             )
         ]

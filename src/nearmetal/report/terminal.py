@@ -21,9 +21,12 @@ from nearmetal.report.tables import (
 
 def print_table(table: Table, console: Console) -> None:
     rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
+    last = len(table.headers) - 1
     for i, header in enumerate(table.headers):
+        # the verdict and the loss with its interval are what a reader scans for: never broken in two
+        keep_whole = i == last or header.startswith(("loss %", "B vs A loss %"))
         rich_table.add_column(
-            header, justify="left" if i in (0, len(table.headers) - 1) else "right", overflow="fold"
+            header, justify="left" if i in (0, last) else "right", overflow="fold", no_wrap=keep_whole
         )
     for row, sig in zip(table.rows, table.significance, strict=True):
         style = "bold red" if sig else None

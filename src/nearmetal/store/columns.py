@@ -118,9 +118,9 @@ def measured_table(store: Store, run_id: str) -> MeasuredTable:
     from nearmetal.analysis.run import MeasuredTable
 
     with store.engine.connect() as conn:
-        trial_stmt = select(TrialRow.id, TrialRow.cell_id, TrialRow.status == "ok", TrialRow.is_warmup).where(
-            TrialRow.run_id == run_id
-        )
+        trial_stmt = select(
+            TrialRow.id, TrialRow.cell_id, TrialRow.status == "ok", TrialRow.is_warmup, TrialRow.block
+        ).where(TrialRow.run_id == run_id)
         result = conn.execute(trial_stmt)
         trials = sorted(result.cursor.fetchall())  # raw tuples: no row object per trial
         result.close()
@@ -144,6 +144,7 @@ def measured_table(store: Store, run_id: str) -> MeasuredTable:
         trial_cell=trial_cell,
         trial_ok=np.array([bool(t[2]) for t in trials], dtype=bool),
         trial_warmup=np.array([bool(t[3]) for t in trials], dtype=bool),
+        trial_block=np.array([int(t[4] or 0) for t in trials], dtype=np.int64),
         names=names,
         units=units,
         directions=directions,
@@ -180,6 +181,18 @@ def run_cells(store: Store, run_id: str, primary_metric: Any) -> list[CellInfo]:
         CellInfo(cid, workload, kind, variant, dict(point or {}), key, bool(base), primary_metric(kind))
         for cid, workload, kind, variant, point, key, base in rows
     ]
+
+
+def cell_settings(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """cell_id → {"params": the workload's parameters, "layers": the variant's layer stack} of each cell's
+    first trial (what two runs' cells must share to be compared)."""
+    first = select(func.min(TrialRow.id)).where(TrialRow.run_id == run_id).group_by(TrialRow.cell_id)
+    stmt = select(TrialRow.cell_id, TrialRow.params, TrialRow.layers).where(TrialRow.id.in_(first))
+    with store.engine.connect() as conn:
+        return {
+            cid: {"params": dict(params or {}), "layers": list(layers or [])}
+            for cid, params, layers in conn.execute(stmt)
+        }
 
 
 def trial_counts(store: Store, run_id: str) -> dict[tuple[str, bool], int]:
