@@ -1,5 +1,6 @@
 """The fio workload: its parser on recorded outputs of several fio versions (3.33 recorded here with several
-job shapes; 2.2.10, 2.6 and 3.1 written from fio's documented schemas), its job, and real fio runs."""
+job shapes; 2.2.10, 2.6 and 3.1 written from fio's documented schemas; 3.16 with stonewalled groups from a
+public repository, see data/README.md), its job, and real fio runs."""
 
 from __future__ import annotations
 
@@ -95,6 +96,59 @@ def test_fio_333_mixed_read_write_gives_both_sides() -> None:
     assert m["write_bw_MiBps"] == pytest.approx(job["write"]["bw"] / 1024)
     assert m["bw_MiBps"] == pytest.approx(m["read_bw_MiBps"] + m["write_bw_MiBps"])
     assert m["write_clat_p99_us"] == pytest.approx(job["write"]["clat_ns"]["percentile"]["99.000000"] / 1000)
+
+
+def test_fio_mixed_read_write_without_bins_claims_no_combined_percentile() -> None:
+    # json (no json+ bins): a p99 over reads and writes cannot be made from the two sides' p99s
+    m = metrics_of("fio-3.33-randrw-libaio-group-json.json")
+    assert "read_clat_p99_us" in m and "write_clat_p99_us" in m
+    assert not any(k in m for k in ("clat_p50_us", "clat_p95_us", "clat_p99_us", "clat_p99_9_us"))
+
+
+def test_fio_mixed_read_write_jsonplus_combined_p99_from_merged_bins() -> None:
+    # recorded here (fio 3.33, randrw 70/30, psync, json+): both sides carry clat_ns bins
+    doc = json.loads((DATA / "fio-3.33-randrw-psync-group-jsonplus.json").read_text())
+    job = doc["jobs"][0]
+    m = metrics_of("fio-3.33-randrw-psync-group-jsonplus.json")
+    assert m["read_clat_p99_us"] == pytest.approx(job["read"]["clat_ns"]["percentile"]["99.000000"] / 1000)
+    assert m["write_clat_p99_us"] == pytest.approx(job["write"]["clat_ns"]["percentile"]["99.000000"] / 1000)
+    merged: dict[int, int] = {}
+    for side in ("read", "write"):
+        for ns, count in job[side]["clat_ns"]["bins"].items():
+            merged[int(ns)] = merged.get(int(ns), 0) + count
+    total, running = sum(merged.values()), 0
+    for ns in sorted(merged):  # the smallest latency at or below which 99 % of all I/Os completed
+        running += merged[ns]
+        if running >= total * 0.99:
+            break
+    assert m["clat_p99_us"] == pytest.approx(ns / 1000)
+    # not the I/O-weighted mean of the two sides' p99s
+    ios = job["read"]["total_ios"], job["write"]["total_ios"]
+    mean = (m["read_clat_p99_us"] * ios[0] + m["write_clat_p99_us"] * ios[1]) / sum(ios)
+    assert m["clat_p99_us"] != pytest.approx(mean)
+
+
+def test_fio_stonewall_groups_are_reported_per_group() -> None:
+    # cbrowet-axway/performance_testing IO_perf/README.md: fio 3.16, three stonewalled groups of randrw
+    doc = json.loads((DATA / "fio-3.16-randrw-stonewall-3groups-json.json").read_text())
+    assert [j["groupid"] for j in doc["jobs"]] == [0, 1, 2]
+    m = metrics_of("fio-3.16-randrw-stonewall-3groups-json.json")
+    for job in doc["jobs"]:
+        g = f"g{job['groupid']}_"
+        assert m[f"{g}read_bw_MiBps"] == pytest.approx(job["read"]["bw"] / 1024)
+        assert m[f"{g}write_bw_MiBps"] == pytest.approx(job["write"]["bw"] / 1024)
+        assert m[f"{g}bw_MiBps"] == pytest.approx((job["read"]["bw"] + job["write"]["bw"]) / 1024)
+        assert m[f"{g}iops"] == pytest.approx(job["read"]["iops"] + job["write"]["iops"])
+        assert m[f"{g}fio_usr_cpu_pct"] == pytest.approx(job["usr_cpu"])
+    assert m["g1_bw_MiBps"] == pytest.approx((120859 + 120972) / 1024)
+    assert m["g1_read_clat_p99_us"] == pytest.approx(2965.504)
+    assert m["g2_write_clat_p99_us"] == pytest.approx(4227.072)
+    assert m["g0_read_clat_mean_us"] == pytest.approx(522.014600546)
+    # nothing summed or averaged across groups that ran one after another
+    assert not any(k in m for k in ("bw_MiBps", "iops", "clat_mean_us", "fio_usr_cpu_pct"))
+    # json without bins: per-direction p99s only, in each group
+    assert not any(k in m for k in ("g0_clat_p99_us", "g1_clat_p99_us", "g2_clat_p99_us"))
+    assert max(len(k) for k in m) <= 128
 
 
 def test_text_before_the_json_and_buffered_mode() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,6 @@ def by_name(metrics):
     "name", ["iperf3-3.1.3-tcp-P2.json", "iperf3-3.12-tcp-P2.json", "iperf3-3.16-tcp-P2.json"]
 )
 def test_iperf3_json_across_versions(name: str) -> None:
-    import json
-
     doc = json.loads((DATA / name).read_text())
     m = by_name(parse_iperf3_json((DATA / name).read_text()))
     # the receiver's rate is what arrived; it is the headline number
@@ -43,6 +42,42 @@ def test_iperf3_error_and_garbage_are_parse_errors() -> None:
         parse_iperf3_json("Connecting to host 127.0.0.1, port 5201\n[  5] local ...")
     with pytest.raises(ParseError, match="cut short"):
         parse_iperf3_json((DATA / "iperf3-3.12-tcp-P2.json").read_text()[:500])
+
+
+def test_iperf3_udp_client_report() -> None:
+    # 0-complexity/selfhealing: iperf 3.1.3, -u -k 10000 -b 1000M -J (end.sum only, no sum_received)
+    m = by_name(parse_iperf3_json((DATA / "iperf3-3.1.3-udp-client.json").read_text()))
+    assert m["udp_jitter_ms"].value == pytest.approx(0.092) and m["udp_jitter_ms"].direction == "lower"
+    assert m["udp_lost_packets"].value == 69 and m["udp_packets"].value == 9996
+    assert m["udp_lost_pct"].value == pytest.approx(0.690276) and m["udp_lost_pct"].unit == "%"
+    assert m["sent_Gbps"].value == pytest.approx(0.834711189017002)
+    # what arrived: the sent rate less the lost datagrams
+    assert m["throughput_Gbps"].value == pytest.approx(0.834711189017002 * (9996 - 69) / 9996)
+    assert m["test_s"].value == pytest.approx(0.785134)
+    # a client's report: host is the client, remote the server
+    assert m["client_cpu_pct"].value == pytest.approx(17.769540)
+    assert m["server_cpu_pct"].value == pytest.approx(0.136453)
+
+
+def test_iperf3_udp_server_report_labels_the_servers_cpu() -> None:
+    # vivekvk-prog/IPERF-Json-to-graph-Plot: iperf 3.7 server (-s -J) of a -t 0 UDP test its client stopped
+    text = (DATA / "iperf3-3.7-udp-server.json").read_text()
+    with pytest.raises(ParseError, match="the client has terminated"):
+        parse_iperf3_json(text)  # a trial of ours that ends so is not a measurement
+    m = by_name(parse_iperf3_json(text, allow_interrupted=True))
+    # host_total 7.607… is the server's own CPU; its remote (client) figures are all 0: not reported
+    assert m["server_cpu_pct"].value == pytest.approx(7.6072439543206736)
+    assert "client_cpu_pct" not in m
+    assert m["udp_jitter_ms"].value == pytest.approx(0.027511477464460966)
+    assert m["udp_lost_packets"].value == 1516392 and m["udp_packets"].value == 5762668
+    assert m["udp_lost_pct"].value == pytest.approx(26.314061472914975)
+    # end.sum says 0 bytes: the rate is the intervals' bytes over 0..133.000007 s, the last interval
+    # (printed twice by that iperf3) counted once
+    doc = json.loads(text)
+    sums = {(i["sum"]["start"], i["sum"]["end"]): i["sum"]["bytes"] for i in doc["intervals"]}
+    assert len(sums) == len(doc["intervals"]) - 1
+    assert m["throughput_Gbps"].value == pytest.approx(sum(sums.values()) * 8 / 133.000007 / 1e9)
+    assert len(m["interval_Gbps"].values) == len(sums)
 
 
 def test_tcprr_client_output() -> None:
@@ -113,6 +148,17 @@ def test_osu_aborted_and_foreign_output() -> None:
         parse_osu("Loop time of 0.75 on 2 procs")
 
 
+def test_osu_output_starting_with_a_byte_order_mark() -> None:
+    # hpc-cofc/generic-benchmarks latency/compute001.log (OSU 5.3.2) with a UTF-8 BOM in front
+    raw = (DATA / "osu-5.3.2-latency-bom.txt").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf# OSU MPI Latency Test v5.3.2")
+    m = by_name(parse_osu(raw.decode("utf-8")))
+    assert m["latency_8B_us"].value == pytest.approx(1.15)
+    assert m["latency_small_us"].value == pytest.approx(1.14)  # 1 byte, the smallest size > 0
+    assert m["latency_large_us"].value == pytest.approx(355.08)  # 4 MiB
+    assert m["latency_1MiB_us"].value == pytest.approx(103.43)
+
+
 def test_size_labels() -> None:
     assert [size_label(s) for s in (1, 8, 1000, 1024, 65536, 1 << 20)] == [
         "1B",
@@ -130,3 +176,13 @@ def test_parse_osu_cli(run_cli) -> None:
     assert "bw_large_MBps" in proc.stdout
     bad = run_cli("parse", "osu", str(DATA / "osu-aborted.txt"))
     assert bad.returncode == 1 and "no result lines" in bad.stderr
+
+
+def test_parse_cli_udp_server_report_and_bom(run_cli) -> None:
+    proc = run_cli("parse", "iperf3", str(DATA / "iperf3-3.7-udp-server.json"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    names = {m["name"] for m in json.loads(proc.stdout)[str(DATA / "iperf3-3.7-udp-server.json")]}
+    assert {"server_cpu_pct", "udp_jitter_ms", "udp_lost_pct"} <= names and "client_cpu_pct" not in names
+    proc = run_cli("parse", "osu", str(DATA / "osu-5.3.2-latency-bom.txt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "latency_large_us" in proc.stdout

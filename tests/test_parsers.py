@@ -1,4 +1,5 @@
-"""Workload parsers on outputs from several program versions (made here and written from their docs)."""
+"""Workload parsers on outputs from several program versions (made here, written from their docs, and real
+files from public repositories: see data/README.md)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def test_lammps_quota_log_shows_low_cpu_use() -> None:
     assert m["lammps_cpu_use_pct"].value == pytest.approx(63.4)
 
 
+def test_lammps_cpu_line_of_a_build_without_openmp() -> None:
+    # lammps/lammps examples/melt/log.5Oct16.melt.g++.4: "99.6% CPU use with 4 MPI tasks x no OpenMP threads"
+    m = by_name(parse_lammps_log((DATA / "lammps-5Oct16-melt-no-openmp.log").read_text()))
+    assert m["lammps_cpu_use_pct"].value == pytest.approx(99.6)
+    assert m["mpi_tasks"].value == 4
+    assert "omp_threads" not in m  # no OpenMP in that binary: no thread count is claimed
+    assert m["timesteps_per_s"].value == pytest.approx(1184.850)
+    assert m["tau_per_day"].value == pytest.approx(511855.365)
+    assert m["loop_s"].value == pytest.approx(0.210997) and m["atoms"].value == 4000
+
+
 def test_lammps_unfinished_output_is_a_parse_error() -> None:
     with pytest.raises(ParseError, match="did not finish"):
         parse_lammps_log("LAMMPS (29 Sep 2021)\nERROR: Unknown command: oops\n")
@@ -86,6 +98,22 @@ def test_stress_ng_brief_across_versions(name: str, ops: float, rate: float) -> 
     m = by_name(parse_stress_ng_brief((DATA / name).read_text()))
     assert m["bogo_ops"].value == ops
     assert m["bogo_ops_per_s"].value == pytest.approx(rate)
+
+
+def test_stress_ng_yaml_with_two_stressors_gives_metrics_per_stressor() -> None:
+    # microsoft/VirtualClient's StressNgCpuVmExample.yaml: stress-ng 0.09.25, --cpu and --vm in one run
+    m = by_name(parse_stress_ng_yaml((DATA / "stress-ng-0.09.25-cpu-vm.yaml").read_text()))
+    assert m["cpu_bogo_ops"].value == 30539 and m["vm_bogo_ops"].value == 1067912
+    assert m["cpu_bogo_ops_per_s"].value == pytest.approx(3049.623634)
+    assert m["vm_bogo_ops_per_s"].value == pytest.approx(106785.171174)
+    assert m["cpu_bogo_ops_per_cpu_s"].value == pytest.approx(216.266553)
+    assert m["vm_stressor_cpu_s"].value == pytest.approx(18.03 + 0.77)
+    assert m["cpu_bogo_ops_per_s"].unit == "ops/s" and m["vm_bogo_ops_per_s"].direction == "higher"
+    # cpu ops and vm ops are different operations: no sum of the two is reported
+    assert "bogo_ops_per_s" not in m and "bogo_ops" not in m
+    # the run as a whole: its longest stressor's wall time, and all the CPU time
+    assert m["stressor_s"].value == pytest.approx(10.014023)
+    assert m["stressor_cpu_s"].value == pytest.approx(141.21 + 18.03 + 0.77)
 
 
 def test_stress_ng_without_metrics_is_a_parse_error() -> None:
@@ -142,3 +170,14 @@ def test_cli_parse_json_and_error(tmp_path: Path, run_cli) -> None:
     assert "garbage.txt" in proc.stderr
     proc = run_cli("parse", "nope", str(garbage))
     assert proc.returncode == 1 and "unknown workload kind" in proc.stderr
+
+
+def test_cli_parse_stress_ng_two_stressors_and_lammps_without_openmp(run_cli) -> None:
+    yaml_file = DATA / "stress-ng-0.09.25-cpu-vm.yaml"
+    proc = run_cli("parse", "stress-ng", str(yaml_file), "--json", check=True)
+    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(yaml_file)]}
+    assert metrics["vm_bogo_ops_per_s"]["value"] == pytest.approx(106785.171174)
+    log = DATA / "lammps-5Oct16-melt-no-openmp.log"
+    proc = run_cli("parse", "lammps", str(log), "--json", check=True)
+    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(log)]}
+    assert metrics["lammps_cpu_use_pct"]["value"] == pytest.approx(99.6)

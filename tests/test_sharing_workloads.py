@@ -18,7 +18,7 @@ from nearmetal.gpu import cuda_status
 from nearmetal.plan import load_plan
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import ParseError, TrialOutput, WorkloadContext
-from nearmetal.workloads.flops import parse_dcgmproftester
+from nearmetal.workloads.flops import parse_dcgmproftester, steady_intervals
 from nearmetal.workloads.programs import program_path
 
 DATA = Path(__file__).parent / "data"
@@ -65,6 +65,28 @@ def test_dcgmproftester_output_of_three_dcgm_releases(
     m = metrics_of("flops", name)
     assert m["tflops"].values == pytest.approx(expected)
     assert m["tflops"].source == "dcgmproftester"
+
+
+def test_dcgmproftester_ramp_up_interval_is_not_averaged_in() -> None:
+    # NVIDIA/DCGM issue #239: dcgmproftester12 3.1.3 -t 1007, first interval "(0.0 gflops)"
+    text = (DATA / "dcgmproftester12-3.1.3-fp32-rampup.txt").read_text()
+    _, per_gpu = parse_dcgmproftester(text)
+    assert len(per_gpu[0]) == 31 and per_gpu[0][0] == 0.0 and per_gpu[0][1] == pytest.approx(12.2382)
+    m = metrics_of("flops", "dcgmproftester12-3.1.3-fp32-rampup.txt")
+    assert len(m["tflops"].values) == 30 and min(m["tflops"].values) == pytest.approx(12.2382)
+    assert m["tflops"].value == pytest.approx(sum(per_gpu[0][1:]) / 30)
+
+
+def test_dcgmproftester_warm_up_rule() -> None:
+    # leading intervals below half the median of the intervals after the first are warm-up
+    assert steady_intervals([0.0, 3.1, 9.0, 12.2, 12.3, 12.2]) == [9.0, 12.2, 12.3, 12.2]
+    # only leading ones: a low interval later (a neighbour's time slice) is a measurement
+    assert steady_intervals([0.0, 12.2, 3.0, 12.3]) == [12.2, 3.0, 12.3]
+    # a run that is low throughout (4 time-sliced copies, 20.4 gflops each) keeps all but the first
+    assert steady_intervals([0.0204, 0.0204, 0.0204]) == [0.0204, 0.0204]
+    # one interval: kept; and at least one is always kept
+    assert steady_intervals([5.0]) == [5.0]
+    assert steady_intervals([0.0, 0.0, 12.0]) == [12.0]
 
 
 def test_dcgmproftester_without_results_or_with_mixed_tests_is_a_parse_error() -> None:

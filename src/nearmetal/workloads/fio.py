@@ -17,7 +17,8 @@ KiB/s, percentile keys as strings (``"99.900000"``), duplicate keys (fio 3.1 rep
 side's percentiles; any fio repeats ``filename`` in ``job options``), one entry per job or one per group
 (``group_reporting``), ``read``/``write``/``trim`` sides or ``mixed`` (``unified_rw_reporting``),
 ``client_stats`` (client/server mode), and json+ latency histograms (``bins``), which make exact
-percentiles when several jobs are merged.
+percentiles when several jobs are merged. Groups run one after another (``stonewall``, ``new_group``) are
+reported per group, ``g<groupid>_…`` (see ``parse_fio_json``).
 """
 
 from __future__ import annotations
@@ -510,26 +511,16 @@ def _combined(active: dict[str, SideStats]) -> SideStats:
         for k, v in stats.bins_us.items():
             total.bins_us[k] = total.bins_us.get(k, 0.0) + v
     if len(active) > 1:
-        # percentile tables of different directions cannot be averaged into one: use the merged histogram
-        total.percentiles = [] if total.bins_complete and total.bins_us else total.percentiles
+        # a percentile over reads and writes together is not any mean of their two percentiles: it comes
+        # from their merged json+ histograms, or there is none (read_… and write_… percentiles remain)
+        total.percentiles = []
+        if not total.bins_complete:
+            total.bins_us = {}
     return total
 
 
-def parse_fio_json(text: str) -> list[Metric]:
-    """fio's JSON or json+ output (fio 2.x–3.x) → bandwidth, IOPS, latency and CPU metrics.
-
-    The unprefixed metrics (``bw_MiBps``, ``iops``, ``clat_p99_us``…) cover every direction that did I/O;
-    when reads and writes both did, ``read_…`` and ``write_…`` metrics follow for each side."""
-    doc = load_fio_json(text)
-    version = _fio_version(doc)
-    jobs = doc.get("jobs") or []
-    if not jobs and doc.get("client_stats"):
-        # client/server mode: the "All clients" entry sums the others when there are several
-        clients = doc["client_stats"]
-        jobs = [c for c in clients if c.get("jobname") == "All clients"] or clients
-    if not jobs:
-        raise ParseError("fio's JSON has no jobs (did every job fail to start?)")
-    errors = [f"{j.get('jobname', '?')}: error {j['error']}" for j in jobs if j.get("error")]
+def _group_metrics(jobs: list[dict[str, Any]], version: tuple[int, ...], prefix: str) -> list[Metric]:
+    """The metrics of one group's job entries (``prefix`` names the group when there are several)."""
     sides = {name: SideStats() for name in SIDES}
     usr, sys_cpu, ctx_switches = [], [], 0.0
     for job in jobs:
@@ -543,17 +534,60 @@ def parse_fio_json(text: str) -> list[Metric]:
         ctx_switches += float(job.get("ctx", 0) or 0)
     active = {name: s for name, s in sides.items() if s.active}
     if not active:
-        detail = f" ({'; '.join(errors)})" if errors else ""
-        raise ParseError(f"fio did no I/O in any direction{detail}")
-    metrics = _side_metrics(_combined(active), "")
+        return []
+    metrics = _side_metrics(_combined(active), prefix)
     if len(active) > 1:
         for name, stats in active.items():
-            metrics += _side_metrics(stats, f"{name}_")
+            metrics += _side_metrics(stats, f"{prefix}{name}_")
     if usr:
         # per client, as fio reports it (a group_reporting entry averages its jobs)
-        metrics.append(Metric("fio_usr_cpu_pct", sum(usr) / len(usr), "%", "lower", "fio"))
-        metrics.append(Metric("fio_sys_cpu_pct", sum(sys_cpu) / len(sys_cpu), "%", "lower", "fio"))
-        metrics.append(Metric("fio_ctx_switches", ctx_switches, "switches", "lower", "fio"))
+        metrics.append(Metric(f"{prefix}fio_usr_cpu_pct", sum(usr) / len(usr), "%", "lower", "fio"))
+        metrics.append(Metric(f"{prefix}fio_sys_cpu_pct", sum(sys_cpu) / len(sys_cpu), "%", "lower", "fio"))
+        metrics.append(Metric(f"{prefix}fio_ctx_switches", ctx_switches, "switches", "lower", "fio"))
+    return metrics
+
+
+def _groupid(job: dict[str, Any]) -> int:
+    try:
+        return int(job.get("groupid", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_fio_json(text: str) -> list[Metric]:
+    """fio's JSON or json+ output (fio 2.x–3.x) → bandwidth, IOPS, latency and CPU metrics.
+
+    One group (every job of nearmetal's own runs): the unprefixed metrics (``bw_MiBps``, ``iops``,
+    ``clat_p99_us``…) cover every direction that did I/O; when reads and writes both did, ``read_…`` and
+    ``write_…`` metrics follow for each side, and the unprefixed percentiles come from the merged json+
+    histograms of both sides, or are left out (json without ``bins``): two directions' percentiles are not
+    averaged into one.
+
+    Several groups (``stonewall``/``new_group`` job files: groups run one after another, each its own
+    measurement): every metric of a group is named ``g<groupid>_…`` (``g1_bw_MiBps``,
+    ``g2_read_clat_p99_us``), fio's own group numbers, and nothing is summed or averaged across groups."""
+    doc = load_fio_json(text)
+    version = _fio_version(doc)
+    jobs = doc.get("jobs") or []
+    if not jobs and doc.get("client_stats"):
+        # client/server mode: the "All clients" entry sums the others when there are several
+        clients = doc["client_stats"]
+        jobs = [c for c in clients if c.get("jobname") == "All clients"] or clients
+    if not jobs:
+        raise ParseError("fio's JSON has no jobs (did every job fail to start?)")
+    errors = [f"{j.get('jobname', '?')}: error {j['error']}" for j in jobs if j.get("error")]
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for job in jobs:
+        groups.setdefault(_groupid(job), []).append(job)
+    if len(groups) == 1:
+        metrics = _group_metrics(jobs, version, "")
+    else:
+        metrics = []
+        for gid, group_jobs in sorted(groups.items()):
+            metrics += _group_metrics(group_jobs, version, f"g{gid}_")
+    if not metrics:
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        raise ParseError(f"fio did no I/O in any direction{detail}")
     direct = _option(doc, jobs, "direct")
     if direct is not None:
         metrics.append(

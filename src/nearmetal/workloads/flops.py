@@ -5,7 +5,14 @@ inputs on tensor cores), fp16 and bf16 (tensor cores); and NVIDIA's ``dcgmprofte
 (``--no-dcgm-validation -t 1006/1007/1008/1004 -d SECONDS``), whose fp16 (-t 1008) is the non-tensor FP16
 pipe and fp16-tensor (-t 1004) the tensor cores. One trial is a warm-up (excluded) then ``duration_s`` of
 timed multiplications; the metric ``tflops`` is their flops over their time (dcgmproftester: the series of
-its equal-length reporting intervals).
+its equal-length reporting intervals after its warm-up).
+
+dcgmproftester's warm-up rule (``steady_intervals``): the first reported interval always counts as warm-up
+(it includes CUDA context creation; DCGM 3.1 prints ``0.0 gflops`` there), and so does every interval
+directly after it that is below half the median of the intervals after the first (clocks still ramping);
+the rest are the measurement. Only leading intervals are dropped: a low interval later in the run (a
+neighbour's time slice) is a measurement, and a run whose intervals are all low stays as it is. With one
+interval only, that interval is kept.
 
 dcgmproftester's output changed over DCGM releases; the parser reads all three forms seen:
 ``TensorEngineActive: generated ???, dcgm 0.000 (27605.2 gflops)`` (DCGM 2, dcgmproftester11),
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -118,6 +126,21 @@ def parse_dcgmproftester(text: str) -> tuple[str, dict[int, list[float]]]:
     return precision, per_gpu
 
 
+# an interval right after the first below this share of the median is still warming up
+WARMUP_FRACTION = 0.5
+
+
+def steady_intervals(values: list[float]) -> list[float]:
+    """dcgmproftester's intervals without its warm-up (the rule in the module docstring)."""
+    if len(values) <= 1:
+        return list(values)
+    threshold = WARMUP_FRACTION * statistics.median(values[1:])
+    start = 1
+    while start < len(values) - 1 and values[start] < threshold:
+        start += 1
+    return values[start:]
+
+
 class FlopsWorkload(ProgramWorkload):
     kind = "flops"
     Params = FlopsParams
@@ -184,8 +207,7 @@ class FlopsWorkload(ProgramWorkload):
         if "NEARMETAL_RESULT" in output.stdout:
             return self.metrics(self.result(output))
         _, per_gpu = parse_dcgmproftester(output.stdout + "\n" + output.stderr)
-        # the first interval includes the ramp-up; with one interval only, keep it
-        steady = {gpu: values[1:] or values for gpu, values in per_gpu.items()}
+        steady = {gpu: steady_intervals(values) for gpu, values in per_gpu.items()}
         metrics = []
         if len(steady) == 1:
             values = next(iter(steady.values()))

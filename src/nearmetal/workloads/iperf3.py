@@ -9,6 +9,10 @@ of each end (iperf3's own ``cpu_utilization_percent``, so a CPU-bound path shows
 JSON shape across versions: 3.0/3.1 have ``end.sum_sent``/``sum_received`` without the ``sender`` flag;
 3.7+ add ``sender``; 3.16+ add per-stream RTT fields and ``sum_sent_bidir_reverse`` for ``--bidir``. An
 ``error`` key (with an empty ``end``) is what a failed test prints.
+
+``nearmetal parse iperf3`` also reads reports made elsewhere: UDP tests (``-u``; jitter, loss and what
+arrived, see ``parse_iperf3_udp``) and a server's own ``-J`` report (``start.accepted_connection``), whose
+``host`` CPU figures are the server's (``server_cpu_pct``) and ``remote`` ones the client's.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class Iperf3Workload(Workload):
         return parse_iperf3_json(output.stdout)
 
     def parse_file(self, path: Path) -> list[Metric]:
-        return parse_iperf3_json(path.read_text(errors="replace"))
+        return parse_iperf3_json(path.read_text(errors="replace"), allow_interrupted=True)
 
     def tool_versions(self) -> dict[str, str]:
         if not shutil.which("iperf3"):
@@ -116,16 +120,126 @@ def _load(text: str) -> dict[str, Any]:
     return doc
 
 
-def parse_iperf3_json(text: str) -> list[Metric]:
-    """Metrics from ``iperf3 -c … -J`` output (TCP), any version from 3.0 on."""
+def _is_server_report(doc: dict[str, Any]) -> bool:
+    """A server's ``-J`` report names the client it accepted; a client's names the server it connected to."""
+    start = doc.get("start") or {}
+    return "accepted_connection" in start and "connecting_to" not in start
+
+
+def _is_udp(doc: dict[str, Any]) -> bool:
+    test = (doc.get("start") or {}).get("test_start") or {}
+    if str(test.get("protocol", "")).upper() == "UDP":
+        return True
+    end_sum = (doc.get("end") or {}).get("sum")
+    return isinstance(end_sum, dict) and "jitter_ms" in end_sum
+
+
+def _cpu_metrics(doc: dict[str, Any]) -> list[Metric]:
+    """iperf3's ``host_*`` figures are the reporting end's, ``remote_*`` the other end's. In a server's
+    report the remote (client) figures are all 0 when the server never received them (iperf3 3.7): then no
+    client CPU is claimed."""
+    cpu = (doc.get("end") or {}).get("cpu_utilization_percent") or {}
+    server = _is_server_report(doc)
+    own, other = ("server_cpu_pct", "client_cpu_pct") if server else ("client_cpu_pct", "server_cpu_pct")
+    out = []
+    if "host_total" in cpu:
+        out.append(Metric(own, float(cpu["host_total"]), "%", "lower"))
+    remote = [float(cpu.get(k) or 0) for k in ("remote_total", "remote_user", "remote_system")]
+    if "remote_total" in cpu and not (server and not any(remote)):
+        out.append(Metric(other, float(cpu["remote_total"]), "%", "lower"))
+    return out
+
+
+def _interval_sums(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each reporting interval's ``sum`` once: an iperf3 3.7 server stopped by its client prints the last
+    interval twice."""
+    sums: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for interval in doc.get("intervals") or []:
+        s = interval.get("sum")
+        if isinstance(s, dict):
+            sums.setdefault((s.get("start"), s.get("end")), s)
+    return list(sums.values())
+
+
+def _interval_series(doc: dict[str, Any]) -> list[Metric]:
+    intervals = [s["bits_per_second"] / 1e9 for s in _interval_sums(doc) if not s.get("omitted")]
+    return [Metric.series("interval_Gbps", intervals, "Gbit/s", "higher")] if intervals else []
+
+
+def parse_iperf3_udp(doc: dict[str, Any]) -> list[Metric]:
+    """UDP: what arrived and how (``throughput_Gbps``, ``udp_jitter_ms``, ``udp_lost_pct``,
+    ``udp_lost_packets``, ``udp_packets``), from the receiver's figures wherever the report has them.
+
+    - ``end.sum_received`` (newer clients) is the receiver's own summary;
+    - ``end.sum`` of the sender's report (a client's; a server's with ``-R``) carries the receiver's jitter
+      and loss but its own sent rate (``sent_Gbps``): the received rate is the sent rate × (1 −
+      lost/packets), all datagrams being one size;
+    - the receiver's report (a server's; a client's with ``-R``): its ``end.sum`` rate, or its intervals'
+      bytes over their time when the summary says 0 bytes (iperf3 3.7 servers do).
+    """
+    end = doc.get("end") or {}
+    summary = end.get("sum_received") or end.get("sum")
+    if not isinstance(summary, dict) or "packets" not in summary:
+        raise ParseError("iperf3 UDP JSON has no end.sum (the test did not finish)")
+    # the end that wrote the report received the datagrams: a server, or a client with -R
+    reverse = bool(((doc.get("start") or {}).get("test_start") or {}).get("reverse"))
+    receiver = _is_server_report(doc) != reverse
+    packets = float(summary.get("packets") or 0)
+    lost = float(summary.get("lost_packets") or 0)
+    metrics = []
+    received_bps: float | None = None
+    if "sum_received" in end or receiver:
+        received_bps = float(summary.get("bits_per_second") or 0)
+        seconds = float(summary.get("seconds") or 0)
+        if receiver and not received_bps:
+            sums = [x for x in _interval_sums(doc) if not x.get("omitted")]
+            if sums:
+                total = float(sums[-1].get("end") or 0) - float(sums[0].get("start") or 0)
+                if total > 0:
+                    received_bps = sum(float(x.get("bytes") or 0) for x in sums) * 8 / total
+                    seconds = total
+    else:
+        sent = float(summary.get("bits_per_second") or 0)
+        seconds = float(summary.get("seconds") or 0)
+        metrics.append(Metric("sent_Gbps", sent / 1e9, "Gbit/s", "higher"))
+        if packets > 0:
+            received_bps = sent * (packets - lost) / packets
+    sent_sum = end.get("sum_sent")
+    if not metrics and isinstance(sent_sum, dict) and float(sent_sum.get("bits_per_second") or 0) > 0:
+        metrics.append(Metric("sent_Gbps", float(sent_sum["bits_per_second"]) / 1e9, "Gbit/s", "higher"))
+    if received_bps is not None:
+        metrics.insert(0, Metric("throughput_Gbps", received_bps / 1e9, "Gbit/s", "higher"))
+    metrics += [
+        Metric("udp_jitter_ms", float(summary.get("jitter_ms") or 0), "ms", "lower"),
+        Metric("udp_lost_pct", 100.0 * lost / packets if packets else 0.0, "%", "lower"),
+        Metric("udp_lost_packets", lost, "packets", "lower"),
+        Metric("udp_packets", packets, "packets", "higher"),
+    ]
+    if seconds > 0:
+        metrics.append(Metric("test_s", seconds, "s", "higher"))
+    return metrics + _cpu_metrics(doc) + _interval_series(doc)
+
+
+def _has_summary(doc: dict[str, Any]) -> bool:
+    end = doc.get("end") or {}
+    return any(isinstance(end.get(k), dict) and end[k] for k in ("sum", "sum_sent", "sum_received"))
+
+
+def parse_iperf3_json(text: str, allow_interrupted: bool = False) -> list[Metric]:
+    """Metrics from an iperf3 ``-J`` report (TCP or UDP, client's or server's), any version from 3.0 on.
+
+    A report with an ``error`` is refused, except with ``allow_interrupted`` (files made elsewhere) when the
+    error says the other end terminated and the report still has its end summary: an open-ended test
+    (``-t 0``) stopped by its user ends that way, and its figures up to then are the measurement."""
     doc = _load(text)
-    if doc.get("error"):
-        raise ParseError(f"iperf3 reported an error: {doc['error']}")
+    error = str(doc.get("error") or "")
+    if error and not (allow_interrupted and "terminated" in error and _has_summary(doc)):
+        raise ParseError(f"iperf3 reported an error: {error}")
+    if _is_udp(doc):
+        return parse_iperf3_udp(doc)
     end = doc.get("end") or {}
     sent, received = end.get("sum_sent"), end.get("sum_received")
     if not sent or not received:
-        if "sum" in end:
-            raise ParseError("this is a UDP iperf3 report; the iperf3 workload measures TCP")
         raise ParseError("iperf3 JSON has no end.sum_sent/sum_received (the test did not finish)")
     seconds = float(received.get("seconds") or (received["end"] - received["start"]))
     metrics = [
@@ -136,18 +250,8 @@ def parse_iperf3_json(text: str) -> list[Metric]:
     ]
     if "retransmits" in sent:
         metrics.append(Metric("retransmits", float(sent["retransmits"]), "segments", "lower"))
-    cpu = end.get("cpu_utilization_percent") or {}
-    if "host_total" in cpu:
-        metrics.append(Metric("client_cpu_pct", float(cpu["host_total"]), "%", "lower"))
-    if "remote_total" in cpu:
-        metrics.append(Metric("server_cpu_pct", float(cpu["remote_total"]), "%", "lower"))
-    intervals = [
-        i["sum"]["bits_per_second"] / 1e9
-        for i in doc.get("intervals") or []
-        if isinstance(i.get("sum"), dict) and not i["sum"].get("omitted")
-    ]
-    if intervals:
-        metrics.append(Metric.series("interval_Gbps", intervals, "Gbit/s", "higher"))
+    metrics += _cpu_metrics(doc)
+    metrics += _interval_series(doc)
     rtts = [
         s["sender"]["mean_rtt"]
         for s in end.get("streams") or []

@@ -7,6 +7,10 @@ The parser reads the lines every LAMMPS version prints at the end of a run, in a
     Performance: 57098.345 tau/day, 132.172 timesteps/s                                (lj units, 2016-2021)
     Performance: 0.249 ns/day, 96.476 hours/ns, 28.792 timesteps/s, 70.023 katom-step/s  (metal, 2022+)
     98.8% CPU use with 2 MPI tasks x 1 OpenMP threads
+    99.6% CPU use with 4 MPI tasks x no OpenMP threads                                 (built without OpenMP)
+
+"x no OpenMP threads" gives the CPU % and the MPI tasks but no ``omp_threads`` metric (the binary has no
+OpenMP; no thread count is claimed for it).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ LOOP_RE = re.compile(
 )
 PERF_RE = re.compile(r"^Performance:\s*(?P<body>.+)$", re.MULTILINE)
 PERF_ITEM_RE = re.compile(r"([0-9.eE+-]+)\s+([A-Za-z/%-]+)")
-CPU_RE = re.compile(r"([0-9.]+)%\s+CPU use with\s+(\d+)\s+MPI tasks?\s+x\s+(\d+)\s+OpenMP threads?")
+CPU_RE = re.compile(r"([0-9.]+)%\s+CPU use with\s+(\d+)\s+MPI tasks?\s+x\s+(\d+|no)\s+OpenMP threads?")
 
 # unit as printed → (metric name, unit, direction, factor to the stored unit)
 PERF_UNITS: dict[str, tuple[str, str, Literal["higher", "lower"], float]] = {
@@ -204,7 +208,8 @@ def parse_lammps_log(text: str) -> list[Metric]:
         pct, mpi, omp = cpu[-1]
         metrics["lammps_cpu_use_pct"] = Metric("lammps_cpu_use_pct", float(pct), "%", "higher")
         metrics["mpi_tasks"] = Metric("mpi_tasks", int(mpi), "tasks", "higher")
-        metrics["omp_threads"] = Metric("omp_threads", int(omp), "threads", "higher")
+        if omp != "no":
+            metrics["omp_threads"] = Metric("omp_threads", int(omp), "threads", "higher")
     if "timesteps_per_s" not in metrics:
         raise ParseError("LAMMPS output has no timesteps/s (neither a 'Performance:' value nor a loop time)")
     return list(metrics.values())

@@ -77,7 +77,9 @@ class OsuSection:
 def parse_osu_sections(text: str) -> list[OsuSection]:
     sections: list[OsuSection] = []
     current: OsuSection | None = None
-    for raw in text.splitlines():
+    # a byte-order mark (a file saved by Windows tools starts with one; files joined with cat carry it
+    # mid-text) is not whitespace to str.strip() and would hide the "# OSU" header behind it
+    for raw in text.replace("\ufeff", "").splitlines():
         line = raw.strip()
         header = HEADER_RE.match(line)
         if header:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -112,17 +113,50 @@ class StressNgWorkload(Workload):
         return {"stress-ng": match.group(1)} if match else {}
 
 
-def _metrics(
-    ops: float, real_s: float, rate_real: float, rate_cpu: float, cpu_s: float | None
-) -> list[Metric]:
+@dataclass
+class StressorRow:
+    """One stressor's line of stress-ng's metrics (all its instances together)."""
+
+    stressor: str
+    ops: float
+    real_s: float
+    rate_real: float
+    rate_cpu: float
+    cpu_s: float | None
+
+
+def _stressor_metrics(row: StressorRow, prefix: str = "") -> list[Metric]:
     out = [
-        Metric("bogo_ops", ops, "ops", "higher"),
-        Metric("bogo_ops_per_s", rate_real, "ops/s", "higher"),
-        Metric("bogo_ops_per_cpu_s", rate_cpu, "ops/s", "higher"),
-        Metric("stressor_s", real_s, "s", "lower"),
+        Metric(f"{prefix}bogo_ops", row.ops, "ops", "higher"),
+        Metric(f"{prefix}bogo_ops_per_s", row.rate_real, "ops/s", "higher"),
+        Metric(f"{prefix}bogo_ops_per_cpu_s", row.rate_cpu, "ops/s", "higher"),
+        Metric(f"{prefix}stressor_s", row.real_s, "s", "lower"),
     ]
-    if cpu_s is not None:
-        out.append(Metric("stressor_cpu_s", cpu_s, "s", "lower"))
+    if row.cpu_s is not None:
+        out.append(Metric(f"{prefix}stressor_cpu_s", row.cpu_s, "s", "lower"))
+    return out
+
+
+def _metrics(rows: list[StressorRow]) -> list[Metric]:
+    """One stressor: the unprefixed metrics (``bogo_ops_per_s``…). Several (``--cpu 1 --vm 1``, a job file):
+    bogo-ops of different stressors are different operations and are not added up; each stressor gets
+    ``<stressor>_bogo_ops_per_s``… (its name with ``-`` as ``_``; a repeated name gets ``_2``, ``_3``…), and
+    only the whole run's wall time (``stressor_s``, the longest) and CPU time (``stressor_cpu_s``, the sum)
+    stay unprefixed."""
+    if len(rows) == 1:
+        return _stressor_metrics(rows[0])
+    out: list[Metric] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        name = re.sub(r"[^a-z0-9_]", "_", row.stressor.lower())
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name}_{seen[name]}"
+        out += _stressor_metrics(row, f"{name}_")
+    out.append(Metric("stressor_s", max(r.real_s for r in rows), "s", "lower"))
+    cpu = [r.cpu_s for r in rows if r.cpu_s is not None]
+    if cpu:
+        out.append(Metric("stressor_cpu_s", sum(cpu), "s", "lower"))
     return out
 
 
@@ -134,25 +168,37 @@ def parse_stress_ng_yaml(text: str) -> list[Metric]:
     entries = doc.get("metrics") if isinstance(doc, dict) else None
     if not entries:
         raise ParseError("stress-ng YAML has no 'metrics' section (was --metrics or --metrics-brief given?)")
-    ops = real = rate_real = rate_cpu = cpu = 0.0
+    rows = []
     for entry in entries:
-        ops += float(entry.get("bogo-ops", 0))
-        rate_real += float(entry.get("bogo-ops-per-second-real-time", 0))
-        rate_cpu += float(entry.get("bogo-ops-per-second-usr-sys-time", 0))
-        real = max(real, float(entry.get("wall-clock-time", 0)))
-        cpu += float(entry.get("user-time", 0)) + float(entry.get("system-time", 0))
-    return _metrics(ops, real, rate_real, rate_cpu, cpu)
+        cpu = None
+        if "user-time" in entry or "system-time" in entry:
+            cpu = float(entry.get("user-time", 0)) + float(entry.get("system-time", 0))
+        rows.append(
+            StressorRow(
+                stressor=str(entry.get("stressor", "stressor")),
+                ops=float(entry.get("bogo-ops", 0)),
+                real_s=float(entry.get("wall-clock-time", 0)),
+                rate_real=float(entry.get("bogo-ops-per-second-real-time", 0)),
+                rate_cpu=float(entry.get("bogo-ops-per-second-usr-sys-time", 0)),
+                cpu_s=cpu,
+            )
+        )
+    return _metrics(rows)
 
 
 def parse_stress_ng_brief(text: str) -> list[Metric]:
-    rows = list(BRIEF_RE.finditer(text))
-    if not rows:
+    matches = list(BRIEF_RE.finditer(text))
+    if not matches:
         raise ParseError("no stress-ng metrics line (run stress-ng with --metrics-brief)")
-    ops = real = rate_real = rate_cpu = cpu = 0.0
-    for row in rows:
-        ops += float(row["ops"])
-        real = max(real, float(row["real"]))
-        cpu += float(row["usr"]) + float(row["sys"])
-        rate_real += float(row["rate_real"])
-        rate_cpu += float(row["rate_cpu"])
-    return _metrics(ops, real, rate_real, rate_cpu, cpu)
+    rows = [
+        StressorRow(
+            stressor=m["stressor"],
+            ops=float(m["ops"]),
+            real_s=float(m["real"]),
+            rate_real=float(m["rate_real"]),
+            rate_cpu=float(m["rate_cpu"]),
+            cpu_s=float(m["usr"]) + float(m["sys"]),
+        )
+        for m in matches
+    ]
+    return _metrics(rows)
