@@ -1,203 +1,191 @@
-"""Do nearmetal's intervals mean what they say? Measured on real runs of a workload whose true loss is known.
+"""Do nearmetal's intervals mean what they say? Coverage and A/A false positives on simulated runs.
 
-    python benchmarks/validity.py [--blocks 600] [--iterations 3000000] [--db PATH] [--reuse RUN_ID]
+    python benchmarks/validity.py [--reps 1000] [--cv 0.15] [--quick]
 
-One real run (local backend, interleaved blocks, a warm-up) of three cells of the same program, a loop of
-``N`` additions timed by the program itself:
-  base: N iterations · same: N iterations (A/A) · more: 1.10·N iterations (true loss +10.0%).
-The run is cut into many short "experiments" of consecutive blocks, each analysed as a run of its own with
-nearmetal's statistics (BCa ratio of means, small-sample expansion, Fieller hull below 4 trials):
-  * coverage: the share of experiments whose 95% interval for ``more`` contains +10% (goal ≥ 95%);
-  * A/A false-positive rate: the share whose interval for ``same`` vs ``base`` excludes 0 (goal ≤ 5%);
-  * adaptive repeats, replayed on the same data: blocks added one at a time from ``--min`` until the
-    interval is within ± ``--target`` or ``--max`` blocks; coverage after this optional stopping, blocks
-    used, and the fixed count that reaches the same width in as many experiments.
-The pooled ratio over the whole run is printed too: if it is not 1.10 the program's cost is not
-proportional to its work on this machine and "true loss" means the pooled one (both are shown).
+Each simulated experiment is an interleaved run of three cells of one workload — ``base``, ``same`` (an A/A
+copy of it) and ``more`` (true ratio 1.10: a +10% time loss) — one trial of each per block, in a shuffled
+order inside the block, exactly as the runner orders them. A trial's value is
+``true level × machine drift at its position in time × noise``:
+
+* noise (CV ``--cv``): normal, log-normal, heavy-tailed (1 + Lomax α = 2.5, scaled to the same CV; its
+  variance barely exists) and one outlier (normal, plus one baseline trial 10σ slow);
+* drift: none, a random walk (2%/trial steps), linear (+10% over the run), block shocks (each block as a whole
+  ×e^N(0, 0.3): a noisy minute).
+
+The values go through nearmetal's own analysis (``analysis.analyse`` on a ``MeasuredTable``, the same code a
+report runs), with blocks, so the paired design, its methods and the first-stage hull are what is measured.
+Fixed rows analyse the first n blocks. Adaptive rows replay the runner's stop rule block by block
+(``stopping.cell_precisions`` with the plan's first stage; a retired cell gets no more trials, the baseline
+runs while any variant does) from ``min`` = n to ``max`` 30 with a target of ±CV (about 10 blocks), and report the
+interval at the block each cell stopped. Coverage: the share of experiments whose 95% interval for ``more``
+contains +10%; A/A: the share whose interval for ``same`` excludes 0. The goal (issue 16): every cell ≥ 93%
+coverage and ≤ 7% false positives at n ≥ 5 (n = 3 may be conservative).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from nearmetal.analysis import Sample, loss_intervals
-from nearmetal.plan import parse_plan_text
-from nearmetal.runner import Runner
-from nearmetal.store import Store
+from nearmetal.analysis import CellInfo, MeasuredTable, analyse
+from nearmetal.analysis.stopping import cell_precisions, first_stage
 
-PROGRAM = "import sys, time\nn = int(sys.argv[1])\nt = time.perf_counter()\nsum(range(n))\nprint('loop_s=%.9f' % (time.perf_counter() - t))"
-
-PLAN = """
-name: validity
-workloads:
-  loop:
-    kind: command
-    params:
-      argv: {argv_base}
-      metrics: [{{name: loop_s, regex: 'loop_s=([0-9.]+)', unit: s, direction: lower}}]
-variants:
-  base: []
-  same: []
-  more: {{params: {{loop.argv: {argv_more}}}}}
-baseline: base
-repeats: {blocks}
-warmup: 1
-order: interleaved
-timeout: 120s
-analysis: {{primary_metric: {{loop: loop_s}}}}
-"""
-
-TRUE_LOSS = 0.10
+CELLS = ("base", "same", "more")
+TRUE_RATIO = {"base": 1.0, "same": 1.0, "more": 1.10}
+NOISES = ("normal", "lognormal", "heavy-tailed", "one outlier")
+DRIFTS = ("none", "random walk", "linear", "block shocks")
+MAX_BLOCKS = 30
 
 
-def run_benchmark(db: str, workdir: Path, blocks: int, iterations: int, seed: int) -> str:
-    def argv(n: int) -> str:
-        return (
-            "["
-            + ", ".join(f'"{a}"' for a in (sys.executable, "-c", PROGRAM.replace("\n", "\\n"), str(n)))
-            + "]"
-        )
+def noise(kind: str, shape: tuple[int, ...], cv: float, rng: np.random.Generator) -> np.ndarray:
+    if kind == "lognormal":
+        return np.exp(cv * rng.standard_normal(shape))
+    if kind == "heavy-tailed":
+        # Lomax(α = 2.5) has sd √(α/((α−1)²(α−2))) = 1.49: scaled to the chosen CV
+        return 1 + cv / 1.49 * rng.pareto(2.5, shape)
+    return np.maximum(1 + cv * rng.standard_normal(shape), 0.05)
 
-    text = PLAN.format(argv_base=argv(iterations), argv_more=argv(round(iterations * 1.10)), blocks=blocks)
-    loaded = parse_plan_text(text, source="benchmarks/validity.py")
-    store = Store(db)
-    runner = Runner(loaded, store, workdir, seed=seed)
-    t0 = time.perf_counter()
-    result = runner.run()
-    print(
-        f"ran {len(result.records)} trials in {time.perf_counter() - t0:.0f} s (run {result.run_id})",
-        file=sys.stderr,
+
+def simulate(noise_kind: str, drift: str, cv: float, rng: np.random.Generator) -> np.ndarray:
+    """Values (blocks × cells) of one interleaved run of MAX_BLOCKS blocks."""
+    blocks, k = MAX_BLOCKS, len(CELLS)
+    position = rng.random((blocks, k)).argsort(axis=1).argsort(axis=1)  # each cell's slot in its block
+    t = k * np.arange(blocks)[:, None] + position  # trial index in time
+    if drift == "random walk":
+        level = np.exp(np.cumsum(0.02 * rng.standard_normal(blocks * k)))[t]
+    elif drift == "linear":
+        level = 1 + 0.10 * t / (blocks * k)
+    elif drift == "block shocks":
+        level = np.repeat(np.exp(0.3 * rng.standard_normal((blocks, 1))), k, axis=1)
+    else:
+        level = np.ones((blocks, k))
+    values = level * noise(noise_kind, (blocks, k), cv, rng) * np.array([TRUE_RATIO[c] for c in CELLS])
+    if noise_kind == "one outlier":
+        values[rng.integers(blocks), 0] *= 1 + 10 * cv
+    return values
+
+
+CELL_INFO = [CellInfo(c, "w", "command", c, {}, "w", c == "base", "t_s") for c in CELLS]
+
+
+def table_of(values: np.ndarray, blocks_of: dict[str, int]) -> MeasuredTable:
+    """The first ``blocks_of[cell]`` blocks of each cell as the analysis reads a stored run."""
+    cell, block, value = [], [], []
+    for code, name in enumerate(CELLS):
+        n = blocks_of[name]
+        cell += [code] * n
+        block += list(range(n))
+        value += values[:n, code].tolist()
+    count = len(cell)
+    ids = np.arange(1, count + 1, dtype=np.int64)
+    return MeasuredTable(
+        cell_ids=list(CELLS),
+        trial_id=ids,
+        trial_cell=np.array(cell, dtype=np.int64),
+        trial_ok=np.ones(count, dtype=bool),
+        trial_warmup=np.zeros(count, dtype=bool),
+        names=["t_s"],
+        units=["s"],
+        directions=["lower"],
+        metric_trial=ids,
+        metric_code=np.zeros(count, dtype=np.int64),
+        metric_value=np.array(value),
+        trial_block=np.array(block, dtype=np.int64),
     )
-    store.dispose()
-    return result.run_id
 
 
-def block_values(db: str, run_id: str) -> dict[str, np.ndarray]:
-    """variant → loop_s per measured block (NaN where a trial failed), in block order."""
-    from sqlalchemy import select
-
-    from nearmetal.store.schema import MetricRow, TrialRow
-
-    store = Store(db)
-    stmt = (
-        select(TrialRow.variant, TrialRow.block, MetricRow.value)
-        .join(MetricRow, MetricRow.trial_id == TrialRow.id)
-        .where(TrialRow.run_id == run_id, MetricRow.name == "loop_s", TrialRow.status == "ok")
-        .where(TrialRow.is_warmup.is_(False))
-    )
-    with store.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    store.dispose()
-    blocks = max(b for _, b, _ in rows) + 1
-    out = {v: np.full(blocks, np.nan) for v in ("base", "same", "more")}
-    for variant, block, value in rows:
-        out[variant][block] = value
-    return out
+def verdicts(values: np.ndarray, blocks_of: dict[str, int], stage: int | None) -> tuple[bool, bool, float]:
+    """(interval of 'more' covers +10%, 'same' looks significant, half-width of 'more')."""
+    run = analyse(table_of(values, blocks_of), CELL_INFO, own_intervals=False, first_stage=stage)
+    more = run.comparison("more", "t_s")
+    same = run.comparison("same", "t_s")
+    assert more is not None and same is not None
+    m, s = more.loss, same.loss
+    covered = m.low is not None and m.low <= 0.10 <= m.high
+    return covered, bool(s.significant), m.half_width if m.half_width is not None else math.nan
 
 
-def intervals(values: dict[str, np.ndarray], windows: list[tuple[int, int]], resamples: int, seed: int):  # type: ignore[no-untyped-def]
-    def sample(name: str, a: int, b: int) -> Sample:
-        return Sample.of(values[name][a:b])
-
-    more = loss_intervals(
-        [sample("more", a, b) for a, b in windows],
-        [sample("base", a, b) for a, b in windows],
-        ["lower"] * len(windows),
-        resamples=resamples,
-        seed=seed,
-    )
-    same = loss_intervals(
-        [sample("same", a, b) for a, b in windows],
-        [sample("base", a, b) for a, b in windows],
-        ["lower"] * len(windows),
-        resamples=resamples,
-        seed=seed,
-    )
-    return more, same
-
-
-def binomial_ci(k: int, n: int) -> str:
-    from scipy import stats
-
-    ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
-    return f"{k}/{n} = {k / n:.1%} [95% CI {ci.low:.1%}, {ci.high:.1%}]"
+def adaptive(values: np.ndarray, minimum: int, target: float) -> tuple[bool, bool, float, int]:
+    """Replay the runner's stop rule; the verdicts at the blocks each variant stopped."""
+    stage = first_stage(minimum, target)
+    active = {"same", "more"}
+    stopped: dict[str, int] = {}
+    for n in range(minimum, MAX_BLOCKS + 1):
+        blocks_of = {c: stopped.get(c, n) for c in CELLS}
+        run = analyse(table_of(values, blocks_of), CELL_INFO, own_intervals=False, first_stage=stage)
+        precision = cell_precisions(run, [c for c in CELL_INFO if c.cell_id in active | {"base"}])
+        for cell in list(active):
+            if precision[cell].met(target):
+                stopped[cell] = n
+                active.discard(cell)
+        if not active:
+            break
+    blocks_of = {c: stopped.get(c, MAX_BLOCKS) for c in CELLS}
+    blocks_of["base"] = max(blocks_of["same"], blocks_of["more"])
+    covered, false_positive, half = verdicts(values, blocks_of, stage)
+    return covered, false_positive, half, blocks_of["more"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=600, help="measured blocks in the real run")
-    parser.add_argument("--iterations", type=int, default=3_000_000, help="N (additions in the base loop)")
-    parser.add_argument("--sizes", default="3,5,10", help="blocks per fixed-size experiment")
-    parser.add_argument("--min", type=int, default=3, help="adaptive replay: first blocks")
-    parser.add_argument("--max", type=int, default=30, help="adaptive replay: most blocks")
-    parser.add_argument("--target", type=float, default=0.02, help="adaptive replay: half-width target")
-    parser.add_argument("--resamples", type=int, default=9999)
+    parser.add_argument("--reps", type=int, default=1000, help="experiments per cell of the table")
+    parser.add_argument("--cv", type=float, default=0.15, help="coefficient of variation of the noise")
+    parser.add_argument("--sizes", default="3,5,10,30", help="blocks (fixed) / min blocks (adaptive)")
+    parser.add_argument(
+        "--target", type=float, default=1.0, help="adaptive target half-width as a multiple of the CV"
+    )
+    parser.add_argument("--quick", action="store_true", help="200 experiments per cell")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--db", help="SQLite file to keep the run in (default: a temporary one)")
-    parser.add_argument("--reuse", help="analyse this stored run instead of running a new one")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="nearmetal-validity-"))
-    db = f"sqlite:///{Path(args.db).resolve()}" if args.db else f"sqlite:///{directory / 'validity.db'}"
-    run_id = args.reuse or run_benchmark(db, directory / "runs", args.blocks, args.iterations, args.seed)
-    values = block_values(db, run_id)
-    pooled = np.nanmean(values["more"]) / np.nanmean(values["base"]) - 1
-    pooled_aa = np.nanmean(values["same"]) / np.nanmean(values["base"]) - 1
-    cv = np.nanstd(values["base"], ddof=1) / np.nanmean(values["base"])
-    blocks = values["base"].size
-    print(f"run {run_id}: {blocks} blocks; base loop {np.nanmean(values['base']) * 1000:.1f} ms, CV {cv:.1%}")
+    reps = 200 if args.quick else args.reps
+    sizes = [int(s) for s in args.sizes.split(",")]
+    target = args.target * args.cv
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
     print(
-        f"pooled loss of 'more' over the whole run: {pooled:+.2%} (nominal {TRUE_LOSS:+.0%}); A/A {pooled_aa:+.2%}"
+        f"{reps} experiments per row; CV {args.cv:.0%}; adaptive: min = n, max {MAX_BLOCKS}, target ±{target:.1%}"
     )
-    for size in (int(s) for s in args.sizes.split(",")):
-        windows = [(a, a + size) for a in range(0, blocks - size + 1, size)]
-        more, same = intervals(values, windows, args.resamples, args.seed)
-        cover = sum(e.low is not None and e.low <= TRUE_LOSS <= e.high for e in more)
-        cover_pooled = sum(e.low is not None and e.low <= pooled <= e.high for e in more)
-        false_pos = sum(bool(e.significant) for e in same)
-        width = np.mean([e.half_width for e in more if e.half_width is not None])
-        print(
-            f"{size:3d} blocks per experiment: coverage of +10%: {binomial_ci(cover, len(windows))};"
-            f" of the pooled loss: {cover_pooled / len(windows):.1%}; A/A false positives:"
-            f" {binomial_ci(false_pos, len(windows))}; mean half-width ±{width:.2%}"
-        )
-    # adaptive repeats replayed: windows of up to --max blocks, starting every --max // 3 blocks
-    step = max(1, args.max // 3)
-    starts = list(range(0, blocks - args.max + 1, step))
-    if not starts:
-        return
-    stopped_at = np.full(len(starts), args.max)
-    final: list = [None] * len(starts)  # type: ignore[type-arg]
-    met_fixed = {}
-    for n in range(args.min, args.max + 1):
-        more, _ = intervals(values, [(a, a + n) for a in starts], args.resamples, args.seed)
-        met = np.array([e.half_width is not None and e.half_width <= args.target for e in more])
-        met_fixed[n] = met.mean()
-        for i, e in enumerate(more):
-            if final[i] is None and (met[i] or n == args.max):
-                final[i] = e
-                stopped_at[i] = n
-    cover = sum(e.low is not None and e.low <= TRUE_LOSS <= e.high for e in final)
-    reached = sum(e.half_width is not None and e.half_width <= args.target for e in final)
-    share = reached / len(final)
-    fixed = next((n for n, m in met_fixed.items() if m >= share), None) if share > 0 else None
+    print("coverage of the true +10% (goal ≥ 93%) / A/A false positives (goal ≤ 7%) / median half-width")
+    header = "| noise | drift | repeats | " + " | ".join(f"n = {n}" for n in sizes) + " |"
+    print(header)
+    print("|" + "---|" * (3 + len(sizes)))
+    worst_cov, worst_fp = 1.0, 0.0
+    for noise_kind in NOISES:
+        for drift in DRIFTS:
+            runs = [simulate(noise_kind, drift, args.cv, rng) for _ in range(reps)]
+            for mode in ("fixed", "adaptive"):
+                cells = []
+                for n in sizes:
+                    if mode == "adaptive" and n >= MAX_BLOCKS:
+                        cells.append("= fixed")
+                        continue
+                    outcomes = []
+                    used = []
+                    for values in runs:
+                        if mode == "fixed":
+                            outcomes.append(verdicts(values, {c: n for c in CELLS}, None))
+                        else:
+                            *found, blocks = adaptive(values, n, target)
+                            outcomes.append(tuple(found))
+                            used.append(blocks)
+                    cov = float(np.mean([o[0] for o in outcomes]))
+                    fp = float(np.mean([o[1] for o in outcomes]))
+                    half = float(np.nanmedian([o[2] for o in outcomes]))
+                    if n >= 5:
+                        worst_cov, worst_fp = min(worst_cov, cov), max(worst_fp, fp)
+                    extra = f", {np.mean(used):.1f} blocks" if used else ""
+                    cells.append(f"{cov:.1%} / {fp:.1%} / ±{half:.1%}{extra}")
+                print(f"| {noise_kind} | {drift} | {mode} | " + " | ".join(cells) + " |", flush=True)
     print(
-        f"adaptive (min {args.min}, max {args.max}, target ±{args.target:.0%}) over {len(starts)} windows:"
-        f" blocks used mean {stopped_at.mean():.1f}, median {np.median(stopped_at):.0f}, max {stopped_at.max()};"
-        f" target reached in {share:.0%}; coverage of +10% after stopping: {binomial_ci(cover, len(final))}"
+        f"worst at n ≥ 5: coverage {worst_cov:.1%}, false positives {worst_fp:.1%}"
+        f" ({'goal met' if worst_cov >= 0.93 and worst_fp <= 0.07 else 'GOAL MISSED'});"
+        f" {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
     )
-    if fixed is not None:
-        print(
-            f"  a fixed count reaching the target in as many experiments ({share:.0%}) needs {fixed} blocks"
-            f" per cell: adaptive used {stopped_at.mean() / fixed:.0%} of that"
-        )
-    elif share > 0:
-        print(f"  no fixed count up to {args.max} blocks reaches the target in {share:.0%} of experiments")
 
 
 if __name__ == "__main__":

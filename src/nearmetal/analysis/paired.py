@@ -78,10 +78,16 @@ def signed_rank_depth(n: int, confidence: float) -> int:
     return max(0, math.floor(mean + float(sps.norm.ppf(alpha)) * sd - 0.5) + 1)
 
 
+@lru_cache(maxsize=4096)
+def t_quantile(confidence: float, dof: int) -> float:
+    """Two-sided Student t quantile (cached: the stop rule asks for the same few between every block)."""
+    return float(sps.t.ppf(0.5 + confidence / 2, dof))
+
+
 def _t_bounds(d: np.ndarray, confidence: float) -> tuple[float, float, float]:
     n = d.size
     mean = float(d.mean())
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    half = t_quantile(confidence, n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
@@ -116,7 +122,7 @@ def stage_half_width(d: np.ndarray, first_stage: int, confidence: float) -> floa
     if n0 < 2 or d.size < n0:
         return None
     s0 = float(d[:n0].std(ddof=1))
-    return float(sps.t.ppf(0.5 + confidence / 2, n0 - 1)) * s0 / math.sqrt(d.size)
+    return t_quantile(confidence, n0 - 1) * s0 / math.sqrt(d.size)
 
 
 def log_ratio_interval(

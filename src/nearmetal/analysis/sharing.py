@@ -58,11 +58,6 @@ def ratio_interval(
     est = loss_interval(numerator, denominator, "lower", confidence, resamples, seed)
     low = None if est.low is None else est.low + 1.0
     high = None if est.high is None else est.high + 1.0
-    positive = bool(np.all(np.asarray(numerator) > 0) and np.all(np.asarray(denominator) > 0))
-    if low is not None and positive:
-        # with 2–3 trials the interval includes Fieller's, which can reach below 0; a ratio of positive
-        # times or rates cannot
-        low = max(low, 0.0)
     return RatioEstimate(est.loss + 1.0, low, high, est.confidence, est.method)
 
 

@@ -107,9 +107,11 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
     unpaired = [e for e in estimates if e.design != "paired"]
     if paired:
         methods = sorted({e.method for e in paired})
+        low, high = min(e.pairs for e in paired), max(e.pairs for e in paired)
+        blocks = f"{low}" if low == high else f"{low}–{high}"
         how = (
-            f"{conf} interval on per-block log ratios of trials run side by side (paired, {min(e.pairs for e in paired)}"
-            f"–{max(e.pairs for e in paired)} blocks; Wilcoxon signed-rank from 6 blocks, Student's t below"
+            f"{conf} interval on per-block log ratios of trials run side by side (paired, {blocks} blocks;"
+            " Wilcoxon signed-rank from 6 blocks, Student's t below"
         )
         if any("stage-1" in m for m in methods):
             how += "; hulled with Stein's first-stage interval, since repeats stopped adaptively"
