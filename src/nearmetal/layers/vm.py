@@ -372,7 +372,7 @@ class VmLayer(Layer):
         initrd = build_initramfs_for(self.kernel, binaries)
         name = ctx.host_name("vm", process.label())
         guest_argv = ["/usr/bin/" + Path(program).name, *process.argv[1:]]
-        append = kernel_append(self.config.share, "", guest_argv, process.env)  # refuse before starting
+        kernel_append(self.config.share, "", guest_argv, process.env)  # refuse before virtiofsd starts
         share_args, options = self._share(name)
         append = kernel_append(self.config.share, options, guest_argv, process.env)
         self.boots += 1
