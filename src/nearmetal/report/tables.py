@@ -28,6 +28,7 @@ MODE_COLUMNS: list[tuple[str, str]] = [
     ("direct_io", "O_DIRECT"),
     ("caches_dropped", "caches dropped"),
     ("disk_read_share_pct", "disk read %"),
+    ("disk_write_share_pct", "disk write %"),
     ("cpu_emulated", "emulated CPU"),  # a VM guest on TCG (no useful KVM): not representative
 ]
 
