@@ -20,9 +20,9 @@ side's percentiles; any fio repeats ``filename`` in ``job options``), one entry 
 percentiles when several jobs are merged.
 
 What the I/O really was: a job that reads gets its files laid out by ``prepare`` (random data, written and
-synced), then the caches are dropped (``drop_caches``) and every file is evicted at the mount and at the
+synced); with ``drop_caches`` every file is then evicted from the page cache at the mount and at the
 directory that backs it (``test_dir_backing``, set by filesystem layers), so fio starts cold through any
-layer. ``prepare`` records the backing disk's byte counters (``telemetry.diskio``) and ``parse`` reads them
+layer (``drop_caches_scope: host`` also drops the whole host's caches). ``prepare`` records the backing disk's byte counters (``telemetry.diskio``) and ``parse`` reads them
 again: ``disk_read_share_pct`` / ``disk_write_share_pct`` are the bytes the disk moved as a share of the
 bytes fio moved (≈100 % direct I/O, ≈0 % page cache; a layer whose daemon drops O_DIRECT shows here).
 Boot files a VM layer read during the trial are left out (``io-excluded.json``).
