@@ -46,8 +46,10 @@ def write_run(
     plan: dict[str, Any] | None = None,
     seed: int = 7,
     environment: dict[str, str] | None = None,
+    trial_fields: Callable[[SyntheticCell], dict[str, Any]] | None = None,
 ) -> str:
-    """Store a finished run whose trials carry ``metrics(cell, repeat, rng)``, interleaved like a real run."""
+    """Store a finished run whose trials carry ``metrics(cell, repeat, rng)``, interleaved like a real run;
+    ``trial_fields(cell)`` may set a cell's trials' ``placement`` and ``caveats``."""
     run_id = run_id or f"synthetic-{time.time_ns()}"
     plan = plan or {
         "name": "synthetic",
@@ -101,8 +103,7 @@ def write_run(
                 started_at=now + seq,
                 ended_at=now + seq + 0.5,
                 output_dir="",
-                placement={},
-                caveats=[],
+                **{"placement": {}, "caveats": [], **(trial_fields(cell) if trial_fields else {})},
             )
     store.finish_run(run_id, "finished")
     return run_id

@@ -23,6 +23,7 @@ from nearmetal.layers.mounts import is_mounted, mounts
 from nearmetal.layers.vm import EMULATED_CAVEAT, kernel_append
 from nearmetal.layers.vm_guest import Cpio, newc_entry
 from nearmetal.plan import plan_model
+from nearmetal.telemetry import diskio
 from nearmetal.workloads.base import TrialOutput, WorkloadContext
 from nearmetal.workloads.fio import FioParams, FioWorkload
 
@@ -192,9 +193,206 @@ def test_newc_archive_layout() -> None:
 
 
 def test_guest_command_too_long_for_the_kernel_command_line() -> None:
-    assert "nearmetal_cmd=" in kernel_append("9p", "msize=1", "fio --name=x")
+    assert "nearmetal_argv=" in kernel_append("9p", "msize=1", ["fio", "--name=x"])
     with pytest.raises(NearmetalError, match="too long"):
-        kernel_append("9p", "", "x" * 3000)
+        kernel_append("9p", "", ["x" * 3000])
+
+
+INJECTING_KEY = "X=1; echo INJECTED_$((6*7)); Y"
+
+
+def test_guest_environment_is_data_and_bad_names_are_refused(tmp_path: Path) -> None:
+    """Issue 18 #3: an env key reached the guest's shell unquoted (``export X=1; echo INJECTED_42; Y=…``)."""
+    append = kernel_append("9p", "", ["/usr/bin/printenv"], {"A": "$(echo INJECTED_$((6*7)))"})
+    # every item is base64 on the command line: no shell syntax of the plan appears there
+    assert "INJECTED" not in append and "$(" not in append and "nearmetal_cmd" not in append
+    for key in (INJECTING_KEY, "A=B", "", "1X"):
+        with pytest.raises(NearmetalError, match="cannot be passed to the VM guest"):
+            kernel_append("9p", "", ["/usr/bin/printenv"], {key: "v"})
+    # and a plan with such a key is refused at load, before anything runs
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        json.dumps(
+            {
+                "name": "inject",
+                "workloads": {
+                    "c": {"kind": "command", "params": {"argv": ["printenv"], "env": {INJECTING_KEY: "v"}}}
+                },
+                "variants": {"vm": [{"layer": "vm", "accel": "tcg"}]},
+            }
+        )
+    )
+    from nearmetal.plan import load_plan
+
+    with pytest.raises(Exception, match="not an environment variable name"):
+        load_plan(plan)
+
+
+@needs_root
+@needs_tool("qemu-system-x86_64", "busybox", "printenv")
+def test_vm_guest_output_has_its_own_channel_and_env_stays_data(tmp_path: Path) -> None:
+    """One short boot (emulated CPU): the command's stdout comes from its own virtio-serial port, apart from
+    the console (whose ``reboot: Power down`` once landed inside fio's JSON); hostile environment values
+    arrive byte for byte, unevaluated; the command's exit status comes back."""
+    if not any(Path("/boot").glob("vmlinuz-*")):
+        pytest.skip("no guest kernel: apt-get install linux-image-amd64")
+    from nearmetal.layers.vm import VmConfig, VmLayer
+    from nearmetal.workloads.base import ProcessSpec
+
+    rid = run_id("vmc")
+    ctx = TrialContext(run_id=rid, trial_key="k0", trial_dir=tmp_path)
+    env = {
+        "A": "$(echo INJECTED_$((6*7)))",
+        "B": "x'; echo INJECTED_$((6*7)); '",
+        "C": "two\nlines\n",
+    }
+    layer = VmLayer(VmConfig(share="9p", accel="tcg", memory="512m", cpus=1)).bind(ctx)
+    with layer:
+        # printenv exits 1 because MISSING is not set: the status must come back as 1
+        spec = layer.wrap(
+            ProcessSpec(argv=["printenv", "A", "B", "C", "MISSING"], env=env, cwd=tmp_path), ctx
+        )
+        execution = LocalBackend(sample_interval_s=None).execute([spec], tmp_path, timeout_s=240)
+        stdout, stderr = execution.main.read_stdout(), execution.main.read_stderr()
+    assert execution.main.returncode == 1, stderr[-2000:]
+    assert stdout == f"{env['A']}\n{env['B']}\n{env['C']}\n", stderr[-2000:]
+    assert "INJECTED_42" not in stdout + stderr
+    # the console (boot log, power-off line) goes to stderr, never into the command's output
+    assert "reboot" not in stdout and "nearmetal-exit" not in stdout
+    assert find_leftovers(rid) == []
+
+
+def test_backing_of_a_directory_and_io_modes(tmp_path: Path) -> None:
+    backing = diskio.backing_of(tmp_path / "not" / "made" / "yet")
+    assert backing.kind in ("disk", "memory", "unknown")
+    if backing.kind == "disk":
+        read, written = diskio.counters(backing.majmin) or (-1, -1)
+        assert read > 0 and written >= 0
+    if Path("/dev/shm").is_dir() and diskio.backing_of(Path("/dev/shm")).fstype == "tmpfs":
+        assert diskio.backing_of(Path("/dev/shm")).kind == "memory"
+    assert [diskio.io_mode(v) for v in (100.0, 71.0, 50.0, 29.0, 0.0, None)] == [
+        "direct", "direct", "mixed", "cached", "cached", "?"
+    ]  # fmt: skip
+
+
+def _disk_backed(path: Path) -> bool:
+    return diskio.backing_of(path).kind == "disk"
+
+
+@needs_root
+@needs_tool("fio", "bindfs")
+@pytest.mark.parametrize("forward", [True, False])
+def test_bindfs_direct_io_reaches_the_disk_and_the_disk_says_so(tmp_path: Path, forward: bool) -> None:
+    """Issue 17 #1: through bindfs, fio's direct=1 read the page cache (2-4.5x bare metal). With O_DIRECT
+    forwarded the disk moves about all of fio's bytes; without, the disk's own counters show the cache."""
+    if not _disk_backed(tmp_path):
+        pytest.skip("the test directory is not on a block device")
+    rid = run_id("odi")
+    ctx = TrialContext(run_id=rid, trial_key="k0", trial_dir=tmp_path)
+    layer = layer_for({"layer": "bindfs", "forward_odirect": forward}, ctx)
+    params = FioParams(rw="randread", numjobs=2, size="2m", bs="64k", runtime=0.5, drop_caches=True)
+    with layer:
+        assert ctx.endpoints["test_dir_backing"] == str(Path(ctx.endpoints["test_dir"]).parent / "source")
+        metrics = run_fio(tmp_path, ctx, [layer], params)
+    assert metrics["direct_io"] == 1 and metrics["caches_dropped"] == 1
+    # the files were laid out and evicted before fio started: the first read of each block is the disk's
+    assert metrics["disk_read_MiB"] >= 2 * 2 * 0.9
+    if forward:
+        assert diskio.io_mode(metrics["disk_read_share_pct"]) == "direct", metrics
+    else:
+        assert diskio.io_mode(metrics["disk_read_share_pct"]) == "cached", metrics
+    assert find_leftovers(rid) == []
+
+
+@needs_root
+@needs_tool("fio", "fuse-overlayfs")
+def test_fuse_overlayfs_direct_io_is_measured_as_cached(tmp_path: Path) -> None:
+    """fuse-overlayfs 1.x clears O_DIRECT (and has no option to keep it): its rows say "cached", measured."""
+    if not _disk_backed(tmp_path):
+        pytest.skip("the test directory is not on a block device")
+    rid = run_id("fov")
+    ctx = TrialContext(run_id=rid, trial_key="k0", trial_dir=tmp_path)
+    layer = layer_for({"layer": "fuse-overlayfs"}, ctx)
+    params = FioParams(rw="read", numjobs=2, size="2m", bs="64k", runtime=0.5, drop_caches=True)
+    with layer:
+        assert ctx.endpoints["test_dir_backing"].endswith("/upper")
+        metrics = run_fio(tmp_path, ctx, [layer], params)
+    assert diskio.io_mode(metrics["disk_read_share_pct"]) == "cached", metrics
+    assert find_leftovers(rid) == []
+
+
+def test_fs_layers_table_shows_bandwidth_p99_io_mode_and_emulated_cpu(tmp_path: Path) -> None:
+    """Every format shows, per row: bandwidth and p99 commit latency side by side, the measured I/O mode,
+    and the emulated-CPU caveat the VM rows' trials carry (synthetic numbers, real store and renderers)."""
+    from report_data import SyntheticCell, write_run
+    from rich.console import Console
+
+    import nearmetal
+    from nearmetal.metrics import Metric
+    from nearmetal.report.html import html_report
+    from nearmetal.report.markdown import markdown_report
+    from nearmetal.report.terminal import print_report
+    from nearmetal.store import Store
+
+    point = {"numjobs": 4, "rw": "randread"}
+    cells = [
+        SyntheticCell("fio", v, point, kind="fio", baseline=v == "bare-metal")
+        for v in ("bare-metal", "bindfs", "fuse-overlayfs", "tmpfs", "vm-9p")
+    ]
+    shape = {  # bandwidth, p99 µs, disk read share %
+        "bare-metal": (800, 4000, 100),
+        "bindfs": (170, 20000, 100),
+        "fuse-overlayfs": (1100, 9000, 2),
+        "tmpfs": (14000, 1500, None),
+        "vm-9p": (90, 40000, 1),
+    }
+
+    def metrics(cell: SyntheticCell, repeat: int, rng) -> list[Metric]:
+        bw, p99, share = shape[cell.variant]
+        out = [
+            Metric("bw_MiBps", bw * rng.normal(1, 0.03), "MiB/s", "higher"),
+            Metric("clat_p99_us", p99 * rng.normal(1, 0.03), "µs", "lower"),
+        ]
+        if share is not None:
+            out.append(Metric("disk_read_share_pct", share * rng.normal(1, 0.01), "%", "higher"))
+        return out
+
+    def fields(cell: SyntheticCell) -> dict:
+        return {
+            "caveats": [EMULATED_CAVEAT] if cell.variant == "vm-9p" else [],
+            "placement": {"fio_data": {"kind": "memory" if cell.variant == "tmpfs" else "disk"}},
+        }
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        results = nearmetal.load_results(
+            write_run(store, cells, metrics, repeats=4, trial_fields=fields), store=store
+        )
+        console = Console(record=True, width=250)
+        print_report(results, console)
+        texts = {
+            "terminal": console.export_text(),
+            "markdown": markdown_report(results),
+            "html": html_report(results),
+        }
+    finally:
+        store.dispose()
+    for fmt, text in texts.items():
+        assert "p99 commit latency" in text and "bandwidth MiB/s" in text, fmt
+        if fmt == "html":  # rows span several lines of markup: the cells' words must be there
+            assert all(w in text for w in ("direct", "cached", "memory (tmpfs)", "emulated")), fmt
+            continue
+        # the I/O table's row of each variant (the one line that names the variant and an I/O mode)
+        row = {
+            v: next(line for line in text.splitlines() if v in line and any(m in line for m in MODES))
+            for v in ("bindfs", "fuse-overlayfs", "tmpfs", "vm-9p")
+        }
+        assert "direct" in row["bindfs"] and "cached" in row["fuse-overlayfs"], fmt
+        assert "memory" in row["tmpfs"] and "emulated" in row["vm-9p"], fmt
+        assert "emulated" not in row["bindfs"], fmt
+
+
+MODES = ("direct", "cached", "memory")
 
 
 @pytest.mark.slow
@@ -209,7 +407,7 @@ def test_vm_boots_and_runs_fio_over_9p_and_virtio_fs(tmp_path: Path, run_cli) ->
         """
 name: vm-shares
 workloads:
-  fio: {kind: fio, params: {rw: randwrite, numjobs: 2, size: 2m, runtime: 1, drop_caches: false}}
+  fio: {kind: fio, params: {rw: read, numjobs: 2, size: 2m, runtime: 1}}
 variants:
   bare: []
   vm-9p: [{layer: vm, share: 9p, accel: tcg, memory: 768m}]
@@ -235,3 +433,30 @@ timeout: 240s
     assert trials["vm-virtiofs"].placement["vm"]["share"] == "virtiofs"
     assert not (trials["bare"].caveats or [])
     assert find_leftovers(doc["run_id"]) == []
+    # the I/O each row really did, measured from the disk: virtio-fs passes O_DIRECT on (allow_direct_io),
+    # QEMU's 9p server drops it, so the 9p row's reads come from the host's page cache
+    import nearmetal
+
+    store = Store(doc["db"])
+    try:
+        results = nearmetal.load_results(doc["run_id"], store=store)
+        share = {
+            c.variant: cm.summary.mean
+            for c in results.cells
+            if (cm := results.analysis.metric(c.cell_id, "disk_read_share_pct")) is not None
+        }
+    finally:
+        store.dispose()
+    if _disk_backed(tmp_path):  # the trial directories are
+        assert len(share) == 3, share
+        assert diskio.io_mode(share["bare"]) == "direct" and diskio.io_mode(share["vm-virtiofs"]) == "direct"
+        assert diskio.io_mode(share["vm-9p"]) == "cached", share
+    # the emulated CPU beside the VM rows: a column of the loss table, and the I/O table's CPU column
+    md = run_cli("report", doc["run_id"], "--format", "markdown").stdout
+    assert "emulated CPU |" in md, md[-3000:]
+    io_rows = [
+        line
+        for line in md.splitlines()
+        if line.startswith("| vm-") and ("direct" in line or "cached" in line)
+    ]
+    assert len(io_rows) == 2 and all("emulated" in line for line in io_rows), md[-3000:]

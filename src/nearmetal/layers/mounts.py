@@ -131,6 +131,11 @@ class FilesystemLayer(Layer):
     def mount_options(self) -> dict[str, Any]:
         return {}
 
+    def backing_dir(self, ctx: TrialContext) -> Path | None:
+        """The host directory the data really lands in (an overlay's upper directory, a FUSE
+        passthrough's source), for measuring its disk; None: the mounted filesystem itself (tmpfs)."""
+        return None
+
     # shared ----------------------------------------------------------------------------------------------
     def setup(self, ctx: TrialContext) -> None:
         if os.geteuid() != 0:
@@ -153,6 +158,8 @@ class FilesystemLayer(Layer):
         if not is_mounted(self.mountpoint):
             raise NearmetalError(f"{self.kind}: nothing is mounted at {self.mountpoint} after mounting")
         ctx.endpoints["test_dir"] = ctx.endpoints["test_dir_host"] = str(self.mountpoint)
+        # where the workload's files really are (fio reads that disk's counters: workloads/fio.py)
+        ctx.endpoints["test_dir_backing"] = str(self.backing_dir(ctx) or self.mountpoint)
         ctx.placement[self.kind] = {
             "mountpoint": str(self.mountpoint),
             "fstype": next((t for p, t in mounts() if p == str(self.mountpoint)), self.fstype),

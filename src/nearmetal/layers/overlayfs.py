@@ -58,3 +58,7 @@ class OverlayfsLayer(FilesystemLayer):
 
     def mount_options(self) -> dict[str, Any]:
         return {"options": self.config.options} if self.config.options else {}
+
+    def backing_dir(self, ctx: TrialContext) -> Path | None:
+        assert self.layer_dir is not None
+        return self.layer_dir / "upper"  # new files land there

@@ -112,6 +112,9 @@ class SquashfuseLayer(FilesystemLayer):
     def mount_options(self) -> dict[str, Any]:
         return {"compression": self.config.compression, "image_bytes": self.image_bytes}
 
+    def backing_dir(self, ctx: TrialContext) -> Path | None:
+        return self.layer_dir  # the image file
+
     def collect(self, ctx: TrialContext) -> list[Metric]:
         if self.build_s is None:
             return []

@@ -3,10 +3,18 @@
 memfd shared memory, the seed's kata-virtiofs rows).
 
 The guest is Debian's kernel (``linux-image-amd64``: the cloud kernel lacks 9p) booted with nearmetal's
-initramfs (busybox, the workload's programs and their libraries, the 9p/virtio-fs modules; see
+initramfs (busybox, the workload's programs and their libraries, the 9p/virtio-fs/virtio-serial modules; see
 ``vm_guest``). Each wrapped process becomes one boot: the guest mounts the share at ``/nearmetal/test``, runs
-the command (passed base64-encoded on the kernel command line), reports its status on the console and
-powers off; ``vm_guest.relay`` turns that status into the wrapped process's exit code.
+the command (its arguments and environment passed as data: each item base64-encoded on the kernel command
+line, never evaluated by a shell), writes the command's stdout to a virtio-serial port of its own and its
+exit status to another, and powers off; ``vm_guest.relay`` turns those into the wrapped process's stdout
+and exit code, and the console (boot log, the command's stderr) into its stderr.
+
+O_DIRECT: virtio-fs passes the guest's O_DIRECT on to the host file when ``direct_io`` is on
+(``virtiofsd -o allow_direct_io``; virtiofsd's own default drops it). QEMU's 9p server always drops it, so a
+9p row's direct I/O is served by the host's page cache; fio's ``disk_read_share_pct`` shows which. The
+kernel and initramfs a boot reads are read (and their disk reads counted) before the guest starts, in
+``io-excluded.json``, so that fio leaves them out of the disk's bytes.
 
 Acceleration: ``accel: auto`` uses KVM only when a short timing probe (a boot under KVM vs under TCG, cached
 per host) shows it really is faster; otherwise TCG with ``-cpu max``, and every trial of this layer then
@@ -22,7 +30,7 @@ import base64
 import contextlib
 import json
 import os
-import shlex
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +46,7 @@ from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext
 from nearmetal.layers.container import cache_dir
 from nearmetal.layers.mounts import remove_tree
+from nearmetal.metrics import Metric
 from nearmetal.units import parse_size
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
@@ -59,6 +68,11 @@ class VmConfig(LayerConfig):
         "(none, loose, mmap, fscache; auto means none)",
     )
     dax: bool = Field(False, description="virtio-fs DAX window (needs a QEMU with cache-size)")
+    direct_io: bool = Field(
+        True,
+        description="virtio-fs: keep the guest's O_DIRECT on the host file (virtiofsd -o allow_direct_io); "
+        "false: virtiofsd's default, which drops it (9p always drops it)",
+    )
     dax_window: str = Field("1g", description="DAX window size")
     msize: int = Field(512 * 1024, ge=8192, le=16 * 1024 * 1024, description="9p message size")
     accel: Literal["auto", "kvm", "tcg"] = Field(
@@ -156,12 +170,32 @@ def qemu_argv(
     return argv
 
 
-def kernel_append(share: str, options: str, command: str) -> str:
-    encoded = base64.b64encode(command.encode()).decode()
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _items(values: list[str]) -> str:
+    """Each value base64-encoded on its own, comma-separated (no comma in the base64 alphabet); "-" for
+    none (the kernel drops an empty ``name=``)."""
+    return ",".join(base64.b64encode(v.encode()).decode() for v in values) or "-"
+
+
+def kernel_append(share: str, options: str, argv: list[str], env: dict[str, str] | None = None) -> str:
+    """The guest kernel's command line: the share, and the command and its environment as data."""
+    for key, value in (env or {}).items():
+        if not ENV_KEY_RE.match(key):
+            raise NearmetalError(
+                f"environment variable name {key!r} cannot be passed to the VM guest",
+                fix="use letters, digits and _ only, not starting with a digit",
+            )
+        if "\0" in value:
+            raise NearmetalError(f"environment variable {key} holds a NUL byte", fix="remove it")
+    if not argv or not argv[0] or "=" in argv[0] or argv[0].startswith("-") or any("\0" in a for a in argv):
+        raise NearmetalError(f"cannot run {argv[:1]!r} in the VM guest", fix="give a program name")
     append = (
         # no_timer_check: under a slow emulated CPU the IO-APIC timer check fails and the boot panics
         "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check rdinit=/init "
-        f"nearmetal_fs={share} nearmetal_opts={options or 'defaults'} nearmetal_cmd={encoded}"
+        f"nearmetal_fs={share} nearmetal_opts={options or 'defaults'} "
+        f"nearmetal_env={_items([f'{k}={v}' for k, v in (env or {}).items()])} nearmetal_argv={_items(argv)}"
     )
     if len(append) > CMDLINE_LIMIT:
         raise NearmetalError(
@@ -309,6 +343,7 @@ class VmLayer(Layer):
             f"source={self.test_dir_host}",
             "-o",
             f"cache={cache_mode}",
+            *(["-o", "allow_direct_io"] if self.config.direct_io else []),
             "-f",
         ]
         log = open(self.layer_dir.parent / f"virtiofsd-{name}.log", "wb")  # noqa: SIM115
@@ -336,15 +371,53 @@ class VmLayer(Layer):
         binaries.append(Path(program))
         initrd = build_initramfs_for(self.kernel, binaries)
         name = ctx.host_name("vm", process.label())
-        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in process.env.items())
-        command = exports + shlex.join([Path(program).name, *process.argv[1:]])
+        guest_argv = ["/usr/bin/" + Path(program).name, *process.argv[1:]]
+        kernel_append(self.config.share, "", guest_argv, process.env)  # refuse before virtiofsd starts
         share_args, options = self._share(name)
-        append = kernel_append(self.config.share, options, command)
-        argv = qemu_argv(self.config, self.kernel, initrd, self.accel, name, append, share_args)
+        append = kernel_append(self.config.share, options, guest_argv, process.env)
         self.boots += 1
-        process.argv = [sys.executable, "-m", "nearmetal.layers.vm_guest", *argv]
+        # the workload's stdout and exit status, each on a virtio-serial port of its own
+        out_fifo = self.layer_dir / f"stdout-{self.boots}"
+        status_file = self.layer_dir / f"status-{self.boots}"
+        os.mkfifo(out_fifo, 0o600)
+        ports = serial_ports(out_fifo, status_file)
+        argv = qemu_argv(self.config, self.kernel, initrd, self.accel, name, append, [*share_args, *ports])
+        self._read_boot_files(ctx, [bootable_kernel(self.kernel), initrd])
+        process.argv = [
+            sys.executable, "-m", "nearmetal.layers.vm_guest",
+            "--stdout", str(out_fifo), "--status", str(status_file), "--", *argv,
+        ]  # fmt: skip
         process.env = {}
         return process
+
+    def _read_boot_files(self, ctx: TrialContext, files: list[Path]) -> None:
+        """Read the kernel and initramfs QEMU will load now, and record what that cost the disk they are on,
+        so that a workload measuring its disk's counters (fio) leaves it out."""
+        from nearmetal.telemetry import diskio
+
+        for path in files:
+            backing = diskio.backing_of(path)
+            before = diskio.counters(backing.majmin) if backing.kind == "disk" else None
+            with open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            after = diskio.counters(backing.majmin) if backing.kind == "disk" else None
+            if before is None or after is None:
+                continue
+            record_path = ctx.trial_dir / "io-excluded.json"
+            record: dict[str, Any] = {"device": backing.device, "read_bytes": 0, "write_bytes": 0}
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(record_path.read_text())
+            if record.get("device") != backing.device:
+                continue
+            record["read_bytes"] += after[0] - before[0]
+            record["why"] = "the VM's kernel and initramfs, read before the guest started"
+            record_path.write_text(json.dumps(record) + "\n")
+
+    def collect(self, ctx: TrialContext) -> list[Metric]:
+        """A flag the loss tables show beside the row (``report.tables.MODE_COLUMNS``): 1 = the guest ran on
+        an emulated CPU (TCG), so its figures are not representative of production."""
+        return [Metric("cpu_emulated", 1.0 if self.accel == "tcg" else 0.0, "flag", "lower", "vm")]
 
     def teardown(self, ctx: TrialContext) -> None:
         for daemon in self.daemons:
@@ -364,6 +437,23 @@ class VmLayer(Layer):
         if self.layer_dir is not None:
             remove_tree(self.layer_dir)
             self.layer_dir = None
+
+
+def _chardev_path(path: Path) -> str:
+    return str(path).replace(",", ",,")  # QEMU's option syntax doubles a comma in a value
+
+
+def serial_ports(out_fifo: Path, status_file: Path) -> list[str]:
+    """QEMU arguments for the guest's output and status ports (virtio-serial), apart from its console."""
+    from nearmetal.layers.vm_guest import OUT_PORT, STATUS_PORT
+
+    return [
+        "-device", "virtio-serial-pci,id=nmser",
+        "-chardev", f"file,id=nmout,path={_chardev_path(out_fifo)}",
+        "-device", f"virtserialport,bus=nmser.0,chardev=nmout,name={OUT_PORT}",
+        "-chardev", f"file,id=nmstatus,path={_chardev_path(status_file)}",
+        "-device", f"virtserialport,bus=nmser.0,chardev=nmstatus,name={STATUS_PORT}",
+    ]  # fmt: skip
 
 
 def bootable_kernel(kernel: Path) -> Path:
@@ -406,7 +496,7 @@ def kvm_probe(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
 def _timed_boot(config: VmConfig, kernel: Path, initrd: Path, accel: str, timeout: float) -> float | None:
     # named like every nearmetal host object, so `nearmetal cleanup` would find a probe that outlived us
     argv = qemu_argv(
-        config, kernel, initrd, accel, "nearmetal-kvm-probe-", kernel_append("none", "", "true"), []
+        config, kernel, initrd, accel, "nearmetal-kvm-probe-", kernel_append("none", "", ["true"]), []
     )
     started = time.perf_counter()
     # its own session, so a boot that misses the deadline goes down with QEMU (the relay's child) too

@@ -1,6 +1,17 @@
 """The guest side of the vm layer: nearmetal's initramfs (busybox, the workload's binaries and their shared
-libraries, the kernel modules for 9p and virtio-fs, and an init script) and the console relay that turns a
-guest's exit status into the wrapped process's own.
+libraries, the kernel modules for 9p, virtio-fs and virtio-serial, and an init script) and the relay that
+turns what the guest reports into the wrapped process's output and exit status.
+
+Channels: the workload's stdout goes to its own virtio-serial port (``nearmetal.out``, a FIFO on the host
+that the relay copies to its stdout as it comes), its exit status to another (``nearmetal.status``, a file);
+the serial console carries the boot log and the workload's stderr only, and goes to the relay's stderr. A
+kernel message printed while the workload writes (``reboot: Power down``) can no longer land inside its
+output.
+
+The command and its environment reach the guest as data: every argument and every ``NAME=value`` is
+base64-encoded on its own (comma-separated on the kernel command line); the init script decodes each into
+one positional parameter and runs ``env -i PATH=… NAME=value… PROGRAM ARG…``: nothing of the plan is ever
+parsed by the guest's shell.
 
 The initramfs is an uncompressed ``newc`` cpio archive written here (no ``cpio`` program needed), cached in
 ``~/.cache/nearmetal/vm`` under a hash of everything that goes into it, so it is built once per host.
@@ -8,6 +19,7 @@ The initramfs is an uncompressed ``newc`` cpio archive written here (no ``cpio``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import lzma
@@ -17,7 +29,9 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from nearmetal.errors import NearmetalError
 
@@ -28,9 +42,14 @@ GUEST_MODULES = (
     "9pnet_virtio",
     "9p",
     "virtiofs",
+    "virtio_console",
 )
-INIT_VERSION = "3"
-INIT_SCRIPT = r"""#!/bin/busybox sh
+OUT_PORT = "nearmetal.out"
+STATUS_PORT = "nearmetal.status"
+GUEST_PATH = "/bin:/sbin:/usr/bin:/usr/sbin"
+INIT_VERSION = "4"
+INIT_SCRIPT = (
+    r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
@@ -39,14 +58,36 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
 for module in $(cat /etc/nearmetal-modules); do insmod "/lib/modules/$module" 2>/dev/null; done
-fs=; opts=; cmd=
+set -f
+fs=; opts=; argv=; envs=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     nearmetal_fs=*) fs="${arg#nearmetal_fs=}" ;;
     nearmetal_opts=*) opts="${arg#nearmetal_opts=}" ;;
-    nearmetal_cmd=*) cmd="${arg#nearmetal_cmd=}" ;;
+    nearmetal_argv=*) argv="${arg#nearmetal_argv=}" ;;
+    nearmetal_env=*) envs="${arg#nearmetal_env=}" ;;
   esac
 done
+# the virtio-serial ports, by name (no udev here)
+out=/dev/console; status=
+set +f
+for port in /sys/class/virtio-ports/*; do
+  [ -e "$port/name" ] || continue
+  case "$(cat "$port/name")" in
+    __OUT__) out="/dev/${port##*/}" ;;
+    __STATUS__) status="/dev/${port##*/}" ;;
+  esac
+done
+# one positional parameter per item: data, never code (the x keeps a trailing newline); no globbing
+set -f
+decode() { printf '%s' "$1" | base64 -d; printf x; }
+set -- env -i "PATH=__PATH__"
+IFS=,
+for item in $envs $argv; do
+  [ "$item" = - ] && continue
+  value="$(decode "$item")"; set -- "$@" "${value%x}"
+done
+unset IFS
 mkdir -p /nearmetal/test
 rc=0
 case "$fs" in
@@ -56,15 +97,21 @@ case "$fs" in
 esac
 if [ "$rc" = 0 ]; then
   echo "__START__"
-  eval "$(echo "$cmd" | base64 -d)"
+  "$@" > "$out"
   rc=$?
 fi
 cd /
 sync
 umount /nearmetal/test 2>/dev/null
+[ -n "$status" ] && echo "$rc" > "$status"
 echo "__EXIT__$rc"
 poweroff -f
-""".replace("__START__", START_MARKER).replace("__EXIT__", EXIT_MARKER)
+""".replace("__START__", START_MARKER)
+    .replace("__EXIT__", EXIT_MARKER)
+    .replace("__OUT__", OUT_PORT)
+    .replace("__STATUS__", STATUS_PORT)
+    .replace("__PATH__", GUEST_PATH)
+)
 
 
 def newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
@@ -253,27 +300,69 @@ def build_initramfs(kernel: Path, binaries: list[Path], cache: Path) -> Path:
     return target
 
 
-def relay(argv: list[str]) -> int:
-    """Run QEMU, copy the guest console to stdout (CR LF → LF) and exit with the guest command's status."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+EXIT_RE = re.compile(re.escape(EXIT_MARKER) + r"(\d+)")
+
+
+def _pump(fifo: Path, sink: BinaryIO) -> None:
+    """Copy what the guest writes to its output port (a FIFO QEMU writes) to ``sink`` as it comes."""
+    with contextlib.suppress(OSError), open(fifo, "rb", buffering=0) as source:
+        while chunk := source.read(65536):
+            sink.write(chunk)
+            sink.flush()
+
+
+def _release(fifo: Path) -> None:
+    """Unblock a reader still waiting for QEMU to open the FIFO (QEMU failed before it did)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def relay(args: list[str]) -> int:
+    """``[--stdout FIFO] [--status FILE] [--] QEMU ARGV…``: run QEMU, copy the guest's output port to
+    stdout and its console (CR LF → LF) to stderr, and exit with the status the guest wrote to its status
+    port (the console's exit marker when there is no port: the KVM probe)."""
+    out_fifo: Path | None = None
+    status_file: Path | None = None
+    while args and args[0] in ("--stdout", "--status"):
+        if args[0] == "--stdout":
+            out_fifo = Path(args[1])
+        else:
+            status_file = Path(args[1])
+        args = args[2:]
+    if args and args[0] == "--":
+        args = args[1:]
+    pump = None
+    if out_fifo is not None:
+        pump = threading.Thread(target=_pump, args=(out_fifo, sys.stdout.buffer), daemon=True)
+        pump.start()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
-    status: int | None = None
+    console_status: int | None = None
     started = False
-    out = sys.stdout.buffer
     for raw in proc.stdout:
         line = raw.replace(b"\r\n", b"\n").replace(b"\r", b"")
-        text = line.decode(errors="replace").strip()
-        if text.startswith(EXIT_MARKER):
-            status = int(text[len(EXIT_MARKER) :] or 1)
+        text = line.decode(errors="replace")
+        found = EXIT_RE.search(text)
+        if found:
+            console_status = int(found.group(1))
             continue
-        if text == START_MARKER:
+        if text.strip() == START_MARKER:
             started = True
             continue
-        # the boot log goes to stderr; what the guest command prints goes to stdout
-        target = out if started else sys.stderr.buffer
+        # without an output port (the KVM probe) the command's output is on the console after the start
+        target = sys.stdout.buffer if started and out_fifo is None else sys.stderr.buffer
         target.write(line)
         target.flush()
     proc.wait()
+    if pump is not None and out_fifo is not None:
+        _release(out_fifo)
+        pump.join(timeout=30)
+    status: int | None = None
+    if status_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            status = int(status_file.read_text().strip())
+    if status is None:
+        status = console_status
     if status is None:
         sys.stderr.write(
             f"nearmetal: the VM ended (qemu exit {proc.returncode}) before the guest reported a status\n"

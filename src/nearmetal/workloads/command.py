@@ -64,6 +64,11 @@ class CommandParams(WorkloadParams):
         description="Debian package that has argv[0], for the error message",
     )
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env(value)
+
     @field_validator("argv")
     @classmethod
     def _no_empty(cls, value: list[str]) -> list[str]:
@@ -72,6 +77,22 @@ class CommandParams(WorkloadParams):
         if any("\0" in a for a in value):
             raise ValueError("arguments cannot contain NUL bytes")
         return value
+
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_env(value: dict[str, str]) -> dict[str, str]:
+    """Environment variable names a process (or a VM guest) can carry as data: letters, digits and _,
+    not starting with a digit; values without NUL bytes."""
+    for key, item in value.items():
+        if not ENV_NAME_RE.match(key):
+            raise ValueError(
+                f"{key!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
+            )
+        if "\0" in item:
+            raise ValueError(f"the value of {key} holds a NUL byte")
+    return value
 
 
 def _json_get(doc: Any, path: str) -> Any:

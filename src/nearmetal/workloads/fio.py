@@ -19,6 +19,14 @@ side's percentiles; any fio repeats ``filename`` in ``job options``), one entry 
 ``client_stats`` (client/server mode), and json+ latency histograms (``bins``), which make exact
 percentiles when several jobs are merged. Groups run one after another (``stonewall``, ``new_group``) are
 reported per group, ``g<groupid>_…`` (see ``parse_fio_json``).
+
+What the I/O really was: a job that reads gets its files laid out by ``prepare`` (random data, written and
+synced); with ``drop_caches`` every file is then evicted from the page cache at the mount and at the
+directory that backs it (``test_dir_backing``, set by filesystem layers), so fio starts cold through any
+layer (``drop_caches_scope: host`` also drops the whole host's caches). ``prepare`` records the backing disk's byte counters (``telemetry.diskio``) and ``parse`` reads them
+again: ``disk_read_share_pct`` / ``disk_write_share_pct`` are the bytes the disk moved as a share of the
+bytes fio moved (≈100 % direct I/O, ≈0 % page cache; a layer whose daemon drops O_DIRECT shows here).
+Boot files a VM layer read during the trial are left out (``io-excluded.json``).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
+from nearmetal.telemetry import diskio
 from nearmetal.units import mem_available_bytes, parse_size
 from nearmetal.workloads.base import (
     ParseError,
@@ -94,6 +103,10 @@ DATA_DIR_NAME = "fio-data"
 FILE_PREFIX = "job"
 FILE_SUFFIX = ".dat"
 PREPARE_RECORD = "fio-prepare.json"
+# bytes a layer read from the disk during the trial that were not fio's (a VM's kernel and initramfs)
+EXCLUDED_RECORD = "io-excluded.json"
+READ_PATTERNS = frozenset({"read", "randread", "randrw", "readwrite", "rw"})
+LAYOUT_CHUNK = 1024 * 1024
 JOB_RECORD = "fio-job.fio"
 # percentiles the metrics carry: (fio's key as a number, metric name suffix)
 PERCENTILES: list[tuple[float, str]] = [(50.0, "p50"), (95.0, "p95"), (99.0, "p99"), (99.9, "p99_9")]
@@ -125,7 +138,15 @@ class FioParams(WorkloadParams):
         None, description="test directory when no layer sets one (default: <trial dir>/fio-data)"
     )
     drop_caches: bool = Field(
-        True, description="write 3 to /proc/sys/vm/drop_caches before each trial where permitted"
+        True,
+        description="start every trial cold: drop the data files' pages from the page cache, at the mount "
+        "and at the directory behind it (a FUSE daemon's or an overlay's files)",
+    )
+    drop_caches_scope: Literal["files", "host"] = Field(
+        "files",
+        description="files: the data files only; host: also write 3 to /proc/sys/vm/drop_caches where "
+        "permitted (every process on the host then re-reads its files from the disk during the trial, "
+        "which blurs disk_read_share_pct on a shared host)",
     )
     options: dict[str, str | int | float] = Field(
         default_factory=dict, description="more fio options, e.g. {norandommap: 1}"
@@ -247,6 +268,109 @@ def check_sizes(params: FioParams, data_dir: Path) -> None:
         )
 
 
+def lay_out(params: FioParams, directory: Path) -> int:
+    """Write the files a reading job reads (what fio would lay out at its start), so their pages can be
+    dropped before fio starts; files already at full size (a read-only image's) are left alone. Returns
+    the bytes written."""
+    if params.rw not in READ_PATTERNS:
+        return 0
+    written = 0
+    block = os.urandom(LAYOUT_CHUNK)  # not zeros: a thin-provisioned disk would not store them
+    for job in range(params.numjobs):
+        path = directory / f"{FILE_PREFIX}{job}{FILE_SUFFIX}"
+        try:
+            have = path.stat().st_size
+        except OSError:
+            have = 0
+        if have >= params.size_bytes:
+            continue
+        with open(path, "r+b" if have else "wb") as f:
+            f.seek(have)
+            left = params.size_bytes - have
+            while left > 0:
+                left -= f.write(block[: min(LAYOUT_CHUNK, left)])
+            written += params.size_bytes - have
+            f.flush()
+            os.fsync(f.fileno())
+    return written
+
+
+def evict(params: FioParams, directories: list[Path]) -> bool:
+    """Drop the data files' pages from the page cache, at the mount and at the directory behind it (a FUSE
+    daemon's file underneath is another inode with pages of its own). Dirty pages are written first (a
+    page is dropped only when clean). False when a file that is there could not be evicted."""
+    ok = True
+    for directory in dict.fromkeys(directories):
+        for job in range(params.numjobs):
+            path = directory / f"{FILE_PREFIX}{job}{FILE_SUFFIX}"
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # a writing job's file fio has not made yet
+            except OSError:
+                ok = False
+                continue
+            try:
+                with contextlib.suppress(OSError):
+                    os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                ok = False
+            finally:
+                os.close(fd)
+    return ok
+
+
+def disk_record(backing_dir: Path) -> dict[str, Any]:
+    """What holds the data and its disk's counters now (``telemetry.diskio``)."""
+    backing = diskio.backing_of(backing_dir)
+    record: dict[str, Any] = backing.to_dict()
+    if backing.kind == "disk":
+        now = diskio.counters(backing.majmin)
+        if now is not None:
+            record.update(read_bytes=now[0], write_bytes=now[1], boot_id=diskio.boot_id())
+    return record
+
+
+def disk_metrics(record: dict[str, Any], excluded: dict[str, Any], metrics: list[Metric]) -> list[Metric]:
+    """The disk's bytes during the trial as shares of fio's (``disk_read_share_pct`` …); [] when the
+    record is from another boot or host, or the data is not on a disk."""
+    if (
+        record.get("kind") != "disk"
+        or "read_bytes" not in record
+        or record.get("boot_id") != diskio.boot_id()
+    ):
+        return []
+    now = diskio.counters(str(record.get("majmin", "")))
+    if now is None:
+        return []
+    by_name = {m.name: m.value for m in metrics}
+    if "read_io_MiB" in by_name or "write_io_MiB" in by_name:
+        read_mib, write_mib = by_name.get("read_io_MiB"), by_name.get("write_io_MiB")
+    else:  # one direction did all the I/O: the job's pattern says which
+        io_mib = by_name.get("io_MiB")
+        read_mib, write_mib = (io_mib, None) if record.get("rw") in READ_PATTERNS else (None, io_mib)
+    skip = excluded if excluded.get("device") == record.get("device") else {}
+    disk_read = max(0, now[0] - int(record["read_bytes"]) - int(skip.get("read_bytes", 0)))
+    disk_write = max(0, now[1] - int(record["write_bytes"]) - int(skip.get("write_bytes", 0)))
+    out = [
+        Metric("disk_read_MiB", disk_read / 1024**2, "MiB", "lower", "diskstats"),
+        Metric("disk_write_MiB", disk_write / 1024**2, "MiB", "lower", "diskstats"),
+    ]
+    # the share of fio's bytes the disk moved: ~100 = direct I/O, ~0 = the page cache served it
+    if read_mib:
+        out.append(
+            Metric("disk_read_share_pct", 100.0 * disk_read / 1024**2 / read_mib, "%", "higher", "diskstats")
+        )
+    if write_mib:
+        out.append(
+            Metric(
+                "disk_write_share_pct", 100.0 * disk_write / 1024**2 / write_mib, "%", "higher", "diskstats"
+            )
+        )
+    return out
+
+
 def drop_caches() -> str:
     """Write back dirty pages and drop the page cache, dentries and inodes; says what happened."""
     try:
@@ -284,8 +408,15 @@ class FioWorkload(Workload):
         seen, host = self._dirs(params, ctx)
         host.mkdir(parents=True, exist_ok=True)
         check_sizes(params, host)
-        record = {"directory": seen, "host_directory": str(host), "direct": params.direct}
-        record["drop_caches"] = drop_caches() if params.drop_caches else "not asked"
+        backing = Path(str(ctx.endpoints.get("test_dir_backing") or host))
+        record: dict[str, Any] = {"directory": seen, "host_directory": str(host), "direct": params.direct}
+        record["laid_out_bytes"] = lay_out(params, host)
+        record["drop_caches"] = "not asked"
+        if params.drop_caches:
+            host_drop = drop_caches() if params.drop_caches_scope == "host" else "dropped"
+            evicted = evict(params, [host, backing])
+            record["drop_caches"] = host_drop if evicted else "could not evict the data files"
+        record["disk"] = {**disk_record(backing), "rw": params.rw}
         (ctx.trial_dir / PREPARE_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         job = "[nearmetal-fio-job]\n" + "".join(
             f"{k}={v}\n" for k, v in job_options(params, seen) if k != "name"
@@ -303,11 +434,28 @@ class FioWorkload(Workload):
         record = output.files.get(PREPARE_RECORD)
         if record is not None and record.exists():
             with contextlib.suppress(OSError, ValueError):
-                state = json.loads(record.read_text()).get("drop_caches", "")
+                prepared = json.loads(record.read_text())
+                state = prepared.get("drop_caches", "")
                 metrics.append(
                     Metric("caches_dropped", 1.0 if state == "dropped" else 0.0, "flag", "higher", "fio")
                 )
+                excluded: dict[str, Any] = {}
+                extra = output.files.get(EXCLUDED_RECORD)
+                if extra is not None and extra.exists():
+                    excluded = json.loads(extra.read_text())
+                metrics += disk_metrics(prepared.get("disk") or {}, excluded, metrics)
         return metrics
+
+    def placement(self, output: TrialOutput, params: FioParams | None = None) -> dict[str, Any]:
+        """What holds fio's files: {"fio_data": {"kind": "disk"|"memory"|"unknown", "device", "fstype"}}."""
+        record = output.files.get(PREPARE_RECORD)
+        try:
+            disk = json.loads(record.read_text()).get("disk") if record is not None else None
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(disk, dict):
+            return {}
+        return {"fio_data": {k: disk[k] for k in ("kind", "device", "fstype") if disk.get(k)}}
 
     def parse_file(self, path: Path) -> list[Metric]:
         return parse_fio_json(path.read_text(errors="replace"))
