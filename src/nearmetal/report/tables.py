@@ -160,7 +160,9 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             elif comp is None:
                 verdict = "no baseline value to compare"
             else:
-                verdict = short_verdict(comp)
+                # the guard of CPU studies: outside work, not the layer, may have made the difference
+                contended = results.contention_verdict(cell)
+                verdict = contended or short_verdict(comp)
                 hierarchical = hierarchical or comp.loss.hierarchical
             value = None
             if cm is not None:
@@ -178,7 +180,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                     verdict,
                 ]
             )
-            sig.append(None if comp is None else comp.loss.significant)
+            sig.append(None if comp is None or verdict.startswith("contended") else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
         notes = [method_note(results, direction, hierarchical)]
@@ -275,6 +277,7 @@ def run_header(results: Results) -> list[tuple[str, str]]:
             f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
         ),
         *skipped_lines(results),
+        *preflight_lines(results),
     ]
     info = run.info or {}
     repeats = info.get("repeats") or {}
@@ -294,6 +297,23 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         else:
             header.append(("repeats", f"fixed: {repeats.get('min')} per cell; order {order}"))
     return header
+
+
+def preflight_lines(results: Results) -> list[tuple[str, str]]:
+    """The CPU study's look at the host before its first trial (runner._contention_preflight)."""
+    pre = next((e["detail"] for e in results.events if e.get("kind") == "contention-preflight"), None)
+    if not pre:
+        return []
+    top = ", ".join(f"{t['name']} {t['cpu_s']:.1f} s" for t in pre.get("top") or [])
+    return [
+        (
+            "host before the run",
+            f"{'BUSY: ' if pre.get('busy') else ''}outside processes used {pre.get('outside_cpu_pct', 0):.0f}% of"
+            f" one CPU over {pre.get('seconds', 0):.1f} s"
+            + (f" ({top})" if top else "")
+            + f", steal {pre.get('steal_pct', 0):.1f}%, load average {pre.get('loadavg_1m', 0):.2f}",
+        )
+    ]
 
 
 def failure_lines(results: Results, limit: int = 10) -> list[str]:
