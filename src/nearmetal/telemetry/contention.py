@@ -166,13 +166,14 @@ class HostSampler:
         self._marker = f"{RUN_MARKER}={run_id}".encode() if run_id else None
         self._procs: dict[tuple[str, int], _Proc] = {}
         self._gone: dict[tuple[str, int], _Proc] = {}
-        self._window_start_ticks = 0
         self._cpu0: tuple[int, int, int] | None = None
         self._cpu1: tuple[int, int, int] | None = None
         self._t0 = 0.0
         self._t1 = 0.0
         self._loads: list[float] = []
         self.samples = 0
+        # ticks a subtraction took beyond a parent's increase (a child reaped by another process)
+        self.clamped_ticks = 0
         self._sampler_cpu = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -217,6 +218,8 @@ class HostSampler:
             if proc is None:
                 continue
             delta = ticks - proc.last - subtract.pop(int(key[0]), 0)
+            if delta < 0:
+                self.clamped_ticks -= delta
             proc.counted += max(0, delta)
             proc.last = ticks
             proc.ppid = ppid
@@ -226,8 +229,9 @@ class HostSampler:
             comm, ppid, ticks, kthread = seen[key]
             kind = self._kind(key[0], ppid, kthread, by_pid)
             by_pid[int(key[0])] = kind
-            # born inside the window: everything it used counts; present at the start: the baseline
-            counted = 0 if first or key[1] <= self._window_start_ticks else ticks
+            # not there at the first scan, so born inside the window: everything it used counts (a start
+            # time compared with the window's start would miss processes born in the same clock tick)
+            counted = 0 if first else ticks
             self._procs[key] = _Proc(comm, ppid, ticks, kind, counted)
         self._loads.append(loadavg_1m())
         self.samples += 1
@@ -237,8 +241,6 @@ class HostSampler:
         cpu0 = time.thread_time()
         self._t0 = time.monotonic()
         self._cpu0 = cpu_times()
-        with open("/proc/uptime") as f:
-            self._window_start_ticks = int(float(f.read().split()[0]) * _TICK)
         self._scan(first=True)
         self._sampler_cpu += time.thread_time() - cpu0
         return self
@@ -299,6 +301,16 @@ class HostSampler:
                 {"name": name, "processes": n, "cpu_s": round(ticks / _TICK, 2)} for name, (ticks, n) in top
             ],
         )
+
+
+def busiest(sampler: HostSampler, limit: int = TOP) -> list[tuple[int, str, float]]:
+    """The outside processes that used most CPU in the sampler's window: (pid, name, CPU seconds)."""
+    procs = [
+        (int(key[0]), proc.comm, proc.counted / _TICK)
+        for key, proc in [*sampler._procs.items(), *sampler._gone.items()]
+        if proc.kind == "outside" and proc.counted > 0
+    ]
+    return sorted(procs, key=lambda p: -p[2])[:limit]
 
 
 def measure_host(seconds: float = 1.0, interval_s: float = 0.25, run_id: str | None = None) -> Evidence:
