@@ -25,6 +25,7 @@ from nearmetal.backends.base import Execution, ProcessResult
 from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
+from nearmetal.telemetry.process import _MAXRSS_TO_MIB
 from nearmetal.workloads.base import ProcessSpec
 
 # Joins a process to cgroups before it execs its program. The script is a constant; the cgroup files and
@@ -237,6 +238,10 @@ class LocalBackend:
             kill_group(proc.pid, grace_s=0.5)
         metrics = rusage_metrics(usage, wall_s)
         if sampler:
+            # the summed tree is at least its largest process's own high-water mark (rusage, exact), which a
+            # sample between two peaks can miss
+            largest = int(usage.ru_maxrss * _MAXRSS_TO_MIB * (1 << 20))
+            sampler.peak_rss_bytes = max(sampler.peak_rss_bytes, largest if sampler.samples else 0)
             metrics += sampler.metrics()
         error = None
         running_at_end: dict[str, bool] = {}

@@ -21,6 +21,11 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     ("throttled_pct", "throttled %"),
     ("disk_used_MiB", "disk MiB"),
 ]
+# columns shown for cells of one workload kind only: (metric, header)
+KIND_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    # image-builds promises peak memory: the builder's process tree, summed (telemetry.process.TreeSampler)
+    "image-build": [("tree_rss_peak_MiB", "peak memory MiB")],
+}
 # shown in the tables only (no figure): which I/O mode a fio figure used
 # (1 = O_DIRECT / caches dropped before every trial, 0 = buffered / not permitted)
 MODE_COLUMNS: list[tuple[str, str]] = [
@@ -123,7 +128,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
         name = metric or cells[0].primary_metric
         present_ctx = [
             (m, h)
-            for m, h in [*CONTEXT_COLUMNS, *MODE_COLUMNS]
+            for m, h in [*CONTEXT_COLUMNS, *KIND_COLUMNS.get(cells[0].kind, []), *MODE_COLUMNS]
             if m != name and any(analysis.metric(c.cell_id, m) for c in cells)
         ]
         # show the workload's own CPU-use figure when it has one, the rusage one otherwise
