@@ -197,7 +197,9 @@ class LocalBackend:
             # `finally` that kills it (see nearmetal.interrupts)
             with deferred():
                 if self.host_interval_s and os.path.exists("/proc/stat"):
-                    host = HostSampler(self.host_interval_s).__enter__()
+                    # evidence, never a reason for a trial to fail (a /proc mounted hidepid, say)
+                    with contextlib.suppress(OSError, ValueError):
+                        host = HostSampler(self.host_interval_s).__enter__()
                 t0 = time.perf_counter()
                 proc, result = self._spawn(spec, trial_dir, files)
 
@@ -220,7 +222,8 @@ class LocalBackend:
             if sampler is not None:
                 sampler.__exit__(None, None, None)
             if host is not None:
-                host.__exit__(None, None, None)
+                with contextlib.suppress(OSError, ValueError):
+                    host.__exit__(None, None, None)
             if proc is not None and not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
                 kill_group(proc.pid, grace_s=1.0)
