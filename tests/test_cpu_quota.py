@@ -224,6 +224,11 @@ def test_quick_study_shows_the_08_cpu_cell_as_a_significant_loss(tmp_path: Path)
     result = nearmetal.run_plan(study_path("cpu-quota", quick=True), db=db, workdir=tmp_path / "runs")
     elapsed = time.monotonic() - t0
     results = nearmetal.load_results(result.run_id, db=db)
+    # sized so the quota can bite, loaded host or not: each limited trial does at least a CPU-second of work,
+    # i.e. at least 12 CFS periods at 0.8 CPU (the old quick form did 0.17 CPU-s: 2–3 periods)
+    for cell in results.cells:
+        cpu = results.analysis.metric(cell.cell_id, "cpu_s")
+        assert cpu is not None and min(cpu.values) >= 1.0, (cell.key, cpu.values if cpu else None)
     contended = {
         c.key: noise.describe()
         for c in results.cells
