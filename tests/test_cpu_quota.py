@@ -205,3 +205,39 @@ def test_no_cgroup_or_process_left_after_signal(tmp_path: Path, db_url: str, sig
     assert not nearmetal_cgroups(run_id)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+@needs_cpu_cgroup
+@needs_tool("stress-ng", "lmp")
+def test_quick_study_shows_the_08_cpu_cell_as_a_significant_loss(tmp_path: Path) -> None:
+    """The quick form is sized so the quota bites (issue 17 item 5): its stress-ng and LAMMPS trials last
+    tens of CFS periods, so limit-0.8 is a significant loss on a 2-CPU host. On a host kept busy by other
+    work the bare-metal cell itself gets less than 0.8 CPU and no quota can show: the run's own noise
+    evidence says so, and the test skips with it instead of asserting on an uninterpretable run."""
+    import nearmetal
+    from nearmetal.studies import study_path
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the 0.8-CPU quota costs only against bare metal on 2 or more CPUs")
+    db = f"sqlite:///{tmp_path / 'results.db'}"
+    t0 = time.monotonic()
+    result = nearmetal.run_plan(study_path("cpu-quota", quick=True), db=db, workdir=tmp_path / "runs")
+    elapsed = time.monotonic() - t0
+    results = nearmetal.load_results(result.run_id, db=db)
+    # sized so the quota can bite, loaded host or not: each limited trial does at least a CPU-second of work,
+    # i.e. at least 12 CFS periods at 0.8 CPU (the old quick form did 0.17 CPU-s: 2–3 periods)
+    for cell in results.cells:
+        cpu = results.analysis.metric(cell.cell_id, "cpu_s")
+        assert cpu is not None and min(cpu.values) >= 1.0, (cell.key, cpu.values if cpu else None)
+    contended = {
+        c.key: noise.describe()
+        for c in results.cells
+        if (noise := results.contention.get(c.cell_id)) is not None and noise.is_contended
+    }
+    if contended:
+        pytest.skip(f"host busy during the quick study ({os.getloadavg()[0]:.1f} load): {contended}")
+    rows = {(r["workload"], r["variant"]): r for r in results.table()}
+    for workload in ("stress-ng", "lammps"):
+        row = rows[(workload, "limit-0.8")]
+        assert row["significant"] is True and row["loss_pct"] > 20, row
+    assert elapsed < 120, f"the quick form took {elapsed:.0f} s"

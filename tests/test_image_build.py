@@ -75,8 +75,10 @@ def test_quick_study_builds_for_real_and_leaves_nothing(tmp_path: Path, db_url: 
     assert set(by_variant) == {"buildah-overlay", "buildah-vfs", "podman-overlay"}
     for trials in by_variant.values():
         for metrics in trials:
-            for name in ("build_s", "cpu_s", "max_rss_MiB", "disk_used_MiB", "energy_J"):
+            for name in ("build_s", "cpu_s", "max_rss_MiB", "tree_rss_peak_MiB", "disk_used_MiB", "energy_J"):
                 assert name in metrics, name
+            # the builder's tree at its peak holds at least its largest process (buildah/podman: tens of MiB)
+            assert metrics["tree_rss_peak_MiB"].value >= metrics["max_rss_MiB"].value > 5
     # vfs keeps a full copy of the root filesystem per layer; overlay keeps only each layer's changes
     vfs_disk = min(m["disk_used_MiB"].value for m in by_variant["buildah-vfs"])
     overlay_disk = max(m["disk_used_MiB"].value for m in by_variant["buildah-overlay"])
@@ -94,6 +96,9 @@ def test_quick_study_builds_for_real_and_leaves_nothing(tmp_path: Path, db_url: 
         assert not runroot_dir(storage).exists()
     assert run_id not in Path("/proc/self/mountinfo").read_text()
     assert not find_leftovers(run_id)
+    # the study promises peak memory: every format's table has the column
+    table = run_cli("report", run_id, "--format", "markdown", check=True).stdout
+    assert "peak memory MiB" in table
     json_rows = json.loads(run_cli("report", run_id, "--format", "json", check=True).stdout)["rows"]
     assert {r["variant"] for r in json_rows} == {"buildah-overlay", "buildah-vfs", "podman-overlay"}
 

@@ -63,15 +63,44 @@ def test_half_the_requests_fail_until_the_balancer_notices():
     assert s.requests_failed == 20
     assert s.errors_by_kind == {"timeout": 20}
     assert s.availability_pct == pytest.approx(98.0)
-    # the first failed request started at 5.01 and timed out 1 s later
-    assert s.detect_s == pytest.approx(1.01, abs=1e-6)
+    # the first failed request was sent at 5.01 (detect) and timed out 1 s later (seen)
+    assert s.detect_s == pytest.approx(0.01, abs=1e-6)
+    assert s.first_error_seen_s == pytest.approx(1.01, abs=1e-6)
     # the first success that starts an error-free stretch: 5.40 + 2 ms
     assert s.recover_s == pytest.approx(0.402, abs=1e-6)
+    assert s.detect_s <= s.recover_s
     assert s.steady_s == pytest.approx(0.40, abs=0.06)
     assert s.requests_lost == 20
     assert s.served_by["during"] == {"c2-0": 20} or "c2-0" in s.served_by["during"]
     assert set(s.phases) == {"before", "during", "after"}
     assert s.phase_availability_pct["before"] == 100.0
+
+
+def test_timeline_reads_in_order_when_a_request_in_flight_times_out_late():
+    """Failover as measured (issue 17): a request sent just before the fault to the dying backend times out
+    0.5 s later, while requests sent after the fault fail fast for 0.3 s and then the survivor answers.
+    detect (by sending) ≤ recover ≤ when the client saw the timeout."""
+    cols = steady_log()
+    for i, start in enumerate(cols["start"]):
+        t = start - T0
+        if 4.985 <= t < 4.995:
+            cols["outcome"][i], cols["latency_s"][i] = "timeout", 0.5
+        elif 5.0 <= t < 5.3:
+            cols["outcome"][i], cols["latency_s"][i] = "refused", 0.001
+    s = summarize(as_log(cols), [Fault(T0 + 5.0)])
+    assert s.requests_failed >= 2
+    # the in-flight request was sent before the injection: the fault was visible at once
+    assert s.detect_s == 0.0
+    assert s.recover_s == pytest.approx(0.302, abs=0.011)
+    assert s.first_error_seen_s == pytest.approx(0.001, abs=1e-3)
+    assert s.detect_s <= s.recover_s
+    # only the in-flight timeout fails: the client sees it after the recovery; detect still comes first
+    cols = steady_log()
+    for i, start in enumerate(cols["start"]):
+        if 4.985 <= start - T0 < 4.995:
+            cols["outcome"][i], cols["latency_s"][i] = "timeout", 0.5
+    s = summarize(as_log(cols), [Fault(T0 + 5.0)])
+    assert s.first_error_seen_s > s.recover_s >= s.detect_s == 0.0
 
 
 def test_a_fault_that_never_stops_is_not_recovered():
@@ -201,8 +230,10 @@ def test_recorded_kill_with_health_checks_recovers_in_under_a_second():
     m = parsed("http-kill-c1")
     assert m["recovered"] == 1.0
     assert 0 < m["recover_s"] < 1.0
-    # HAProxy retries a refused connection with a turn-around delay, so the client's 1 s timeout expires first
-    assert m["detect_s"] >= 1.0 and m["errors_timeout"] == m["errors"] > 0
+    # HAProxy retries a refused connection with a turn-around delay, so the client's 1 s timeout expires
+    # first: the client sees the first error after the recovery, but the fault was detected before it
+    assert m["first_error_seen_s"] >= 1.0 and m["errors_timeout"] == m["errors"] > 0
+    assert 0 <= m["detect_s"] <= m["recover_s"]
     assert 95 < m["availability_pct"] < 100
 
 

@@ -23,6 +23,7 @@ from nearmetal.analysis import (
     describe_loss,
     loss_intervals,
 )
+from nearmetal.analysis import contention as contention_analysis
 from nearmetal.analysis.bootstrap import Sample
 from nearmetal.analysis.stats import loss_definition
 from nearmetal.analysis.stopping import FAILED, FIXED, INTERRUPTED, RUNNING, StopRecord
@@ -273,6 +274,40 @@ class Results:
     def baseline_variant(self) -> str | None:
         return next((c.variant for c in self.cells if c.is_baseline), None)
 
+    # --- contention: what else used the CPU while each cell ran (issue 16 item 9, issue 17 item 3) ------
+    @property
+    def contention_guard(self) -> bool:
+        return bool((self.plan.get("analysis") or {}).get("contention_guard", False))
+
+    @cached_property
+    def contention(self) -> dict[str, contention_analysis.CellContention]:
+        """cell_id → the outside CPU use its measured trials saw (cells without evidence are absent)."""
+        threshold = float(
+            (self.plan.get("analysis") or {}).get(
+                "max_outside_cpu_pct", contention_analysis.DEFAULT_MAX_OUTSIDE_CPU_PCT
+            )
+        )
+        noises: dict[str, list[contention_analysis.TrialNoise | None]] = {}
+        for t in self.trials:
+            if t.status == "ok" and not t.is_warmup:
+                noises.setdefault(t.cell_id, []).append(
+                    contention_analysis.TrialNoise.from_placement(t.placement)
+                )
+        out = {cid: contention_analysis.assess_cell(n, threshold) for cid, n in noises.items()}
+        return {cid: c for cid, c in out.items() if c.trials}
+
+    def contention_verdict(self, cell: CellInfo) -> str | None:
+        """'contended — not interpretable' when the plan's guard is on and the cell or its baseline ran
+        beside outside work; None otherwise."""
+        base = next(
+            (c for c in self.cells if c.is_baseline and c.comparison_key == cell.comparison_key), None
+        )
+        return contention_analysis.contention_verdict(
+            self.contention.get(cell.cell_id),
+            self.contention.get(base.cell_id) if base is not None else None,
+            self.contention_guard,
+        )
+
     # --- why each cell stopped ----------------------------------------------------------------------
     @cached_property
     def stop_records(self) -> dict[str, StopRecord]:
@@ -359,7 +394,15 @@ class Results:
                     loss_definition=loss_definition(est.direction),
                     interval_note=est.note,
                     significant=est.significant,
-                    verdict=describe_loss(est),
+                    verdict=self.contention_verdict(cell) or describe_loss(est),
+                )
+            noise = self.contention.get(cell.cell_id)
+            if noise is not None:
+                row.update(
+                    outside_cpu_pct=noise.mean_outside_pct,
+                    contended_trials=noise.contended,
+                    contended=noise.is_contended,
+                    outside_processes=[name for name, _ in noise.top[:5]],
                 )
             rows.append(row)
         return rows
@@ -459,6 +502,11 @@ class Results:
                         f" {cfg.outlier_k:g}·MAD (trials {which}{more}); kept in the statistics",
                     )
                 )
+            noise = self.contention.get(cell.cell_id)
+            if noise is not None:
+                line = contention_analysis.contention_warning(cell.key, noise, self.contention_guard)
+                if line:
+                    out.append((cell, line))
             comp = self.analysis.comparison(cell.cell_id, name)
             if comp is not None and comp.loss.check_agrees is False:
                 est = comp.loss

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import secrets
@@ -45,6 +46,8 @@ from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import Requirement
 
 DEFAULT_WORKDIR = "nearmetal-runs"
+# how long a CPU study measures the host's outside CPU use before its first trial
+PREFLIGHT_S = 1.0
 
 
 class RunInterrupted(Exception):
@@ -776,6 +779,7 @@ class Runner:
             self._start_run()
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
         self.progress.start(total, self.plan.name, self.run_id)
+        self._contention_preflight()
         status = "finished"
         with _interrupts_as_exceptions() as caught:
             try:
@@ -810,6 +814,37 @@ class Runner:
                 raise
         self._end(status)
         return RunResult(self.run_id, self.store.url, self.records, status, self.run_dir)
+
+    def _contention_preflight(self) -> None:
+        """A CPU study (``analysis.contention_guard``) first measures what else uses the CPU for a second:
+        a busy host is named before an hour of trials, and the reading is stored as a ``contention-preflight``
+        event. The per-trial evidence (``telemetry.contention``) decides the verdicts; this only warns."""
+        if not self.plan.analysis.contention_guard or getattr(self.backend, "run_trials", None) is not None:
+            return
+        from nearmetal.analysis.contention import TrialNoise, trial_contended
+        from nearmetal.telemetry.contention import measure_host
+
+        try:
+            evidence = measure_host(PREFLIGHT_S, run_id=self.run_id)
+        except OSError:
+            return
+        threshold = self.plan.analysis.max_outside_cpu_pct
+        busy = trial_contended(
+            TrialNoise(evidence.outside_cpu_pct, evidence.steal_pct, evidence.loadavg, evidence.cpus),
+            threshold,
+        )
+        self.store.add_event(self.run_id, "contention-preflight", {**evidence.to_dict(), "busy": busy})
+        if busy:
+            note = getattr(self.progress, "note", None)
+            text = (
+                f"the host is busy: {evidence.describe()}. Trials that run beside more than {threshold:g}% of"
+                " one CPU of outside work will read 'contended — not interpretable'; stop those programs"
+                " (`nearmetal doctor --check host-contention` names them) or run on an idle host"
+            )
+            if note is not None:
+                note(text)
+            else:
+                logging.getLogger(__name__).warning(text)
 
     def _sweep(self, after: str) -> None:
         """No process of the run may outlive its trial: one that did (a layer or backend that lost track

@@ -9,8 +9,12 @@ same clock. From these:
 - **availability** = successful / all requests (per phase too);
 - **phases**: *before* the first injection, *during* (until the last healing, or until steady state returned
   when nothing healed), *after*;
-- **time to detect** = from the injection to the completion of the first failed request (the moment a client
-  saw the fault);
+- **time to detect** = from the injection to the *sending* of the first request that failed (0 for a request
+  already in flight when the fault hit): when the fault became visible to traffic. Timed by sending, not by
+  completion, so the timeline reads in order (detect ≤ recover): a request sent just before the fault that
+  times out after the client's timeout completes long after the surviving path took over (issue 17:
+  failover read "detect 0.511 s, recover 0.376 s"). When the client *saw* the first error (its completion,
+  timeouts included) is kept as ``first_error_seen_s``;
 - **time to recover** = from the injection to the completion of the first success that starts an error-free
   stretch of ``stable_s`` (the surviving path took over, or the fault healed); 0 when nothing failed;
 - **time to steady state** = from the injection to the start of the first window of ``stable_s`` whose
@@ -123,6 +127,9 @@ class ResilienceSummary:
     served_by: dict[str, dict[str, int]]  # phase -> backend -> successful requests
     detect_s: float | None = None
     recover_s: float | None = None
+    # when the first failed request completed (a client timeout counts when it expires); may come after
+    # recover_s, which is why detect_s is timed by sending
+    first_error_seen_s: float | None = None
     steady_s: float | None = None
     requests_failed: int | None = None
     requests_lost: int | None = None
@@ -242,7 +249,7 @@ def summarize(
         float(np.percentile(log.latency_s[before_mask & ok], 99)) if (before_mask & ok).any() else None
     )
 
-    detect_s = recover_s = steady_s = None
+    detect_s = recover_s = steady_s = first_error_seen_s = None
     steady_at = None
     requests_failed = requests_lost = None
     notes: list[str] = []
@@ -251,7 +258,9 @@ def summarize(
         failed = ~ok & after_inject
         requests_failed = int(failed.sum())
         if requests_failed:
-            detect_s = float(log.end[failed].min() - inject)
+            # the same first failure _recovery_time starts from (first by sending time), so detect ≤ recover
+            detect_s = max(0.0, float(log.start[failed].min() - inject))
+            first_error_seen_s = float(log.end[failed].min() - inject)
         recovered_at, stretch_start = _recovery_time(log, inject, stable_s)
         if recovered_at is None:
             notes.append(f"no error-free stretch of {stable_s:g}s after the first failure: not recovered")
@@ -326,6 +335,7 @@ def summarize(
         served_by=served_by,
         detect_s=detect_s,
         recover_s=recover_s,
+        first_error_seen_s=first_error_seen_s,
         steady_s=steady_s,
         requests_failed=requests_failed,
         requests_lost=requests_lost,

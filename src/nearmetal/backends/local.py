@@ -24,6 +24,8 @@ from typing import IO
 from nearmetal.backends.base import Execution, ProcessResult
 from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
+from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
+from nearmetal.telemetry.process import _MAXRSS_TO_MIB
 from nearmetal.workloads.base import ProcessSpec
 
 # Joins a process to cgroups before it execs its program. The script is a constant; the cgroup files and
@@ -59,8 +61,12 @@ def kill_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, sample_interval_s: float | None = 1.0) -> None:
+    def __init__(
+        self, sample_interval_s: float | None = 1.0, host_interval_s: float | None = DEFAULT_INTERVAL_S
+    ) -> None:
         self.sample_interval_s = sample_interval_s
+        # what else used the CPU during the trial (telemetry.contention); None turns it off
+        self.host_interval_s = host_interval_s
 
     def _spawn(
         self,
@@ -182,6 +188,7 @@ class LocalBackend:
         proc: subprocess.Popen | None = None
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
+        host: HostSampler | None = None
         reaped = False
         # from here on an interrupt (SIGTERM to the runner right after the workload started, as a busy
         # host makes likely) must reach the finally below, or the process would outlive the run
@@ -189,6 +196,10 @@ class LocalBackend:
             # an interrupt before the wait below starts is held until the process is known to the
             # `finally` that kills it (see nearmetal.interrupts)
             with deferred():
+                if self.host_interval_s and os.path.exists("/proc/stat"):
+                    # evidence, never a reason for a trial to fail (a /proc mounted hidepid, say)
+                    with contextlib.suppress(OSError, ValueError):
+                        host = HostSampler(self.host_interval_s).__enter__()
                 t0 = time.perf_counter()
                 proc, result = self._spawn(spec, trial_dir, files)
 
@@ -210,6 +221,9 @@ class LocalBackend:
                 timer.cancel()
             if sampler is not None:
                 sampler.__exit__(None, None, None)
+            if host is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    host.__exit__(None, None, None)
             if proc is not None and not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
                 kill_group(proc.pid, grace_s=1.0)
@@ -227,6 +241,10 @@ class LocalBackend:
             kill_group(proc.pid, grace_s=0.5)
         metrics = rusage_metrics(usage, wall_s)
         if sampler:
+            # the summed tree is at least its largest process's own high-water mark (rusage, exact), which a
+            # sample between two peaks can miss
+            largest = int(usage.ru_maxrss * _MAXRSS_TO_MIB * (1 << 20))
+            sampler.peak_rss_bytes = max(sampler.peak_rss_bytes, largest if sampler.samples else 0)
             metrics += sampler.metrics()
         error = None
         running_at_end: dict[str, bool] = {}
@@ -237,6 +255,10 @@ class LocalBackend:
                 if bresult.role == "neighbour":
                     error = f"{bresult.label} ended ({bproc.returncode}) before the measured process finished"
         placement = self._placement()
+        if host is not None:
+            evidence = host.evidence()
+            metrics += evidence.metrics()
+            placement["outside"] = evidence.to_dict()
         if started:
             # the evidence that every background process (a co-located neighbour) was running from
             # before the measured process started until after it ended

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nearmetal.doctor import (  # noqa: F401  (registers their checks)
+    contention,
     cpu,
     gpu,
     hygiene,

@@ -112,6 +112,17 @@ class Analysis(StrictModel):
         default_factory=list,
         description="metrics that get a loss interval besides each workload's primary one, or 'all'",
     )
+    contention_guard: bool = Field(
+        False,
+        description="a comparison whose variant or baseline ran while outside processes took more than"
+        " max_outside_cpu_pct of one CPU gets the verdict 'contended — not interpretable' (CPU studies)",
+    )
+    max_outside_cpu_pct: float = Field(
+        25.0,
+        gt=0,
+        description="outside CPU use (plus steal), % of one CPU on average over a trial, above which the"
+        " trial counts as contended (shown in every table; the verdict changes only with contention_guard)",
+    )
     primary_metric: dict[str, str] = Field(
         default_factory=dict,
         description="workload name → the metric its tables lead with and adaptive repeats judge"

@@ -137,6 +137,10 @@ class RichProgress:
                 eta=self.eta.remaining(),
             )
 
+    def note(self, text: str) -> None:
+        """A warning before the trials start (the contention preflight of a CPU study)."""
+        self.console.print(f"[yellow]warning[/yellow]: {text}", highlight=False, markup=True)
+
     def finish(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -186,6 +190,9 @@ class JsonProgress:
             eta_s=None if remaining is None else round(remaining, 1),
             error=record.error,
         )
+
+    def note(self, text: str) -> None:
+        self._emit(event="warning", text=text)
 
     def finish(self) -> None:
         self._emit(event="finish", done=self.eta.done, failed=self.failures)

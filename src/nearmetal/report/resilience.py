@@ -225,7 +225,7 @@ def tables(results: Results) -> list[Table]:
             body.append(row)
         notes = [
             f"mean over repeats [{conf} BCa bootstrap interval]; times are from the injection: detect = the first "
-            "failed request completes (a client timeout counts when it expires), recover = the first success "
+            "failed request is sent (0 when it was in flight at the injection), recover = the first success "
             "that starts an error-free stretch, steady = the first window as good as before the fault (every "
             "backend serving again once healed); lost = what the pre-fault rate would have completed until "
             "steady state, minus the successes",

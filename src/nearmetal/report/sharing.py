@@ -658,9 +658,36 @@ def topology_tables(results: Results, groups: list[TopologyGroup]) -> list[Table
 def tables(results: Results) -> list[Table]:
     """The report's tables in seed 001's shapes (``report.tables.study_tables`` calls this)."""
     data = sharing_data(results)
-    return [
-        *time_slicing_tables(results, data.time_slicing),
-        *partition_tables(results, data.partitions),
-        *scaling_tables(results, data.scaling),
-        *topology_tables(results, data.topology),
-    ]
+    return _guarded(
+        results,
+        [
+            *time_slicing_tables(results, data.time_slicing),
+            *partition_tables(results, data.partitions),
+            *scaling_tables(results, data.scaling),
+            *topology_tables(results, data.topology),
+        ],
+    )
+
+
+def _guarded(results: Results, tables: list[Table]) -> list[Table]:
+    """With the plan's contention guard on, a table of a workload whose cells ran beside outside work says
+    so in its title and first note, and marks no row significant (issue 17: physically backwards ratios
+    were printed as findings on a busy host)."""
+    guard = getattr(results, "contention_guard", False)
+    noise = getattr(results, "contention", {}) if guard else {}
+    if not noise:
+        return tables
+    for table in tables:
+        cells = [c for c in results.cells if c.workload == table.workload and c.cell_id in noise]
+        hit = [c for c in cells if noise[c.cell_id].is_contended]
+        if not hit:
+            continue
+        worst = max(hit, key=lambda c: noise[c.cell_id].mean_outside_pct)
+        table.title += " — contended, not interpretable"
+        table.notes.insert(
+            0,
+            f"contended — not interpretable: {len(hit)} of {len(cells)} cells ran beside outside work;"
+            f" {worst.variant}: {noise[worst.cell_id].describe()}",
+        )
+        table.significance = [None] * len(table.rows)
+    return tables

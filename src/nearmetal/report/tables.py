@@ -22,6 +22,11 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     ("throttled_pct", "throttled %"),
     ("disk_used_MiB", "disk MiB"),
 ]
+# columns shown for cells of one workload kind only: (metric, header)
+KIND_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    # image-builds promises peak memory: the builder's process tree, summed (telemetry.process.TreeSampler)
+    "image-build": [("tree_rss_peak_MiB", "peak memory MiB")],
+}
 # shown in the tables only (no figure): which I/O mode a fio figure used
 # (1 = O_DIRECT / caches dropped before every trial, 0 = buffered / not permitted; disk read % = the share
 # of fio's bytes the disk really read, measured: ~100 direct, ~0 served by the page cache)
@@ -157,7 +162,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
         name = metric or cells[0].primary_metric
         present_ctx = [
             (m, h)
-            for m, h in [*CONTEXT_COLUMNS, *MODE_COLUMNS]
+            for m, h in [*CONTEXT_COLUMNS, *KIND_COLUMNS.get(cells[0].kind, []), *MODE_COLUMNS]
             if m != name and any(analysis.metric(c.cell_id, m) for c in cells)
         ]
         # show the workload's own CPU-use figure when it has one, the rusage one otherwise
@@ -195,7 +200,9 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             elif comp is None:
                 verdict = "no baseline value to compare"
             else:
-                verdict = short_verdict(comp)
+                # the guard of CPU studies: outside work, not the layer, may have made the difference
+                contended = results.contention_verdict(cell)
+                verdict = contended or short_verdict(comp)
                 estimates.append(comp.loss)
             value = None
             if cm is not None:
@@ -214,7 +221,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                     verdict,
                 ]
             )
-            sig.append(None if comp is None else comp.loss.significant)
+            sig.append(None if comp is None or verdict.startswith("contended") else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
         notes = [method_note(results, direction, estimates)]
@@ -312,6 +319,7 @@ def run_header(results: Results) -> list[tuple[str, str]]:
             f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
         ),
         *skipped_lines(results),
+        *preflight_lines(results),
     ]
     info = run.info or {}
     repeats = info.get("repeats") or {}
@@ -331,6 +339,23 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         else:
             header.append(("repeats", f"fixed: {repeats.get('min')} per cell; order {order}"))
     return header
+
+
+def preflight_lines(results: Results) -> list[tuple[str, str]]:
+    """The CPU study's look at the host before its first trial (runner._contention_preflight)."""
+    pre = next((e["detail"] for e in results.events if e.get("kind") == "contention-preflight"), None)
+    if not pre:
+        return []
+    top = ", ".join(f"{t['name']} {t['cpu_s']:.1f} s" for t in pre.get("top") or [])
+    return [
+        (
+            "host before the run",
+            f"{'BUSY: ' if pre.get('busy') else ''}outside processes used {pre.get('outside_cpu_pct', 0):.0f}% of"
+            f" one CPU over {pre.get('seconds', 0):.1f} s"
+            + (f" ({top})" if top else "")
+            + f", steal {pre.get('steal_pct', 0):.1f}%, load average {pre.get('loadavg_1m', 0):.2f}",
+        )
+    ]
 
 
 def failure_lines(results: Results, limit: int = 10) -> list[str]:

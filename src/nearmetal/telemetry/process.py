@@ -70,12 +70,15 @@ class TreeSampler:
         self.samples += 1
 
     def _loop(self) -> None:
-        # the first sample a little after start catches short trials' startup footprint
-        if self._stop.wait(min(0.05, self.interval_s)):
+        # the first samples come a little after start and then every 0.05, 0.1, 0.2 … s up to the interval:
+        # a trial of a few seconds (a small image build) gets its peak sampled, not one or two points
+        wait = min(0.05, self.interval_s)
+        if self._stop.wait(wait):
             return
         while True:
             self._sample()
-            if self._stop.wait(self.interval_s):
+            wait = min(wait * 2, self.interval_s)
+            if self._stop.wait(wait):
                 return
 
     def metrics(self) -> list[Metric]:

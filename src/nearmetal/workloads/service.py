@@ -166,6 +166,7 @@ class ResilienceWorkload(Workload):
             "served_by": summary.served_by,
             "detect_s": summary.detect_s,
             "recover_s": summary.recover_s,
+            "first_error_seen_s": summary.first_error_seen_s,
             "steady_s": summary.steady_s,
             "notes": summary.notes,
         }
@@ -198,7 +199,12 @@ def summary_metrics(s: Any) -> list[Metric]:
         during = s.phase_availability_pct.get("during")
         if during is not None:
             out.append(Metric("availability_during_pct", during, "%", "higher"))
-        for name, value in (("detect_s", s.detect_s), ("recover_s", s.recover_s), ("steady_s", s.steady_s)):
+        for name, value in (
+            ("detect_s", s.detect_s),
+            ("recover_s", s.recover_s),
+            ("steady_s", s.steady_s),
+            ("first_error_seen_s", getattr(s, "first_error_seen_s", None)),
+        ):
             if value is not None:
                 out.append(Metric(name, value, "s", "lower"))
         if s.requests_failed is not None:
