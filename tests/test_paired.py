@@ -210,14 +210,14 @@ variants:
   v1: {{params: {{nap.argv: {argv(0.15)}}}}}
   noisy: {{params: {{nap.argv: {noisy}}}}}
 baseline: base
-repeats: {{min: 3, max: 16, target: '±2%'}}
+repeats: {{min: 3, max: 16, target: '±5%'}}
 analysis: {{primary_metric: {{nap: sleep_s}}, bootstrap_resamples: 2000}}
 seed: 3
 """
     result = nearmetal.run_plan(parse_plan_text(text), db=db_url, workdir=tmp_path / "runs")
     results = nearmetal.load_results(result.run_id, db=db_url)
     rows = {r["variant"]: r for r in results.table()}
-    assert rows["base"]["n"] > rows["v1"]["n"], "the baseline kept running after v1 stopped"
+    assert rows["base"]["n"] > rows["v1"]["n"], ("the baseline should keep running after v1 stopped", rows)
     v1 = rows["v1"]
     assert v1["design"] == "paired" and v1["significant"] is False, v1
     assert v1["ci_low_pct"] < 0 < v1["ci_high_pct"]
