@@ -44,6 +44,8 @@ def net_paths(
         return
     if markdown:
         print("\n".join(markdown_table(table)))
+        for note in table.notes:
+            print(f"\n{note}")
     else:
         rich_table = RichTable(
             *table.headers, title=f"{table.title} — run {results.run_id}", title_justify="left"

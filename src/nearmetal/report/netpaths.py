@@ -157,4 +157,15 @@ def path_table(results: Results) -> Table:
     if load:
         notes.append(f"host load average (1 min) during the trials: {load[0]:.2f}–{load[1]:.2f}")
     extra = [CV_HEADER] if with_cv else []
-    return Table("network paths", ["path", *headers, *extra, "throttled %"], out_rows, notes)
+    columns = ["path", *headers, *extra, "throttled %"]
+    return Table("network paths", columns, out_rows, notes, significance=[None] * len(out_rows))
+
+
+def tables(results: Results) -> list[Table]:
+    """The path table for every report of a run with network workloads in several variants (the reports'
+    study tables, ``report.tables.STUDY_TABLE_MODULES``)."""
+    kinds = {kind for kind, _, _ in COLUMNS}
+    cells = [c for c in results.cells if c.kind in kinds]
+    if len({c.variant for c in cells}) < 2:
+        return []
+    return [path_table(results)]

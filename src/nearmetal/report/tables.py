@@ -239,6 +239,7 @@ def variance_tables(results: Results, metric: str | None = None) -> list[Table]:
 STUDY_TABLE_MODULES: list[str] = [
     "nearmetal.report.sharing",
     "nearmetal.report.resilience",
+    "nearmetal.report.netpaths",
 ]
 
 
