@@ -216,3 +216,13 @@ def test_tcprr_v2_client_output_reports_its_modes() -> None:
     assert m["rtt_slow_pct"].unit == "%" and m["rtt_mode_ratio"].value >= 1.0
     # version 1 (no mode fields) still parses
     assert "rtt_bimodal" not in by_name(parse_tcprr_json((DATA / "tcprr-v1-client.json").read_text()))
+
+
+def test_trial_medians_in_two_groups_get_a_caveat() -> None:
+    """Issue 17's cell: trials at ~6 µs or ~3,900 µs (both ranks on one CPU in some) are not one distribution."""
+    from nearmetal.report.netpaths import trial_groups
+
+    text = trial_groups([6.1, 3900.0, 5.8, 3870.0, 6.3], "µs")
+    assert text is not None and "two groups" in text and "µs" in text
+    assert trial_groups([5.1, 5.6, 6.3, 5.9, 7.2], "µs") is None  # ordinary spread
+    assert trial_groups([5.0], "µs") is None

@@ -70,15 +70,25 @@ def caveats(results: Results, cell: Any) -> list[str]:
             f"far apart{share} (the mean is theirs, the p50 is not)"
         )
     values = results.analysis.metric(cell.cell_id, value_name)
-    if values is not None and values.values.size >= 2:
-        v = sorted(float(x) for x in values.values if np.isfinite(x))
-        modes = bimodality(v, min_fraction=1 / len(v)) if v else None
-        if modes and modes["bimodal"]:
-            out.append(
-                f"trial medians in two groups ({fmt_number(modes['fast'])} and {fmt_number(modes['slow'])} "
-                f"{values.unit}): not one distribution — check rank placement and the host's load"
-            )
+    if values is not None:
+        text = trial_groups([float(x) for x in values.values], values.unit)
+        if text:
+            out.append(text)
     return out
+
+
+def trial_groups(values: list[float], unit: str) -> str | None:
+    """A caveat when a cell's trial values fall into two groups far apart (any single trial may be one)."""
+    v = sorted(x for x in values if np.isfinite(x))
+    if len(v) < 2:
+        return None
+    modes = bimodality(v, min_fraction=1 / len(v))
+    if not modes["bimodal"]:
+        return None
+    return (
+        f"trial medians in two groups ({fmt_number(modes['fast'])} and {fmt_number(modes['slow'])} {unit}): "
+        "not one distribution — check rank placement and the host's load"
+    )
 
 
 def load_range(results: Results) -> tuple[float, float] | None:
