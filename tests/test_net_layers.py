@@ -231,6 +231,70 @@ def test_mpi_ranks_in_two_namespaces(layer: str, tmp_path: Path, db_url: str) ->
 
 
 @needs_root
+@needs_tool("mpiexec.hydra")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="pinning one CPU per rank needs two CPUs")
+def test_mpi_ranks_pinned_one_cpu_each_and_what_sharing_one_costs(tmp_path: Path, db_url: str) -> None:
+    """Pinned ranks get one CPU each; in a 1-CPU cpuset both share it and, busy-polling, take turns by
+    scheduler time slices: the median round trip becomes ms instead of µs (issue 17's bimodal trials)."""
+    pytest.importorskip("mpi4py")
+    plan = write_plan(
+        tmp_path,
+        """
+        name: mpi-pin
+        workloads:
+          mpi: {kind: mpi, params: {benchmarks: [latency], sizes: [8], iterations: 40, skip: 4}}
+        variants:
+          pinned: []
+          one-cpu: [{layer: cpuset, cpus: 1}]
+        baseline: pinned
+        repeats: 1
+        timeout: 120s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert [r.status for r in result.records] == ["ok", "ok"], [r.error for r in result.records]
+    res = nearmetal.load_results(result.run_id, db=db_url)
+    trials = {t.variant: t for t in res.trials}
+    cpus = {v: [r["cpus"] for r in t.placement["mpi_ranks"]["ranks"]] for v, t in trials.items()}
+    assert all(len(c) == 1 for c in cpus["pinned"]) and cpus["pinned"][0] != cpus["pinned"][1], cpus
+    assert cpus["one-cpu"][0] == cpus["one-cpu"][1], cpus
+    p50 = {
+        v: res.analysis.metric(next(c.cell_id for c in res.cells if c.variant == v), "latency_small_p50_us")
+        for v in trials
+    }
+    assert p50["one-cpu"].summary.mean > 10 * p50["pinned"].summary.mean, {
+        v: m.summary.mean for v, m in p50.items()
+    }
+    assert "load_avg" in trials["pinned"].placement
+
+
+@needs_root
+def test_pasta_caps_the_namespaces_send_buffer_when_asked(tmp_path: Path, db_url: str) -> None:
+    """tcp_wmem_max is set inside the stack's namespace (where the client runs), recorded with the stack's
+    version, and the namespace is gone afterwards."""
+    skip_without("pasta")
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: pasta-wmem
+        workloads:
+          show: {{kind: command, params: {{argv: ["{PY}", "-c", "print(open('/proc/sys/net/ipv4/tcp_wmem').read())"]}}}}
+        variants:
+          capped: [{{layer: pasta, tcp_wmem_max: 262144}}]
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert [r.status for r in result.records] == ["ok"], [r.error for r in result.records]
+    trial = nearmetal.load_results(result.run_id, db=db_url).trials[0]
+    assert Path(trial.output_dir, "main.stdout").read_text().split() == ["4096", "16384", "262144"]
+    assert trial.placement["usernet"]["tcp_wmem_max"] == 262144
+    assert trial.placement["usernet"]["version"]
+    assert own_objects(result.run_id) == []
+
+
+@needs_root
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 @needs_tool("iperf3", "slirp4netns", "pasta", "mpiexec.hydra")
@@ -248,6 +312,10 @@ def test_quick_net_paths_study_and_its_table(run_cli, tmp_path: Path, db_url: st
     doc = json.loads(table.stdout)
     rows = {r["variant"]: r for r in doc["rows"]}
     assert set(rows) >= {"loopback", "netns", "slirp4netns", "pasta", "quota-1.0", "netns-quota-1.0"}
+    # MPI round trips: the median of the iterations leads, the mean stays beside it, each cell's CV is shown
+    assert rows["netns"]["MPI latency p50 µs"][0] > 0 and rows["netns"]["MPI latency mean µs"][0] > 0
+    assert rows["loopback"]["MPI p50 CV %"] >= 0
+    assert all(isinstance(r["caveats"], list) for r in rows.values())
     # bandwidth per path, with the baseline's loss at 0
     assert rows["loopback"]["bandwidth Gbit/s"][0] > 0 and rows["loopback"]["bandwidth Gbit/s"][1] is None
     assert rows["slirp4netns"]["bandwidth Gbit/s"][1] is not None

@@ -186,3 +186,99 @@ def test_parse_cli_udp_server_report_and_bom(run_cli) -> None:
     proc = run_cli("parse", "osu", str(DATA / "osu-5.3.2-latency-bom.txt"), "--json")
     assert proc.returncode == 0, proc.stderr
     assert "latency_large_us" in proc.stdout
+
+
+# --- per-iteration statistics (nearmetal.tools.iterstats) -----------------------------------------------
+
+
+def _mixture(n: int, slow_fraction: float, fast_us: float = 5.0, slow_us: float = 4000.0, seed: int = 1):
+    """Round trips as a busy host makes them: most near ``fast_us`` (±20%), a share near ``slow_us``."""
+    import random
+
+    rng = random.Random(seed)
+    n_slow = round(n * slow_fraction)
+    fast = [fast_us * rng.uniform(0.8, 1.2) for _ in range(n - n_slow)]
+    slow = [slow_us * rng.uniform(0.5, 1.5) for _ in range(n_slow)]
+    return sorted(fast + slow)
+
+
+def test_bimodality_finds_the_slow_group_the_mean_hides() -> None:
+    from nearmetal.tools.iterstats import bimodality
+    from nearmetal.tools.iterstats import summarize as iteration_stats
+
+    values = _mixture(2000, 0.012)
+    s = iteration_stats(values)
+    assert s["bimodal"] == 1.0
+    assert s["slow_pct"] == pytest.approx(1.2)
+    assert 400 < s["mode_ratio"] < 1200
+    # the mean is decided by the 1.2% slow iterations; the median is not
+    assert s["mean"] > 8 * s["p50"] and 4 < s["p50"] < 6
+    modes = bimodality(values)
+    assert 4 < modes["fast"] < 6 and 2000 < modes["slow"] < 6000
+
+
+def test_bimodality_leaves_one_mode_and_rare_outliers_alone() -> None:
+    from nearmetal.tools.iterstats import summarize as iteration_stats
+
+    # one group spread over ±20%: no empty gap wide enough
+    assert iteration_stats(_mixture(2000, 0.0))["bimodal"] == 0.0
+    # a heavy but continuous tail (1..100 µs): no two groups
+    assert iteration_stats([float(v) for v in range(1, 101)])["bimodal"] == 0.0
+    # 0.2% slow iterations: below the 1% a mode needs; they are p99.9 material, not a second mode
+    s = iteration_stats(_mixture(2000, 0.002))
+    assert s["bimodal"] == 0.0 and s["slow_pct"] == 0.0 and s["mode_ratio"] == 1.0
+    # a whole trial in the slow group (both ranks on one CPU) is one mode too: the cell's trials show it
+    assert iteration_stats(_mixture(500, 1.0))["bimodal"] == 0.0
+
+
+def test_osu_mpi4py_per_iteration_lines_and_rank_placement() -> None:
+    """A real run of nearmetal.tools.osu (2 pinned ranks, latency/bw/allreduce): OSU's mean per size plus
+    the iterations' median, p99 and bimodality, and where each rank ran."""
+    from nearmetal.workloads.base import TrialOutput
+    from nearmetal.workloads.mpi import MpiWorkload
+
+    text = (DATA / "nearmetal-mpi4py-osu-v2.txt").read_text()
+    m = by_name(parse_osu(text))
+    for test in ("latency", "allreduce"):
+        p50, p99, mean = (m[f"{test}_small_{k}"] for k in ("p50_us", "p99_us", "us"))
+        assert p50.unit == "µs" and p50.direction == "lower" and p50.source == "osu"
+        assert 0 < p50.value <= p99.value
+        assert m[f"{test}_small_bimodal"].value in (0.0, 1.0)
+        assert m[f"{test}_small_slow_pct"].unit == "%"
+        assert mean.value > 0
+    assert m["latency_8B_p50_us"].value == m["latency_small_p50_us"].value
+    assert m["latency_64KiB_p50_us"].value == m["latency_large_p50_us"].value
+    assert "bw_large_MBps" in m and "bw_large_p50_us" not in m  # bandwidth has no per-iteration times
+    # the workload leads with the median
+    assert MpiWorkload.primary_metric == "latency_small_p50_us"
+    placement = MpiWorkload().placement(TrialOutput(stdout=text, stderr=""))
+    ranks = placement["mpi_ranks"]
+    assert ranks["pinned"] is True
+    assert [r["rank"] for r in ranks["ranks"]] == [0, 1]
+    assert [len(r["cpus"]) for r in ranks["ranks"]] == [1, 1]
+    assert ranks["ranks"][0]["cpus"] != ranks["ranks"][1]["cpus"]  # recorded on a 2-CPU host
+    assert len(placement["load_avg"]["start"]) == 3 and len(placement["load_avg"]["end"]) == 3
+
+
+def test_osu_binaries_output_has_no_iteration_metrics() -> None:
+    m = by_name(parse_osu((DATA / "osu-7.3-latency.txt").read_text()))
+    assert not [n for n in m if n.endswith(("_p50_us", "_bimodal"))]
+
+
+def test_tcprr_v2_client_output_reports_its_modes() -> None:
+    m = by_name(parse_tcprr_json((DATA / "tcprr-v2-client.json").read_text()))
+    assert m["rtt_p50_us"].value <= m["rtt_p99_us"].value
+    assert m["rtt_bimodal"].value in (0.0, 1.0) and m["rtt_bimodal"].direction == "lower"
+    assert m["rtt_slow_pct"].unit == "%" and m["rtt_mode_ratio"].value >= 1.0
+    # version 1 (no mode fields) still parses
+    assert "rtt_bimodal" not in by_name(parse_tcprr_json((DATA / "tcprr-v1-client.json").read_text()))
+
+
+def test_trial_medians_in_two_groups_get_a_caveat() -> None:
+    """Issue 17's cell: trials at ~6 µs or ~3,900 µs (both ranks on one CPU in some) are not one distribution."""
+    from nearmetal.report.netpaths import trial_groups
+
+    text = trial_groups([6.1, 3900.0, 5.8, 3870.0, 6.3], "µs")
+    assert text is not None and "two groups" in text and "µs" in text
+    assert trial_groups([5.1, 5.6, 6.3, 5.9, 7.2], "µs") is None  # ordinary spread
+    assert trial_groups([5.0], "µs") is None

@@ -120,6 +120,11 @@ class Link:
     netns: str | None
 
 
+def set_sysctl(netns: str, key: str, value: str) -> None:
+    """Write a per-namespace sysctl (``net.ipv4.tcp_wmem``…) inside a named network namespace."""
+    _run([*netns_exec_argv(netns), "sysctl", "-q", "-w", f"{key}={value}"])
+
+
 def add_veth_pair(
     name_a: str, netns_a: str, name_b: str, netns_b: str, alias: str, mtu: int | None = None
 ) -> None:

@@ -22,7 +22,7 @@ def net_paths(
 ) -> None:
     """Bandwidth, round trip and MPI loss per network path, and path-vs-CPU-limit attribution."""
     from nearmetal.api import load_results
-    from nearmetal.doctor.netpath import attribute, evidence_from_results
+    from nearmetal.doctor.netpath import attribute_run
     from nearmetal.report.markdown import markdown_table
     from nearmetal.report.netpaths import path_rows, path_table
 
@@ -31,8 +31,7 @@ def net_paths(
     except NearmetalError as exc:
         _fail(exc)
     table = path_table(results)
-    cells, baseline_rtt = evidence_from_results(results)
-    findings = attribute(cells, baseline_rtt)
+    findings = attribute_run(results)
     if as_json:
         _, rows = path_rows(results)
         print(
@@ -45,6 +44,8 @@ def net_paths(
         return
     if markdown:
         print("\n".join(markdown_table(table)))
+        for note in table.notes:
+            print(f"\n{note}")
     else:
         rich_table = RichTable(
             *table.headers, title=f"{table.title} — run {results.run_id}", title_justify="left"

@@ -6,7 +6,7 @@ Two parts:
   mark of slirp4netns/pasta/VPNKit), i.e. is every byte carried by a user-space TCP/IP stack?
 - a run-level explanation, :func:`attribute`: for each variant that loses against the baseline, weigh the
   two kinds of evidence the run recorded — CFS throttling (``throttled_pct`` from the cpu-quota layer) and
-  the round trip the path adds (``rtt_p50_us`` of tcp-rr, ``latency_small_us`` of MPI, measured on the
+  the round trip the path adds (``rtt_p50_us`` of tcp-rr, ``latency_small_p50_us`` of MPI, measured on the
   path alone) — and, where a variant stacks both, split its loss into the path's share (the same path
   without the quota) and the rest (what the quota adds).
 """
@@ -28,7 +28,7 @@ LESSON = (
 NETWORK_LAYERS = ("netns", "slirp4netns", "pasta")
 USER_MODE_LAYERS = ("slirp4netns", "pasta")
 # evidence metrics: round trip (lower is better) measured by the network workloads
-RTT_METRICS = ("rtt_p50_us", "latency_small_us")
+RTT_METRICS = ("rtt_p50_us", "latency_small_p50_us", "latency_small_us")
 THROTTLED_ENOUGH_PCT = 5.0
 
 
@@ -228,3 +228,23 @@ def evidence_from_results(
             )
         )
     return out, baseline_rtt
+
+
+# what a job feels, stalls included: CFS throttling stops both ranks once per period and moves the mean of
+# the iterations while their median (the primary metric, the path's latency) stays where it was
+JOB_METRICS = ("latency_small_us",)
+
+
+def attribute_run(results: Any) -> list[Finding]:
+    """:func:`attribute` on every cell's primary metric, then on the MPI mean per iteration (the seed's
+    "MPI ran ~50% slower" is a job's time: where the primary metric is the median, a CPU limit shows here)."""
+    cells, baseline_rtt = evidence_from_results(results)
+    findings = attribute(cells, baseline_rtt)
+    primary = {(c.workload, c.point, c.variant): c.metric for c in cells}
+    for metric in JOB_METRICS:
+        extra, _ = evidence_from_results(results, metric)
+        extra = [
+            c for c in extra if c.loss is not None and primary.get((c.workload, c.point, c.variant)) != metric
+        ]
+        findings += attribute(extra, baseline_rtt)
+    return findings

@@ -67,6 +67,17 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def stack_version(package: str) -> str | None:
+    """The installed package's version (``pasta --version`` of Debian's passt says "unknown version")."""
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
 class UserNetConfig(LayerConfig):
     mtu: int = Field(65520, ge=1280, le=65520, description="MTU of the namespace's TAP device")
     topology: Topology = Field(
@@ -74,6 +85,14 @@ class UserNetConfig(LayerConfig):
         description="outbound: server on host loopback, client behind the stack; inbound: server behind the "
         "stack on a forwarded port, client on the host; two-nodes: each end behind its own stack, joined by "
         "VXLAN over forwarded UDP (MPI); auto: two-nodes for MPI ranks, else outbound",
+    )
+    tcp_wmem_max: int | None = Field(
+        None,
+        ge=16384,
+        le=1 << 30,
+        description="cap the namespace's TCP send buffer (net.ipv4.tcp_wmem max, bytes; the kernel's default is "
+        "4 MiB): bounds the data a sender inside has in flight through the stack. pasta 2023-03 loses segments "
+        "of multi-MB bursts from the namespace and stalls on retransmission timeouts; 262144 avoids that",
     )
 
 
@@ -136,14 +155,22 @@ class UserNetLayer(Layer):
             return self.config.topology
         return "two-nodes" if has_ranks else "outbound"
 
+    def _add_namespace(self, name: str) -> None:
+        hostnet.add_netns(name)
+        self.namespaces.append(name)
+        if self.config.tcp_wmem_max:
+            hostnet.set_sysctl(name, "net.ipv4.tcp_wmem", f"4096 16384 {self.config.tcp_wmem_max}")
+
     def setup(self, ctx: TrialContext) -> None:
         self.topology = self._resolve_topology(ctx)
         info: dict[str, Any] = {"stack": self.kind, "topology": self.topology, "mtu": self.config.mtu}
+        info["version"] = stack_version(self.package)
+        if self.config.tcp_wmem_max:
+            info["tcp_wmem_max"] = self.config.tcp_wmem_max
         ctx.placement["usernet"] = info
         if self.topology == "outbound":
             self.client_ns = ctx.host_name(self.kind, "cli")
-            hostnet.add_netns(self.client_ns)
-            self.namespaces.append(self.client_ns)
+            self._add_namespace(self.client_ns)
             self.client_ifname = hostnet.short_ifname(ctx.host_name(self.kind, "tap-cli"), "t")
             self.start_stack(ctx, self.client_ns, self.client_ifname, None)
             ctx.endpoints["server_host"] = GATEWAY_ADDRESS
@@ -152,8 +179,7 @@ class UserNetLayer(Layer):
             return
         if self.topology == "inbound":
             self.client_ns = ctx.host_name(self.kind, "srv")
-            hostnet.add_netns(self.client_ns)
-            self.namespaces.append(self.client_ns)
+            self._add_namespace(self.client_ns)
             self.client_ifname = hostnet.short_ifname(ctx.host_name(self.kind, "tap-srv"), "t")
             port = free_tcp_port()
             self.start_stack(ctx, self.client_ns, self.client_ifname, None, (port, port))
@@ -166,8 +192,7 @@ class UserNetLayer(Layer):
         ports = {server_ns: free_udp_port(), self.client_ns: free_udp_port()}
         taps = {}
         for ns, role in ((server_ns, "srv"), (self.client_ns, "cli")):
-            hostnet.add_netns(ns)
-            self.namespaces.append(ns)
+            self._add_namespace(ns)
             taps[ns] = hostnet.short_ifname(ctx.host_name(self.kind, f"tap-{role}"), "t")
             self.start_stack(ctx, ns, taps[ns], (ports[ns], VXLAN_PORT))
         alias = ctx.host_name(self.kind, "vxlan")

@@ -283,6 +283,7 @@ STUDY_TABLE_MODULES: list[str] = [
     "nearmetal.report.sharing",
     "nearmetal.report.resilience",
     "nearmetal.report.fslayers",
+    "nearmetal.report.netpaths",
 ]
 
 

@@ -6,8 +6,10 @@
 The server prints ``listening on HOST PORT`` once it accepts connections (the port it really got when asked
 for 0), echoes every request of ``size`` bytes back, and serves one client. The client sends a request,
 waits for the whole response, and times each round trip with ``perf_counter_ns``; after ``warmup``
-unmeasured transactions it prints one JSON object: transactions, seconds, transactions_per_s and round-trip
-latency statistics in microseconds (mean, min, max, stdev, p50, p90, p99, p99_9). Nagle's algorithm is off
+unmeasured transactions it prints one JSON object: transactions, seconds, transactions_per_s, round-trip
+latency statistics in microseconds (mean, min, max, stdev, p50, p90, p99, p99_9), whether the round trips
+formed two groups far apart (``rtt_bimodal``, ``rtt_slow_pct``, ``rtt_mode_ratio``; see
+``nearmetal.tools.iterstats``) and the host's load average at the end. Nagle's algorithm is off
 on both ends, so each request is one segment, as in netperf TCP_RR.
 """
 
@@ -16,10 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import socket
-import statistics
 import sys
 import time
+
+from nearmetal.tools.iterstats import percentile
+from nearmetal.tools.iterstats import summarize as iteration_stats
+
+__all__ = ["percentile", "summarize"]
 
 HEADER = 4  # each request starts with its size, so the server needs no parameters
 
@@ -57,34 +64,23 @@ def serve(bind: str, port: int) -> int:
             conn.sendall(memoryview(buf)[:size])
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def summarize(rtts_ns: list[int], elapsed_s: float, size: int) -> dict[str, float]:
-    us = sorted(v / 1000 for v in rtts_ns)
-    return {
+    stats = iteration_stats([v / 1000 for v in rtts_ns])
+    out = {
         "tool": "nearmetal-tcprr",
-        "version": 1,
+        "version": 2,
         "size_bytes": size,
-        "transactions": len(us),
+        "transactions": len(rtts_ns),
         "seconds": elapsed_s,
-        "transactions_per_s": len(us) / elapsed_s if elapsed_s > 0 else math.nan,
-        "rtt_mean_us": statistics.fmean(us),
-        "rtt_stdev_us": statistics.stdev(us) if len(us) > 1 else 0.0,
-        "rtt_min_us": us[0],
-        "rtt_max_us": us[-1],
-        "rtt_p50_us": percentile(us, 50),
-        "rtt_p90_us": percentile(us, 90),
-        "rtt_p99_us": percentile(us, 99),
-        "rtt_p99_9_us": percentile(us, 99.9),
+        "transactions_per_s": len(rtts_ns) / elapsed_s if elapsed_s > 0 else math.nan,
     }
+    for key in ("mean", "stdev", "min", "max", "p50", "p90", "p99", "p99_9"):
+        out[f"rtt_{key}_us"] = stats.get(key, math.nan)
+    # two groups of round trips far apart (a client or server that lost its CPU for a time slice)
+    for key in ("bimodal", "slow_pct", "mode_ratio"):
+        out[f"rtt_{key}"] = stats.get(key, math.nan)
+    out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    return out
 
 
 def connect(host: str, port: int, timeout_s: float) -> socket.socket:

@@ -17,13 +17,14 @@ output shape; ``kind: osu`` runs one real OSU binary (``osu_latency``, ``osu_bw`
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,6 +39,7 @@ from nearmetal.workloads.base import (
     WorkloadParams,
 )
 
+ITERATIONS_RE = re.compile(r"^#\s*nearmetal-(?P<kind>iterations|ranks|load)\s+(?P<doc>\{.*\})\s*$")
 HEADER_RE = re.compile(r"^#\s*OSU\s+(?:MPI|OpenSHMEM|UPC\+*)(?:-\w+)?\s+(?P<title>.+?)\s+Test\b(?P<rest>.*)$")
 VERSION_RE = re.compile(r"v(\d+(?:\.\d+)*)")
 NUMBER_RE = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -119,7 +121,62 @@ def parse_osu(text: str) -> list[Metric]:
         for which, (_, value) in (("small", small), ("large", large)):
             name = f"{sec.name}_{which}_{sec.unit}"
             metrics[name] = Metric(name, value, unit, sec.direction, source="osu")
+    for metric in iteration_metrics(text):
+        metrics.setdefault(metric.name, metric)
     return list(metrics.values())
+
+
+def nearmetal_lines(text: str, kind: str) -> list[dict]:
+    """The JSON documents of nearmetal's own comment lines (``# nearmetal-<kind> {…}``) in OSU-shaped output."""
+    docs = []
+    for raw in text.splitlines():
+        match = ITERATIONS_RE.match(raw.strip().lstrip("\ufeff"))
+        if match and match.group("kind") == kind:
+            try:
+                doc = json.loads(match.group("doc"))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(doc, dict):
+                docs.append(doc)
+    return docs
+
+
+# per-iteration fields → (metric suffix, unit, direction); p50/p99 per size, the rest for small/large only
+ITERATION_FIELDS: dict[str, tuple[str, str, Literal["higher", "lower"]]] = {
+    "p50": ("p50_us", "µs", "lower"),
+    "p99": ("p99_us", "µs", "lower"),
+    "bimodal": ("bimodal", "flag", "lower"),
+    "slow_pct": ("slow_pct", "%", "lower"),
+    "mode_ratio": ("mode_ratio", "×", "lower"),
+}
+
+
+def iteration_metrics(text: str) -> list[Metric]:
+    """Metrics from nearmetal's per-iteration lines (``nearmetal.tools.osu``): ``<test>_<size>_p50_us`` and
+    ``_p99_us`` per size, and for the smallest (> 0) and largest sizes also ``_bimodal`` (1 when the
+    iterations formed two groups far apart), ``_slow_pct`` (% of iterations in the slow group) and
+    ``_mode_ratio`` (slow group's median / fast group's). Empty for OSU's own binaries."""
+    by_test: dict[str, dict[int, dict]] = {}
+    for doc in nearmetal_lines(text, "iterations"):
+        if isinstance(doc.get("test"), str) and isinstance(doc.get("size"), int) and doc.get("n"):
+            by_test.setdefault(doc["test"], {})[doc["size"]] = doc
+    out: list[Metric] = []
+    for test, per_size in by_test.items():
+        nonzero = [s for s in per_size if s > 0] or list(per_size)
+        labels = [(size, size_label(size), ("p50", "p99")) for size in sorted(per_size)]
+        labels += [
+            (min(nonzero), "small", tuple(ITERATION_FIELDS)),
+            (max(per_size), "large", tuple(ITERATION_FIELDS)),
+        ]
+        for size, label, fields in labels:
+            for key in fields:
+                value = per_size[size].get(key)
+                if isinstance(value, int | float):
+                    suffix, unit, direction = ITERATION_FIELDS[key]
+                    out.append(
+                        Metric(f"{test}_{label}_{suffix}", float(value), unit, direction, source="osu")
+                    )
+    return out
 
 
 def find_library(soname: str) -> Path | None:
@@ -154,6 +211,18 @@ class MpiParams(WorkloadParams):
     skip: int = Field(100, ge=0, le=1_000_000, description="unmeasured iterations first (small messages)")
     large_iterations: int = Field(100, ge=1, le=10_000_000, description="iterations above 8 KiB")
     large_skip: int = Field(10, ge=0, le=1_000_000, description="unmeasured iterations above 8 KiB")
+    seconds: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="latency: measure each size for at least this long (beyond `iterations`); a trial that "
+        "spans many CFS periods (100 ms) shows a CPU limit's throttling in its mean every time, not by chance",
+    )
+    pin: bool = Field(
+        True,
+        description="rank r on the r-th CPU it may use (one CPU each where there are two): MPICH ranks "
+        "busy-poll, and two of them left on one CPU take turns by scheduler time slices (ms, not µs)",
+    )
     transport: Literal["tcp", "shm"] = Field(
         "tcp",
         description="tcp: ranks talk TCP over the layer's interface (loopback on bare metal); shm: MPICH's "
@@ -190,7 +259,9 @@ class MpiWorkload(Workload):
     kind = "mpi"
     Params = MpiParams
     description = "MPI ping-pong latency/bandwidth and allreduce between 2 ranks (mpi4py, OSU output shape)"
-    primary_metric = "latency_small_us"
+    # the median of a trial's iterations: a few iterations that lost their CPU for a time slice move the
+    # mean (``latency_small_us``, OSU's figure, kept) by orders of magnitude and the median not at all
+    primary_metric = "latency_small_p50_us"
 
     def requires(self, params: MpiParams) -> list[Requirement]:
         return [
@@ -216,7 +287,10 @@ class MpiWorkload(Workload):
             "-m", ",".join(map(str, params.sizes)) if params.sizes else f"{params.min_size}:{params.max_size}",
             "-i", str(params.iterations), "-x", str(params.skip),
             "--large-iterations", str(params.large_iterations), "--large-skip", str(params.large_skip),
+            "--pin" if params.pin else "--no-pin",
         ]  # fmt: skip
+        if params.seconds:
+            rank_argv += ["--seconds", f"{params.seconds:g}"]
         env = {"MPI4PY_MPIABI": "mpich", **mpi_env(params, ctx)}
         shim = ctx.trial_dir.resolve() / "mpich-abi"
         if (shim / "libmpi.so.12").exists() or find_library("libmpi.so.12") is None:
@@ -228,6 +302,17 @@ class MpiWorkload(Workload):
 
     def parse_file(self, path: Path) -> list[Metric]:
         return parse_osu(path.read_text(errors="replace"))
+
+    def placement(self, output: TrialOutput, params: MpiParams | None = None) -> dict[str, Any]:
+        """Where each rank ran (CPUs it was pinned to) and the host's load average at start and end."""
+        out: dict[str, Any] = {}
+        ranks = nearmetal_lines(output.stdout, "ranks")
+        if ranks:
+            out["mpi_ranks"] = ranks[-1]
+        loads = [d["load_avg"] for d in ranks + nearmetal_lines(output.stdout, "load") if "load_avg" in d]
+        if loads:
+            out["load_avg"] = {"start": loads[0], "end": loads[-1]}
+        return out
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}
@@ -276,6 +361,7 @@ class OsuWorkload(MpiWorkload):
     kind = "osu"
     Params = OsuParams
     description = "one real OSU micro-benchmark binary (built from source; not in Debian) between 2 ranks"
+    primary_metric = "latency_small_us"  # OSU's binaries print the mean only
 
     def requires(self, params: OsuParams) -> list[Requirement]:
         return [

@@ -2,8 +2,10 @@
 Debian main, so nearmetal ships a small client/server pair, ``nearmetal.tools.tcprr``, run as two
 processes: the server with role ``server``, the measured client as ``main``).
 
-Metrics: round-trip latency in µs (mean, p50, p90, p99, p99.9, min, max, stdev) and transactions/s. The
-client prints one JSON object; ``nearmetal parse tcp-rr FILE`` reads it.
+Metrics: round-trip latency in µs (p50 — the primary one: a few round trips that lost their CPU for a time
+slice move the mean by orders of magnitude, the median not —, p90, p99, p99.9, mean, min, max, stdev),
+transactions/s, and ``rtt_bimodal`` / ``rtt_slow_pct`` / ``rtt_mode_ratio`` when the round trips formed two
+groups far apart. The client prints one JSON object; ``nearmetal parse tcp-rr FILE`` reads it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -78,6 +81,19 @@ class TcpRrWorkload(Workload):
     def parse_file(self, path: Path) -> list[Metric]:
         return parse_tcprr_json(path.read_text(errors="replace"))
 
+    def placement(self, output: TrialOutput, params: TcpRrParams | None = None) -> dict[str, Any]:
+        """The host's load average when the client ended (client output version ≥ 2)."""
+        for line in reversed(output.stdout.strip().splitlines()):
+            if line.strip().startswith("{"):
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict) and isinstance(doc.get("load_avg"), list):
+                    return {"load_avg": {"end": doc["load_avg"]}}
+                return {}
+        return {}
+
 
 def parse_tcprr_json(text: str) -> list[Metric]:
     doc = None
@@ -101,4 +117,8 @@ def parse_tcprr_json(text: str) -> list[Metric]:
         key = f"rtt_{field}_us"
         if key in doc:
             metrics.append(Metric(key, float(doc[key]), "µs", "lower"))
+    # version 2: two groups of round trips far apart (see nearmetal.tools.iterstats)
+    for key, unit in (("rtt_bimodal", "flag"), ("rtt_slow_pct", "%"), ("rtt_mode_ratio", "×")):
+        if isinstance(doc.get(key), int | float):
+            metrics.append(Metric(key, float(doc[key]), unit, "lower"))
     return metrics
