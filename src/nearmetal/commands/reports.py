@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,12 +20,19 @@ def export(
     ] = None,
     db: DbOption = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="csv, json, jsonl, parquet or openmetrics")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv, json, jsonl, parquet, openmetrics (a Prometheus backfill: promtool tsdb "
+            "create-blocks-from openmetrics) or textfile (node_exporter's textfile collector)",
+        ),
     ] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
 ) -> None:
     """Export runs for other tools: one row per trial × metric with cell, variant and parameters as
-    columns (csv/json/jsonl/parquet), or OpenMetrics text for Prometheus and Grafana."""
+    columns (csv/json/jsonl/parquet), or Prometheus text for Grafana: OpenMetrics for a backfill, or a
+    textfile-collector file for node_exporter."""
     from nearmetal.report import export as exporter
 
     if fmt not in exporter.FORMATS:
@@ -43,6 +51,8 @@ def export(
         )
         if fmt == "openmetrics":
             text = exporter.to_openmetrics(results_list)
+        elif fmt == "textfile":
+            text = exporter.to_textfile(results_list)
         else:
             rows = exporter.rows_for(results_list)
             if fmt == "parquet":
@@ -65,7 +75,13 @@ def export(
             )
         )
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        # written beside and renamed: a textfile collector (or a tail -f) never reads half a file
+        partial = output.with_name(f"{output.name}.{os.getpid()}.partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
         err_console.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
