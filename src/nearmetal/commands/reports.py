@@ -29,6 +29,18 @@ def export(
         ),
     ] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,
+    what: Annotated[
+        str,
+        typer.Option(
+            "--what",
+            help="trials: one row per trial × metric (raw values); losses: the analysed table, one row per "
+            "cell with its loss, interval and verdict (tabular formats only)",
+        ),
+    ] = "trials",
+    metric: Annotated[
+        str | None,
+        typer.Option(help="--what losses: the metric of the table (default: each workload's primary one)"),
+    ] = None,
 ) -> None:
     """Export runs for other tools: one row per trial × metric with cell, variant and parameters as
     columns (csv/json/jsonl/parquet), or Prometheus text for Grafana: OpenMetrics for a backfill, or a
@@ -38,6 +50,15 @@ def export(
     if fmt not in exporter.FORMATS:
         _fail(
             NearmetalError(f"unknown export format {fmt!r}", fix=f"use one of {', '.join(exporter.FORMATS)}")
+        )
+    if what not in exporter.WHATS:
+        _fail(NearmetalError(f"unknown --what {what!r}", fix=f"use one of {', '.join(exporter.WHATS)}"))
+    if what != "trials" and fmt not in exporter.TABULAR_FORMATS:
+        _fail(
+            NearmetalError(
+                f"--what {what} is a table; {fmt} carries the losses already",
+                fix=f"use --format {' or '.join(exporter.TABULAR_FORMATS)}",
+            )
         )
     if fmt == "parquet" and output is None:
         _fail(NearmetalError("Parquet is a binary format: give a file", fix="add -o results.parquet"))
@@ -54,13 +75,16 @@ def export(
         elif fmt == "textfile":
             text = exporter.to_textfile(results_list)
         else:
-            rows = exporter.rows_for(results_list)
+            rows = exporter.rows_for(results_list, what, metric)
             if fmt == "parquet":
                 assert output is not None
                 exporter.write_parquet(
                     rows,
                     output,
-                    metadata={"nearmetal.runs": ",".join(r.run_id for r in results_list)},
+                    metadata={
+                        "nearmetal.runs": ",".join(r.run_id for r in results_list),
+                        "nearmetal.what": what,
+                    },
                 )
                 err_console.print(f"wrote {len(rows)} rows to {output}", highlight=False)
                 return

@@ -44,6 +44,8 @@ TRIAL_COLUMNS = [
     "started_at",
     "ended_at",
 ]
+# epoch seconds in the store; typed timestamps in Parquet and DataFrames
+TIME_COLUMNS = ("started_at", "ended_at")
 METRIC_COLUMNS = ["metric", "value", "unit", "direction", "source", "n_values"]
 TABULAR_FORMATS = ("csv", "json", "jsonl", "parquet")
 FORMATS = (*TABULAR_FORMATS, "openmetrics", "textfile")
@@ -129,16 +131,36 @@ def tidy_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def loss_rows(results: Results, metric: str | None = None) -> list[dict[str, Any]]:
+    """The analysed table of a run, one row per cell (``Results.table``): the metric's summary, its loss vs
+    the baseline with the interval and verdict, the stop reason; with the run id and cell id first."""
+    by_key = {(c.workload, c.point_label, c.variant): c for c in results.cells}
+    rows = []
+    for row in results.table(metric):
+        cell = by_key.get((row.get("workload"), row.get("point"), row.get("variant")))
+        rows.append({"run_id": results.run_id, "cell_id": cell.cell_id if cell else None, **row})
+    return rows
+
+
 def columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    """The fixed columns first, then every parameter column any row has (sorted)."""
+    """Tidy rows: the fixed columns first, then every parameter column any row has (sorted). Other rows
+    (the loss table): every key in the order it first appears."""
+    if not rows or "trial_id" not in rows[0]:
+        return list(dict.fromkeys(k for r in rows for k in r))
     extra = sorted({k for r in rows for k in r} - set(TRIAL_COLUMNS) - set(METRIC_COLUMNS))
     return [*TRIAL_COLUMNS, *METRIC_COLUMNS, *extra]
 
 
-def rows_for(results_list: Iterable[Results]) -> list[dict[str, Any]]:
+WHATS = ("trials", "losses")
+
+
+def rows_for(
+    results_list: Iterable[Results], what: str = "trials", metric: str | None = None
+) -> list[dict[str, Any]]:
+    """``trials``: one row per trial × metric; ``losses``: one row per cell of the analysed table."""
     rows: list[dict[str, Any]] = []
     for results in results_list:
-        rows += tidy_rows(results)
+        rows += tidy_rows(results) if what == "trials" else loss_rows(results, metric)
     return rows
 
 
@@ -175,8 +197,8 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
 def write_parquet(
     rows: list[dict[str, Any]], path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Parquet with one typed column per field; a parameter column whose values differ in type between
-    workloads (an int here, a string there) is stored as text."""
+    """Parquet with one typed column per field: times as UTC timestamps (microseconds), a parameter column
+    whose values differ in type between workloads (an int here, a string there) as text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -185,6 +207,12 @@ def write_parquet(
     for column in columns:
         values = [r.get(column) for r in rows]
         kinds = {type(v) for v in values if v is not None}
+        if column in TIME_COLUMNS and kinds <= {int, float}:
+            arrays[column] = pa.array(
+                [None if v is None or not math.isfinite(v) else round(v * 1e6) for v in values],
+                type=pa.int64(),
+            ).cast(pa.timestamp("us", tz="UTC"))
+            continue
         if kinds == {int, float}:
             values = [None if v is None else float(v) for v in values]
         elif len(kinds) > 1:
