@@ -55,7 +55,9 @@ def test_study_takes_every_backend_option_of_run() -> None:
     # --resume continues a stored run of a plan file (a study resumes with `nearmetal resume RUN`)
     missing = options("run") - options("study") - {"--resume"}
     assert missing == set()
-    assert {"--backend", "--image", "--namespace", "--kubeconfig", "--partition", "--account"} <= options("study")
+    assert {"--backend", "--image", "--namespace", "--kubeconfig", "--partition", "--account"} <= options(
+        "study"
+    )
 
 
 def test_study_passes_the_kubernetes_options_to_the_backend(tmp_path: Path, run_cli) -> None:

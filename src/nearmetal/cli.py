@@ -14,6 +14,7 @@ from rich.table import Table
 
 from nearmetal.errors import NearmetalError
 
+
 class _Commands(typer.core.TyperGroup):
     """The command group: flags are shown as plain flags in help (``--quiet``, not ``--quiet <bool>``)."""
 
@@ -581,9 +582,7 @@ def _complete_study(incomplete: str) -> list[str]:
 
 @app.command()
 def study(
-    name: Annotated[
-        str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)
-    ],
+    name: Annotated[str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
     seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
