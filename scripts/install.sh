@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install nearmetal (in ./.venv) and the Debian programs its workloads and layers run.
-#   bash scripts/install.sh                # what a user needs: every workload but the PyTorch ones
+#   bash scripts/install.sh                # what a user needs: every local workload but the PyTorch ones
 #   bash scripts/install.sh --with-torch   # plus PyTorch (train/ddp workloads, GPU paths of flops/particles)
-#   bash scripts/install.sh --test         # plus what the test suite needs (scripts/test.sh adds --with-torch)
+#   bash scripts/install.sh --with kubernetes,parquet,pandas   # plus these extras of pyproject.toml
+#                                          # (kubernetes: --backend kubernetes; parquet: export -f parquet;
+#                                          #  pandas: Results.to_pandas; all: every extra)
+#   bash scripts/install.sh --test         # everything the test suite needs (scripts/test.sh adds --with-torch)
 # NEARMETAL_TORCH=SPEC installs that pip requirement as PyTorch (e.g. "torch==2.13.0" or a local wheel) and
 # implies --with-torch; NEARMETAL_TORCH=none never installs it. A plan that needs torch without it is refused
 # with the command that installs it.
@@ -10,20 +13,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 lists=(scripts/debian-packages.txt)
-extras="all"
+extras="default"
 with_torch=0
-for arg in "$@"; do
-  case "$arg" in
+usage="usage: bash scripts/install.sh [--test] [--with-torch] [--with EXTRA[,EXTRA…]]"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --test)
       lists+=(scripts/debian-packages-test.txt)
-      extras="all,test"
+      extras="${extras},all,test"
       ;;
     --with-torch) with_torch=1 ;;
+    --with)
+      if [[ $# -lt 2 || ! "$2" =~ ^[a-z,]+$ ]]; then
+        echo "$usage" >&2
+        exit 2
+      fi
+      extras="${extras},$2"
+      shift
+      ;;
     *)
-      echo "usage: bash scripts/install.sh [--test] [--with-torch]" >&2
+      echo "$usage" >&2
       exit 2
       ;;
   esac
+  shift
 done
 if [[ -n "${NEARMETAL_TORCH:-}" ]]; then
   if [[ "$NEARMETAL_TORCH" == none ]]; then with_torch=0; else with_torch=1; fi

@@ -406,7 +406,7 @@ def report(
         _fail(
             NearmetalError(
                 f"this report needs a library that is not installed: {exc.name or exc}",
-                fix="pip install 'nearmetal[report]'",
+                fix="pip install 'nearmetal[png]'",
             )
         )
 

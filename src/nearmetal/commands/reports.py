@@ -95,7 +95,8 @@ def export(
         _fail(
             NearmetalError(
                 f"{fmt} export needs {exc.name or exc}, which is not installed",
-                fix="pip install 'nearmetal[report]'",
+                fix="bash scripts/install.sh --with parquet (in a nearmetal checkout), or "
+                "pip install 'nearmetal[parquet]'",
             )
         )
     if output is not None:
