@@ -110,3 +110,30 @@ def export(
         err_console.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+def site(
+    directory: Annotated[
+        Path, typer.Argument(help="where to write the site (index.html, runs/RUN/report.html)")
+    ],
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="the newest this many runs")] = 1000,
+    reports: Annotated[
+        bool, typer.Option("--reports/--no-reports", help="also write each run's own HTML report")
+    ] = True,
+) -> None:
+    """Write a static, offline history site over the store: every run with its report, and each plan's
+    per-cell loss (with its interval) across runs."""
+    from nearmetal.report.site import write_site
+
+    try:
+        summary = write_site(directory, db=db, limit=limit, reports=reports)
+    except NearmetalError as exc:
+        _fail(exc)
+    for problem in summary.problems:
+        err_console.print(f"[yellow]run left out[/yellow]: {problem}", highlight=False)
+    err_console.print(
+        f"wrote {summary.path}: {summary.runs} runs, {summary.reports} reports, {summary.trends} trend figures",
+        highlight=False,
+    )
