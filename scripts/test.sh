@@ -3,7 +3,7 @@
 #   bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh --test
+bash scripts/install.sh --test --with-torch
 
 # services the tests talk to (each script prints the env vars to export, and stops on exit)
 services=()

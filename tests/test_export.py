@@ -152,11 +152,14 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
     text = to_openmetrics([results])
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
-    bw = families["nearmetal_trial_bw_MiBps"]
-    assert bw.type == "gauge" and len(bw.samples) == 8
+    bw = families["nearmetal_trial_bw_bytes_per_second"]  # MiB/s in base units, nearmetal's name a label
+    assert bw.type == "gauge" and bw.unit == "bytes_per_second" and len(bw.samples) == 8
     sample = bw.samples[0]
     assert sample.labels["point"] == 'clients=8,path=dir "x"\\y\nz'  # escaped and parsed back intact
-    assert sample.timestamp is not None
+    assert sample.labels["metric"] == "bw_MiBps"
+    assert 600 * 2**20 * 0.8 < sample.value < 1000 * 2**20 * 1.2
+    # every sample has a timestamp: a backfill refuses one without
+    assert all(s.timestamp is not None for f in families.values() for s in f.samples)
     assert metric_family_name("ops_total") == "nearmetal_trial_ops_total_value" in families
     odd = families["nearmetal_trial_odd_metric_name"]
     assert all(math.isinf(s.value) for s in odd.samples)
@@ -167,6 +170,7 @@ def test_openmetrics_parses_with_a_real_parser(tmp_path: Path) -> None:
     }
     assert loss["low"] <= loss["estimate"] <= loss["high"]
     assert loss["estimate"] == pytest.approx(0.4, abs=0.05)
+    assert families["nearmetal_loss_ratio"].unit == "ratio"
     info = families["nearmetal_run"]
     assert info.type == "info" and info.samples[0].labels["run"] == run_id
 
@@ -176,8 +180,11 @@ def test_openmetrics_of_a_real_run_through_the_cli(real_run: tuple[str, str], ru
     real_run, db_url = real_run
     text = run_cli("export", real_run, "--db", db_url, "--format", "openmetrics", check=True).stdout
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
-    assert len(families["nearmetal_trial_rate"].samples) == 8  # 2 variants × (3 repeats + 1 warm-up)
-    assert {s.labels["warmup"] for s in families["nearmetal_trial_rate"].samples} == {"true", "false"}
+    rate = families["nearmetal_trial_rate_per_second"]  # ops/s: a count per second, no base unit
+    assert len(rate.samples) == 8  # 2 variants × (3 repeats + 1 warm-up)
+    assert {s.labels["warmup"] for s in rate.samples} == {"true", "false"}
+    wall = families["nearmetal_trial_wall_seconds"]
+    assert wall.unit == "seconds" and {s.labels["metric"] for s in wall.samples} == {"wall_s"}
     assert "hunter2" not in text
 
 

@@ -10,18 +10,31 @@
 set -euo pipefail
 state="${NEARMETAL_SLURM_DIR:-/var/lib/nearmetal-slurm}"
 partition="${NEARMETAL_SLURM_PARTITION:-debug}"
+port="${NEARMETAL_SLURM_PORT:-6817}"   # slurmctld's; slurmd listens on the next one
 conf="$state/etc/slurm.conf"
 export SLURM_CONF="$conf"
 
 log() { echo "slurm.sh: $*" >&2; }
 
+# the README's install brings only slurm-client (to submit to a cluster's own Slurm): as root, install the
+# daemons here (Debian packages of scripts/debian-packages-test.txt); otherwise say what to install
 need() {
+  local missing=()
   for tool in "$@"; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-      log "$tool is not installed (apt-get install -y slurm-wlm munge)"
-      exit 1
-    fi
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "${missing[*]} not installed: apt-get install -y slurm-wlm munge"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends slurm-wlm munge \
+      >/dev/null || { log "apt-get install slurm-wlm munge failed"; exit 1; }
+    for tool in "$@"; do
+      command -v "$tool" >/dev/null 2>&1 || { log "$tool is still missing after installing slurm-wlm munge"; exit 1; }
+    done
+  else
+    log "${missing[*]} not installed; install them as root: apt-get install -y slurm-wlm munge"
+    exit 1
+  fi
 }
 
 munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
@@ -44,8 +57,8 @@ SlurmctldHost=localhost
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
 StateSaveLocation=$state/spool/ctld
 SlurmdSpoolDir=$state/spool/d
 SlurmctldPidFile=$state/run/slurmctld.pid
@@ -57,8 +70,12 @@ TaskPlugin=task/cgroup,task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
+# accounting without slurmdbd (no database daemon to run): each finished job is a line of the completion
+# file, which sacct reads (SLURM_CONF's cluster: \`sacct -c\`); CPU time and memory of the steps gathered by
+# jobacct_gather/linux every 5 s
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=5
 JobCompType=jobcomp/filetxt
 JobCompLoc=$state/log/jobcomp.txt
 MpiDefault=none

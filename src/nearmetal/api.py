@@ -407,6 +407,29 @@ class Results:
             rows.append(row)
         return rows
 
+    def to_pandas(self, what: str = "losses", metric: str | None = None) -> Any:
+        """The run as a pandas DataFrame (``pip install 'nearmetal[pandas]'``). ``losses``: the analysed
+        table, one row per cell (``table()``: loss %, interval, verdict, stop reason …); ``trials``: one row
+        per trial × metric with cell, variant and parameters as columns (what ``nearmetal export`` writes),
+        ``started_at``/``ended_at`` as UTC timestamps."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise NearmetalError(
+                "Results.to_pandas needs pandas, which is not installed",
+                fix="pip install 'nearmetal[pandas]'",
+            ) from None
+        from nearmetal.report import export
+
+        if what not in export.WHATS:
+            raise NearmetalError(f"unknown table {what!r}", fix=f"use one of {', '.join(export.WHATS)}")
+        rows = export.rows_for([self], what, metric)
+        frame = pd.DataFrame(rows, columns=export.columns_of(rows))
+        for column in export.TIME_COLUMNS:
+            if column in frame:
+                frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
     def values(self, metric: str) -> dict[str, list[float]]:
         """Measured values of a metric per cell key (for plots in a notebook)."""
         out = {}

@@ -8,15 +8,38 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from nearmetal.errors import NearmetalError
 
+
+class _Commands(typer.core.TyperGroup):
+    """The command group: flags are shown as plain flags in help (``--quiet``, not ``--quiet <bool>``)."""
+
+    @staticmethod
+    def _plain(params: list[Any]) -> list[Any]:
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # typer shows a flag's type (<bool>) unless it has a metavar
+        return params
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return self._plain(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            self._plain(command.get_params(ctx))  # with --help, which get_params adds (and keeps)
+        return command
+
+
 app = typer.Typer(
     name="nearmetal",
+    cls=_Commands,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     help="How near to bare metal does my workload run here, and if not, why not?",
 )
@@ -383,13 +406,22 @@ def report(
         _fail(
             NearmetalError(
                 f"this report needs a library that is not installed: {exc.name or exc}",
-                fix="pip install 'nearmetal[report]'",
+                fix="pip install 'nearmetal[png]'",
             )
         )
 
 
 @app.command()
-def runs(db: DbOption = None, limit: int = 20) -> None:
+def runs(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="show at most this many runs")] = 20,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="the runs as a JSON list (id, plan, status, resumable, times, trials, host)"
+        ),
+    ] = False,
+) -> None:
     """List stored runs, newest first."""
     import datetime
 
@@ -403,14 +435,46 @@ def runs(db: DbOption = None, limit: int = 20) -> None:
 
     from nearmetal.runlock import is_live
 
-    table = Table("run", "plan", "status", "started", "trials", "host")
+    def iso(stamp: float | None) -> str | None:
+        if stamp is None:
+            return None
+        return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat(timespec="seconds")
+
     here = socket.gethostname()
+    listed = []
     for r in store.list_runs(limit):
-        started = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
-        status = r.status
+        status, resumable = r.status, False
         if status == "running" and r.host == here and not is_live(r.id):
-            status = "died (nearmetal resume)"  # its process is gone: killed, or the machine rebooted
+            status, resumable = "died", True  # its process is gone: killed, or the machine rebooted
         elif status in ("interrupted", "failed"):
+            resumable = True
+        listed.append((r, status, resumable))
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.id,
+                        "plan": r.name,
+                        "status": status,
+                        "resumable": resumable,
+                        "started_at": iso(r.started_at),
+                        "ended_at": iso(r.ended_at),
+                        "trials": r.trials,
+                        "host": r.host,
+                    }
+                    for r, status, resumable in listed
+                ],
+                indent=1,
+            )
+        )
+        return
+    table = Table("run", "plan", "status", "started", "trials", "host")
+    for r, status, resumable in listed:
+        started = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        if status == "died":
+            status = "died (nearmetal resume)"
+        elif resumable:
             status = f"{status} (nearmetal resume)"
         table.add_row(r.id, r.name, status, started, str(r.trials), r.host)
     console.print(table)
@@ -510,26 +574,38 @@ def schema() -> None:
     print(json.dumps(plan_json_schema(), indent=2))
 
 
+def _complete_study(incomplete: str) -> list[str]:
+    from nearmetal.studies import study_names
+
+    return [n for n in ["list", *study_names()] if n.startswith(incomplete)]
+
+
 @app.command()
 def study(
-    name: Annotated[str, typer.Argument(help="a shipped study, or 'list'")],
+    name: Annotated[str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
     seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     html: Annotated[
         bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
     ] = True,
     form: Annotated[
         str, typer.Option("--form", help="auto (GPU form when a CUDA GPU is here), cpu or gpu")
     ] = "auto",
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
+    ] = None,
     backend: BackendOption = "local",
     partition: PartitionOption = None,
     account: AccountOption = None,
     time_limit: TimeOption = None,
     parallel: ParallelOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
 ) -> None:
@@ -549,7 +625,15 @@ def study(
         _fail(exc)
     if form == "auto" and why != "the study has one form" and not as_json:
         err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
-    options = dict(partition=partition, account=account, time=time_limit, parallel=parallel)
+    options = dict(
+        partition=partition,
+        account=account,
+        time=time_limit,
+        parallel=parallel,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        image=image,
+    )
     _run(
         path,
         db,
@@ -558,6 +642,7 @@ def study(
         quiet,
         as_json,
         html=html,
+        run_id=run_id,
         backend=backend,
         backend_options=options,
         allow_large=allow_large,

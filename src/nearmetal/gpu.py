@@ -32,7 +32,7 @@ def nvidia_driver_present() -> bool:
 def cuda_status() -> tuple[bool, str]:
     """(usable, why): whether torch in this Python sees a CUDA GPU."""
     if importlib.util.find_spec("torch") is None:
-        return False, "torch is not installed (pip install torch, or scripts/install.sh)"
+        return False, "torch is not installed (bash scripts/install.sh --with-torch, or pip install torch)"
     if not nvidia_driver_present():
         return False, "no NVIDIA driver on this host (no /proc/driver/nvidia/version, no nvidia-smi)"
     try:

@@ -28,6 +28,14 @@ def make_backend(name: str, plan: Any | None = None, **overrides: Any) -> Any:
         )
         return SlurmBackend(options, template=given.get("template"))
     if name == "kubernetes":
+        import importlib.util
+
+        if importlib.util.find_spec("kubernetes") is None:  # not in the default install
+            raise NearmetalError(
+                "the kubernetes backend needs the Kubernetes Python client, which is not installed",
+                fix="bash scripts/install.sh --with kubernetes (in a nearmetal checkout), or "
+                "pip install 'nearmetal[kubernetes]'",
+            )
         from nearmetal.backends.kubernetes import KubernetesBackend
         from nearmetal.backends.options import KubernetesOptions
 

@@ -8,6 +8,7 @@ Each module here does ``from nearmetal.cli import app`` and registers its comman
 __all__: list[str] = [
     "advise",
     "backends",
+    "check",
     "net",
     "reports",
     "resume",

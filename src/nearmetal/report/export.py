@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,11 @@ TRIAL_COLUMNS = [
     "started_at",
     "ended_at",
 ]
+# epoch seconds in the store; typed timestamps in Parquet and DataFrames
+TIME_COLUMNS = ("started_at", "ended_at")
 METRIC_COLUMNS = ["metric", "value", "unit", "direction", "source", "n_values"]
 TABULAR_FORMATS = ("csv", "json", "jsonl", "parquet")
-FORMATS = (*TABULAR_FORMATS, "openmetrics")
+FORMATS = (*TABULAR_FORMATS, "openmetrics", "textfile")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -128,16 +131,36 @@ def tidy_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def loss_rows(results: Results, metric: str | None = None) -> list[dict[str, Any]]:
+    """The analysed table of a run, one row per cell (``Results.table``): the metric's summary, its loss vs
+    the baseline with the interval and verdict, the stop reason; with the run id and cell id first."""
+    by_key = {(c.workload, c.point_label, c.variant): c for c in results.cells}
+    rows = []
+    for row in results.table(metric):
+        cell = by_key.get((row.get("workload"), row.get("point"), row.get("variant")))
+        rows.append({"run_id": results.run_id, "cell_id": cell.cell_id if cell else None, **row})
+    return rows
+
+
 def columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    """The fixed columns first, then every parameter column any row has (sorted)."""
+    """Tidy rows: the fixed columns first, then every parameter column any row has (sorted). Other rows
+    (the loss table): every key in the order it first appears."""
+    if not rows or "trial_id" not in rows[0]:
+        return list(dict.fromkeys(k for r in rows for k in r))
     extra = sorted({k for r in rows for k in r} - set(TRIAL_COLUMNS) - set(METRIC_COLUMNS))
     return [*TRIAL_COLUMNS, *METRIC_COLUMNS, *extra]
 
 
-def rows_for(results_list: Iterable[Results]) -> list[dict[str, Any]]:
+WHATS = ("trials", "losses")
+
+
+def rows_for(
+    results_list: Iterable[Results], what: str = "trials", metric: str | None = None
+) -> list[dict[str, Any]]:
+    """``trials``: one row per trial × metric; ``losses``: one row per cell of the analysed table."""
     rows: list[dict[str, Any]] = []
     for results in results_list:
-        rows += tidy_rows(results)
+        rows += tidy_rows(results) if what == "trials" else loss_rows(results, metric)
     return rows
 
 
@@ -174,8 +197,8 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
 def write_parquet(
     rows: list[dict[str, Any]], path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Parquet with one typed column per field; a parameter column whose values differ in type between
-    workloads (an int here, a string there) is stored as text."""
+    """Parquet with one typed column per field: times as UTC timestamps (microseconds), a parameter column
+    whose values differ in type between workloads (an int here, a string there) as text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -184,6 +207,12 @@ def write_parquet(
     for column in columns:
         values = [r.get(column) for r in rows]
         kinds = {type(v) for v in values if v is not None}
+        if column in TIME_COLUMNS and kinds <= {int, float}:
+            arrays[column] = pa.array(
+                [None if v is None or not math.isfinite(v) else round(v * 1e6) for v in values],
+                type=pa.int64(),
+            ).cast(pa.timestamp("us", tz="UTC"))
+            continue
         if kinds == {int, float}:
             values = [None if v is None else float(v) for v in values]
         elif len(kinds) > 1:
@@ -197,17 +226,91 @@ def write_parquet(
     return path
 
 
-# --- OpenMetrics ------------------------------------------------------------------------------------
+# --- OpenMetrics and the node_exporter textfile collector ---------------------------------------------
 
 _RESERVED_SUFFIXES = ("_total", "_created", "_count", "_sum", "_bucket", "_gcount", "_gsum", "_info")
 
+# nearmetal's unit → (Prometheus base-unit suffix, factor to that unit, whether it is a unit OpenMetrics names
+# in ``# UNIT``). Counts and counts per second have no base unit: their families end in the count's own words.
+_BASE_UNITS: dict[str, tuple[str, float, bool]] = {
+    "s": ("seconds", 1.0, True),
+    "ms": ("seconds", 1e-3, True),
+    "us": ("seconds", 1e-6, True),
+    "µs": ("seconds", 1e-6, True),
+    "ns": ("seconds", 1e-9, True),
+    "min": ("seconds", 60.0, True),
+    "h": ("seconds", 3600.0, True),
+    "%": ("ratio", 0.01, True),
+    "fraction": ("ratio", 1.0, True),
+    "ratio": ("ratio", 1.0, True),
+    "B": ("bytes", 1.0, True),
+    "KiB": ("bytes", 2.0**10, True),
+    "MiB": ("bytes", 2.0**20, True),
+    "GiB": ("bytes", 2.0**30, True),
+    "kB": ("bytes", 1e3, True),
+    "MB": ("bytes", 1e6, True),
+    "GB": ("bytes", 1e9, True),
+    "B/s": ("bytes_per_second", 1.0, True),
+    "KiB/s": ("bytes_per_second", 2.0**10, True),
+    "MiB/s": ("bytes_per_second", 2.0**20, True),
+    "GiB/s": ("bytes_per_second", 2.0**30, True),
+    "MB/s": ("bytes_per_second", 1e6, True),
+    "GB/s": ("bytes_per_second", 1e9, True),
+    "bit/s": ("bytes_per_second", 1 / 8, True),
+    "kbit/s": ("bytes_per_second", 1e3 / 8, True),
+    "Mbit/s": ("bytes_per_second", 1e6 / 8, True),
+    "Gbit/s": ("bytes_per_second", 1e9 / 8, True),
+    "J": ("joules", 1.0, True),
+    "kJ": ("joules", 1e3, True),
+    "W": ("watts", 1.0, True),
+    "GFLOPS": ("flops", 1e9, False),
+    "TFLOPS": ("flops", 1e12, False),
+}
+# unit words at the end of nearmetal's metric names, replaced by the base unit's suffix
+_NAME_UNIT_SUFFIX = re.compile(
+    r"(?:^|_)(s|ms|us|ns|pct|percent|ratio|fraction|B|KiB|MiB|GiB|bytes|Bps|KiBps|MiBps|GiBps|bps|Mbps|Gbps|"
+    r"J|W|GFLOPS|TFLOPS|gflops|tflops|flops|per_s|ps)$"
+)
 
-def metric_family_name(metric: str, prefix: str = "nearmetal_trial_") -> str:
-    """A valid OpenMetrics name for a nearmetal metric (``bw_MiBps`` → ``nearmetal_trial_bw_MiBps``)."""
-    name = prefix + re.sub(r"[^A-Za-z0-9_:]", "_", metric)
+
+@dataclass(frozen=True)
+class Family:
+    """How one nearmetal metric appears in Prometheus: the family name, its ``# UNIT`` (or None) and the
+    factor from nearmetal's unit to the base unit."""
+
+    name: str
+    unit: str | None
+    factor: float
+
+
+def metric_family(metric: str, unit: str | None, prefix: str = "nearmetal_trial_") -> Family:
+    """The Prometheus family of a nearmetal metric in base units: ``wall_s`` (s) →
+    ``nearmetal_trial_wall_seconds``, ``bw_MiBps`` (MiB/s) → ``…_bw_bytes_per_second`` × 2²⁰,
+    ``throttled_pct`` (%) → ``…_throttled_ratio`` × 0.01, ``timesteps_per_s`` (steps/s) →
+    ``…_timesteps_per_second``. A unit it does not know keeps the name as it is, without ``# UNIT``."""
+    stem = re.sub(r"[^A-Za-z0-9_:]", "_", metric)
+    base = _BASE_UNITS.get((unit or "").strip())
+    if base is not None:
+        suffix, factor, named = base
+        stem = _NAME_UNIT_SUFFIX.sub("", stem)
+        name = f"{prefix}{stem}_{suffix}" if stem else prefix + suffix
+        family_unit = suffix if named else None
+    elif (unit or "").strip().endswith("/s"):
+        suffix, factor, family_unit = "per_second", 1.0, None
+        stem = _NAME_UNIT_SUFFIX.sub("", stem)
+        name = f"{prefix}{stem}_per_second" if stem else f"{prefix}per_second"
+    else:
+        name, factor, family_unit = prefix + stem, 1.0, None
     if name.endswith(_RESERVED_SUFFIXES):  # those suffixes mean counter/histogram parts in OpenMetrics
+        if family_unit is not None:
+            name, family_unit = name.removesuffix(f"_{family_unit}"), None
         name += "_value"
-    return name
+    return Family(name, family_unit, factor)
+
+
+def metric_family_name(metric: str, unit: str | None = None, prefix: str = "nearmetal_trial_") -> str:
+    """A valid OpenMetrics name for a nearmetal metric in base units (see ``metric_family``)."""
+    return metric_family(metric, unit, prefix).name
 
 
 def _label_value(value: Any) -> str:
@@ -230,22 +333,33 @@ def _help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def to_openmetrics(results_list: Iterable[Results]) -> str:
-    """OpenMetrics text exposition: every trial's metrics as gauges timestamped when the trial ended
-    (for ``promtool tsdb create-blocks-from openmetrics`` backfills or a textfile collector), each
-    variant's loss vs the baseline with its interval bounds, and one info sample per run."""
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _families(results_list: Iterable[Results], textfile: bool) -> dict[str, dict[str, Any]]:
+    """Families of samples: (name, labels, value, timestamp or None)."""
     families: dict[str, dict[str, Any]] = {}
 
-    def family(name: str, kind: str, help_text: str) -> list[str]:
-        fam = families.setdefault(name, {"type": kind, "help": help_text, "samples": []})
+    def family(name: str, kind: str, help_text: str, unit: str | None = None) -> list[Any]:
+        fam = families.setdefault(name, {"type": kind, "help": help_text, "unit": unit, "samples": []})
         return fam["samples"]
 
     for results in results_list:
         run = results.run
-        info = family("nearmetal_run", "info", "a nearmetal run: its plan, host and version")
+        run_stamp = run.ended_at if _finite(run.ended_at) else run.started_at
+        trial_ends = [t.ended_at for t in results.trials if _finite(t.ended_at)]
+        analysed_at = max(trial_ends) if trial_ends else run_stamp
+        # an info family is OpenMetrics only; a textfile collector reads the Prometheus text format, where
+        # the convention is a gauge named *_info with the value 1 (node_uname_info)
+        info = family(
+            "nearmetal_run" if not textfile else "nearmetal_run_info",
+            "info" if not textfile else "gauge",
+            "a nearmetal run: its plan, host and version",
+        )
         info.append(
-            "nearmetal_run_info"
-            + _labels(
+            (
+                "nearmetal_run_info",
                 {
                     "run": run.id,
                     "plan": run.name,
@@ -254,22 +368,26 @@ def to_openmetrics(results_list: Iterable[Results]) -> str:
                     "status": run.status,
                     "nearmetal_version": run.nearmetal_version,
                     "plan_source": redact_text(run.plan_source),
-                }
+                },
+                1.0,
+                run.started_at,
             )
-            + " 1"
         )
         for row in tidy_rows(results):
             if row["metric"] is None or row["value"] is None:
                 continue
-            name = metric_family_name(row["metric"])
+            fam = metric_family(row["metric"], row["unit"])
             unit = f"{row['unit']}, " if row["unit"] else ""
             samples = family(
-                name,
+                fam.name,
                 "gauge",
-                f"{row['metric']} ({unit}{row['direction']} is better) of each nearmetal trial",
+                f"nearmetal's {row['metric']} ({unit}{row['direction']} is better) of each trial"
+                + (f", in {fam.unit}" if fam.unit else ""),
+                fam.unit,
             )
             labels = {
                 "run": row["run_id"],
+                "metric": row["metric"],
                 "workload": row["workload"],
                 "variant": row["variant"],
                 "point": row["point"],
@@ -278,14 +396,14 @@ def to_openmetrics(results_list: Iterable[Results]) -> str:
                 "status": row["status"],
                 "warmup": "true" if row["warmup"] else "false",
             }
-            stamp = row["ended_at"]
-            suffix = f" {stamp:.3f}" if stamp is not None and math.isfinite(stamp) else ""
-            samples.append(f"{name}{_labels(labels)} {_number(row['value'])}{suffix}")
+            stamp = row["ended_at"] if _finite(row["ended_at"]) else row["started_at"]
+            samples.append((fam.name, labels, row["value"] * fam.factor, stamp))
         loss = family(
             "nearmetal_loss_ratio",
             "gauge",
             "loss of a variant vs the baseline as a fraction (positive = the variant costs); "
             "bound=estimate|low|high, low/high being the bootstrap interval",
+            "ratio",
         )
         for comp in results.analysis.comparisons:
             labels = {
@@ -302,14 +420,39 @@ def to_openmetrics(results_list: Iterable[Results]) -> str:
                 ("low", comp.loss.low),
                 ("high", comp.loss.high),
             ):
-                if value is not None and math.isfinite(value):
-                    loss.append(f"nearmetal_loss_ratio{_labels({**labels, 'bound': bound})} {_number(value)}")
+                if _finite(value):
+                    loss.append(("nearmetal_loss_ratio", {**labels, "bound": bound}, value, analysed_at))
+    return {name: fam for name, fam in families.items() if fam["samples"]}
+
+
+def to_openmetrics(results_list: Iterable[Results]) -> str:
+    """OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics`` (a Prometheus backfill): every
+    trial's metrics as gauges in Prometheus base units (seconds, bytes, joules, ratios; nearmetal's own name
+    in the ``metric`` label) with ``# UNIT``, timestamped when the trial ended; each variant's loss vs the
+    baseline with its interval bounds, timestamped when the run's last trial ended; one info sample per run,
+    timestamped when it started. Every sample has a timestamp: a backfill refuses one without."""
     lines: list[str] = []
-    for name, fam in families.items():
-        if not fam["samples"]:
-            continue
+    for name, fam in _families(results_list, textfile=False).items():
         lines.append(f"# TYPE {name} {fam['type']}")
+        if fam["unit"]:
+            lines.append(f"# UNIT {name} {fam['unit']}")
         lines.append(f"# HELP {name} {_help(fam['help'])}")
-        lines += fam["samples"]
+        for sample_name, labels, value, stamp in fam["samples"]:
+            suffix = f" {stamp:.3f}" if _finite(stamp) else ""
+            lines.append(f"{sample_name}{_labels(labels)} {_number(value)}{suffix}")
     lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def to_textfile(results_list: Iterable[Results]) -> str:
+    """The Prometheus text format for node_exporter's textfile collector (``--collector.textfile.directory``):
+    the same families and values as ``to_openmetrics`` but gauges only, no timestamps (the collector refuses
+    client-side ones: Prometheus stamps the scrape) and no ``# EOF``. Write it to ``NAME.prom.$$`` and rename
+    to ``NAME.prom``, so the collector never reads half a file."""
+    lines: list[str] = []
+    for name, fam in _families(results_list, textfile=True).items():
+        lines.append(f"# HELP {name} {_help(fam['help'])}")
+        lines.append(f"# TYPE {name} gauge")
+        for sample_name, labels, value, _ in fam["samples"]:
+            lines.append(f"{sample_name}{_labels(labels)} {_number(value)}")
     return "\n".join(lines) + "\n"

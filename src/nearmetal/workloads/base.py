@@ -39,6 +39,8 @@ class Requirement:
     # optional: a cell that lacks it is skipped with the reason (stored with the run) instead of stopping
     # the whole run (e.g. builders that may or may not be installed)
     optional: bool = False
+    # the install command to show instead of the package manager's plain one (torch: the pinned CPU build)
+    hint: str = ""
 
     def available(self) -> bool:
         if self.manager == "pypi":
@@ -51,6 +53,8 @@ class Requirement:
 
     def install_hint(self) -> str:
         # quoted: the hint is a command users paste, and a package name can come from a plan
+        if self.hint:
+            return self.hint
         if self.manager == "pypi":
             return f"pip install {shlex.quote(self.package)}"
         if self.manager in ("device", "manual"):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nearmetal.metrics import Metric
+from nearmetal.store.schema import MetricRow
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -26,10 +27,11 @@ class MetricRule(BaseModel):
     or a dotted JSON path into stdout parsed as JSON."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # as long as the store keeps (it refuses longer ones, which would only show after the trials ran)
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=MetricRow.__table__.c.name.type.length)
     regex: str | None = None
     json_path: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\[\]-]+$")
-    unit: str = ""
+    unit: str = Field("", max_length=MetricRow.__table__.c.unit.type.length)
     direction: Literal["higher", "lower"]
     stream: Literal["stdout", "stderr"] = "stdout"
     all: bool = Field(False, description="every match is a value of the trial (iterations, windows)")

@@ -25,7 +25,11 @@ DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
 # a neighbour importing torch on a busy 2-core host can take this long before it prints "ready"
 READY_TIMEOUT_S = 300.0
 
-TORCH = Requirement("torch", "torch", manager="pypi", purpose="PyTorch (pip install 'nearmetal[torch]')")
+# not in the default install (it is most of its size): the refusal says how to add it
+TORCH_INSTALL = "bash scripts/install.sh --with-torch (in a nearmetal checkout), or pip install torch"
+TORCH = Requirement(
+    "torch", "torch", manager="pypi", purpose="PyTorch (pip install 'nearmetal[torch]')", hint=TORCH_INSTALL
+)
 CUDA = Requirement(
     "cuda",
     "run it on a host with an NVIDIA GPU, its driver and a CUDA build of torch (or use device: cpu)",
