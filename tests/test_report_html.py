@@ -249,7 +249,7 @@ def test_report_cli_html_png_markdown(tmp_path: Path, run_cli, db_url: str, arti
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     md = (out / "post.md").read_text()
-    assert "| variant | n | wall_s (s) | ± sd | CV % | loss % [95% CI] | stop | verdict |" in md
+    assert "| variant | n | wall_s (s) | ± sd | CV % | loss % [95% CI] | factor | stop | verdict |" in md
     assert "![copy: wall_s vs size_MiB](figs/lines-copy-size_MiB.png)" in md
     assert "**significant loss**" in md
     with Chromium() as browser:
