@@ -187,6 +187,37 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
         ),
         ({"options": {"filename": "/dev/sda"}}, "fio option 'filename' is not allowed"),
         ({"options": {"ioengine": "external:/tmp/evil.so"}}, "fio option 'ioengine' is not allowed"),
+        # issue 18: fio's own command line takes --output and --client; a deny-list let them through
+        (
+            {"options": {"output": "/etc/passwd"}},
+            "fio option 'output' is not allowed in a plan: it redirects",
+        ),
+        (
+            {"options": {"client": "evil.example"}},
+            "fio option 'client' is not allowed in a plan: it makes fio",
+        ),
+        ({"options": {"server": "0.0.0.0"}}, "fio option 'server' is not allowed"),
+        ({"options": {"daemonize": "/tmp/pid"}}, "fio option 'daemonize' is not allowed"),
+        ({"options": {"verify_dump": 1}}, "fio option 'verify_dump' is not allowed"),
+        ({"options": {"exec_postrun": "id"}}, "fio option 'exec_postrun' is not allowed"),
+        ({"options": {"trigger_cmd": "id"}}, "fio option 'trigger_cmd' is not allowed"),
+        ({"options": {"opendir": "/"}}, "fio option 'opendir' is not allowed"),
+        ({"options": {"replay_redirect": "/dev/sda"}}, "fio option 'replay_redirect' is not allowed"),
+        ({"options": {"cgroup": "x"}}, "fio option 'cgroup' is not allowed"),
+        ({"options": {"ioscheduler": "none"}}, "fio option 'ioscheduler' is not allowed"),
+        # unknown options are refused, not passed through (an allow-list)
+        ({"options": {"bwavgtime": 500}}, "fio option 'bwavgtime' is not one nearmetal passes through"),
+        ({"options": {"status_interval": 1}}, "is not one nearmetal passes through"),
+        ({"options": {"eta_newline": 1}}, "is not one nearmetal passes through"),
+        ({"options": {"write_bw_log": "/etc/cron.d/x"}}, "give a relative path"),
+        ({"options": {"write_lat_log": "../../x"}}, "climbs out of the trial's directory"),
+        ({"options": {"read_iolog": "/etc/shadow"}}, "give a relative path"),
+        ({"options": {"write_iolog": ""}}, "give a relative path"),
+        # a value with a line break would forge a line in the recorded fio-job.fio (issue 18, item 9)
+        ({"options": {"rate": "1m\nexec_prerun=touch /tmp/x"}}, "the value contains a line break"),
+        ({"options": {"rate": "1m\rx"}}, "the value contains a carriage return"),
+        ({"options": {"thinktime": "1\u0000"}}, "NUL"),
+        ({"directory": "data\nexec_prerun=id"}, "cannot contain a line break"),
     ],
 )
 def test_fio_options_that_reach_a_shell_or_pick_files_are_refused(params: dict, expected: str) -> None:
@@ -198,6 +229,57 @@ def test_fio_options_that_reach_a_shell_or_pick_files_are_refused(params: dict, 
     with pytest.raises(PlanError) as info:
         parse_plan_text(text, "fio.yaml")
     assert any(expected in p for p in info.value.problems), info.value.problems
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_fio_output_option_cannot_overwrite_a_file(tmp_path: Path, run_cli) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    plan = write_plan(
+        tmp_path,
+        f"name: x\nworkloads:\n  f: {{kind: fio, params: {{size: 1m, runtime: 0.2, options: {{output: {str(victim)!r}}}}}}}\n"
+        "variants: {a: []}\nrepeats: 1\n",
+    )
+    proc = run_cli("run", str(plan), "-q", "--no-html")
+    assert proc.returncode == 2, proc.stderr
+    assert "fio option 'output' is not allowed" in proc.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "nearmetal-runs").exists()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("fio"), reason="fio is not installed")
+def test_allowed_fio_options_pass_and_logs_stay_in_the_trial(tmp_path: Path, db_url: str) -> None:
+    plan = write_plan(
+        tmp_path,
+        """
+        name: fio-opts
+        workloads:
+          f:
+            kind: fio
+            params: {rw: randread, size: 1m, runtime: 0.3, direct: false, drop_caches: false,
+                     options: {norandommap: 1, randrepeat: 0, write_bw_log: logs/bw, log_avg_msec: 100}}
+        variants: {a: []}
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    record = result.records[0]
+    trial_dir = tmp_path / "runs" / result.run_id / record.trial.key
+    job = (trial_dir / "fio-job.fio").read_text()
+    assert "norandommap=1" in job and "write_bw_log=logs/bw" in job
+    assert record.status == "ok", record.error
+    assert list((trial_dir / "logs").glob("bw_bw*.log"))
+
+
+def test_a_fio_log_linked_out_of_the_trial_is_refused_when_it_is_used(tmp_path: Path) -> None:
+    from nearmetal.workloads.base import WorkloadContext
+    from nearmetal.workloads.fio import FioParams, FioWorkload
+
+    (tmp_path / "logs").symlink_to("/etc")
+    params = FioParams(options={"write_bw_log": "logs/bw"})
+    with pytest.raises(PlanError, match="outside"):
+        FioWorkload().processes(params, WorkloadContext(trial_dir=tmp_path, is_root=True))
 
 
 def _fio_plan(directory: str) -> str:
