@@ -583,7 +583,7 @@ def cleanup(
 
     if dry_run:
         leftovers = find_leftovers(run_id)
-        dead, kept = (leftovers, []) if include_live else partition_live(leftovers)
+        dead, kept = (leftovers, []) if include_live else partition_live(leftovers, run_id)
         for leftover in dead:
             console.print(str(leftover), highlight=False)
         for leftover, why in kept:
