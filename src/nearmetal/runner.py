@@ -37,6 +37,7 @@ from nearmetal.layers import make_layer
 from nearmetal.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
+from nearmetal.redact import REDACTED, redact_config_text, redact_data, redact_text
 from nearmetal.store import Store
 from nearmetal.telemetry import capture_environment
 from nearmetal.telemetry.energy import EnergyMeter
@@ -442,9 +443,10 @@ class Runner:
             kind=cell.kind,
             variant=cell.variant,
             is_baseline=cell.is_baseline,
-            params=cell.params.model_dump(mode="json"),
-            point=cell.point,
-            layers=[c.model_dump(mode="json") for c in cell.layers],
+            # secrets never reach the store (SECURITY.md): the trial itself ran with the real values
+            params=redact_data(cell.params.model_dump(mode="json")),
+            point=redact_data(cell.point),
+            layers=[redact_data(c.model_dump(mode="json")) for c in cell.layers],
             repeat_index=trial.index,
             is_warmup=trial.warmup,
             block=trial.block,
@@ -454,8 +456,8 @@ class Runner:
             ended_at=outcome.ended_at,
             exit_code=outcome.exit_code,
             signal=outcome.signal,
-            error=outcome.error,
-            stderr_tail=outcome.stderr_tail,
+            error=redact_text(outcome.error) if outcome.error else outcome.error,
+            stderr_tail=redact_text(outcome.stderr_tail) if outcome.stderr_tail else outcome.stderr_tail,
             output_dir=outcome.output_dir or str(self.run_dir / trial.key),
             placement=outcome.placement,
             caveats=outcome.caveats,
@@ -515,7 +517,8 @@ class Runner:
             id=self.run_id,
             name=self.plan.name,
             description=self.plan.description,
-            plan_text=self.loaded.text,
+            # stored without its secrets; a resume of such a run needs the plan again (resume_run)
+            plan_text=redact_config_text(self.loaded.text),
             plan_source=self.loaded.source,
             plan_hash=hashlib.sha256(self.loaded.text.encode()).hexdigest(),
             status="running",
@@ -687,7 +690,9 @@ class Runner:
                 f"the run directory {self.run_dir} already holds files of another run",
                 fix="give another --run-id or --workdir",
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # trial outputs may hold what the workloads printed: readable by the run's user only
+        self.run_dir.chmod(0o700)
 
     def _fresh_trial_dir(self, trial: Trial) -> None:
         """A trial interrupted by a crash left a partial directory: keep it aside, start the new attempt in
@@ -922,8 +927,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def plan_differences(stored: LoadedPlan, given: LoadedPlan) -> list[str]:
     """What differs between two plans, one line per field (``repeats.min: 5 → 10``); comments, layout and
     key order do not count."""
-    before = _flatten(stored.plan.model_dump(mode="json"))
-    after = _flatten(given.plan.model_dump(mode="json"))
+    # the stored plan has its secrets redacted (SECURITY.md): compare both sides redacted
+    before = _flatten(redact_data(stored.plan.model_dump(mode="json")))
+    after = _flatten(redact_data(given.plan.model_dump(mode="json")))
     lines = []
     for key in sorted(before.keys() | after.keys()):
         if key not in after:
@@ -964,6 +970,12 @@ def resume_run(
     store = Store(db)
     try:
         run = store.get_run(run_id)
+        if plan is None and REDACTED in run.plan_text:
+            raise NearmetalError(
+                f"run {run.id}'s plan held secrets, which nearmetal does not store, so the stored plan "
+                "cannot run again by itself",
+                fix=f"give the plan it was started with: nearmetal run PLAN --resume {run.id}",
+            )
         stored = load_stored_plan(run)
         if plan is not None:
             given = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
@@ -990,7 +1002,8 @@ def resume_run(
 
             backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
         runner = Runner(
-            stored,
+            # the given plan equals the stored one (checked above) but keeps the secrets the store lacks
+            given if plan is not None else stored,
             store,
             base,
             backend=backend,
