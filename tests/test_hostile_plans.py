@@ -366,3 +366,62 @@ def test_a_run_directory_that_is_a_link_is_refused(tmp_path: Path, db_url: str) 
     (workdir / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(nearmetal.runner.NearmetalError, match="is a symbolic link"):
         nearmetal.run_plan(plan, db=db_url, workdir=workdir, run_id="linked")
+
+
+def test_a_regex_with_catastrophic_backtracking_cannot_hang_the_runner(tmp_path: Path, db_url: str) -> None:
+    # Python's re takes ~2^40 steps on this; RE2 is linear in the output (issue 18, item 5)
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: redos
+        workloads:
+          w:
+            kind: command
+            params:
+              argv: [{PY!r}, -c, "print('a' * 40 + '!'); print('n 7')"]
+              metrics:
+                - {{name: evil, regex: '^(a+)+$', direction: higher}}
+                - {{name: n, regex: 'n (?P<value>\\d+)', direction: higher}}
+        variants: {{a: []}}
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    started = time.monotonic()
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert time.monotonic() - started < 30
+    record = result.records[0]
+    assert record.status != "ok" and "regex '^(a+)+$' matched nothing" in (record.error or "")
+
+
+@pytest.mark.parametrize(
+    ("regex", "expected"),
+    [
+        ("(a)\\1", "no backreferences or lookaround"),
+        ("(?<=x)(\\d+)", "no backreferences or lookaround"),
+        ("(unclosed", "missing )"),
+        ("\\d+", "needs a capturing group"),
+    ],
+)
+def test_a_metric_regex_is_checked_at_plan_load(regex: str, expected: str) -> None:
+    import yaml
+
+    text = yaml.safe_dump(
+        {
+            "name": "x",
+            "workloads": {
+                "w": {
+                    "kind": "command",
+                    "params": {
+                        "argv": ["true"],
+                        "metrics": [{"name": "m", "regex": regex, "direction": "higher"}],
+                    },
+                }
+            },
+            "variants": {"a": []},
+        }
+    )
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "re.yaml")
+    (problem,) = info.value.problems
+    assert expected in problem and "\n" not in problem, problem

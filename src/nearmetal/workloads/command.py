@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -21,6 +22,25 @@ from nearmetal.workloads.base import (
 )
 
 
+@functools.cache
+def compile_metric_regex(value: str) -> Any:
+    """A plan's metric regex compiled with RE2, which matches in time linear in the text: a pattern with
+    catastrophic backtracking in Python's ``re`` (``^(a+)+$``) cannot hang the runner. RE2 has no
+    backreferences or lookaround; such a pattern is refused at plan load. ``^``/``$`` match at line ends."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # its C++ logger would print to stderr; the message goes in the ValueError
+    try:
+        return re2.compile(f"(?m){value}", options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"not a regular expression nearmetal can match in linear time (RE2 syntax: no backreferences "
+            f"or lookaround): {detail}"
+        ) from None
+
+
 class MetricRule(BaseModel):
     """How to find one metric in the output: a regex whose first group (or group ``value``) is the number,
     or a dotted JSON path into stdout parsed as JSON."""
@@ -38,10 +58,7 @@ class MetricRule(BaseModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                pattern = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            pattern = compile_metric_regex(value)
             if pattern.groups == 0:
                 raise ValueError("the regex needs a capturing group around the number")
         return value
@@ -108,7 +125,7 @@ class CommandWorkload(Workload):
             text = output.stdout if rule.stream == "stdout" else output.stderr
             if rule.regex is not None:
                 values = []
-                for match in re.finditer(rule.regex, text, re.MULTILINE):
+                for match in compile_metric_regex(rule.regex).finditer(text):
                     raw = match.groupdict().get("value") or match.group(1)
                     values.append(float(raw))
                 if not values:
