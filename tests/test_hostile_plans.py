@@ -425,3 +425,44 @@ def test_a_metric_regex_is_checked_at_plan_load(regex: str, expected: str) -> No
         parse_plan_text(text, "re.yaml")
     (problem,) = info.value.problems
     assert expected in problem and "\n" not in problem, problem
+
+
+def test_a_child_that_left_the_group_and_the_run_is_killed_on_timeout(tmp_path: Path, db_url: str) -> None:
+    # issue 18, item 9: setsid + a clean environment escaped both the group kill and the leak sweep
+    # (the script has single quotes, so its repr is a double-quoted string, which YAML reads alike)
+    pid_file = tmp_path / "escapee.pid"
+    script = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    env = {k: v for k, v in os.environ.items() if k != 'NEARMETAL_RUN_ID'}\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)'], env)\n"
+        "time.sleep(300)\n"
+    )
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: escape
+        workloads:
+          w: {{kind: command, params: {{argv: [{PY!r}, -c, {script!r}]}}}}
+        variants: {{a: []}}
+        repeats: 1
+        timeout: 3s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert result.records[0].status == "timeout"
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"the setsid child {pid} outlived its trial")

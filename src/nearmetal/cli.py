@@ -187,6 +187,7 @@ def _run(
     except NearmetalError as exc:
         _fail(exc)
     html_path = _run_html_report(result.run_id, db, result.workdir, quiet=True) if html else None
+    failure = _run_failure(result)
     if as_json:
         from nearmetal.api import load_results
         from nearmetal.redact import redact_url
@@ -204,12 +205,44 @@ def _run(
                 default=str,
             )
         )
-        return
-    console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
-    if report:
-        _report(result.run_id, db, "terminal", None, None)
-    if html_path and not quiet:
-        err_console.print(f"HTML report: {html_path}", highlight=False)
+    else:
+        console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
+        if report:
+            _report(result.run_id, db, "terminal", None, None)
+        if html_path and not quiet:
+            err_console.print(f"HTML report: {html_path}", highlight=False)
+    if failure:
+        err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _run_failure(result: Any) -> str | None:
+    """Why a run that went to its end still failed (exit 1): every trial it ran failed, or the filesystem
+    of its directory filled up (then trials fail for that reason, whatever they say)."""
+    from nearmetal.machine import free_disk_bytes
+
+    ran = [r for r in result.records if not r.resumed and not r.trial.warmup]
+    if not ran:
+        return None
+    failed = [r for r in ran if r.status != "ok"]
+    if not failed:
+        return None
+    free = free_disk_bytes(Path(result.workdir)) if result.workdir else None
+    if free is not None and free < 1024**2:
+        return (
+            f"the filesystem of {result.workdir} is full ({free:,} bytes free); {len(failed)} of {len(ran)} "
+            f"trials failed; free space and continue: nearmetal resume {result.run_id}"
+        )
+    if len(failed) == len(ran):
+        from nearmetal.redact import redact_text
+
+        first = next((r.error for r in failed if r.error), None) or failed[0].status
+        return (
+            f"every trial of run {result.run_id} failed ({len(ran)}); the first: "
+            f"{redact_text(first.splitlines()[0][:200])}"
+            f"; see them with: nearmetal report {result.run_id}"
+        )
+    return None
 
 
 def _stored_run_dir(run_id: str, db: str | None) -> Path | None:
@@ -255,6 +288,14 @@ def _report(
     from nearmetal.api import load_results
     from nearmetal.report import markdown_report, print_report
 
+    for target, option in ((output, "--output"), (html, "--html")):
+        if target is not None and not Path(target).parent.is_dir():
+            raise NearmetalError(
+                f"{option} {target}: the directory {Path(target).parent} does not exist",
+                fix=f"create it first (mkdir -p {Path(target).parent}) or write elsewhere",
+            )
+        if target is not None and Path(target).is_dir():
+            raise NearmetalError(f"{option} {target} is a directory", fix="give a file name")
     results = load_results(run_id, db=db)
     images: list[tuple[Any, Path]] = []
     if png is not None:
@@ -303,7 +344,9 @@ def run(
     plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
-    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     html: Annotated[
@@ -515,7 +558,9 @@ def study(
     name: Annotated[str, typer.Argument(help="a shipped study, or 'list'")],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
-    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,

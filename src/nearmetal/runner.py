@@ -283,12 +283,16 @@ def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False
         ] = ["the whole plan"]
         fixes.append("lower repeats or the matrix")
     for cell in loaded.cells:
-        try:
-            get_workload(cell.kind).check_resources(cell.params, workdir)
-        except NearmetalError as exc:
-            problems.setdefault(exc.message, []).append(cell.key)
-            if exc.fix and exc.fix not in fixes:
-                fixes.append(exc.fix)
+        # a workload's check, and a layer's where it has one (tmpfs: its size fits in memory)
+        checks = [lambda cell=cell: get_workload(cell.kind).check_resources(cell.params, workdir)]
+        checks += [c for c in (getattr(make_layer(x), "check_resources", None) for x in cell.layers) if c]
+        for check in checks:
+            try:
+                check()
+            except NearmetalError as exc:
+                problems.setdefault(exc.message, []).append(cell.key)
+                if exc.fix and exc.fix not in fixes:
+                    fixes.append(exc.fix)
     if problems:
         lines = []
         for message, cells in problems.items():
@@ -656,6 +660,7 @@ class Runner:
         kept = {c.cell_id for c in self.loaded.cells}
         self._active = [c for c in self._active if c.cell_id in kept]
         preflight(self.loaded, self.backend, self.allow_paths)
+        check_workdir(self.run_dir)
         check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
@@ -887,6 +892,7 @@ def run_plan(
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
     ``allow_large``: run even when the plan asks for more than the machine has."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
+    new_file = _new_sqlite_file(db)
     store = Store(db)
     try:
         return Runner(
@@ -900,8 +906,66 @@ def run_plan(
             allow_paths=allow_paths,
             allow_large=allow_large,
         ).run()
+    except BaseException:
+        # a plan refused before its run was created leaves no store file behind that it made
+        if new_file is not None:
+            _remove_if_empty(store, new_file)
+        raise
     finally:
         store.dispose()
+
+
+def _new_sqlite_file(db: str | None) -> Path | None:
+    """The SQLite file ``db`` names when it does not exist yet (else None)."""
+    from sqlalchemy.engine import make_url
+
+    from nearmetal.store.store import resolve_db_url
+
+    url = make_url(resolve_db_url(db))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path
+
+
+def _remove_if_empty(store: Store, path: Path) -> None:
+    with contextlib.suppress(Exception):
+        if store.list_runs(limit=1):
+            return
+        store.dispose()
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+            with contextlib.suppress(OSError):
+                (path.parent / name).unlink()
+
+
+def check_workdir(run_dir: Path) -> None:
+    """The run's directory can be made and written: not in a kernel filesystem (/proc, /sys, /dev), not on a
+    read-only filesystem, not below a file; one line, before anything runs."""
+    real = Path(os.path.realpath(run_dir))
+    for pseudo in (Path("/proc"), Path("/sys"), Path("/dev")):
+        if real == pseudo or pseudo in real.parents:
+            raise NearmetalError(
+                f"the run directory {run_dir} would be in {pseudo}, a kernel filesystem; nothing was run",
+                fix="give --workdir a directory on a disk",
+            )
+    existing = real
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NearmetalError(
+            f"the run directory {run_dir} would be below {existing}, which is not a directory; nothing was run",
+            fix="give --workdir a directory",
+        )
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only filesystem" if read_only else "is not writable by this user"
+        raise NearmetalError(
+            f"the run directory {run_dir} cannot be made: {existing} {why}; nothing was run",
+            fix="give --workdir a writable directory",
+        )
 
 
 class PlanMismatchError(NearmetalError):

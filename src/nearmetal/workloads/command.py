@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 from typing import Any, Literal
@@ -46,10 +47,11 @@ class MetricRule(BaseModel):
     or a dotted JSON path into stdout parsed as JSON."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # the store's limits (metrics.name, metrics.unit): refused at plan load, not after the first trial
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     regex: str | None = None
     json_path: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\[\]-]+$")
-    unit: str = ""
+    unit: str = Field("", max_length=32)
     direction: Literal["higher", "lower"]
     stream: Literal["stdout", "stderr"] = "stdout"
     all: bool = Field(False, description="every match is a value of the trial (iterations, windows)")
@@ -90,6 +92,19 @@ class CommandParams(WorkloadParams):
             raise ValueError("arguments cannot contain NUL bytes")
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        # what execve would refuse at spawn time, after the plan check (the run was left failed)
+        for key, item in value.items():
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(
+                    f"environment variable name {key!r} cannot be empty or contain '=' or a NUL byte"
+                )
+            if "\0" in item:
+                raise ValueError(f"environment variable {key}: the value cannot contain a NUL byte")
+        return value
+
 
 def _json_get(doc: Any, path: str) -> Any:
     cur = doc
@@ -106,7 +121,17 @@ class CommandWorkload(Workload):
 
     def requires(self, params: CommandParams) -> list[Requirement]:
         tool = params.argv[0]
-        if "/" in tool:
+        if os.path.isabs(tool):
+            # checked before anything runs: a missing program made every trial fail and the run "finish"
+            return [
+                Requirement(
+                    tool,
+                    "argv[0] must name an executable file; check the path",
+                    manager="manual",
+                    purpose="the command",
+                )
+            ]
+        if "/" in tool:  # relative to the trial's directory, which does not exist yet
             return []
         return [Requirement(tool, params.tool_package or tool, purpose="the command")]
 
