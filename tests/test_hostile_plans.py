@@ -466,3 +466,30 @@ def test_a_child_that_left_the_group_and_the_run_is_killed_on_timeout(tmp_path: 
     else:
         os.kill(pid, 9)
         raise AssertionError(f"the setsid child {pid} outlived its trial")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_run_whose_disk_filled_exits_non_zero(tmp_path: Path, run_cli) -> None:
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "nearmetal-test-full", str(small)], check=True, timeout=30
+    )
+    try:
+        plan = write_plan(
+            tmp_path,
+            f"""
+            name: full
+            workloads:
+              w: {{kind: command, params: {{argv: [{PY!r}, -c, "print('x' * 4_000_000)"]}}}}
+            variants: {{a: []}}
+            repeats: 2
+            """,
+        )
+        proc = run_cli("run", str(plan), "-q", "--no-html", "--workdir", str(small), timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "is full" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["umount", str(small)], timeout=30, check=False)
