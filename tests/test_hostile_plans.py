@@ -493,3 +493,19 @@ def test_a_run_whose_disk_filled_exits_non_zero(tmp_path: Path, run_cli) -> None
         assert "is full" in proc.stderr and "Traceback" not in proc.stderr
     finally:
         subprocess.run(["umount", str(small)], timeout=30, check=False)
+
+
+def test_report_into_a_missing_directory_is_one_line(tmp_path: Path, run_cli) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"name: r\nworkloads: {{w: {{kind: command, params: {{argv: [{PY!r}, -c, pass]}}}}}}\nvariants: {{a: []}}\nrepeats: 1\n",
+    )
+    assert run_cli("run", str(plan), "-q", "--no-html").returncode == 0
+    for args in (
+        ("-f", "markdown", "-o", str(tmp_path / "missing" / "r.md")),
+        ("--html", "/nonexistent/dir/r.html"),
+    ):
+        proc = run_cli("report", *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+    assert not (tmp_path / "missing").exists()
