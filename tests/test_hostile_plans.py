@@ -503,9 +503,9 @@ def test_report_into_a_missing_directory_is_one_line(tmp_path: Path, run_cli) ->
     assert run_cli("run", str(plan), "-q", "--no-html").returncode == 0
     for args in (
         ("-f", "markdown", "-o", str(tmp_path / "missing" / "r.md")),
-        ("--html", "/nonexistent/dir/r.html"),
+        ("-f", "json", "-o", str(tmp_path / "gone" / "r.json")),
     ):
         proc = run_cli("report", *args)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
-    assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "gone").exists()

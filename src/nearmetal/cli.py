@@ -276,6 +276,19 @@ def _run_html_report(run_id: str, db: str | None, run_dir: Path | None, quiet: b
         return None
 
 
+def _write_output(output: Path, text: str) -> None:
+    """``report -o``: a missing directory or an unwritable place is one line, not a traceback."""
+    if not output.parent.is_dir():
+        raise NearmetalError(
+            f"--output {output}: the directory {output.parent} does not exist",
+            fix=f"create it first (mkdir -p {output.parent}) or write elsewhere",
+        )
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise NearmetalError(f"--output {output}: cannot write: {exc.strerror or exc}") from None
+
+
 def _report(
     run_id: str | None,
     db: str | None,
@@ -288,14 +301,6 @@ def _report(
     from nearmetal.api import load_results
     from nearmetal.report import markdown_report, print_report
 
-    for target, option in ((output, "--output"), (html, "--html")):
-        if target is not None and not Path(target).parent.is_dir():
-            raise NearmetalError(
-                f"{option} {target}: the directory {Path(target).parent} does not exist",
-                fix=f"create it first (mkdir -p {Path(target).parent}) or write elsewhere",
-            )
-        if target is not None and Path(target).is_dir():
-            raise NearmetalError(f"{option} {target} is a directory", fix="give a file name")
     results = load_results(run_id, db=db)
     images: list[tuple[Any, Path]] = []
     if png is not None:
@@ -324,14 +329,14 @@ def _report(
 
             text = html_report(results)
         if output:
-            output.write_text(text, encoding="utf-8")
+            _write_output(output, text)
             err_console.print(f"wrote {output}")
         else:
             sys.stdout.write(text)
     elif fmt == "json":
         text = json.dumps({"run_id": results.run_id, "rows": results.table(metric)}, default=str, indent=2)
         if output:
-            output.write_text(text + "\n")
+            _write_output(output, text + "\n")
             err_console.print(f"wrote {output}")
         else:
             print(text)
