@@ -187,6 +187,37 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
         ),
         ({"options": {"filename": "/dev/sda"}}, "fio option 'filename' is not allowed"),
         ({"options": {"ioengine": "external:/tmp/evil.so"}}, "fio option 'ioengine' is not allowed"),
+        # issue 18: fio's own command line takes --output and --client; a deny-list let them through
+        (
+            {"options": {"output": "/etc/passwd"}},
+            "fio option 'output' is not allowed in a plan: it redirects",
+        ),
+        (
+            {"options": {"client": "evil.example"}},
+            "fio option 'client' is not allowed in a plan: it makes fio",
+        ),
+        ({"options": {"server": "0.0.0.0"}}, "fio option 'server' is not allowed"),
+        ({"options": {"daemonize": "/tmp/pid"}}, "fio option 'daemonize' is not allowed"),
+        ({"options": {"verify_dump": 1}}, "fio option 'verify_dump' is not allowed"),
+        ({"options": {"exec_postrun": "id"}}, "fio option 'exec_postrun' is not allowed"),
+        ({"options": {"trigger_cmd": "id"}}, "fio option 'trigger_cmd' is not allowed"),
+        ({"options": {"opendir": "/"}}, "fio option 'opendir' is not allowed"),
+        ({"options": {"replay_redirect": "/dev/sda"}}, "fio option 'replay_redirect' is not allowed"),
+        ({"options": {"cgroup": "x"}}, "fio option 'cgroup' is not allowed"),
+        ({"options": {"ioscheduler": "none"}}, "fio option 'ioscheduler' is not allowed"),
+        # unknown options are refused, not passed through (an allow-list)
+        ({"options": {"bwavgtime": 500}}, "fio option 'bwavgtime' is not one nearmetal passes through"),
+        ({"options": {"status_interval": 1}}, "is not one nearmetal passes through"),
+        ({"options": {"eta_newline": 1}}, "is not one nearmetal passes through"),
+        ({"options": {"write_bw_log": "/etc/cron.d/x"}}, "give a relative path"),
+        ({"options": {"write_lat_log": "../../x"}}, "climbs out of the trial's directory"),
+        ({"options": {"read_iolog": "/etc/shadow"}}, "give a relative path"),
+        ({"options": {"write_iolog": ""}}, "give a relative path"),
+        # a value with a line break would forge a line in the recorded fio-job.fio (issue 18, item 9)
+        ({"options": {"rate": "1m\nexec_prerun=touch /tmp/x"}}, "the value contains a line break"),
+        ({"options": {"rate": "1m\rx"}}, "the value contains a carriage return"),
+        ({"options": {"thinktime": "1\u0000"}}, "NUL"),
+        ({"directory": "data\nexec_prerun=id"}, "cannot contain a line break"),
     ],
 )
 def test_fio_options_that_reach_a_shell_or_pick_files_are_refused(params: dict, expected: str) -> None:
@@ -198,6 +229,57 @@ def test_fio_options_that_reach_a_shell_or_pick_files_are_refused(params: dict, 
     with pytest.raises(PlanError) as info:
         parse_plan_text(text, "fio.yaml")
     assert any(expected in p for p in info.value.problems), info.value.problems
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_fio_output_option_cannot_overwrite_a_file(tmp_path: Path, run_cli) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    plan = write_plan(
+        tmp_path,
+        f"name: x\nworkloads:\n  f: {{kind: fio, params: {{size: 1m, runtime: 0.2, options: {{output: {str(victim)!r}}}}}}}\n"
+        "variants: {a: []}\nrepeats: 1\n",
+    )
+    proc = run_cli("run", str(plan), "-q", "--no-html")
+    assert proc.returncode == 2, proc.stderr
+    assert "fio option 'output' is not allowed" in proc.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "nearmetal-runs").exists()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("fio"), reason="fio is not installed")
+def test_allowed_fio_options_pass_and_logs_stay_in_the_trial(tmp_path: Path, db_url: str) -> None:
+    plan = write_plan(
+        tmp_path,
+        """
+        name: fio-opts
+        workloads:
+          f:
+            kind: fio
+            params: {rw: randread, size: 1m, runtime: 0.3, direct: false, drop_caches: false,
+                     options: {norandommap: 1, randrepeat: 0, write_bw_log: logs/bw, log_avg_msec: 100}}
+        variants: {a: []}
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    record = result.records[0]
+    trial_dir = tmp_path / "runs" / result.run_id / record.trial.key
+    job = (trial_dir / "fio-job.fio").read_text()
+    assert "norandommap=1" in job and "write_bw_log=logs/bw" in job
+    assert record.status == "ok", record.error
+    assert list((trial_dir / "logs").glob("bw_bw*.log"))
+
+
+def test_a_fio_log_linked_out_of_the_trial_is_refused_when_it_is_used(tmp_path: Path) -> None:
+    from nearmetal.workloads.base import WorkloadContext
+    from nearmetal.workloads.fio import FioParams, FioWorkload
+
+    (tmp_path / "logs").symlink_to("/etc")
+    params = FioParams(options={"write_bw_log": "logs/bw"})
+    with pytest.raises(PlanError, match="outside"):
+        FioWorkload().processes(params, WorkloadContext(trial_dir=tmp_path, is_root=True))
 
 
 def _fio_plan(directory: str) -> str:
@@ -284,3 +366,146 @@ def test_a_run_directory_that_is_a_link_is_refused(tmp_path: Path, db_url: str) 
     (workdir / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(nearmetal.runner.NearmetalError, match="is a symbolic link"):
         nearmetal.run_plan(plan, db=db_url, workdir=workdir, run_id="linked")
+
+
+def test_a_regex_with_catastrophic_backtracking_cannot_hang_the_runner(tmp_path: Path, db_url: str) -> None:
+    # Python's re takes ~2^40 steps on this; RE2 is linear in the output (issue 18, item 5)
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: redos
+        workloads:
+          w:
+            kind: command
+            params:
+              argv: [{PY!r}, -c, "print('a' * 40 + '!'); print('n 7')"]
+              metrics:
+                - {{name: evil, regex: '^(a+)+$', direction: higher}}
+                - {{name: n, regex: 'n (?P<value>\\d+)', direction: higher}}
+        variants: {{a: []}}
+        repeats: 1
+        timeout: 60s
+        """,
+    )
+    started = time.monotonic()
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert time.monotonic() - started < 30
+    record = result.records[0]
+    assert record.status != "ok" and "regex '^(a+)+$' matched nothing" in (record.error or "")
+
+
+@pytest.mark.parametrize(
+    ("regex", "expected"),
+    [
+        ("(a)\\1", "no backreferences or lookaround"),
+        ("(?<=x)(\\d+)", "no backreferences or lookaround"),
+        ("(unclosed", "missing )"),
+        ("\\d+", "needs a capturing group"),
+    ],
+)
+def test_a_metric_regex_is_checked_at_plan_load(regex: str, expected: str) -> None:
+    import yaml
+
+    text = yaml.safe_dump(
+        {
+            "name": "x",
+            "workloads": {
+                "w": {
+                    "kind": "command",
+                    "params": {
+                        "argv": ["true"],
+                        "metrics": [{"name": "m", "regex": regex, "direction": "higher"}],
+                    },
+                }
+            },
+            "variants": {"a": []},
+        }
+    )
+    with pytest.raises(PlanError) as info:
+        parse_plan_text(text, "re.yaml")
+    (problem,) = info.value.problems
+    assert expected in problem and "\n" not in problem, problem
+
+
+def test_a_child_that_left_the_group_and_the_run_is_killed_on_timeout(tmp_path: Path, db_url: str) -> None:
+    # issue 18, item 9: setsid + a clean environment escaped both the group kill and the leak sweep
+    # (the script has single quotes, so its repr is a double-quoted string, which YAML reads alike)
+    pid_file = tmp_path / "escapee.pid"
+    script = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    env = {k: v for k, v in os.environ.items() if k != 'NEARMETAL_RUN_ID'}\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)'], env)\n"
+        "time.sleep(300)\n"
+    )
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: escape
+        workloads:
+          w: {{kind: command, params: {{argv: [{PY!r}, -c, {script!r}]}}}}
+        variants: {{a: []}}
+        repeats: 1
+        timeout: 3s
+        """,
+    )
+    result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")
+    assert result.records[0].status == "timeout"
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"the setsid child {pid} outlived its trial")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_run_whose_disk_filled_exits_non_zero(tmp_path: Path, run_cli) -> None:
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "nearmetal-test-full", str(small)], check=True, timeout=30
+    )
+    try:
+        plan = write_plan(
+            tmp_path,
+            f"""
+            name: full
+            workloads:
+              w: {{kind: command, params: {{argv: [{PY!r}, -c, "print('x' * 4_000_000)"]}}}}
+            variants: {{a: []}}
+            repeats: 2
+            """,
+        )
+        proc = run_cli("run", str(plan), "-q", "--no-html", "--workdir", str(small), timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "is full" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["umount", str(small)], timeout=30, check=False)
+
+
+def test_report_into_a_missing_directory_is_one_line(tmp_path: Path, run_cli) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"name: r\nworkloads: {{w: {{kind: command, params: {{argv: [{PY!r}, -c, pass]}}}}}}\nvariants: {{a: []}}\nrepeats: 1\n",
+    )
+    assert run_cli("run", str(plan), "-q", "--no-html").returncode == 0
+    for args in (
+        ("-f", "markdown", "-o", str(tmp_path / "missing" / "r.md")),
+        ("-f", "json", "-o", str(tmp_path / "gone" / "r.json")),
+    ):
+        proc = run_cli("report", *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "gone").exists()

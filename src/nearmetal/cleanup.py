@@ -306,13 +306,32 @@ def find_leftovers(run_id: str | None = None) -> list[Leftover]:
     return sorted(out, key=lambda leftover: leftover.priority)
 
 
-def partition_live(leftovers: list[Leftover]) -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
-    """(objects of dead runs, [(object of a live run, why it is left alone)])."""
+UNKNOWN_OWNER = (
+    "the run it belongs to cannot be told (no run id in its name, arguments or environment); "
+    "remove it with `nearmetal cleanup RUN` once you know the run"
+)
+
+
+def partition_live(
+    leftovers: list[Leftover], run_id: str | None = None
+) -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
+    """(objects of dead runs, [(object left alone, why)]). Left alone: objects of runs still alive on this
+    host, and, when no ``run_id`` was named (the finders then return every run's objects), objects whose run
+    cannot be told, since they might be a live run's."""
     live = runlock.live_runs()
     dead: list[Leftover] = []
     kept: list[tuple[Leftover, str]] = []
     for leftover in leftovers:
-        owner = next((run for run in live.values() if leftover.belongs_to(run.run_id)), None)
+        owner_id = run_id_of(leftover) or (run_id if run_id and leftover.belongs_to(run_id) else None)
+        if owner_id is None:
+            owner = next((run for run in live.values() if leftover.belongs_to(run.run_id)), None)
+            if owner is None:
+                kept.append((leftover, UNKNOWN_OWNER))
+                continue
+        else:
+            owner = live.get(owner_id)
+            if owner is None:
+                owner = next((run for run in live.values() if leftover.belongs_to(run.run_id)), None)
         if owner is None:
             dead.append(leftover)
         else:
@@ -334,7 +353,7 @@ def cleanup(
     if include_live:
         targets = leftovers
     else:
-        targets, report.skipped = partition_live(leftovers)
+        targets, report.skipped = partition_live(leftovers, run_id)
     for leftover in targets:
         try:
             leftover.remove()

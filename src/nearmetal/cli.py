@@ -210,6 +210,7 @@ def _run(
     except NearmetalError as exc:
         _fail(exc)
     html_path = _run_html_report(result.run_id, db, result.workdir, quiet=True) if html else None
+    failure = _run_failure(result)
     if as_json:
         from nearmetal.api import load_results
         from nearmetal.redact import redact_url
@@ -227,12 +228,44 @@ def _run(
                 default=str,
             )
         )
-        return
-    console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
-    if report:
-        _report(result.run_id, db, "terminal", None, None)
-    if html_path and not quiet:
-        err_console.print(f"HTML report: {html_path}", highlight=False)
+    else:
+        console.print(f"run id: [bold cyan]{result.run_id}[/bold cyan]", highlight=False)
+        if report:
+            _report(result.run_id, db, "terminal", None, None)
+        if html_path and not quiet:
+            err_console.print(f"HTML report: {html_path}", highlight=False)
+    if failure:
+        err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _run_failure(result: Any) -> str | None:
+    """Why a run that went to its end still failed (exit 1): every trial it ran failed, or the filesystem
+    of its directory filled up (then trials fail for that reason, whatever they say)."""
+    from nearmetal.machine import free_disk_bytes
+
+    ran = [r for r in result.records if not r.resumed and not r.trial.warmup]
+    if not ran:
+        return None
+    failed = [r for r in ran if r.status != "ok"]
+    if not failed:
+        return None
+    free = free_disk_bytes(Path(result.workdir)) if result.workdir else None
+    if free is not None and free < 1024**2:
+        return (
+            f"the filesystem of {result.workdir} is full ({free:,} bytes free); {len(failed)} of {len(ran)} "
+            f"trials failed; free space and continue: nearmetal resume {result.run_id}"
+        )
+    if len(failed) == len(ran):
+        from nearmetal.redact import redact_text
+
+        first = next((r.error for r in failed if r.error), None) or failed[0].status
+        return (
+            f"every trial of run {result.run_id} failed ({len(ran)}); the first: "
+            f"{redact_text(first.splitlines()[0][:200])}"
+            f"; see them with: nearmetal report {result.run_id}"
+        )
+    return None
 
 
 def _stored_run_dir(run_id: str, db: str | None) -> Path | None:
@@ -264,6 +297,19 @@ def _run_html_report(run_id: str, db: str | None, run_dir: Path | None, quiet: b
                 highlight=False,
             )
         return None
+
+
+def _write_output(output: Path, text: str) -> None:
+    """``report -o``: a missing directory or an unwritable place is one line, not a traceback."""
+    if not output.parent.is_dir():
+        raise NearmetalError(
+            f"--output {output}: the directory {output.parent} does not exist",
+            fix=f"create it first (mkdir -p {output.parent}) or write elsewhere",
+        )
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise NearmetalError(f"--output {output}: cannot write: {exc.strerror or exc}") from None
 
 
 def _report(
@@ -306,14 +352,14 @@ def _report(
 
             text = html_report(results)
         if output:
-            output.write_text(text, encoding="utf-8")
+            _write_output(output, text)
             err_console.print(f"wrote {output}")
         else:
             sys.stdout.write(text)
     elif fmt == "json":
         text = json.dumps({"run_id": results.run_id, "rows": results.table(metric)}, default=str, indent=2)
         if output:
-            output.write_text(text + "\n")
+            _write_output(output, text + "\n")
             err_console.print(f"wrote {output}")
         else:
             print(text)
@@ -326,7 +372,9 @@ def run(
     plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
-    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     html: Annotated[
@@ -585,7 +633,9 @@ def study(
     name: Annotated[str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)],
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
-    seed: Annotated[int | None, typer.Option(help="seed for trial order and resampling")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
@@ -668,7 +718,7 @@ def cleanup(
 
     if dry_run:
         leftovers = find_leftovers(run_id)
-        dead, kept = (leftovers, []) if include_live else partition_live(leftovers)
+        dead, kept = (leftovers, []) if include_live else partition_live(leftovers, run_id)
         for leftover in dead:
             console.print(str(leftover), highlight=False)
         for leftover, why in kept:

@@ -38,6 +38,7 @@ from nearmetal.layers import make_layer
 from nearmetal.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.metrics import Metric
 from nearmetal.plan import Cell, LoadedPlan, Trial, load_plan, parse_plan_text
+from nearmetal.redact import REDACTED, redact_config_text, redact_data, redact_text
 from nearmetal.store import Store
 from nearmetal.telemetry import capture_environment
 from nearmetal.telemetry.energy import EnergyMeter
@@ -285,12 +286,16 @@ def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False
         ] = ["the whole plan"]
         fixes.append("lower repeats or the matrix")
     for cell in loaded.cells:
-        try:
-            get_workload(cell.kind).check_resources(cell.params, workdir)
-        except NearmetalError as exc:
-            problems.setdefault(exc.message, []).append(cell.key)
-            if exc.fix and exc.fix not in fixes:
-                fixes.append(exc.fix)
+        # a workload's check, and a layer's where it has one (tmpfs: its size fits in memory)
+        checks = [lambda cell=cell: get_workload(cell.kind).check_resources(cell.params, workdir)]
+        checks += [c for c in (getattr(make_layer(x), "check_resources", None) for x in cell.layers) if c]
+        for check in checks:
+            try:
+                check()
+            except NearmetalError as exc:
+                problems.setdefault(exc.message, []).append(cell.key)
+                if exc.fix and exc.fix not in fixes:
+                    fixes.append(exc.fix)
     if problems:
         lines = []
         for message, cells in problems.items():
@@ -445,9 +450,10 @@ class Runner:
             kind=cell.kind,
             variant=cell.variant,
             is_baseline=cell.is_baseline,
-            params=cell.params.model_dump(mode="json"),
-            point=cell.point,
-            layers=[c.model_dump(mode="json") for c in cell.layers],
+            # secrets never reach the store (SECURITY.md): the trial itself ran with the real values
+            params=redact_data(cell.params.model_dump(mode="json")),
+            point=redact_data(cell.point),
+            layers=[redact_data(c.model_dump(mode="json")) for c in cell.layers],
             repeat_index=trial.index,
             is_warmup=trial.warmup,
             block=trial.block,
@@ -457,8 +463,8 @@ class Runner:
             ended_at=outcome.ended_at,
             exit_code=outcome.exit_code,
             signal=outcome.signal,
-            error=outcome.error,
-            stderr_tail=outcome.stderr_tail,
+            error=redact_text(outcome.error) if outcome.error else outcome.error,
+            stderr_tail=redact_text(outcome.stderr_tail) if outcome.stderr_tail else outcome.stderr_tail,
             output_dir=outcome.output_dir or str(self.run_dir / trial.key),
             placement=outcome.placement,
             caveats=outcome.caveats,
@@ -518,7 +524,8 @@ class Runner:
             id=self.run_id,
             name=self.plan.name,
             description=self.plan.description,
-            plan_text=self.loaded.text,
+            # stored without its secrets; a resume of such a run needs the plan again (resume_run)
+            plan_text=redact_config_text(self.loaded.text),
             plan_source=self.loaded.source,
             plan_hash=hashlib.sha256(self.loaded.text.encode()).hexdigest(),
             status="running",
@@ -659,6 +666,7 @@ class Runner:
         kept = {c.cell_id for c in self.loaded.cells}
         self._active = [c for c in self._active if c.cell_id in kept]
         preflight(self.loaded, self.backend, self.allow_paths)
+        check_workdir(self.run_dir)
         check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
@@ -693,7 +701,9 @@ class Runner:
                 f"the run directory {self.run_dir} already holds files of another run",
                 fix="give another --run-id or --workdir",
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # trial outputs may hold what the workloads printed: readable by the run's user only
+        self.run_dir.chmod(0o700)
 
     def _fresh_trial_dir(self, trial: Trial) -> None:
         """A trial interrupted by a crash left a partial directory: keep it aside, start the new attempt in
@@ -920,6 +930,7 @@ def run_plan(
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
     ``allow_large``: run even when the plan asks for more than the machine has."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
+    new_file = _new_sqlite_file(db)
     store = Store(db)
     try:
         return Runner(
@@ -933,8 +944,66 @@ def run_plan(
             allow_paths=allow_paths,
             allow_large=allow_large,
         ).run()
+    except BaseException:
+        # a plan refused before its run was created leaves no store file behind that it made
+        if new_file is not None:
+            _remove_if_empty(store, new_file)
+        raise
     finally:
         store.dispose()
+
+
+def _new_sqlite_file(db: str | None) -> Path | None:
+    """The SQLite file ``db`` names when it does not exist yet (else None)."""
+    from sqlalchemy.engine import make_url
+
+    from nearmetal.store.store import resolve_db_url
+
+    url = make_url(resolve_db_url(db))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path
+
+
+def _remove_if_empty(store: Store, path: Path) -> None:
+    with contextlib.suppress(Exception):
+        if store.list_runs(limit=1):
+            return
+        store.dispose()
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+            with contextlib.suppress(OSError):
+                (path.parent / name).unlink()
+
+
+def check_workdir(run_dir: Path) -> None:
+    """The run's directory can be made and written: not in a kernel filesystem (/proc, /sys, /dev), not on a
+    read-only filesystem, not below a file; one line, before anything runs."""
+    real = Path(os.path.realpath(run_dir))
+    for pseudo in (Path("/proc"), Path("/sys"), Path("/dev")):
+        if real == pseudo or pseudo in real.parents:
+            raise NearmetalError(
+                f"the run directory {run_dir} would be in {pseudo}, a kernel filesystem; nothing was run",
+                fix="give --workdir a directory on a disk",
+            )
+    existing = real
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NearmetalError(
+            f"the run directory {run_dir} would be below {existing}, which is not a directory; nothing was run",
+            fix="give --workdir a directory",
+        )
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only filesystem" if read_only else "is not writable by this user"
+        raise NearmetalError(
+            f"the run directory {run_dir} cannot be made: {existing} {why}; nothing was run",
+            fix="give --workdir a writable directory",
+        )
 
 
 class PlanMismatchError(NearmetalError):
@@ -960,8 +1029,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def plan_differences(stored: LoadedPlan, given: LoadedPlan) -> list[str]:
     """What differs between two plans, one line per field (``repeats.min: 5 → 10``); comments, layout and
     key order do not count."""
-    before = _flatten(stored.plan.model_dump(mode="json"))
-    after = _flatten(given.plan.model_dump(mode="json"))
+    # the stored plan has its secrets redacted (SECURITY.md): compare both sides redacted
+    before = _flatten(redact_data(stored.plan.model_dump(mode="json")))
+    after = _flatten(redact_data(given.plan.model_dump(mode="json")))
     lines = []
     for key in sorted(before.keys() | after.keys()):
         if key not in after:
@@ -1002,6 +1072,12 @@ def resume_run(
     store = Store(db)
     try:
         run = store.get_run(run_id)
+        if plan is None and REDACTED in run.plan_text:
+            raise NearmetalError(
+                f"run {run.id}'s plan held secrets, which nearmetal does not store, so the stored plan "
+                "cannot run again by itself",
+                fix=f"give the plan it was started with: nearmetal run PLAN --resume {run.id}",
+            )
         stored = load_stored_plan(run)
         if plan is not None:
             given = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
@@ -1028,7 +1104,8 @@ def resume_run(
 
             backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
         runner = Runner(
-            stored,
+            # the given plan equals the stored one (checked above) but keeps the secrets the store lacks
+            given if plan is not None else stored,
             store,
             base,
             backend=backend,

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+import psutil
+
 from nearmetal.backends.base import Execution, ProcessResult
 from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
@@ -56,6 +58,21 @@ def kill_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
         time.sleep(0.01)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def kill_tree(pid: int, grace_s: float = KILL_GRACE_S) -> None:
+    """``kill_group``, and then every process that descended from ``pid`` when it was called, wherever it
+    went: a child that called ``setsid`` (its own group and session) and dropped ``NEARMETAL_RUN_ID`` from
+    its environment escapes both the group kill and the runner's sweep, not its ancestry. psutil checks
+    each process is still the one found (no pid reuse) before it signals it."""
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    kill_group(pid, grace_s)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 class LocalBackend:
@@ -205,7 +222,7 @@ class LocalBackend:
 
                 def on_deadline(pid: int = proc.pid) -> None:
                     timed_out.set()
-                    kill_group(pid)
+                    kill_tree(pid)
 
                 timer = threading.Timer(timeout_s, on_deadline)
                 timer.daemon = True
@@ -225,8 +242,8 @@ class LocalBackend:
                 with contextlib.suppress(OSError, ValueError):
                     host.__exit__(None, None, None)
             if proc is not None and not reaped:
-                # interrupted (Ctrl-C, SIGTERM to the runner): take the whole group down before leaving
-                kill_group(proc.pid, grace_s=1.0)
+                # interrupted (Ctrl-C, SIGTERM to the runner): take the whole tree down before leaving
+                kill_tree(proc.pid, grace_s=1.0)
                 with contextlib.suppress(ChildProcessError):
                     os.wait4(proc.pid, 0)
                 proc.returncode = -signal.SIGKILL

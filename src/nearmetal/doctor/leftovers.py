@@ -17,13 +17,14 @@ LESSON = (
     explains=("cpu", "variance", "failure"),
 )
 def check_leftovers() -> list[Finding]:
-    from nearmetal.cleanup import find_leftovers, partition_live, run_id_of
+    from nearmetal.cleanup import UNKNOWN_OWNER, find_leftovers, partition_live, run_id_of
     from nearmetal.runlock import live_runs
 
     dead, kept = partition_live(find_leftovers())
     findings: list[Finding] = []
     by_run: dict[str, list] = {}
     for leftover in dead:
+        # partition_live keeps objects whose run cannot be told: every dead one has a run id
         by_run.setdefault(run_id_of(leftover) or "?", []).append(leftover)
     for run_id, objects in sorted(by_run.items()):
         kinds: dict[str, int] = {}
@@ -33,15 +34,28 @@ def check_leftovers() -> list[Finding]:
         summary = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(kinds.items()))
         names = [str(leftover) for leftover in objects]
         evidence = "; ".join(names[:6]) + (f"; … and {len(names) - 6} more" if len(names) > 6 else "")
-        target = run_id if run_id != "?" else ""
         findings.append(
             Finding(
                 "leftovers",
                 "info" if only_locks else "warning",
                 f"run {run_id} is dead but left {summary} on this host",
                 evidence=evidence,
-                fix=f"nearmetal cleanup {target}".strip()
-                + (f" (or continue the run: nearmetal resume {run_id})" if target else ""),
+                # always the run's own id: a bare `nearmetal cleanup` is never the advice
+                fix=f"nearmetal cleanup {run_id} (or continue the run: nearmetal resume {run_id})",
+                lesson=LESSON,
+            )
+        )
+    unknown = [leftover for leftover, why in kept if why == UNKNOWN_OWNER]
+    if unknown:
+        names = [str(leftover) for leftover in unknown]
+        findings.append(
+            Finding(
+                "leftovers",
+                "warning",
+                f"{len(unknown)} host object(s) named for nearmetal whose run cannot be told",
+                evidence="; ".join(names[:6]) + (f"; … and {len(names) - 6} more" if len(names) > 6 else ""),
+                fix="find the run that made it (nearmetal runs) and, once it is not running, "
+                "nearmetal cleanup RUN; a bare `nearmetal cleanup` leaves it alone",
                 lesson=LESSON,
             )
         )

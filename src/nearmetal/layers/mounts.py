@@ -237,8 +237,11 @@ def find_mounts(run_id: str | None = None) -> list[Leftover]:
 
 
 def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
-    """FUSE daemons, virtiofsd and QEMU processes whose arguments name a nearmetal host object."""
-    from nearmetal.cleanup import Leftover
+    """FUSE daemons, virtiofsd and QEMU processes whose arguments name a nearmetal host object. Each carries
+    its run's id, read from the ``nearmetal-<run>-<trial>-…`` path in its arguments or, failing that, from
+    ``NEARMETAL_RUN_ID`` in its environment; one whose run cannot be told is reported, never removed by a
+    cleanup that names no run (``cleanup.partition_live``)."""
+    from nearmetal.cleanup import _HOST_NAME_RE, Leftover, _process_run_id
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []
@@ -254,9 +257,15 @@ def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
         program = os.path.basename(argv[0].decode(errors="replace"))
         if program not in LAYER_PROGRAMS:
             continue
-        if not any(prefix in arg.decode(errors="replace") for arg in argv[1:]):
+        args = [arg.decode(errors="replace") for arg in argv[1:]]
+        named = next((arg for arg in args if prefix in arg), None)
+        if named is None:
             continue
         pid = int(entry.name)
+        match = _HOST_NAME_RE.search(named)
+        owner = match.group("run") if match else _process_run_id(pid)
+        if run_id is not None and owner is not None and owner != run_id:
+            continue
 
         def remove(pid: int = pid) -> None:
             with contextlib.suppress(ProcessLookupError):
@@ -266,5 +275,9 @@ def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
                     time.sleep(0.05)
                 os.kill(pid, 9)
 
-        found.append(Leftover("process", f"{pid} {program}", remove, priority=10))
+        found.append(
+            Leftover(
+                "process", f"{pid} {program} ({named[-120:]})", remove, run_id=owner or run_id, priority=10
+            )
+        )
     return found

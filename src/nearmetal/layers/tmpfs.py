@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from nearmetal.errors import NearmetalError
 from nearmetal.layers.base import TrialContext
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer, run_tool
+from nearmetal.machine import TooLargeError
 from nearmetal.units import mem_available_bytes, parse_size
 
 
@@ -39,16 +39,21 @@ class TmpfsLayer(FilesystemLayer):
     def example_config(cls) -> dict[str, Any]:
         return {"layer": "tmpfs", "size": "64m"}
 
-    def mount(self, ctx: TrialContext) -> None:
-        assert self.mountpoint is not None
+    def check_resources(self) -> None:
+        """Before a run (``runner.check_resources``) and again at mount: the size fits in memory."""
         size = parse_size(self.config.size)
         available = mem_available_bytes()
         if available is not None and size > available * 0.8:
-            raise NearmetalError(
+            raise TooLargeError(
                 f"a tmpfs of {self.config.size} could use more memory than this machine has available "
                 f"({available / 1024**2:,.0f} MiB)",
                 fix="lower the tmpfs layer's size (and fio's size × numjobs with it)",
             )
+
+    def mount(self, ctx: TrialContext) -> None:
+        assert self.mountpoint is not None
+        self.check_resources()
+        size = parse_size(self.config.size)
         options = f"size={size},mode=0755,huge={self.config.huge}"
         run_tool(
             ["mount", "-t", "tmpfs", "-o", options, ctx.host_name("tmpfs"), str(self.mountpoint)],

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,16 +236,66 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
     return LoadedPlan(plan=plan, cells=expansion.cells, text=text, source=source)
 
 
-def load_plan(path: str | Path) -> LoadedPlan:
-    path = Path(path)
+def _read_plan_file(path: Path) -> str:
+    """The plan's text; a directory, device, FIFO or socket, or a file over MAX_PLAN_BYTES, is refused
+    before it is read (``/dev/zero`` would be read until memory ran out, a FIFO would block forever)."""
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise PlanError([f"{path}: no such plan file"]) from None
-    except UnicodeDecodeError:
-        raise PlanError([f"{path}: not a text file (a plan is UTF-8 YAML)"]) from None
+    except IsADirectoryError:
+        raise PlanError([f"{path}: is a directory, not a plan file"]) from None
     except OSError as exc:
         raise PlanError([f"{path}: cannot read: {exc.strerror}"]) from None
-    loaded = parse_plan_text(text, source=path.name)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PlanError([f"{path}: is a directory, not a plan file"])
+        if not stat.S_ISREG(info.st_mode):
+            raise PlanError([f"{path}: not a regular file (a device, FIFO or socket); a plan is a YAML file"])
+        if info.st_size > MAX_PLAN_BYTES:
+            raise PlanError(
+                [f"{path}: the plan is larger than {MAX_PLAN_BYTES // 1024} KiB; a plan is a short YAML file"]
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_PLAN_BYTES:  # /proc files report size 0: read at most one byte past the limit
+            chunk = os.read(fd, MAX_PLAN_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise PlanError([f"{path}: cannot read: {exc.strerror}"]) from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(
+            [f"{path}: the plan is larger than {MAX_PLAN_BYTES // 1024} KiB; a plan is a short YAML file"]
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PlanError([f"{path}: not a text file (a plan is UTF-8 YAML)"]) from None
+
+
+def load_plan(path: str | Path) -> LoadedPlan:
+    path = Path(path)
+    text = _read_plan_file(path)
+    try:
+        loaded = parse_plan_text(text, source=path.name)
+    except PlanError as exc:
+        if path.is_symlink():
+            # the link may lead to a file the person running nearmetal can read and its author cannot
+            # (/etc/shadow): name the problem count, never the lines
+            target = os.path.realpath(path)
+            raise PlanError(
+                [
+                    f"{path} (a link to {target}): not a valid plan ({len(exc.problems)} problem(s)); its "
+                    "content is not shown because the plan is a symbolic link: run the file itself to see them"
+                ]
+            ) from None
+        raise
     loaded.path = path.resolve()
     return loaded

@@ -14,6 +14,7 @@ from nearmetal.backends.options import KubernetesOptions, Resources, SlurmOption
 from nearmetal.telemetry.energy import EnergyConfig
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+MAX_SEED = 2**31 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
@@ -215,7 +216,10 @@ def plan_model() -> type[BaseModel]:
         )
         order: Literal["interleaved", "sequential", "random"] = "interleaved"
         timeout: float = Field(600.0, description="per-trial timeout, e.g. 300s or 5m")
-        seed: int | None = Field(None, description="seed for trial order and resampling (recorded)")
+        # the store keeps it in a 32-bit column (PostgreSQL INTEGER): refused here, not at the store
+        seed: int | None = Field(
+            None, ge=0, le=MAX_SEED, description="seed for trial order and resampling (recorded)"
+        )
         analysis: Analysis = Field(default_factory=Analysis)
         energy: EnergyConfig = Field(
             default_factory=EnergyConfig,

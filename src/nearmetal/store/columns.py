@@ -7,6 +7,8 @@ so no Python string is made per value. The same statements run on SQLite and Pos
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,11 +115,29 @@ def _metric_rows(conn: Any, run_id: str, table: Any, names: list[str], with_seq:
     return out
 
 
+@contextmanager
+def snapshot(store: Store) -> Iterator[Any]:
+    """A connection whose statements all see the store as it was at the first one: a run being written
+    (trials and their metrics are inserted between two of our SELECTs) reads consistently. SQLite in WAL
+    mode keeps a read transaction's snapshot, but pysqlite opens none for a SELECT, so BEGIN is explicit;
+    PostgreSQL needs REPEATABLE READ (READ COMMITTED takes a new snapshot per statement)."""
+    with store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")
+        elif conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 def measured_table(store: Store, run_id: str) -> MeasuredTable:
-    """Every trial, metric and metric value of a run, as the columns ``analysis.analyse`` takes."""
+    """Every trial, metric and metric value of a run, as the columns ``analysis.analyse`` takes, read in one
+    snapshot (``snapshot``)."""
     from nearmetal.analysis.run import MeasuredTable
 
-    with store.engine.connect() as conn:
+    with snapshot(store) as conn:
         trial_stmt = select(
             TrialRow.id, TrialRow.cell_id, TrialRow.status == "ok", TrialRow.is_warmup, TrialRow.block
         ).where(TrialRow.run_id == run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nearmetal.errors import NearmetalError
@@ -157,6 +158,15 @@ class RunSummary:
     trials: int
 
 
+def _create_private(database: str | None) -> None:
+    """A new SQLite store is created readable by its owner only (0600): it holds plans and outputs. SQLite
+    gives its -wal and -shm files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 class Store:
     def __init__(self, db: str | None = None) -> None:
         self.url = resolve_db_url(db)
@@ -177,6 +187,7 @@ class Store:
                 "postgresql+psycopg://user@host/db",
             ) from None
         if self.engine.dialect.name == "sqlite":
+            _create_private(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrate()
@@ -202,7 +213,7 @@ class Store:
                         self._create_or_upgrade(conn, cfg, current)
                     conn.commit()
                     return
-            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            except (OperationalError, IntegrityError, ProgrammingError, DatabaseError) as exc:
                 # another process is creating the same store at this moment (a server without advisory
                 # locks, a lock wait that timed out): look again shortly
                 if _transient(exc) and attempt < 39:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import shutil
 from typing import Any, Literal
@@ -20,6 +22,25 @@ from nearmetal.workloads.base import (
     WorkloadContext,
     WorkloadParams,
 )
+
+
+@functools.cache
+def compile_metric_regex(value: str) -> Any:
+    """A plan's metric regex compiled with RE2, which matches in time linear in the text: a pattern with
+    catastrophic backtracking in Python's ``re`` (``^(a+)+$``) cannot hang the runner. RE2 has no
+    backreferences or lookaround; such a pattern is refused at plan load. ``^``/``$`` match at line ends."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # its C++ logger would print to stderr; the message goes in the ValueError
+    try:
+        return re2.compile(f"(?m){value}", options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"not a regular expression nearmetal can match in linear time (RE2 syntax: no backreferences "
+            f"or lookaround): {detail}"
+        ) from None
 
 
 class MetricRule(BaseModel):
@@ -40,10 +61,7 @@ class MetricRule(BaseModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                pattern = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            pattern = compile_metric_regex(value)
             if pattern.groups == 0:
                 raise ValueError("the regex needs a capturing group around the number")
         return value
@@ -88,6 +106,11 @@ def check_env(value: dict[str, str]) -> dict[str, str]:
     """Environment variable names a process (or a VM guest) can carry as data: letters, digits and _,
     not starting with a digit; values without NUL bytes."""
     for key, item in value.items():
+        if not key or "=" in key or "\0" in key:
+            # what execve refuses at spawn time, after the plan check (the run was left failed)
+            raise ValueError(
+                f"environment variable name {key!r} cannot be empty or contain '=' or a NUL byte"
+            )
         if not ENV_NAME_RE.match(key):
             raise ValueError(
                 f"{key!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
@@ -112,7 +135,17 @@ class CommandWorkload(Workload):
 
     def requires(self, params: CommandParams) -> list[Requirement]:
         tool = params.argv[0]
-        if "/" in tool:
+        if os.path.isabs(tool):
+            # checked before anything runs: a missing program made every trial fail and the run "finish"
+            return [
+                Requirement(
+                    tool,
+                    "argv[0] must name an executable file; check the path",
+                    manager="manual",
+                    purpose="the command",
+                )
+            ]
+        if "/" in tool:  # relative to the trial's directory, which does not exist yet
             return []
         return [Requirement(tool, params.tool_package or tool, purpose="the command")]
 
@@ -131,7 +164,7 @@ class CommandWorkload(Workload):
             text = output.stdout if rule.stream == "stdout" else output.stderr
             if rule.regex is not None:
                 values = []
-                for match in re.finditer(rule.regex, text, re.MULTILINE):
+                for match in compile_metric_regex(rule.regex).finditer(text):
                     raw = match.groupdict().get("value") or match.group(1)
                     values.append(float(raw))
                 if not values:
