@@ -21,6 +21,9 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     ("cpu_util_pct", "CPU util %"),
     ("throttled_pct", "throttled %"),
     ("disk_used_MiB", "disk MiB"),
+    # the noise evidence of each cell (telemetry.contention): CPU that processes outside the run used while
+    # its trials ran, in % of one CPU; what made a cell contended is named in the notes
+    ("outside_cpu_pct", "outside CPU %"),
 ]
 # columns shown for cells of one workload kind only: (metric, header)
 KIND_COLUMNS: dict[str, list[tuple[str, str]]] = {
