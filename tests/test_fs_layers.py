@@ -224,7 +224,7 @@ def test_guest_environment_is_data_and_bad_names_are_refused(tmp_path: Path) -> 
     )
     from nearmetal.plan import load_plan
 
-    with pytest.raises(Exception, match="cannot be empty or contain '='|not an environment variable name"):
+    with pytest.raises(Exception, match=r"cannot be empty or contain '='|not an environment variable name"):
         load_plan(plan)
     # a name without '=' that is still no identifier
     plan.write_text(plan.read_text().replace(json.dumps(INJECTING_KEY), '"1X"'))
