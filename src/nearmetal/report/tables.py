@@ -134,7 +134,7 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
             f"{conf} BCa bootstrap over trials on the ratio of {of} ({results.resamples} resamples, seed"
             f" {results.config.seed}), hulled with Welch's t on the logs below 4 trials"
             + (
-                " (unpaired: " + "; ".join(sorted({e.note for e in unpaired if e.note})) + ")"
+                " (" + "; ".join(sorted({e.note for e in unpaired if e.note})) + ")"
                 if any(e.note for e in unpaired)
                 else ""
             )
