@@ -367,6 +367,27 @@ def _report(
         print_report(results, console, metric)
 
 
+def backend_options(
+    partition: str | None,
+    account: str | None,
+    time_limit: str | None,
+    parallel: int | None,
+    namespace: str | None,
+    kubeconfig: str | None,
+    image: str | None,
+) -> dict[str, Any]:
+    """The backend options ``run``, ``study`` and ``check`` share, as the backends' option models take them."""
+    return dict(
+        partition=partition,
+        account=account,
+        time=time_limit,
+        parallel=parallel,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        image=image,
+    )
+
+
 @app.command()
 def run(
     plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
@@ -400,15 +421,7 @@ def run(
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
-    options = dict(
-        partition=partition,
-        account=account,
-        time=time_limit,
-        parallel=parallel,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        image=image,
-    )
+    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     _run(
         plan,
         db,
@@ -675,15 +688,7 @@ def study(
         _fail(exc)
     if form == "auto" and why != "the study has one form" and not as_json:
         err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
-    options = dict(
-        partition=partition,
-        account=account,
-        time=time_limit,
-        parallel=parallel,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        image=image,
-    )
+    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     _run(
         path,
         db,

@@ -24,6 +24,7 @@ from nearmetal.cli import (
     PartitionOption,
     TimeOption,
     app,
+    backend_options,
     console,
     err_console,
 )
@@ -75,15 +76,7 @@ def check(
     estimate of the run's duration. Exit 2 when there is a problem, 0 when the plan would run."""
     from nearmetal.check import check_plan
 
-    options = dict(
-        partition=partition,
-        account=account,
-        time=time_limit,
-        parallel=parallel,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        image=image,
-    )
+    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     report = check_plan(
         _plan_path(plan),
         backend=backend,
