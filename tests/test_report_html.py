@@ -146,8 +146,8 @@ def test_a_registered_builder_joins_the_report_and_a_broken_one_costs_only_itsel
     try:
         text = html_report(results)
     finally:
-        FIGURES.pop("test-timeline")
-        FIGURES.pop("test-broken")
+        FIGURES.remove("test-timeline")
+        FIGURES.remove("test-broken")
     assert 'id="timeline"' in text and 'data-builder="test-timeline"' in text
     assert "Figures not drawn" in text and "test-broken: RuntimeError: no events table here" in text
     assert 'id="repeats-copy-size_MiB-8"' in text  # the others are still there

@@ -31,15 +31,9 @@ from nearmetal.errors import NearmetalError
 from nearmetal.store import Store
 from nearmetal.store import columns as store_columns
 from nearmetal.store.schema import RunRow, TrialRow
-from nearmetal.workloads import WORKLOAD_CLASSES, workload_class
+from nearmetal.workloads import primary_metric_of
 
 DEFAULT_DESIGN_TARGET = 0.01  # the half-width suggestions aim at when the plan sets no target
-
-
-def primary_metric_of(kind: str) -> str:
-    if kind in WORKLOAD_CLASSES:
-        return workload_class(kind).primary_metric
-    return "wall_s"
 
 
 def cells_from_trials(trials: list[TrialRow]) -> list[CellInfo]:

@@ -1,7 +1,7 @@
 """``nearmetal check PLAN``: everything a run would refuse, found at once and without running anything, and
 what the run would be (cells, trials, tools, an estimate of its duration).
 
-The checks are the runner's own (``runner.preflight`` and the functions it is made of, ``check_resources``)
+The checks are the runner's own (``run.preflight.preflight`` and the functions it is made of, ``check_resources``)
 and the plan loader's (which also refuses what the store cannot keep, such as metric names longer than its
 column); this module only calls each of them separately, so that one problem does not hide the next.
 """
@@ -190,18 +190,19 @@ def check_plan(
     db: str | None = None,
 ) -> CheckReport:
     """Every reason ``nearmetal run PLAN`` would refuse the plan here, and what the run would be."""
+    from nearmetal.backends.base import RemoteBackend
     from nearmetal.backends.select import make_backend
     from nearmetal.layers import make_layer
     from nearmetal.plan import load_plan
     from nearmetal.plan.paths import check_plan_paths
-    from nearmetal.runner import (
-        DEFAULT_WORKDIR,
+    from nearmetal.run.preflight import (
         check_resources,
         missing_requirements,
         preflight,
         raise_if_root_needed,
         skip_unavailable_cells,
     )
+    from nearmetal.run.records import DEFAULT_WORKDIR
     from nearmetal.workloads import get_workload
 
     report = CheckReport(plan=str(plan), backend=backend)
@@ -218,7 +219,7 @@ def check_plan(
     except NearmetalError as exc:
         _add(report, "backend", exc)
         runner_backend = None
-    remote = runner_backend is not None and getattr(runner_backend, "run_trials", None) is not None
+    remote = isinstance(runner_backend, RemoteBackend)
 
     # what the run itself does first, on a copy: cells whose only missing tools are optional are left out
     kept = copy.copy(loaded)
@@ -246,7 +247,7 @@ def check_plan(
         check_plan_paths(kept, allow_paths)
     except PlanError as exc:
         _add(report, "paths", exc)
-    backend_name = getattr(runner_backend, "name", backend)
+    backend_name = runner_backend.name if runner_backend is not None else backend
     unsupported: dict[str, list[str]] = {}
     for cell in kept.cells:
         for config in cell.layers:

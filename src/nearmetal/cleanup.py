@@ -3,7 +3,8 @@
 Everything nearmetal creates on the host carries ``nearmetal-<run id>-`` in its name, and every process a
 run starts carries ``NEARMETAL_RUN_ID=<run id>`` in its environment (descendants inherit it), so a run
 killed by SIGKILL (which cannot clean up after itself) leaves objects that can be traced back and removed.
-Each kind of host object has a finder; layers that create new kinds add theirs to ``FINDERS``.
+Each kind of host object has a finder (``leftovers.FINDERS``): the layers and backends that create a kind
+register theirs with ``@finder`` where they create it.
 
 Objects of runs that are still alive on this host (their lock is held, see ``runlock``) are never touched
 unless asked for explicitly, so ``nearmetal cleanup`` is safe to run while other runs measure.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -23,37 +23,16 @@ from pathlib import Path
 from nearmetal import hostnet, runlock
 from nearmetal.layers import cgroups
 from nearmetal.layers.base import HOST_PREFIX
-
-
-@dataclass
-class Leftover:
-    kind: str
-    name: str
-    remove: Callable[[], None]
-    # the run it belongs to, when the finder knows it (else it is matched by name against live runs)
-    run_id: str | None = None
-    # removal order: processes first (they keep mounts busy and cgroups populated), cgroups late
-    priority: int = 50
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name}"
-
-    def belongs_to(self, run_id: str) -> bool:
-        if self.run_id is not None:
-            return self.run_id == run_id
-        return f"{HOST_PREFIX}-{run_id}-" in self.name
-
-
-# what ``TrialContext.host_name`` makes: nearmetal-<run id>-<cell id: 10 hex>-<w|r><repeat>-<what>
-_HOST_NAME_RE = re.compile(rf"{HOST_PREFIX}-(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]*?)-[0-9a-f]{{10}}-[wr]\d+")
-
-
-def run_id_of(leftover: Leftover) -> str | None:
-    """The run a leftover belongs to, from its finder or from its name."""
-    if leftover.run_id is not None:
-        return leftover.run_id
-    match = _HOST_NAME_RE.search(leftover.name)
-    return match.group("run") if match else None
+from nearmetal.leftovers import (
+    FINDERS,
+    HOST_NAME_RE,
+    Leftover,
+    finder,
+    host_prefix,
+    process_env,
+    process_run_id,
+    run_id_of,
+)
 
 
 @dataclass
@@ -64,12 +43,7 @@ class CleanupReport:
     skipped: list[tuple[Leftover, str]] = field(default_factory=list)
 
 
-def host_prefix(run_id: str | None) -> str:
-    """The start of every host object name of a run (or of any run). The trailing '-' keeps run ``ab`` from
-    matching run ``abc``."""
-    return f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
-
-
+@finder
 def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -> list[Leftover]:
     prefix = host_prefix(run_id)
     found: list[Leftover] = []
@@ -89,37 +63,6 @@ def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -
 
                 found.append(Leftover("cgroup", str(path), remove, priority=90))
     return found
-
-
-def _process_env(pid: int, names: tuple[bytes, ...]) -> dict[str, str]:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    found: dict[str, str] = {}
-    for entry in environ.split(b"\0"):
-        name, _, value = entry.partition(b"=")
-        if name in names:
-            found[name.decode()] = value.decode(errors="replace")
-    return found
-
-
-def _process_run_id(pid: int) -> str | None:
-    return _process_env(pid, (runlock.RUN_ENV.encode(),)).get(runlock.RUN_ENV)
-
-
-def find_slurm_jobs(run_id: str | None = None) -> list[Leftover]:
-    """Batch jobs a run submitted that are still queued or running (scancel removes them)."""
-    from nearmetal.backends.slurm import find_jobs
-
-    return find_jobs(run_id)
-
-
-def find_kubernetes_objects(run_id: str | None = None) -> list[Leftover]:
-    """Jobs, pods and config maps labelled with a run id in the current kubeconfig's cluster."""
-    from nearmetal.backends.kubernetes import find_objects
-
-    return find_objects(run_id)
 
 
 def _ancestors(pid: int) -> set[int]:
@@ -159,6 +102,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+@finder
 def find_processes(run_id: str | None = None) -> list[Leftover]:
     """Processes started by a run (``NEARMETAL_RUN_ID`` in their environment), not this process or its
     ancestors (a runner started from inside a trial)."""
@@ -169,7 +113,7 @@ def find_processes(run_id: str | None = None) -> list[Leftover]:
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         pid = int(entry.name)
-        env = _process_env(pid, (runlock.RUN_ENV.encode(), b"SLURM_JOB_ID"))
+        env = process_env(pid, (runlock.RUN_ENV.encode(), b"SLURM_JOB_ID"))
         owner = env.get(runlock.RUN_ENV)
         if owner is None or (run_id is not None and owner != run_id) or _is_zombie(pid):
             continue
@@ -194,6 +138,7 @@ def find_processes(run_id: str | None = None) -> list[Leftover]:
     return found
 
 
+@finder
 def find_stale_locks(run_id: str | None = None) -> list[Leftover]:
     found = []
     for path in runlock.stale_lock_files():
@@ -211,12 +156,13 @@ def find_stale_locks(run_id: str | None = None) -> list[Leftover]:
 USERNET_PROGRAMS = ("slirp4netns", "pasta", "passt")
 
 
+@finder
 def find_usernet_processes(run_id: str | None = None) -> list[Leftover]:
     found = []
     for pid, cmdline in hostnet.processes_with(
         str(hostnet.NETNS_DIR / host_prefix(run_id)), USERNET_PROGRAMS
     ):
-        match = _HOST_NAME_RE.search(cmdline)
+        match = HOST_NAME_RE.search(cmdline)
         found.append(
             Leftover(
                 "process",
@@ -229,6 +175,7 @@ def find_usernet_processes(run_id: str | None = None) -> list[Leftover]:
     return found
 
 
+@finder
 def find_net_links(run_id: str | None = None) -> list[Leftover]:
     """Links in the host namespace whose alias names a run (a veth or VXLAN device left between its creation
     and its move into a namespace); links inside namespaces go with their namespace."""
@@ -255,6 +202,7 @@ def _remove_netns(name: str) -> None:
         hostnet.api_socket_path(name).unlink()
 
 
+@finder
 def find_netns(run_id: str | None = None) -> list[Leftover]:
     return [
         Leftover("netns", name, lambda name=name: _remove_netns(name), priority=70)
@@ -262,6 +210,7 @@ def find_netns(run_id: str | None = None) -> list[Leftover]:
     ]
 
 
+@finder
 def find_container_storage(run_id: str | None = None) -> list[Leftover]:
     """Per-trial container storage of image-build trials (``/var/tmp/nearmetal-<run>-<trial>-containers``)
     with whatever the storage driver left mounted inside it."""
@@ -277,32 +226,11 @@ def find_container_storage(run_id: str | None = None) -> list[Leftover]:
     ]
 
 
-def _layer_finders() -> list[Callable[[str | None], list[Leftover]]]:
-    from nearmetal.layers.container import find_containers
-    from nearmetal.layers.mounts import find_layer_processes, find_mounts
-
-    return [find_containers, find_layer_processes, find_mounts]
-
-
-FINDERS: list[Callable[[str | None], list[Leftover]]] = [
-    find_processes,
-    find_cgroups,
-    find_stale_locks,
-    find_usernet_processes,
-    find_net_links,
-    find_netns,
-    find_slurm_jobs,
-    find_kubernetes_objects,
-    find_container_storage,
-    *_layer_finders(),
-]
-
-
 def find_leftovers(run_id: str | None = None) -> list[Leftover]:
     """Every host object of the run (or of every run), whether or not the run is still alive."""
     out: list[Leftover] = []
-    for finder in FINDERS:
-        out += finder(run_id)
+    for find in FINDERS.values():
+        out += find(run_id)
     return sorted(out, key=lambda leftover: leftover.priority)
 
 
@@ -361,3 +289,17 @@ def cleanup(
         except Exception as exc:
             report.failed.append((leftover, str(exc)))
     return report
+
+
+__all__ = [
+    "HOST_NAME_RE",
+    "UNKNOWN_OWNER",
+    "CleanupReport",
+    "Leftover",
+    "cleanup",
+    "find_leftovers",
+    "host_prefix",
+    "partition_live",
+    "process_run_id",
+    "run_id_of",
+]

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nearmetal import leftovers
 from nearmetal.errors import NearmetalError
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # set in the environment of every process a run starts, so its process tree can be found after a SIGKILL
-RUN_ENV = "NEARMETAL_RUN_ID"
+RUN_ENV = leftovers.RUN_ENV
 
 
 def check_run_id(run_id: str) -> str:

@@ -1,14 +1,26 @@
-"""What a backend returns for one trial: outputs of its processes, how they ended, where they ran."""
+"""Backends: where a trial runs. The interface every backend implements, the registry that names them, and
+what a backend returns for one trial (outputs of its processes, how they ended, where they ran).
+
+Two kinds: a ``HostBackend`` runs a trial's processes on this host (the runner stacks the layers around
+it: ``trial.execute_trial``); a ``RemoteBackend`` (Slurm, Kubernetes) takes whole trials and runs them
+elsewhere, yielding their outcomes as its jobs end. The runner uses only these interfaces."""
 
 from __future__ import annotations
 
 import signal as signal_mod
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from nearmetal.metrics import Metric
+from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec
+
+if TYPE_CHECKING:
+    from nearmetal.plan import LoadedPlan
+    from nearmetal.trial import TrialOutcome, TrialSpec
 
 STDERR_TAIL_BYTES = 4000
 
@@ -66,7 +78,67 @@ class Execution:
         return self.error is None and not self.main.timed_out and self.main.returncode == 0
 
 
-class Backend(Protocol):
-    name: str
+class Backend(ABC):
+    """Where a trial runs."""
 
+    name: ClassVar[str]
+    # a remote backend runs whole trials elsewhere (see RemoteBackend); a host backend runs processes here
+    remote: ClassVar[bool] = False
+
+    def options_record(self) -> dict[str, Any]:
+        """What a resumed run needs to go on with the same backend (cluster, partition, image …); stored
+        with the run."""
+        return {}
+
+
+class HostBackend(Backend):
+    """Runs a trial's processes on this host; the layers around them are stacked by ``trial.execute_trial``."""
+
+    @abstractmethod
     def execute(self, processes: list[ProcessSpec], trial_dir: Path, timeout_s: float) -> Execution: ...
+
+
+class RemoteHooks(Protocol):
+    """What a remote backend tells the runner while trials run."""
+
+    def submitted(self, spec: TrialSpec, job: dict[str, Any]) -> None:
+        """A trial's job was submitted (stored, so a resumed run can re-attach to it)."""
+
+    def started(self, spec: TrialSpec) -> None:
+        """A trial's job started running (progress)."""
+
+
+class RemoteBackend(Backend):
+    """Runs whole trials as jobs elsewhere (a batch system, a cluster), several at once where it can."""
+
+    remote = True
+
+    @abstractmethod
+    def check(self, loaded: LoadedPlan) -> None:
+        """Refuse, before anything runs, a plan this backend cannot run (its own tools and privileges)."""
+
+    @abstractmethod
+    def run_trials(
+        self, specs: list[TrialSpec], hooks: RemoteHooks
+    ) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+        """Run the trials, yielding each outcome as its job ends. Closing the generator early (an error,
+        Ctrl-C) cancels every job it still has."""
+
+    def reattach(self, state: Any) -> set[str]:
+        """A resumed run's ``ResumeState``, before anything runs: the keys of trials whose jobs this backend
+        re-attached to (it completes them itself when asked for them, instead of starting them again)."""
+        return set()
+
+    def reattached_keys(self) -> set[str]:
+        """Keys of trials re-attached by ``reattach`` and not collected yet."""
+        return set()
+
+
+BackendFactory = Callable[..., Backend]
+# name -> factory(plan, **options given on the command line); every module of nearmetal.backends registers
+# its backend with ``@register_backend(name)``
+BACKENDS: Registry[BackendFactory] = Registry("backend", packages=("nearmetal.backends",))
+
+
+def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
+    return BACKENDS.register(name)

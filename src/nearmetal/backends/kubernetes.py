@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nearmetal.backends.base import RemoteBackend, register_backend
 from nearmetal.backends.options import KubernetesOptions, parse_memory_mib
 from nearmetal.errors import NearmetalError
+from nearmetal.leftovers import Leftover, finder
 from nearmetal.trial import TrialOutcome, TrialSpec
 
 RUN_LABEL = "nearmetal.io/run"
@@ -220,7 +222,7 @@ def split_log(log: str) -> tuple[str, dict[str, bytes]]:
     return "".join(out), files
 
 
-class KubernetesBackend:
+class KubernetesBackend(RemoteBackend):
     """Create a Job per trial, watch it and its Pod, collect the log, delete everything by label."""
 
     name = "kubernetes"
@@ -236,6 +238,13 @@ class KubernetesBackend:
         self.kubeconfig = kubeconfig
         self.context = context
         self._api_client = api_client
+
+    def options_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = self.options.model_dump(mode="json")
+        for attr in ("kubeconfig", "context"):
+            if getattr(self, attr, None):
+                record[attr] = getattr(self, attr)
+        return record
 
     # --- building (pure: no API server needed) ---------------------------------------------------------
     def render(self, spec: TrialSpec) -> tuple[Any, dict[str, str], PodShape]:
@@ -656,10 +665,10 @@ def _reason(exc: Exception) -> str:
     return str(exc)[:500]
 
 
+@finder
 def find_objects(run_id: str | None = None) -> list[Any]:
     """``cleanup`` finder: Jobs, Pods and ConfigMaps labelled by nearmetal in every namespace the current
     kubeconfig can list. No kubeconfig or no API server: nothing to find."""
-    from nearmetal.cleanup import Leftover
 
     try:
         from kubernetes import client, config
@@ -695,3 +704,22 @@ def find_objects(run_id: str | None = None) -> list[Any]:
             owner = (item.metadata.annotations or {}).get("nearmetal.io/run-id") or run_id
             found.append(Leftover(kind, f"{ns}/{name}", remove, run_id=owner, priority=10))
     return found
+
+
+@register_backend("kubernetes")
+def kubernetes_backend(plan: Any | None = None, **given: Any) -> KubernetesBackend:
+    """batch/v1 Jobs: the plan's ``kubernetes:`` options, overridden by the command line's."""
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") is None:  # not in the default install
+        raise NearmetalError(
+            "the kubernetes backend needs the Kubernetes Python client, which is not installed",
+            fix="bash scripts/install.sh --with kubernetes (in a nearmetal checkout), or "
+            "pip install 'nearmetal[kubernetes]'",
+        )
+    base = getattr(plan, "kubernetes", None) or KubernetesOptions()
+    fields = set(KubernetesOptions.model_fields)
+    options = KubernetesOptions.model_validate(
+        {**base.model_dump(), **{k: v for k, v in given.items() if k in fields}}
+    )
+    return KubernetesBackend(options, kubeconfig=given.get("kubeconfig"), context=given.get("context"))

@@ -19,11 +19,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
-from nearmetal.backends.base import Execution, ProcessResult
+from nearmetal.backends.base import Execution, HostBackend, ProcessResult, register_backend
 from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
@@ -75,7 +75,7 @@ def kill_tree(pid: int, grace_s: float = KILL_GRACE_S) -> None:
             child.kill()
 
 
-class LocalBackend:
+class LocalBackend(HostBackend):
     name = "local"
 
     def __init__(
@@ -309,3 +309,9 @@ class LocalBackend:
     @staticmethod
     def _placement() -> dict:
         return {"backend": "local", "host": socket.gethostname(), "cpus": os.cpu_count()}
+
+
+@register_backend("local")
+def local_backend(plan: Any | None = None, **given: Any) -> LocalBackend:
+    """This machine."""
+    return LocalBackend()

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nearmetal.backends.base import RemoteBackend, register_backend
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.errors import NearmetalError
+from nearmetal.leftovers import Leftover, finder, host_prefix
 from nearmetal.trial import TrialOutcome, TrialSpec
 
 COMMAND_TIMEOUT_S = 60.0
@@ -232,7 +234,7 @@ class Job:
         return len(self.done) == len(self.specs)
 
 
-class SlurmBackend:
+class SlurmBackend(RemoteBackend):
     """Submit each trial as a batch job; poll; collect the outcome the job wrote; cancel on every exit."""
 
     name = "slurm"
@@ -253,6 +255,12 @@ class SlurmBackend:
         self._live: dict[str, Job] = {}
         # trial key -> a job a resumed run adopted (see reattach); run_trials waits for it, submits nothing
         self.reattached: dict[str, Job] = {}
+
+    def options_record(self) -> dict[str, Any]:
+        return self.options.model_dump(mode="json")
+
+    def reattached_keys(self) -> set[str]:
+        return set(self.reattached)
 
     # --- what to submit ------------------------------------------------------------------------------
     def time_limit(self, spec: TrialSpec) -> str:
@@ -766,9 +774,9 @@ class SlurmBackend:
         return adopted
 
 
+@finder
 def find_jobs(run_id: str | None = None) -> list[Any]:
     """``cleanup`` finder: Slurm jobs of a run (or of every nearmetal run) still queued or running."""
-    from nearmetal.cleanup import Leftover, host_prefix
 
     if shutil.which("squeue") is None:
         return []
@@ -795,3 +803,14 @@ def find_jobs(run_id: str | None = None) -> list[Any]:
         name = f"{parts[0]} {parts[1]} ({parts[2]})" + (f" {comment}" if comment else "")
         found.append(Leftover("slurm job", name, remove, run_id=run_id, priority=10))
     return found
+
+
+@register_backend("slurm")
+def slurm_backend(plan: Any | None = None, **given: Any) -> SlurmBackend:
+    """Batch jobs: the plan's ``slurm:`` options, overridden by the command line's."""
+    base = getattr(plan, "slurm", None) or SlurmOptions()
+    fields = set(SlurmOptions.model_fields)
+    options = SlurmOptions.model_validate(
+        {**base.model_dump(), **{k: v for k, v in given.items() if k in fields}}
+    )
+    return SlurmBackend(options, template=given.get("template"))

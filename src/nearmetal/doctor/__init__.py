@@ -1,23 +1,12 @@
 """``nearmetal doctor``: the known causes of a slow or broken run, each as a check with evidence and a fix.
 
-One module per family of checks; each registers its checks with ``@check(id, inspects=…, explains=…)``."""
+One module per family of checks; each registers its checks with ``@check(id, inspects=…, explains=…)``
+(``CHECKS``, read on first use)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from nearmetal.doctor import (  # noqa: F401  (registers their checks)
-    contention,
-    cpu,
-    gpu,
-    hygiene,
-    leftovers,
-    limits,
-    mounts,
-    namespaces,
-    netpath,
-    network,
-)
 from nearmetal.doctor.base import CHECK_INFO, CHECKS, SEVERITY_ORDER, CheckInfo, Finding
 
 

@@ -1,10 +1,13 @@
-"""What a doctor check returns, and the registry of checks."""
+"""What a doctor check returns, and the registry of checks: every module of ``nearmetal.doctor`` registers
+its checks with ``@check(id, inspects=…, explains=…)``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
+
+from nearmetal.registry import Registry
 
 Severity = Literal["ok", "info", "warning", "critical"]
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2, "ok": 3}
@@ -36,14 +39,14 @@ class CheckInfo:
 
 
 Check = Callable[[], list[Finding]]
-CHECKS: dict[str, Check] = {}
-CHECK_INFO: dict[str, CheckInfo] = {}
+CHECKS: Registry[Check] = Registry("doctor check", packages=("nearmetal.doctor",))
+CHECK_INFO: Registry[CheckInfo] = Registry("doctor check", packages=("nearmetal.doctor",))
 
 
 def check(check_id: str, inspects: str = "", explains: tuple[str, ...] = ()) -> Callable[[Check], Check]:
     def register(fn: Check) -> Check:
-        CHECKS[check_id] = fn
-        CHECK_INFO[check_id] = CheckInfo(check_id, inspects, tuple(explains))
+        CHECKS.add(check_id, fn)
+        CHECK_INFO.add(check_id, CheckInfo(check_id, inspects, tuple(explains)), replace=True)
         return fn
 
     return register

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from nearmetal.metrics import Metric
+from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 HOST_PREFIX = "nearmetal"
@@ -135,3 +136,17 @@ class Layer(ABC):
     ) -> None:
         assert self.ctx is not None
         self.teardown(self.ctx)
+
+
+# kind -> layer class; every module of nearmetal.layers registers its layers with ``@register_layer``
+LAYERS: Registry[type[Layer]] = Registry("layer", packages=("nearmetal.layers",), by_name=True)
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: the layer is known by its ``kind``, which its ``Config``'s ``layer`` literal (what a
+    plan writes) must spell the same way."""
+    spelled = getattr(cls.Config.model_fields.get("layer"), "default", None)
+    if spelled != cls.kind:
+        raise RuntimeError(f"layer {cls.__name__}: kind {cls.kind!r} but its Config says layer {spelled!r}")
+    LAYERS.add(cls.kind, cls)
+    return cls

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nearmetal import hostnet
 from nearmetal.errors import PrivilegeError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, ManagedProcess
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
@@ -150,6 +150,7 @@ class LinkTarget(FaultTarget):
         return list(self.ends)
 
 
+@register_layer
 class ClustersLayer(Layer):
     kind = "clusters"
     Config = ClustersConfig

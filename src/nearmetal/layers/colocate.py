@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from nearmetal.errors import NearmetalError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.cpuset import CpusetConfig, CpusetLayer
 from nearmetal.workloads.base import ProcessSpec
 
@@ -51,6 +51,7 @@ class ColocateConfig(LayerConfig):
     )
 
 
+@register_layer
 class ColocateLayer(Layer):
     kind = "colocate"
     Config = ColocateConfig

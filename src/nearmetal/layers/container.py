@@ -29,17 +29,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.mounts import remove_tree
+from nearmetal.leftovers import Leftover, finder
 from nearmetal.workloads.base import ProcessSpec, Requirement
-
-if TYPE_CHECKING:
-    from nearmetal.cleanup import Leftover
 
 GUEST_TEST_DIR = "/nearmetal/test"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -156,6 +154,7 @@ def debootstrap_rootfs(config: ContainerConfig) -> Path:
     return target
 
 
+@register_layer
 class ContainerLayer(Layer):
     kind = "container"
     Config = ContainerConfig
@@ -403,9 +402,9 @@ def list_containers(runtime: str) -> list[str]:
     return names
 
 
+@finder
 def find_containers(run_id: str | None = None) -> list[Leftover]:
     """Containers of runc, crun and podman named for nearmetal (for one run, or any)."""
-    from nearmetal.cleanup import Leftover
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from nearmetal.layers import cgroups
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec
 
@@ -26,6 +26,7 @@ class CpuQuotaConfig(LayerConfig):
     version: Literal["auto", "v1", "v2"] = Field("auto", description="cgroup version; auto detects it")
 
 
+@register_layer
 class CpuQuotaLayer(Layer):
     kind = "cpu-quota"
     Config = CpuQuotaConfig

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import cgroups
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec
 
 
@@ -82,6 +82,7 @@ def choose_cpus(wanted: str | int, allowed: list[int]) -> list[int]:
     return cpus
 
 
+@register_layer
 class CpusetLayer(Layer):
     kind = "cpuset"
     Config = CpusetConfig

@@ -47,7 +47,7 @@ from pydantic import Field, model_validator
 
 from nearmetal import faultlog, hostnet
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
@@ -264,6 +264,7 @@ class Freezer:
             remove_tree(self.path)
 
 
+@register_layer
 class FaultLayer(Layer):
     kind = "fault"
     Config = FaultConfig

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal.layers.base import TrialContext
+from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer
 from nearmetal.workloads.base import Requirement
 
@@ -26,6 +26,7 @@ class FuseOverlayfsConfig(FilesystemConfig):
     options: str = Field("", pattern=r"^[A-Za-z0-9_=,.-]*$", description="more -o options")
 
 
+@register_layer
 class FuseOverlayfsLayer(FilesystemLayer):
     kind = "fuse-overlayfs"
     Config = FuseOverlayfsConfig

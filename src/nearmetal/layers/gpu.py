@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 
@@ -158,6 +158,7 @@ def select_device(gpus: list[Any], device: str | int, profile: str | None = None
     return selection
 
 
+@register_layer
 class GpuLayer(Layer):
     kind = "gpu"
     Config = GpuConfig

@@ -17,15 +17,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
-
-if TYPE_CHECKING:
-    from nearmetal.cleanup import Leftover
+from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0
@@ -216,9 +214,9 @@ def _named_for(path: str, prefix: str) -> bool:
     return any(part.startswith(prefix) for part in path.split("/"))
 
 
+@finder
 def find_mounts(run_id: str | None = None) -> list[Leftover]:
     """Mounts whose mount point lies in a directory named for nearmetal (for one run, or any)."""
-    from nearmetal.cleanup import Leftover
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []
@@ -236,12 +234,12 @@ def find_mounts(run_id: str | None = None) -> list[Leftover]:
     return found
 
 
+@finder
 def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
     """FUSE daemons, virtiofsd and QEMU processes whose arguments name a nearmetal host object. Each carries
     its run's id, read from the ``nearmetal-<run>-<trial>-…`` path in its arguments or, failing that, from
     ``NEARMETAL_RUN_ID`` in its environment; one whose run cannot be told is reported, never removed by a
     cleanup that names no run (``cleanup.partition_live``)."""
-    from nearmetal.cleanup import _HOST_NAME_RE, Leftover, _process_run_id
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []
@@ -262,8 +260,8 @@ def find_layer_processes(run_id: str | None = None) -> list[Leftover]:
         if named is None:
             continue
         pid = int(entry.name)
-        match = _HOST_NAME_RE.search(named)
-        owner = match.group("run") if match else _process_run_id(pid)
+        match = HOST_NAME_RE.search(named)
+        owner = match.group("run") if match else process_run_id(pid)
         if run_id is not None and owner is not None and owner != run_id:
             continue
 

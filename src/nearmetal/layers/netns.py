@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal import hostnet
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 SERVER_ADDRESS = "198.18.0.1"
@@ -49,6 +49,7 @@ def place(
     return process
 
 
+@register_layer
 class NetnsLayer(Layer):
     kind = "netns"
     Config = NetnsConfig

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal.layers.base import TrialContext
+from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer, run_tool
 
 
@@ -24,6 +24,7 @@ class OverlayfsConfig(FilesystemConfig):
     )
 
 
+@register_layer
 class OverlayfsLayer(FilesystemLayer):
     kind = "overlayfs"
     Config = OverlayfsConfig

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nearmetal.backends.options import parse_memory_mib
 from nearmetal.errors import NearmetalError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -129,6 +129,7 @@ class PodConfig(LayerConfig):
         return self
 
 
+@register_layer
 class PodLayer(Layer):
     kind = "pod"
     Config = PodConfig

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
-from nearmetal.layers.base import TrialContext
+from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer, free_bytes, run_tool
 from nearmetal.metrics import Metric
 from nearmetal.units import parse_size
@@ -42,6 +42,7 @@ class SquashfuseConfig(FilesystemConfig):
         return value
 
 
+@register_layer
 class SquashfuseLayer(FilesystemLayer):
     kind = "squashfuse"
     Config = SquashfuseConfig

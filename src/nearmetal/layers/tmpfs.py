@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from nearmetal.layers.base import TrialContext
+from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer, run_tool
 from nearmetal.machine import TooLargeError
 from nearmetal.units import mem_available_bytes, parse_size
@@ -25,6 +25,7 @@ class TmpfsConfig(FilesystemConfig):
         return value
 
 
+@register_layer
 class TmpfsLayer(FilesystemLayer):
     kind = "tmpfs"
     Config = TmpfsConfig
@@ -40,7 +41,7 @@ class TmpfsLayer(FilesystemLayer):
         return {"layer": "tmpfs", "size": "64m"}
 
     def check_resources(self) -> None:
-        """Before a run (``runner.check_resources``) and again at mount: the size fits in memory."""
+        """Before a run (``run.preflight.check_resources``) and again at mount: the size fits in memory."""
         size = parse_size(self.config.size)
         available = mem_available_bytes()
         if available is not None and size > available * 0.8:

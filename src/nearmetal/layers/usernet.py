@@ -39,7 +39,7 @@ from pydantic import Field
 
 from nearmetal import hostnet
 from nearmetal.errors import NearmetalError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
@@ -251,6 +251,7 @@ class UserNetLayer(Layer):
         self.namespaces = [n for n in self.namespaces if hostnet.netns_exists(n)]
 
 
+@register_layer
 class Slirp4netnsLayer(UserNetLayer):
     kind = "slirp4netns"
     Config = Slirp4netnsConfig
@@ -315,6 +316,7 @@ class Slirp4netnsLayer(UserNetLayer):
         return reply
 
 
+@register_layer
 class PastaLayer(UserNetLayer):
     kind = "pasta"
     Config = PastaConfig

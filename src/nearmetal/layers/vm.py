@@ -43,7 +43,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext
+from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.container import cache_dir
 from nearmetal.layers.mounts import remove_tree
 from nearmetal.metrics import Metric
@@ -205,6 +205,7 @@ def kernel_append(share: str, options: str, argv: list[str], env: dict[str, str]
     return append
 
 
+@register_layer
 class VmLayer(Layer):
     kind = "vm"
     Config = VmConfig

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.text import Text
 
 from nearmetal.plan import Trial
-from nearmetal.runner import TrialRecord
+from nearmetal.run.records import TrialRecord
 
 
 class EtaEstimator:

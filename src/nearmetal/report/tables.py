@@ -8,12 +8,14 @@ Each loss figure comes with its interval and each row with the reason its cell s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
 from nearmetal.analysis.stats import fmt_slowdown, loss_definition
 from nearmetal.api import Results, RunComparison
+from nearmetal.registry import Registry
 
 # extra columns shown beside the primary metric when a run has them: (metric, header)
 CONTEXT_COLUMNS: list[tuple[str, str]] = [
@@ -279,27 +281,25 @@ def variance_tables(results: Results, metric: str | None = None) -> list[Table]:
     return tables
 
 
-# modules with a ``tables(results) -> list[Table]`` function: tables in a study's own shape (the GPU-sharing
-# studies' time-slicing, partition, scaling and topology tables), shown after the loss tables. One line per
-# module, so areas added in parallel merge cleanly.
-STUDY_TABLE_MODULES: list[str] = [
-    "nearmetal.report.sharing",
-    "nearmetal.report.resilience",
-    "nearmetal.report.fslayers",
-    "nearmetal.report.netpaths",
-]
+StudyTables = Callable[["Results"], list[Table]]
+# every module of nearmetal.report.studies registers its ``tables(results)`` with ``@study_table``
+STUDY_TABLES: Registry[StudyTables] = Registry("study table", packages=("nearmetal.report.studies",))
+
+
+def study_table(fn: StudyTables) -> StudyTables:
+    """Register a study's ``tables(results) -> list[Table]`` (named by its module)."""
+    return STUDY_TABLES.add(fn.__module__.rpartition(".")[2], fn)
 
 
 def study_tables(results: Results) -> list[Table]:
-    """Every registered module's tables for the run ([] from a module whose shape the run does not have).
-    A module that fails costs its own tables only."""
-    import importlib
+    """Every registered study's tables for the run ([] from a study whose shape the run does not have).
+    A study whose tables fail costs its own tables only."""
     import logging
 
     out: list[Table] = []
-    for name in STUDY_TABLE_MODULES:
+    for name, tables in STUDY_TABLES.items():
         try:
-            out += importlib.import_module(name).tables(results)
+            out += tables(results)
         except Exception:  # a study table must never cost the report
             logging.getLogger(__name__).warning("study tables of %s failed", name, exc_info=True)
     return out
@@ -346,7 +346,7 @@ def run_header(results: Results) -> list[tuple[str, str]]:
 
 
 def preflight_lines(results: Results) -> list[tuple[str, str]]:
-    """The CPU study's look at the host before its first trial (runner._contention_preflight)."""
+    """The CPU study's look at the host before its first trial (``run.hygiene.contention_preflight``)."""
     pre = next((e["detail"] for e in results.events if e.get("kind") == "contention-preflight"), None)
     if not pre:
         return []

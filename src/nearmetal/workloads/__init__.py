@@ -1,11 +1,10 @@
-"""Workloads: one module per program. ``get_workload(kind)`` returns an instance."""
+"""Workloads: one module per program, each registering its classes with ``@register_workload``
+(``WORKLOADS``); ``get_workload(kind)`` returns an instance."""
 
 from __future__ import annotations
 
-import importlib
-
-from nearmetal.errors import NearmetalError
 from nearmetal.workloads.base import (
+    WORKLOADS,
     ParseError,
     ProcessSpec,
     Requirement,
@@ -13,49 +12,29 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
-
-# kind -> "module:Class"; modules are imported on first use so a missing optional library only
-# matters to the workload that needs it.
-WORKLOAD_CLASSES: dict[str, str] = {
-    "command": "nearmetal.workloads.command:CommandWorkload",
-    "image-build": "nearmetal.workloads.image_build:ImageBuildWorkload",
-    "ddp": "nearmetal.workloads.ddp:DdpWorkload",
-    "flops": "nearmetal.workloads.flops:FlopsWorkload",
-    "fio": "nearmetal.workloads.fio:FioWorkload",
-    "iperf3": "nearmetal.workloads.iperf3:Iperf3Workload",
-    "lammps": "nearmetal.workloads.lammps:LammpsWorkload",
-    "particles": "nearmetal.workloads.particles:ParticlesWorkload",
-    "stress-ng": "nearmetal.workloads.stress_ng:StressNgWorkload",
-    "train": "nearmetal.workloads.train:TrainWorkload",
-    "mpi": "nearmetal.workloads.mpi:MpiWorkload",
-    "osu": "nearmetal.workloads.mpi:OsuWorkload",
-    "tcp-rr": "nearmetal.workloads.tcprr:TcpRrWorkload",
-    "http-load": "nearmetal.workloads.service:HttpLoadWorkload",
-    "io-probe": "nearmetal.workloads.service:IoProbeWorkload",
-}
 
 
 def workload_class(kind: str) -> type[Workload]:
-    try:
-        target = WORKLOAD_CLASSES[kind]
-    except KeyError:
-        known = ", ".join(sorted(WORKLOAD_CLASSES))
-        raise NearmetalError(f"unknown workload kind {kind!r}", fix=f"use one of: {known}") from None
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return WORKLOADS.get_or_fail(kind)
 
 
 def get_workload(kind: str) -> Workload:
     return workload_class(kind)()
 
 
+def primary_metric_of(kind: str) -> str:
+    """The metric a kind's loss tables lead with (``wall_s`` for a kind no longer registered)."""
+    return WORKLOADS[kind].primary_metric if kind in WORKLOADS else "wall_s"
+
+
 def all_workload_classes() -> dict[str, type[Workload]]:
-    return {kind: workload_class(kind) for kind in WORKLOAD_CLASSES}
+    return dict(WORKLOADS)
 
 
 __all__ = [
-    "WORKLOAD_CLASSES",
+    "WORKLOADS",
     "ParseError",
     "ProcessSpec",
     "Requirement",
@@ -65,5 +44,7 @@ __all__ = [
     "WorkloadParams",
     "all_workload_classes",
     "get_workload",
+    "primary_metric_of",
+    "register_workload",
     "workload_class",
 ]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from nearmetal.metrics import Metric
+from nearmetal.registry import Registry
 
 
 class WorkloadParams(BaseModel):
@@ -235,3 +236,19 @@ def mpi_launch_argv(
     if ctx.is_root:
         argv.append("--allow-run-as-root")
     return [*argv, *mpirun_options, *program]
+
+
+# kind -> workload class; every module of nearmetal.workloads registers its workloads with
+# ``@register_workload``
+WORKLOADS: Registry[type[Workload]] = Registry(
+    "workload kind", packages=("nearmetal.workloads",), by_name=True
+)
+
+
+def register_workload(cls: type[Workload]) -> type[Workload]:
+    """Class decorator: the workload is known by its ``kind`` (what a plan's ``kind:`` names)."""
+    own_kind = cls.__dict__.get("kind")
+    if not isinstance(own_kind, str):
+        raise RuntimeError(f"workload {cls.__name__} sets no kind of its own")
+    WORKLOADS.add(cls.kind, cls)
+    return cls

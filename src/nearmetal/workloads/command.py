@@ -21,6 +21,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 
 
@@ -127,6 +128,7 @@ def _json_get(doc: Any, path: str) -> Any:
     return cur
 
 
+@register_workload
 class CommandWorkload(Workload):
     kind = "command"
     Params = CommandParams

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from nearmetal.analysis.sharing import topology_of
 from nearmetal.metrics import Metric
-from nearmetal.workloads.base import TrialOutput, WorkloadContext
+from nearmetal.workloads.base import TrialOutput, WorkloadContext, register_workload
 from nearmetal.workloads.pyprogram import ProgramWorkload
 from nearmetal.workloads.train import ModelParams
 
@@ -54,6 +54,7 @@ def rank_nodes(ranks: list[dict[str, Any]], level: str = "auto") -> list[str]:
     return hosts
 
 
+@register_workload
 class DdpWorkload(ProgramWorkload):
     kind = "ddp"
     Params = DdpParams

@@ -57,6 +57,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 
 OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -565,6 +566,7 @@ def drop_caches() -> str:
         return f"not permitted ({exc.strerror or exc})"
 
 
+@register_workload
 class FioWorkload(Workload):
     kind = "fio"
     Params = FioParams

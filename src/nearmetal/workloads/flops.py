@@ -30,7 +30,14 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nearmetal.metrics import Metric
-from nearmetal.workloads.base import ParseError, ProcessSpec, Requirement, TrialOutput, WorkloadContext
+from nearmetal.workloads.base import (
+    ParseError,
+    ProcessSpec,
+    Requirement,
+    TrialOutput,
+    WorkloadContext,
+    register_workload,
+)
 from nearmetal.workloads.pyprogram import DeviceParams, ProgramWorkload
 
 Precision = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp16-tensor"]
@@ -141,6 +148,7 @@ def steady_intervals(values: list[float]) -> list[float]:
     return values[start:]
 
 
+@register_workload
 class FlopsWorkload(ProgramWorkload):
     kind = "flops"
     Params = FlopsParams

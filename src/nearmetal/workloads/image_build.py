@@ -32,6 +32,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 
 STORAGE_SUFFIX = "containers"
@@ -104,6 +105,7 @@ def _is_static(binary: Path) -> bool:
     return b"/ld-linux" not in data and b"ld-musl" not in data
 
 
+@register_workload
 class ImageBuildWorkload(Workload):
     kind = "image-build"
     Params = ImageBuildParams

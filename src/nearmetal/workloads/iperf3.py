@@ -35,6 +35,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 from nearmetal.workloads.netutil import free_tcp_port
 
@@ -50,6 +51,7 @@ class Iperf3Params(WorkloadParams):
     port: int | None = Field(None, ge=1024, le=65535, description="server port (default: a free one)")
 
 
+@register_workload
 class Iperf3Workload(Workload):
     kind = "iperf3"
     Params = Iperf3Params

@@ -35,6 +35,7 @@ from nearmetal.workloads.base import (
     WorkloadContext,
     WorkloadParams,
     mpi_launch_argv,
+    register_workload,
 )
 
 LOOP_RE = re.compile(
@@ -83,6 +84,7 @@ class LammpsParams(WorkloadParams):
         return max(1, round((self.atoms / 4) ** (1 / 3)))
 
 
+@register_workload
 class LammpsWorkload(Workload):
     kind = "lammps"
     Params = LammpsParams

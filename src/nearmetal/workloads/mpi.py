@@ -37,6 +37,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 
 ITERATIONS_RE = re.compile(r"^#\s*nearmetal-(?P<kind>iterations|ranks|load)\s+(?P<doc>\{.*\})\s*$")
@@ -255,6 +256,7 @@ def two_ranks(launcher: str, rank_argv: list[str], env: dict[str, str], ctx: Wor
     return ProcessSpec(argv=[launcher], env=env, cwd=ctx.trial_dir, ranks=ranks, name="mpiexec")
 
 
+@register_workload
 class MpiWorkload(Workload):
     kind = "mpi"
     Params = MpiParams
@@ -357,6 +359,7 @@ class OsuParams(WorkloadParams):
         return str(base / self.benchmark)
 
 
+@register_workload
 class OsuWorkload(MpiWorkload):
     kind = "osu"
     Params = OsuParams

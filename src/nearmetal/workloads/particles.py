@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from nearmetal.metrics import Metric
-from nearmetal.workloads.base import WorkloadContext
+from nearmetal.workloads.base import WorkloadContext, register_workload
 from nearmetal.workloads.pyprogram import DeviceParams, ProgramWorkload
 
 
@@ -28,6 +28,7 @@ class ParticlesParams(DeviceParams):
     workers: int | None = Field(None, ge=1, le=4096, description="CPU processes (default: one per CPU)")
 
 
+@register_workload
 class ParticlesWorkload(ProgramWorkload):
     kind = "particles"
     Params = ParticlesParams

@@ -35,6 +35,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 from nearmetal.workloads.netutil import free_tcp_port
 from nearmetal.workloads.programs import read_result
@@ -215,6 +216,7 @@ def summary_metrics(s: Any) -> list[Metric]:
     return out
 
 
+@register_workload
 class HttpLoadWorkload(ResilienceWorkload):
     kind = "http-load"
     Params = HttpLoadParams
@@ -258,6 +260,7 @@ class HttpLoadWorkload(ResilienceWorkload):
         return {"duration_s": min(3600.0, params.duration_s * factor)}
 
 
+@register_workload
 class IoProbeWorkload(ResilienceWorkload):
     kind = "io-probe"
     Params = IoProbeParams

@@ -27,6 +27,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 
 BRIEF_RE = re.compile(
@@ -54,6 +55,7 @@ class StressNgParams(WorkloadParams):
         return self
 
 
+@register_workload
 class StressNgWorkload(Workload):
     kind = "stress-ng"
     Params = StressNgParams

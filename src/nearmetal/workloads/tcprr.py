@@ -25,6 +25,7 @@ from nearmetal.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadParams,
+    register_workload,
 )
 from nearmetal.workloads.netutil import free_tcp_port
 
@@ -48,6 +49,7 @@ class TcpRrParams(WorkloadParams):
         return self
 
 
+@register_workload
 class TcpRrWorkload(Workload):
     kind = "tcp-rr"
     Params = TcpRrParams

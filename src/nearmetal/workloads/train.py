@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from nearmetal.metrics import Metric
-from nearmetal.workloads.base import WorkloadContext
+from nearmetal.workloads.base import WorkloadContext, register_workload
 from nearmetal.workloads.pyprogram import DeviceParams, ProgramWorkload
 
 
@@ -56,6 +56,7 @@ class TrainParams(ModelParams):
     workers: int = Field(0, ge=0, le=1024, description="data-loader worker processes")
 
 
+@register_workload
 class TrainWorkload(ProgramWorkload):
     kind = "train"
     Params = TrainParams

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from nearmetal.registry import Registry
+
 if TYPE_CHECKING:
     from nearmetal.api import Results
 
@@ -83,16 +85,16 @@ class FigureSpec:
 
 FigureBuilder = Callable[["Results"], list[FigureSpec]]
 
-# name -> builder, in the order figures appear in a report
-FIGURES: dict[str, FigureBuilder] = {}
+# name -> builder, in the order figures appear in a report; every module of this package registers its
+# builders with ``@figure``
+FIGURES: Registry[FigureBuilder] = Registry("figure", packages=("nearmetal.report.figures",))
 
 
 def figure(name: str) -> Callable[[FigureBuilder], FigureBuilder]:
     """Register a figure builder under ``name`` (a later registration of the same name replaces it)."""
 
     def register(builder: FigureBuilder) -> FigureBuilder:
-        FIGURES[name] = builder
-        return builder
+        return FIGURES.add(name, builder, replace=True)
 
     return register
 

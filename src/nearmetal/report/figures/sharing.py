@@ -1,4 +1,4 @@
-"""Figures of the GPU-sharing studies, drawn from ``report.sharing.sharing_data``: time slicing (per process
+"""Figures of the GPU-sharing studies, drawn from ``report.studies.sharing.sharing_data``: time slicing (per process
 and aggregate per sharing level), partitions (value per partition next to linear scaling), distributed
 scaling (time per epoch vs workers next to the ideal) and topology (epoch times per placement, every epoch
 drawn)."""
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _data(results: Results):
-    from nearmetal.report.sharing import sharing_data
+    from nearmetal.report.studies.sharing import sharing_data
 
     return sharing_data(results)
 

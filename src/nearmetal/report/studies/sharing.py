@@ -40,7 +40,7 @@ from nearmetal.analysis.sharing import (
 from nearmetal.analysis.stats import VarianceComponents
 from nearmetal.api import Results
 from nearmetal.layers import cgroups
-from nearmetal.report.tables import Table, fmt_number
+from nearmetal.report.tables import Table, fmt_number, study_table
 
 GPU_COMPUTE_SLICES = 7
 
@@ -655,6 +655,7 @@ def topology_tables(results: Results, groups: list[TopologyGroup]) -> list[Table
     return tables
 
 
+@study_table
 def tables(results: Results) -> list[Table]:
     """The report's tables in seed 001's shapes (``report.tables.study_tables`` calls this)."""
     data = sharing_data(results)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nearmetal.report.tables import Table, fmt_loss, fmt_number, short_verdict
+from nearmetal.report.tables import Table, fmt_loss, fmt_number, short_verdict, study_table
 from nearmetal.telemetry.diskio import io_mode
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ def caveat_table(results: Results, caveats: dict[str, list[str]]) -> Table | Non
     )
 
 
+@study_table
 def tables(results: Results) -> list[Table]:
     """The report's fs-layers tables (``report.tables.study_tables`` calls this)."""
     if not results.cells:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nearmetal.report.tables import Table, fmt_number
+from nearmetal.report.tables import Table, fmt_number, study_table
 
 if TYPE_CHECKING:
     from nearmetal.analysis import CellInfo
@@ -203,6 +203,7 @@ def resilience_data(results: Results) -> dict[str, list[CellResilience]]:
     return out
 
 
+@study_table
 def tables(results: Results) -> list[Table]:
     data = resilience_data(results)
     out: list[Table] = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nearmetal.api import Results
-from nearmetal.report.tables import Table, fmt_number
+from nearmetal.report.tables import Table, fmt_number, study_table
 from nearmetal.tools.iterstats import bimodality
 
 # (workload kind, metrics in order of preference, header)
@@ -171,9 +171,10 @@ def path_table(results: Results) -> Table:
     return Table("network paths", columns, out_rows, notes, significance=[None] * len(out_rows))
 
 
+@study_table
 def tables(results: Results) -> list[Table]:
     """The path table for every report of a run with network workloads in several variants (the reports'
-    study tables, ``report.tables.STUDY_TABLE_MODULES``)."""
+    study tables, ``report.tables.STUDY_TABLES``)."""
     kinds = {kind for kind, _, _ in COLUMNS}
     cells = [c for c in results.cells if c.kind in kinds]
     if len({c.variant for c in cells}) < 2:
