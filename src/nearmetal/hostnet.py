@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError
 
 NETNS_DIR = Path("/run/netns")
@@ -35,14 +36,10 @@ class HostNetError(NearmetalError):
 
 
 def _run(argv: list[str], timeout: float = IP_TIMEOUT_S, check: bool = True) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise HostNetError(f"{argv[0]} is not installed", fix="apt-get install -y iproute2") from None
-    except subprocess.TimeoutExpired:
-        raise HostNetError(f"{' '.join(argv)} did not finish within {timeout:g}s") from None
-    if check and proc.returncode != 0:
-        raise HostNetError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    """stdout of an iproute2 command; with ``check``, a failure is an error naming the command."""
+    proc = hostcmd.run(
+        argv, timeout, check=check, error=HostNetError, install_fix="apt-get install -y iproute2"
+    )
     return proc.stdout
 
 

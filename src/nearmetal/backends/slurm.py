@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nearmetal import hostcmd
 from nearmetal.backends.base import RemoteBackend, register_backend
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.errors import NearmetalError
@@ -98,17 +99,14 @@ class SlurmError(NearmetalError):
 
 
 def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise SlurmError(
-            f"{argv[0]} is not installed", fix="install the Slurm client (apt-get install -y slurm-client)"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise SlurmError(
-            f"{' '.join(argv[:3])} did not answer within {timeout:g}s",
-            fix="check that slurmctld is up (scontrol ping)",
-        ) from None
+    """A Slurm client command (its exit status is the caller's to read)."""
+    return hostcmd.run(
+        argv,
+        timeout,
+        error=SlurmError,
+        install_fix="install the Slurm client (apt-get install -y slurm-client)",
+        timeout_fix="check that slurmctld is up (scontrol ping)",
+    )
 
 
 def expand_counts(value: str) -> list[int]:

@@ -46,7 +46,7 @@ def compare(
 ) -> None:
     """Compare matching cells (workload, variant, matrix point) of two stored runs: B's loss against A,
     with the same statistics and table shape as a run's own report."""
-    from nearmetal.api import compare_runs
+    from nearmetal.compare import compare_runs
     from nearmetal.report.tables import compare_tables, fmt_estimate, run_header
     from nearmetal.report.terminal import print_table
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nearmetal.doctor.base import Finding, check
+from nearmetal.mountinfo import read_mounts
 
 LESSON_FUSE = (
     "seed 001 (autofs in containers): when the CSI node plugin pod died, the FUSE daemons behind the CVMFS "
@@ -53,72 +53,6 @@ PSEUDO_FILESYSTEMS = {
     "ramfs",
 }
 STAT_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True)
-class Mount:
-    mount_id: int
-    mount_point: str
-    root: str
-    fstype: str
-    source: str
-    options: str
-    propagation: tuple[str, ...] = field(default=())  # shared:N, master:N, propagate_from:N, unbindable
-
-    @property
-    def is_fuse(self) -> bool:
-        return self.fstype == "fuse" or self.fstype.startswith("fuse.") or self.fstype == "fuseblk"
-
-    @property
-    def propagation_mode(self) -> str:
-        tags = {t.split(":")[0] for t in self.propagation}
-        if "shared" in tags and "master" in tags:
-            return "shared+slave"
-        if "shared" in tags:
-            return "shared"
-        if "master" in tags:
-            return "slave"
-        if "unbindable" in tags:
-            return "unbindable"
-        return "private"
-
-
-def _unescape(field_text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo octal
-    out, i = [], 0
-    while i < len(field_text):
-        if field_text[i] == "\\" and i + 3 < len(field_text) and field_text[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field_text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field_text[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    mounts = []
-    for line in text.splitlines():
-        parts = line.split()
-        if "-" not in parts or len(parts) < 10:
-            continue
-        sep = parts.index("-")
-        mounts.append(
-            Mount(
-                mount_id=int(parts[0]),
-                root=_unescape(parts[3]),
-                mount_point=_unescape(parts[4]),
-                options=parts[5],
-                propagation=tuple(parts[6:sep]),
-                fstype=parts[sep + 1],
-                source=_unescape(parts[sep + 2]),
-            )
-        )
-    return mounts
-
-
-def read_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mount]:
-    return parse_mountinfo(mountinfo.read_text())
 
 
 def stat_with_timeout(path: str, timeout_s: float = STAT_TIMEOUT_S) -> int | str | None:

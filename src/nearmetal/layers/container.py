@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError, PrivilegeError
+from nearmetal.hostcmd import run
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.mounts import remove_tree
 from nearmetal.leftovers import Leftover, finder
@@ -78,10 +79,6 @@ def cgroup_hybrid_with_v2_controllers(root: Path = Path("/sys/fs/cgroup")) -> bo
     with contextlib.suppress(OSError):
         return bool(controllers.read_text().split())
     return False
-
-
-def _run(argv: list[str], timeout: float = RUNTIME_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
 def host_rootfs(path: Path) -> list[dict[str, Any]]:
@@ -230,7 +227,7 @@ class ContainerLayer(Layer):
         ctx.endpoints["test_dir"] = GUEST_TEST_DIR
         ctx.placement["container"] = {
             "runtime": self.config.runtime,
-            "runtime_version": _first_line(_run([self.config.runtime, "--version"]).stdout),
+            "runtime_version": _first_line(run([self.config.runtime, "--version"], RUNTIME_TIMEOUT_S).stdout),
             "rootfs": self.config.rootfs if self.config.rootfs == "host" else str(self.rootfs),
             "test_dir": GUEST_TEST_DIR,
             "test_dir_host": str(self.test_dir_host),
@@ -376,8 +373,8 @@ def remove_container(runtime: str, name: str) -> None:
         if runtime == "podman"
         else [runtime, "delete", "--force", name]
     )
-    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        _run(argv)
+    with contextlib.suppress(NearmetalError, OSError):
+        run(argv, RUNTIME_TIMEOUT_S)
 
 
 def list_containers(runtime: str) -> list[str]:
@@ -389,9 +386,9 @@ def list_containers(runtime: str) -> list[str]:
         else [runtime, "list", "--format", "json"]
     )
     try:
-        proc = _run(argv)
+        proc = run(argv, RUNTIME_TIMEOUT_S)
         data = json.loads(proc.stdout or "[]") or []
-    except (subprocess.TimeoutExpired, OSError, ValueError):
+    except (NearmetalError, OSError, ValueError):
         return []
     names = []
     for entry in data:

@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 
 from nearmetal import faultlog, hostnet
 from nearmetal.errors import NearmetalError, PrivilegeError
+from nearmetal.hostcmd import run
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
 from nearmetal.metrics import Metric
@@ -61,6 +62,10 @@ TARGET_PATTERN = r"^(lb|mount|(cluster|backend|link|role):[A-Za-z0-9_.-]+)$"
 REMOUNT_TIMEOUT_S = 20.0
 JOIN_TIMEOUT_S = 60.0
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
+
+
+# how long a fault's own command (kill, ip, umount …) may take
+FAULT_COMMAND_TIMEOUT_S = 20.0
 
 
 class FaultConfig(LayerConfig):
@@ -189,14 +194,10 @@ def fuse_daemons(mountpoint: str) -> list[int]:
 
 def fuse_mount(mountpoint: str) -> Any | None:
     """The mountinfo entry of a FUSE mount at ``mountpoint`` (the last one mounted there), or None."""
-    from nearmetal.doctor.mounts import read_mounts
+    from nearmetal.mountinfo import read_mounts
 
     found = [m for m in read_mounts() if m.mount_point == mountpoint]
     return found[-1] if found and found[-1].is_fuse else None
-
-
-def _run(argv: list[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
 class Freezer:
@@ -586,8 +587,8 @@ class FaultLayer(Layer):
             ["fusermount", "-uz", mountpoint],
             ["umount", "-l", mountpoint],
         ):
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                if _run(argv).returncode == 0:
+            with contextlib.suppress(OSError, NearmetalError):
+                if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
                     break
         log = open(ctx.trial_dir / "fault-remount.log", "ab")  # noqa: SIM115
         try:
@@ -672,8 +673,8 @@ class FaultLayer(Layer):
                     ["fusermount3", "-uz", mountpoint],
                     ["umount", "-l", mountpoint],
                 ):
-                    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                        if _run(argv).returncode == 0:
+                    with contextlib.suppress(OSError, NearmetalError):
+                        if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
                             break
             try:
                 self.remounted.wait(timeout=5)

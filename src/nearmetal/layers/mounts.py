@@ -21,9 +21,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
+from nearmetal.mountinfo import is_mounted, mounts_or_none
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0
@@ -41,43 +43,14 @@ class FilesystemConfig(LayerConfig):
     )
 
 
-def _unescape(field_text: str) -> str:
-    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field_text = field_text.replace(code, char)
-    return field_text
-
-
 def mounts() -> list[tuple[str, str]]:
     """(mount point, filesystem type) of every mount this process sees, in mount order."""
-    out = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) >= 5 and right:
-                out.append((_unescape(fields[4]), right.split()[0]))
-    return out
-
-
-def is_mounted(path: Path) -> bool:
-    target = str(path)
-    return any(point == target for point, _ in mounts())
+    return [(m.mount_point, m.fstype) for m in mounts_or_none()]
 
 
 def run_tool(argv: list[str], what: str, timeout: float = MOUNT_TIMEOUT_S) -> None:
-    """Run a mount helper; a failure becomes an error naming the command and its message."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise NearmetalError(f"{argv[0]} is not installed ({what})") from None
-    except subprocess.TimeoutExpired:
-        raise NearmetalError(f"{what}: {argv[0]} did not finish within {timeout:g}s") from None
-    if proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise NearmetalError(
-            f"{what} failed: {' '.join(argv[:3])}…: {message[-1] if message else proc.returncode}"
-        )
+    """Run a mount helper; a failure becomes an error naming what it was for, the command and its message."""
+    hostcmd.run(argv, timeout, check=True, what=what)
 
 
 def unmount(path: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nearmetal.errors import PlanError
 from nearmetal.plan.expand import Cell, Loc, expand_cells
-from nearmetal.plan.messages import describe_error
+from nearmetal.plan.messages import describe_error, one_line, shorten
 from nearmetal.plan.models import plan_model
 
 MAX_PLAN_BYTES = 1 << 20
@@ -23,8 +23,6 @@ MAX_PLAN_BYTES = 1 << 20
 # ("billion laughs"), and deeper nesting than this is not a plan either
 MAX_PLAN_NODES = 100_000
 MAX_PLAN_DEPTH = 64
-# one problem is one line of at most this many characters (a value quoted in it is shortened)
-MAX_PROBLEM_CHARS = 400
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -83,17 +81,6 @@ def _key_text(part: object, dotted: bool) -> str:
     if _PLAIN_KEY.match(text):
         return f".{text}" if dotted else text
     return f"[{shorten(text, 40)}]"
-
-
-def shorten(value: object, limit: int = 60) -> str:
-    """``repr`` of a value, cut to ``limit`` characters: problems quote values, never whole documents."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def format_problem(source: str, root: yaml.Node | None, loc: Loc, message: str) -> str:

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+# one problem is one line of at most this many characters (a value quoted in it is shortened)
+MAX_PROBLEM_CHARS = 400
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters: problems quote values, never whole documents."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -51,8 +65,6 @@ def describe_error(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "literal_error":
-        from nearmetal.plan.load import shorten
-
         return f"must be one of {ctx.get('expected')} (got {shorten(inp)})"
     if kind == "union_tag_invalid":
         return (

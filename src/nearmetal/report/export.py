@@ -17,13 +17,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from nearmetal.api import Results
 from nearmetal.redact import redact_text, redact_value
 from nearmetal.store.schema import MetricRow, TrialRow
+
+if TYPE_CHECKING:
+    from nearmetal.api import Results
 
 TRIAL_COLUMNS = [
     "run_id",

@@ -14,7 +14,8 @@ from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
 from nearmetal.analysis.stats import fmt_slowdown, loss_definition
-from nearmetal.api import Results, RunComparison
+from nearmetal.api import Results
+from nearmetal.compare import RunComparison
 from nearmetal.registry import Registry
 
 # extra columns shown beside the primary metric when a run has them: (metric, header)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nearmetal.mountinfo import mount_of
+
 SECTOR_BYTES = 512
 # filesystems whose data lives in memory: no disk under them
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
@@ -38,28 +40,10 @@ class Backing:
         return asdict(self)
 
 
-def _unescape(text: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        text = text.replace(code, char)
-    return text
-
-
 def _mount_of(path: Path) -> tuple[str, str, str] | None:
     """(major:minor, filesystem type, mount source) of the mount that holds ``path``."""
-    target = os.path.realpath(path)
-    best: tuple[int, tuple[str, str, str]] | None = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            fields, tail = left.split(), right.split()
-            if len(fields) < 5 or len(tail) < 2:
-                continue
-            point = _unescape(fields[4])
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            # the last mount of a point in mount order is the one seen
-            if inside and (best is None or len(point) >= best[0]):
-                best = (len(point), (fields[2], tail[0], _unescape(tail[1])))
-    return best[1] if best else None
+    mount = mount_of(path)
+    return (mount.device, mount.fstype, mount.source) if mount else None
 
 
 def _device_name(majmin: str) -> str | None:

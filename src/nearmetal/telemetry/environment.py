@@ -15,13 +15,13 @@ import platform
 import re
 import resource
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 
+from nearmetal.hostcmd import probe
 from nearmetal.redact import redact_text, redact_url, redact_value
 
 # names (exact) and prefixes (ending in "_") of environment variables worth recording: they change how
@@ -86,24 +86,6 @@ def _read(path: str | Path) -> str | None:
         return Path(path).read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def _run(argv: list[str], timeout: float = 10, cwd: str | Path | None = None) -> str | None:
-    """stdout (+stderr) of a short probe, or None when the program is missing, fails or hangs."""
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return (proc.stdout or proc.stderr).strip()
-
-
-# --- CPU -------------------------------------------------------------------------------------------
 
 
 def cpu_model() -> str:
@@ -209,7 +191,7 @@ def own_cgroup_limits(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/se
 
 def detect_container(environ: Mapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
-    answer = _run(["systemd-detect-virt", "--container"], timeout=5)
+    answer = probe(["systemd-detect-virt", "--container"], timeout=5)
     if answer and answer != "none":
         return answer
     if "KUBERNETES_SERVICE_HOST" in environ:
@@ -228,7 +210,7 @@ def detect_container(environ: Mapping[str, str] | None = None) -> str:
 
 
 def detect_vm() -> str:
-    answer = _run(["systemd-detect-virt", "--vm"], timeout=5)
+    answer = probe(["systemd-detect-virt", "--vm"], timeout=5)
     if answer and answer != "none":
         return answer
     vendor = " ".join(
@@ -288,7 +270,7 @@ def memory_facts() -> dict[str, str]:
 
 def _probe_tool(probe: ToolProbe) -> tuple[str, str | None]:
     key, _, argv, pattern = probe
-    text = _run(argv, timeout=15)
+    text = probe(argv, timeout=15)
     if not text:
         return key, None
     match = re.search(pattern, text, re.M)
@@ -315,7 +297,7 @@ def tool_versions(probes: tuple[ToolProbe, ...] = TOOL_PROBES) -> dict[str, str]
 def gpu_facts() -> dict[str, str]:
     """GPU models, driver and CUDA version from nvidia-smi (when present); nothing on machines without."""
     out: dict[str, str] = {}
-    listing = _run(
+    listing = probe(
         [
             "nvidia-smi",
             "--query-gpu=name,driver_version,memory.total,mig.mode.current",
@@ -334,7 +316,7 @@ def gpu_facts() -> dict[str, str]:
             out["gpu.memory"] = gpus[0][2]
         if gpus and len(gpus[0]) > 3 and gpus[0][3] not in ("[N/A]", "N/A"):
             out["gpu.mig_mode"] = ",".join(g[3] for g in gpus if len(g) > 3)
-    banner = _run(["nvidia-smi"], timeout=20)
+    banner = probe(["nvidia-smi"], timeout=20)
     if banner:
         match = re.search(r"CUDA Version:\s*([\d.]+)", banner)
         if match:
@@ -351,16 +333,16 @@ def git_facts(directory: str | Path) -> dict[str, str]:
     if not directory.is_dir() or shutil.which("git") is None:
         return {}
     git = ["git", "-c", f"safe.directory={directory.resolve()}", "-C", str(directory)]
-    commit = _run([*git, "rev-parse", "HEAD"], timeout=10)
+    commit = probe([*git, "rev-parse", "HEAD"], timeout=10)
     if not commit:
         return {}
     out = {"git.commit": commit}
-    status = _run([*git, "status", "--porcelain", "--untracked-files=no"], timeout=20)
+    status = probe([*git, "status", "--porcelain", "--untracked-files=no"], timeout=20)
     out["git.dirty"] = "yes" if status else "no"
-    branch = _run([*git, "rev-parse", "--abbrev-ref", "HEAD"], timeout=10)
+    branch = probe([*git, "rev-parse", "--abbrev-ref", "HEAD"], timeout=10)
     if branch:
         out["git.branch"] = branch
-    remote = _run([*git, "config", "--get", "remote.origin.url"], timeout=10)
+    remote = probe([*git, "config", "--get", "remote.origin.url"], timeout=10)
     if remote:
         out["git.remote"] = redact_url(remote)
     return out

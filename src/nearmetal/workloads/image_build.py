@@ -24,6 +24,7 @@ from pydantic import Field
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
+from nearmetal.mountinfo import mounts_under
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -274,20 +275,6 @@ class ImageBuildWorkload(Workload):
                     if match:
                         out[tool] = match.group(1)
         return out
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path``, deepest first (overlay layers the storage driver left)."""
-    prefix = str(path).rstrip("/")
-    points = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            parts = line.split()
-            if len(parts) > 4:
-                point = parts[4].replace("\\040", " ")
-                if point == prefix or point.startswith(prefix + "/"):
-                    points.append(point)
-    return sorted(points, key=lambda p: p.count("/"), reverse=True)
 
 
 def remove_storage(path: Path) -> None:

@@ -1,0 +1,112 @@
+"""The one reader of ``/proc/self/mountinfo``: every part of nearmetal that asks what is mounted where (the
+filesystem layers, cleanup, doctor, the disk counters, the image builder's storage) parses it here, so they
+all see the same mount points, unescaped the same way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    mount_point: str
+    root: str
+    fstype: str
+    source: str
+    options: str
+    propagation: tuple[str, ...] = field(default=())  # shared:N, master:N, propagate_from:N, unbindable
+    device: str = ""  # major:minor of the filesystem's device
+
+    @property
+    def is_fuse(self) -> bool:
+        return self.fstype == "fuse" or self.fstype.startswith("fuse.") or self.fstype == "fuseblk"
+
+    @property
+    def propagation_mode(self) -> str:
+        tags = {t.split(":")[0] for t in self.propagation}
+        if "shared" in tags and "master" in tags:
+            return "shared+slave"
+        if "shared" in tags:
+            return "shared"
+        if "master" in tags:
+            return "slave"
+        if "unbindable" in tags:
+            return "unbindable"
+        return "private"
+
+
+def unescape(field_text: str) -> str:
+    """A path as mountinfo writes it: space, tab, newline and backslash escaped as \\ooo octal."""
+    out, i = [], 0
+    while i < len(field_text):
+        if field_text[i] == "\\" and i + 3 < len(field_text) and field_text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field_text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if "-" not in parts or len(parts) < 10:
+            continue
+        sep = parts.index("-")
+        mounts.append(
+            Mount(
+                mount_id=int(parts[0]),
+                device=parts[2],
+                root=unescape(parts[3]),
+                mount_point=unescape(parts[4]),
+                options=parts[5],
+                propagation=tuple(parts[6:sep]),
+                fstype=parts[sep + 1],
+                source=unescape(parts[sep + 2]),
+            )
+        )
+    return mounts
+
+
+def read_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mount]:
+    return parse_mountinfo(mountinfo.read_text())
+
+
+def mounts_or_none(mountinfo: Path = MOUNTINFO) -> list[Mount]:
+    """Every mount, in mount order ([] when mountinfo cannot be read)."""
+    with contextlib.suppress(OSError):
+        return read_mounts(mountinfo)
+    return []
+
+
+def is_mounted(path: Path | str) -> bool:
+    target = str(path)
+    return any(m.mount_point == target for m in mounts_or_none())
+
+
+def mounts_under(path: Path | str) -> list[str]:
+    """Mount points at or below ``path``, deepest first."""
+    prefix = str(path).rstrip("/")
+    points = [m.mount_point for m in mounts_or_none()]
+    inside = [p for p in points if p == prefix or p.startswith(prefix + "/")]
+    return sorted(inside, key=lambda p: p.count("/"), reverse=True)
+
+
+def mount_of(path: Path | str) -> Mount | None:
+    """The mount that holds ``path`` (the last mount of the deepest point in mount order: the one seen)."""
+    target = os.path.realpath(path)
+    best: Mount | None = None
+    for m in mounts_or_none():
+        point = m.mount_point
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point)):
+            best = m
+    return best
