@@ -35,10 +35,10 @@ from nearmetal.doctor.mounts import (
     check_autofs_propagation,
     check_fuse_severed,
     check_stale_mounts,
-    parse_mountinfo,
 )
 from nearmetal.doctor.namespaces import check_user_namespaces
 from nearmetal.layers import cgroups
+from nearmetal.mountinfo import parse_mountinfo
 
 DOCTOR = [sys.executable, "-m", "nearmetal.cli", "doctor", "--json"]
 

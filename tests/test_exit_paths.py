@@ -1,6 +1,6 @@
 """Every registered layer × every way a trial can end: nothing the run made is left on the host.
 
-The layers come from ``LAYER_CLASSES`` and their ``example_config()``, so a layer is covered the moment it is
+The layers come from ``LAYERS`` and their ``example_config()``, so a layer is covered the moment it is
 registered; one without an example configuration, whose tools are missing or that needs root we do not have
 is skipped with the reason. Exit paths:
 
@@ -36,9 +36,9 @@ from leakcheck import host_objects
 
 import nearmetal
 from nearmetal.errors import NearmetalError
-from nearmetal.layers import LAYER_CLASSES, layer_class
+from nearmetal.layers import LAYERS, layer_class
 
-LAYER_KINDS = sorted(LAYER_CLASSES)
+LAYER_KINDS = sorted(LAYERS)
 IN_PROCESS = ["success", "workload-crash", "timeout", "setup-error"]
 INTERRUPTED = ["sigint", "sigterm"]
 KILLED = ["sigkill+cleanup"]

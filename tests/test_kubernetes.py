@@ -25,7 +25,7 @@ from nearmetal.backends.kubernetes import (
 )
 from nearmetal.backends.options import KubernetesOptions
 from nearmetal.errors import NearmetalError
-from nearmetal.layers import LAYER_CLASSES
+from nearmetal.layers import LAYERS
 from nearmetal.plan import load_plan
 from nearmetal.runner import Runner, preflight, schedule
 from nearmetal.store import Store
@@ -242,7 +242,7 @@ def test_the_entry_point_runs_the_program_and_returns_its_files_in_the_log(tmp_p
 
 
 def test_a_layer_without_a_kubernetes_form_is_refused_before_anything_is_created(tmp_path: Path) -> None:
-    unmapped = sorted(set(LAYER_CLASSES) - set(LAYER_MAPPINGS))
+    unmapped = sorted(set(LAYERS) - set(LAYER_MAPPINGS))
     if not unmapped:
         pytest.skip("every registered layer has a Kubernetes mapping")
     layer = unmapped[0]

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 OK = "ok"
-PHASES = ("before", "during", "after")
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 

@@ -134,15 +134,6 @@ class RunAnalysis:
     def metric_names(self, cell_id: str) -> list[str]:
         return sorted(name for cid, name in self.metrics if cid == cell_id)
 
-    def noisy_cells(self, metric: str | None = None) -> list[CellMetric]:
-        """Cells whose coefficient of variation exceeds the warning threshold (primary metric by default)."""
-        out = []
-        for cell in self.cells:
-            cm = self.metric(cell.cell_id, metric or cell.primary_metric)
-            if cm is not None and cm.summary.n > 1 and cm.summary.cv > self.config.cv_warning:
-                out.append(cm)
-        return out
-
 
 @dataclass
 class MeasuredTable:

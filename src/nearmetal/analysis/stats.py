@@ -438,10 +438,6 @@ class VarianceComponents:
         total = self.within + self.between
         return self.between / total if total > 0 else float("nan")
 
-    def relative_variance(self, values_per_trial: float) -> float:
-        """Relative variance of one trial's mean with m values: (σ²_b + σ²_w/m) / mean²."""
-        return (self.between + self.within / values_per_trial) / self.mean**2
-
     def to_dict(self) -> dict[str, float]:
         return {
             "trials": self.trials,

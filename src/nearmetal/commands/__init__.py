@@ -1,16 +1,4 @@
-"""CLI commands of each area, in their own modules so areas grow without crowding ``cli.py``.
-
-Each module here does ``from nearmetal.cli import app`` and registers its commands with ``@app.command()``;
-``cli.py`` ends with ``from nearmetal.commands import *``, which imports every module named in ``__all__``
-(one line per module, so areas added in parallel merge cleanly).
+"""The CLI's commands, one module per subject (run, results, host, plans, stats, net, advise, check, resume,
+backends). Each module registers its commands on ``common.app`` with ``@app.command()`` when imported;
+``nearmetal.cli`` imports every module of this package. Shared options and helpers are in ``common``.
 """
-
-__all__: list[str] = [
-    "advise",
-    "backends",
-    "check",
-    "net",
-    "reports",
-    "resume",
-    "stats",
-]

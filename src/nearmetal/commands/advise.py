@@ -12,7 +12,7 @@ from rich.table import Table
 
 from nearmetal.advise.gpu_sharing import parse_layout
 from nearmetal.advise.manifests import dump_yaml
-from nearmetal.cli import DbOption, _fail, app, console, err_console
+from nearmetal.commands.common import DbOption, app, console, err_console, fail
 from nearmetal.errors import NearmetalError
 
 advise_app = typer.Typer(
@@ -126,9 +126,9 @@ def gpu_sharing(
         )
         return
     if kind.lower() not in ("pod", "job"):
-        _fail(NearmetalError(f"--kind {kind!r}: use pod or job"))
+        fail(NearmetalError(f"--kind {kind!r}: use pod or job"))
     if use_case not in USE_CASES:
-        _fail(NearmetalError(f"unknown use case {use_case!r}", fix=f"use one of: {', '.join(USE_CASES)}"))
+        fail(NearmetalError(f"unknown use case {use_case!r}", fix=f"use one of: {', '.join(USE_CASES)}"))
     try:
         measured = measured_sharing_losses(db)
     except NearmetalError:
@@ -139,7 +139,7 @@ def gpu_sharing(
         manifests = build_manifests(rec, kind, namespace, image)
     except (ValueError, KeyError) as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
-        _fail(
+        fail(
             NearmetalError(
                 message,
                 fix="see nearmetal advise gpu-sharing for the tables; MIG profiles per card are in nearmetal.gpu_profiles",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.cli import app, err_console
+from nearmetal.commands.common import app, err_console
 
 
 @app.command("exec-trial", hidden=True)

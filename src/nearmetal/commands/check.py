@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nearmetal.cli import (
+from nearmetal.commands.common import (
     AccountOption,
     AllowLargeOption,
     AllowPathOption,

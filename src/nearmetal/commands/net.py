@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from nearmetal.cli import DbOption, _fail, app, console
+from nearmetal.commands.common import DbOption, app, console, fail
 from nearmetal.errors import NearmetalError
 
 
@@ -29,7 +29,7 @@ def net_paths(
     try:
         results = load_results(run_id, db=db)
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     table = path_table(results)
     findings = attribute_run(results)
     if as_json:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.cli import DbOption, _fail, app, err_console
+from nearmetal.commands.common import DbOption, app, err_console, fail
 from nearmetal.errors import NearmetalError
 
 
@@ -48,20 +48,20 @@ def export(
     from nearmetal.report import export as exporter
 
     if fmt not in exporter.FORMATS:
-        _fail(
+        fail(
             NearmetalError(f"unknown export format {fmt!r}", fix=f"use one of {', '.join(exporter.FORMATS)}")
         )
     if what not in exporter.WHATS:
-        _fail(NearmetalError(f"unknown --what {what!r}", fix=f"use one of {', '.join(exporter.WHATS)}"))
+        fail(NearmetalError(f"unknown --what {what!r}", fix=f"use one of {', '.join(exporter.WHATS)}"))
     if what != "trials" and fmt not in exporter.TABULAR_FORMATS:
-        _fail(
+        fail(
             NearmetalError(
                 f"--what {what} is a table; {fmt} carries the losses already",
                 fix=f"use --format {' or '.join(exporter.TABULAR_FORMATS)}",
             )
         )
     if fmt == "parquet" and output is None:
-        _fail(NearmetalError("Parquet is a binary format: give a file", fix="add -o results.parquet"))
+        fail(NearmetalError("Parquet is a binary format: give a file", fix="add -o results.parquet"))
     try:
         from nearmetal.api import load_results
         from nearmetal.store import Store
@@ -90,9 +90,9 @@ def export(
                 return
             text = {"csv": exporter.to_csv, "json": exporter.to_json, "jsonl": exporter.to_jsonl}[fmt](rows)
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     except ImportError as exc:
-        _fail(
+        fail(
             NearmetalError(
                 f"{fmt} export needs {exc.name or exc}, which is not installed",
                 fix="bash scripts/install.sh --with parquet (in a nearmetal checkout), or "
@@ -130,7 +130,7 @@ def site(
     try:
         summary = write_site(directory, db=db, limit=limit, reports=reports)
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     for problem in summary.problems:
         err_console.print(f"[yellow]run left out[/yellow]: {problem}", highlight=False)
     err_console.print(

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.cli import AllowLargeOption, AllowPathOption, DbOption, OptionalWorkdirOption, _run, app
+from nearmetal.commands.common import (
+    AllowLargeOption,
+    AllowPathOption,
+    DbOption,
+    OptionalWorkdirOption,
+    app,
+    run_plan_command,
+)
 
 
 @app.command()
@@ -21,7 +28,7 @@ def resume(
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
     cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
-    _run(
+    run_plan_command(
         None,
         db,
         workdir,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.cli import DbOption, WorkdirOption, _fail, _plan_errors, app, console, err_console
+from nearmetal.commands.common import DbOption, WorkdirOption, app, console, err_console, fail, plan_errors
 from nearmetal.errors import NearmetalError
 
 # exit status of `compare --fail-above` when a loss lies wholly above the threshold (errors use 1 and 2)
@@ -54,7 +54,7 @@ def compare(
         threshold = parse_threshold(fail_above) if fail_above is not None else None
         comparison = compare_runs(run_a, run_b, db=db, metric=metric)
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     above = comparison.above(threshold) if threshold is not None else []
     if as_json:
         print(
@@ -145,9 +145,9 @@ def aa(
     try:
         loaded = aa_plan(load_plan(plan), copies)
     except PlanError as exc:
-        _plan_errors(exc)
+        plan_errors(exc)
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     progress = None if (quiet or as_json) else RichProgress(err_console)
     try:
         result = run_plan(loaded, db=db, workdir=workdir, progress=progress, seed=seed)
@@ -157,7 +157,7 @@ def aa(
         )
         raise typer.Exit(130) from None
     except NearmetalError as exc:
-        _fail(exc)
+        fail(exc)
     results = load_results(result.run_id, db=db)
     summary = false_positive_rate(results, metric)
     if as_json:

@@ -317,15 +317,6 @@ class Cgroup:
                     with contextlib.suppress(OSError):
                         (path / name).write_text(value)
 
-    def is_frozen(self) -> bool:
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                if (path / "freezer.state").exists():
-                    return _read(path / "freezer.state") != "THAWED"
-                if (path / "cgroup.events").exists():
-                    return "frozen 1" in _read(path / "cgroup.events")
-        return False
-
     def write_file(self, path: Path, value: str) -> None:
         try:
             path.write_text(value)

@@ -16,15 +16,10 @@ from typing import Any
 
 from nearmetal.api import Results
 from nearmetal.redact import redact_config_text, redact_text
+from nearmetal.report.assemble import assemble
 from nearmetal.report.figures import FigureProblem, FigureSpec, Series, build_figures
 from nearmetal.report.tables import (
     Table,
-    attach_findings,
-    energy_table,
-    failure_lines,
-    loss_tables,
-    run_header,
-    study_tables,
 )
 
 REPORT_NAME = "report.html"
@@ -287,10 +282,8 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
     if figures is None:
         figures, problems = build_figures(results)
     run = results.run
-    tables = loss_tables(results)
-    other_findings = attach_findings(tables, results)
-    tables += study_tables(results)
-    workloads = list(dict.fromkeys([c.workload for c in results.cells]))
+    content = assemble(results, failure_limit=50)
+    workloads = content.workloads
     plots: list[dict[str, Any]] = []
     parts: list[str] = []
 
@@ -305,48 +298,44 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
 
     toc = [("results", "Results")]
     parts.append('<section id="results"><h2>Results</h2>')
-    for workload in workloads:
-        parts.append(f'<section class="workload" id="workload-{_e(workload)}"><h2>{_e(workload)}</h2>')
-        for table in tables:
-            if table.workload == workload:
-                parts.append(_table_html(table))
-        add_figures([f for f in figures if f.section == workload])
-        parts.append("</section>")
-    unplaced = [t for t in tables if t.workload not in workloads]  # a study's own tables across workloads
-    if unplaced:
-        parts.append('<section class="workload" id="study-tables"><h2>Study tables</h2>')
-        parts.extend(_table_html(table) for table in unplaced)
+    for section in content.sections:
+        anchor = f"workload-{section.workload}" if section.workload else "study-tables"
+        parts.append(f'<section class="workload" id="{_e(anchor)}"><h2>{_e(section.title)}</h2>')
+        parts.extend(_table_html(table) for table in section.tables)
+        if section.workload:
+            add_figures([f for f in figures if f.section == section.workload])
         parts.append("</section>")
     parts.append("</section>")
-    energy = energy_table(results)
-    if energy:
+    if content.energy:
         toc.append(("energy", "Energy"))
-        parts.append(f'<section id="energy">{_table_html(energy)}</section>')
+        parts.append(f'<section id="energy">{_table_html(content.energy)}</section>')
+    if content.variance:
+        toc.append(("variation", "Variation"))
+        parts.append('<section id="variation"><h2>Levels of variation</h2>')
+        parts.extend(_table_html(table) for table in content.variance)
+        parts.append("</section>")
     leftover = [f for f in figures if f.section not in workloads]
     if leftover:
         toc.append(("run-figures", "Run"))
         parts.append('<section id="run-figures"><h2>Run</h2>')
         add_figures(leftover)
         parts.append("</section>")
-    failures = failure_lines(results, limit=50)
-    if failures:
+    if content.failures:
         toc.append(("failures", "Failed trials"))
-        items = "".join(f"<li>{_e(redact_text(f))}</li>" for f in failures)
+        items = "".join(f"<li>{_e(redact_text(f))}</li>" for f in content.failures)
         parts.append(
             '<section id="failures"><h2>Failed trials</h2><p class="note">kept in the store, left out of '
             f"the statistics</p><ul>{items}</ul></section>"
         )
-    if other_findings:
+    if content.other_findings:
         toc.append(("findings", "Doctor"))
-        items = "".join(f"<li>{_e(f)}</li>" for f in other_findings)
+        items = "".join(f"<li>{_e(f)}</li>" for f in content.other_findings)
         parts.append(f'<section id="findings"><h2>Other doctor findings</h2><ul>{items}</ul></section>')
     if problems:
         items = "".join(f'<li class="problem">{_e(p.builder)}: {_e(p.error)}</li>' for p in problems)
         parts.append(f'<section id="figure-problems"><h2>Figures not drawn</h2><ul>{items}</ul></section>')
     toc.append(("environment", "Environment"))
-    env_rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in sorted(results.environment.items())
-    )
+    env_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in content.environment.items())
     parts.append(
         '<section id="environment"><h2>Environment</h2><table class="env"><tbody>'
         f"{env_rows}</tbody></table></section>"
@@ -357,7 +346,7 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
         f"</p><pre>{_e(redact_config_text(run.plan_text))}</pre></section>"
     )
 
-    header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(redact_text(v))}</dd>" for k, v in run_header(results))
+    header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(redact_text(v))}</dd>" for k, v in content.header)
     nav = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in toc)
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     from nearmetal import __version__

@@ -8,16 +8,10 @@ from pathlib import Path
 
 from nearmetal.api import Results
 from nearmetal.redact import redact_config_text, redact_text
+from nearmetal.report.assemble import assemble
 from nearmetal.report.figures import FigureSpec
 from nearmetal.report.tables import (
     Table,
-    attach_findings,
-    energy_table,
-    failure_lines,
-    loss_tables,
-    run_header,
-    study_tables,
-    variance_tables,
 )
 
 
@@ -54,52 +48,50 @@ def markdown_report(
     """The run as Markdown. ``images`` are (figure, PNG path) pairs, linked relative to ``relative_to``;
     ``details`` adds the environment and the plan in collapsed sections."""
     run = results.run
+    content = assemble(results, metric)
     lines = [f"# nearmetal run `{run.id}`: {run.name}", ""]
     if run.description:
         lines += [_escape(run.description.strip()), ""]
-    for key, value in run_header(results):
+    for key, value in content.header:
         lines.append(f"- **{key}**: {_escape(redact_text(value))}")
-    tables = loss_tables(results, metric)
-    other_findings = attach_findings(tables, results)
-    tables += study_tables(results)
     images = images or []
     shown: set[Path] = set()
-    for table in tables:
+
+    def add_table(table: Table) -> None:
+        nonlocal lines
         lines += ["", f"## {table.title}", "", *markdown_table(table)]
-        for note in table.notes:
-            lines += ["", f"_{note}_"]
+        lines += [line for note in table.notes for line in ("", f"_{_escape(note)}_")]
         if table.findings:
             lines += ["", "Possible causes found by `nearmetal doctor`:", ""]
             lines += [f"- {_escape(f)}" for f in table.findings]
-        if table is [t for t in tables if t.workload == table.workload][-1]:
-            # the workload's figures follow its last table
-            for spec, path in images:
-                if spec.section == table.workload and path not in shown:
-                    shown.add(path)
-                    lines += ["", f"![{_escape(spec.title)}]({_link(path, relative_to)})"]
-    for table in variance_tables(results, metric):
-        lines += ["", f"## {table.title}", "", *markdown_table(table)]
-        for note in table.notes:
-            lines += ["", f"_{_escape(note)}_"]
+
+    def add_images(chosen: list[tuple[FigureSpec, Path]]) -> None:
+        for spec, path in chosen:
+            if path not in shown:
+                shown.add(path)
+                lines.extend(["", f"![{_escape(spec.title)}]({_link(path, relative_to)})"])
+
+    for section in content.sections:
+        for table in section.tables:
+            add_table(table)
+        # the workload's figures follow its tables
+        add_images(
+            [(spec, path) for spec, path in images if section.workload and spec.section == section.workload]
+        )
+    for table in [*([content.energy] if content.energy else []), *content.variance]:
+        add_table(table)
     rest = [(spec, path) for spec, path in images if path not in shown]
     if rest:
         lines += ["", "## Figures"]
-        for spec, path in rest:
-            lines += ["", f"![{_escape(spec.title)}]({_link(path, relative_to)})"]
-    energy = energy_table(results)
-    if energy:
-        lines += ["", f"## {energy.title}", "", *markdown_table(energy)]
-        lines += [line for note in energy.notes for line in ("", f"_{_escape(note)}_")]
-    if other_findings:
-        lines += ["", "## Other doctor findings", "", *[f"- {_escape(f)}" for f in other_findings]]
-    failures = failure_lines(results)
-    if failures:
-        lines += ["", "## Failed trials", "", *[f"- {_escape(redact_text(f))}" for f in failures]]
+        add_images(rest)
+    if content.failures:
+        lines += ["", "## Failed trials", "", *[f"- {_escape(redact_text(f))}" for f in content.failures]]
+    if content.other_findings:
+        lines += ["", "## Other doctor findings", "", *[f"- {_escape(f)}" for f in content.other_findings]]
     if details:
-        env = sorted(results.environment.items())
-        if env:
+        if content.environment:
             lines += ["", "<details><summary>Environment</summary>", "", "| key | value |", "| :--- | :--- |"]
-            lines += [f"| `{_escape(k)}` | {_escape(v)} |" for k, v in env]
+            lines += [f"| `{_escape(k)}` | {_escape(v)} |" for k, v in content.environment.items()]
             lines += ["", "</details>"]
         lines += [
             "",

@@ -7,15 +7,9 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from nearmetal.api import Results
+from nearmetal.report.assemble import assemble
 from nearmetal.report.tables import (
     Table,
-    attach_findings,
-    energy_table,
-    failure_lines,
-    loss_tables,
-    run_header,
-    study_tables,
-    variance_tables,
 )
 
 
@@ -40,24 +34,21 @@ def print_table(table: Table, console: Console) -> None:
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
     console = console or Console()
-    for key, value in run_header(results):
+    content = assemble(results, metric)
+    for key, value in content.header:
         console.print(f"[bold]{key}[/bold]: {escape(value)}", highlight=False)
-    tables = loss_tables(results, metric)
-    other_findings = attach_findings(tables, results)
-    energy = energy_table(results)
-    for table in [*tables, *([energy] if energy else []), *study_tables(results)]:
+    for table in content.tables:
         print_table(table, console)
         print_findings(console, "possible causes (nearmetal doctor)", table.findings)
-    print_findings(console, "other doctor findings", other_findings)
-    for table in variance_tables(results, metric):
+    for table in [*([content.energy] if content.energy else []), *content.variance]:
         print_table(table, console)
-    failures = failure_lines(results)
-    if failures:
+    if content.failures:
         console.print(
             "\n[bold yellow]failed trials[/bold yellow] (kept in the store, left out of the statistics):"
         )
-        for line in failures:
+        for line in content.failures:
             console.print(f"  {line}", highlight=False, markup=False)
+    print_findings(console, "other doctor findings", content.other_findings)
 
 
 def print_findings(console: Console, heading: str, lines: list[str]) -> None:

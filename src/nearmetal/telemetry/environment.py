@@ -234,12 +234,6 @@ def detect_vm() -> str:
     return "none"
 
 
-def detect_virtualization() -> str:
-    """One word for the run header: the container and/or VM this runs in, 'none' on bare metal."""
-    parts = [p for p in (detect_container(), detect_vm()) if p != "none"]
-    return " in ".join(parts) if parts else "none"
-
-
 # --- memory, limits ---------------------------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ import contextlib
 import signal
 import sys
 
-MAX_HEAD = 16384
 IDLE_TIMEOUT_S = 30.0
 
 

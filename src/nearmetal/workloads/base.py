@@ -150,9 +150,6 @@ class TrialOutput:
     processes: list[ProcessOutput] = field(default_factory=list)
     wall_s: float | None = None
 
-    def of_role(self, role: str) -> ProcessOutput | None:
-        return next((p for p in self.processes if p.role == role), None)
-
 
 class ParseError(Exception):
     """The output does not contain what the parser needs; the message says what was missing."""

@@ -1,0 +1,152 @@
+"""``nearmetal run`` and ``nearmetal study``: running a plan, or a shipped study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nearmetal.commands.common import (
+    AccountOption,
+    AllowLargeOption,
+    AllowPathOption,
+    BackendOption,
+    DbOption,
+    ImageOption,
+    KubeconfigOption,
+    NamespaceOption,
+    OptionalWorkdirOption,
+    ParallelOption,
+    PartitionOption,
+    TimeOption,
+    app,
+    backend_options,
+    console,
+    err_console,
+    fail,
+    run_plan_command,
+)
+from nearmetal.errors import NearmetalError
+
+
+@app.command()
+def run(
+    plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
+    db: DbOption = None,
+    workdir: OptionalWorkdirOption = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
+    ] = True,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", metavar="RUN_ID", help="continue this stored run of the same plan"),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
+    ] = None,
+    backend: BackendOption = "local",
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    time_limit: TimeOption = None,
+    parallel: ParallelOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    image: ImageOption = None,
+    allow_large: AllowLargeOption = False,
+    allow_path: AllowPathOption = None,
+) -> None:
+    """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
+    self-contained HTML report into the run's directory."""
+    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
+    run_plan_command(
+        plan,
+        db,
+        workdir,
+        seed,
+        quiet,
+        as_json,
+        html=html,
+        run_id=run_id,
+        resume=resume,
+        backend=backend,
+        backend_options=options,
+        allow_large=allow_large,
+        allow_paths=allow_path,
+    )
+
+
+def _complete_study(incomplete: str) -> list[str]:
+    from nearmetal.studies import study_names
+
+    return [n for n in ["list", *study_names()] if n.startswith(incomplete)]
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)],
+    db: DbOption = None,
+    workdir: OptionalWorkdirOption = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed for trial order and resampling", min=0, max=2**31 - 1)
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="the study's small form (for CI)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
+    ] = True,
+    form: Annotated[
+        str, typer.Option("--form", help="auto (GPU form when a CUDA GPU is here), cpu or gpu")
+    ] = "auto",
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
+    ] = None,
+    backend: BackendOption = "local",
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    time_limit: TimeOption = None,
+    parallel: ParallelOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    image: ImageOption = None,
+    allow_large: AllowLargeOption = False,
+    allow_path: AllowPathOption = None,
+) -> None:
+    """Run a shipped study (nearmetal study list shows them)."""
+    from nearmetal.studies import choose_form, study_description, study_names, study_path
+
+    if name == "list":
+        table = Table("study", "what it reproduces")
+        for n in study_names():
+            table.add_row(n, study_description(n))
+        console.print(table)
+        return
+    try:
+        chosen, why = choose_form(name, form, quick)
+        path = study_path(name, quick=quick, form=chosen)
+    except NearmetalError as exc:
+        fail(exc)
+    if form == "auto" and why != "the study has one form" and not as_json:
+        err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
+    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
+    run_plan_command(
+        path,
+        db,
+        workdir,
+        seed,
+        quiet,
+        as_json,
+        html=html,
+        run_id=run_id,
+        backend=backend,
+        backend_options=options,
+        allow_large=allow_large,
+        allow_paths=allow_path,
+    )
