@@ -262,8 +262,8 @@ def memory_facts() -> dict[str, str]:
 # --- tools, GPUs ------------------------------------------------------------------------------------
 
 
-def _probe_tool(probe: ToolProbe) -> tuple[str, str | None]:
-    key, _, argv, pattern = probe
+def _probe_tool(tool: ToolProbe) -> tuple[str, str | None]:
+    key, _, argv, pattern = tool
     text = probe(argv, timeout=15)
     if not text:
         return key, None
@@ -352,9 +352,9 @@ def allowed_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     return out
 
 
-def _safely(probe: Callable[[], dict[str, str]]) -> dict[str, str]:
+def _safely(capture: Callable[[], dict[str, str]]) -> dict[str, str]:
     try:
-        return probe()
+        return capture()
     except Exception:  # a probe that breaks on an unusual machine costs its keys, not the run
         return {}
 
