@@ -56,10 +56,13 @@ def _two_runs_at_once(tmp_path: Path, db: str, repeats: int = 8) -> list[str]:
             )
         )
     # a reader as well, as someone looking at `nearmetal runs` while both measure
-    reads = 0
+    reads = []
     while any(p.poll() is None for p in procs):
-        subprocess.run([*nearmetal_argv(), "runs"], env=env, capture_output=True, timeout=120, check=False)
-        reads += 1
+        reads.append(
+            subprocess.run(
+                [*nearmetal_argv(), "runs"], env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
@@ -72,6 +75,11 @@ def _two_runs_at_once(tmp_path: Path, db: str, repeats: int = 8) -> list[str]:
             assert store.get_run(run_id).status == "finished"
     finally:
         store.dispose()
+    # the reader was never locked out or shown a half-written store while both wrote
+    assert reads, "the runs ended before the reader could look"
+    for read in reads:
+        assert read.returncode == 0, read.stderr
+        assert "database is locked" not in read.stderr and "Traceback" not in read.stderr
     return run_ids
 
 

@@ -94,13 +94,18 @@ def backend() -> KubernetesBackend:
 def test_every_generated_manifest_validates_against_current_schemas(tmp_path: Path, backend) -> None:
     assert len(VERSIONS) >= 3
     _, specs = _specs(tmp_path, write_plan(tmp_path, EVERY_POD_SETTING), backend)
-    checked = 0
+    validated: set[tuple[str, str, str]] = set()
     for spec in specs:
-        for manifest in backend.manifests(spec):
+        manifests = backend.manifests(spec)
+        assert any(m["kind"] == "Job" for m in manifests), spec.trial_key
+        for manifest in manifests:
             for version in VERSIONS:
                 kubernetes_validate.validate(manifest, version, strict=True)
-                checked += 1
-    assert checked >= len(specs) * len(VERSIONS) * 1
+                validated.add((spec.trial_key, manifest["kind"], version))
+    # every trial's Job was validated against every version (a spec without manifests would be missing)
+    assert {(key, v) for key, kind, v in validated if kind == "Job"} == {
+        (spec.trial_key, v) for spec in specs for v in VERSIONS
+    }
 
 
 def test_shipped_cpu_quota_study_becomes_valid_jobs(tmp_path: Path, backend) -> None:

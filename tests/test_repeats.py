@@ -224,7 +224,15 @@ def test_aa_reports_a_false_positive_rate(tmp_path: Path, run_cli) -> None:
     proc = run_cli("aa", str(plan), "--copies", "3", "--json", check=True)
     data = json.loads(proc.stdout)
     assert data["comparisons"] == 2 and data["expected"] == pytest.approx(0.05)
-    assert 0 <= data["false_positives"] <= 2 and data["rate_low"] <= data["rate"] <= data["rate_high"]
+    # the count is the rows whose interval excludes 0, each row's flag agrees with its own interval
+    rows = data["rows"]
+    assert len(rows) == 2 and {r["cell"].split("/")[-1] for r in rows} == {"base-aa1", "base-aa2"}
+    for row in rows:
+        assert row["ci_low_pct"] <= row["loss_pct"] <= row["ci_high_pct"]
+        assert row["false_positive"] == (row["ci_low_pct"] > 0 or row["ci_high_pct"] < 0)
+    assert data["false_positives"] == sum(r["false_positive"] for r in rows)
+    assert data["rate"] == data["false_positives"] / 2
+    assert data["rate_low"] <= data["rate"] <= data["rate_high"] and data["rate_high"] > data["rate_low"]
     results = nearmetal.load_results(data["run_id"], db=f"sqlite:///{tmp_path / 'results.db'}")
     assert {c.variant for c in results.cells} == {"base", "base-aa1", "base-aa2"}  # "other" is not run
     assert run_cli("aa", str(plan), "--copies", "1").returncode == 1
