@@ -25,5 +25,7 @@ done
 echo "== ruff"
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
+echo "== mypy"
+.venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest -ra "$@"

@@ -264,7 +264,7 @@ def check_plan(
                 "run the plan with a backend that applies it (e.g. --backend kubernetes for pod)",
             )
         )
-    if remote:
+    if isinstance(runner_backend, RemoteBackend):
         try:
             runner_backend.check(kept)
         except NearmetalError as exc:

@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from nearmetal import hostnet, runlock
@@ -130,7 +131,7 @@ def find_processes(run_id: str | None = None) -> list[Leftover]:
             Leftover(
                 "process",
                 f"{pid} ({comm})",
-                lambda pid=pid, start=start: _kill(pid, start or ""),
+                partial(_kill, pid, start or ""),
                 run_id=owner,
                 priority=10,
             )
@@ -145,9 +146,7 @@ def find_stale_locks(run_id: str | None = None) -> list[Leftover]:
         owner = path.name.removesuffix(".lock")
         if run_id is None or owner == run_id:
             found.append(
-                Leftover(
-                    "lock file", str(path), lambda p=path: runlock.remove_stale_lock(p), owner, priority=99
-                )
+                Leftover("lock file", str(path), partial(runlock.remove_stale_lock, path), owner, priority=99)
             )
     return found
 
@@ -167,7 +166,7 @@ def find_usernet_processes(run_id: str | None = None) -> list[Leftover]:
             Leftover(
                 "process",
                 f"{pid} ({cmdline[:100]})",
-                lambda pid=pid: hostnet.stop_pid(pid),
+                partial(hostnet.stop_pid, pid),
                 run_id=match.group("run") if match else None,
                 priority=20,
             )
@@ -184,7 +183,7 @@ def find_net_links(run_id: str | None = None) -> list[Leftover]:
         Leftover(
             "link",
             f"{link.ifname} ({link.alias})",
-            lambda n=link.ifname: hostnet.delete_link(None, n),
+            partial(hostnet.delete_link, None, link.ifname),
             priority=60,
         )
         for link in hostnet.list_links()
@@ -205,7 +204,7 @@ def _remove_netns(name: str) -> None:
 @finder
 def find_netns(run_id: str | None = None) -> list[Leftover]:
     return [
-        Leftover("netns", name, lambda name=name: _remove_netns(name), priority=70)
+        Leftover("netns", name, partial(_remove_netns, name), priority=70)
         for name in hostnet.list_netns(host_prefix(run_id))
     ]
 
@@ -220,7 +219,7 @@ def find_container_storage(run_id: str | None = None) -> list[Leftover]:
     if not base.is_dir():
         return []
     return [
-        Leftover("container-storage", str(path), lambda path=path: remove_storage(path), priority=40)
+        Leftover("container-storage", str(path), partial(remove_storage, path), priority=40)
         for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
         if path.is_dir()
     ]

@@ -43,7 +43,7 @@ def interrupts_as_exceptions() -> Iterator[dict[str, str]]:
     the yielded dict gets ``signal`` (the signal's name) when one arrived."""
     global _installed, _pending
     _caught.clear()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in SIGNALS:
             previous[sig] = signal.signal(sig, _handler)

@@ -277,8 +277,17 @@ def run_plan(
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        options = {"allow_paths": allow_paths, "allow_large": allow_large}
-        return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **options).run()
+        return Runner(
+            loaded,
+            store,
+            Path(workdir),
+            backend,
+            progress,
+            run_id,
+            seed,
+            allow_paths=allow_paths,
+            allow_large=allow_large,
+        ).run()
     except BaseException:
         if new_file is not None:
             remove_if_empty(store, new_file)

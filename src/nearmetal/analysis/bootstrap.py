@@ -90,7 +90,7 @@ class Sample:
         if self.sizes is None:
             return self.values
         starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1]))
-        return np.add.reduceat(self.values, starts) / self.sizes
+        return np.asarray(np.add.reduceat(self.values, starts) / self.sizes)
 
     def shape(self) -> tuple[int, ...]:
         """Samples of one shape share their draws: (0, n) for n trials (values within a trial are averaged
@@ -175,7 +175,7 @@ def jackknife(sample: Sample, statistic: str) -> np.ndarray:
     units = sample.trial_means()
     n = units.size
     if statistic == "mean":
-        return (units.sum() - units) / (n - 1)
+        return np.asarray((units.sum() - units) / (n - 1))
     ordered_idx = np.argsort(units, kind="stable")
     ordered = units[ordered_idx]
     # the median of the n-1 values left: positions shift by one past the removed value
@@ -185,7 +185,7 @@ def jackknife(sample: Sample, statistic: str) -> np.ndarray:
     lo_pos, hi_pos = (m - 1) // 2, m // 2
     lo = np.where(rank <= lo_pos, ordered[min(lo_pos + 1, n - 1)], ordered[lo_pos])
     hi = np.where(rank <= hi_pos, ordered[min(hi_pos + 1, n - 1)], ordered[hi_pos])
-    return (lo + hi) / 2
+    return np.asarray((lo + hi) / 2)
 
 
 def acceleration_terms(jack: np.ndarray) -> tuple[float, float]:
@@ -213,7 +213,7 @@ def sorted_quantiles(sorted_rows: np.ndarray, levels: np.ndarray) -> np.ndarray:
     frac = pos - low
     rows = np.arange(sorted_rows.shape[0])
     lo_v, hi_v = sorted_rows[rows, low], sorted_rows[rows, high]
-    return lo_v + (hi_v - lo_v) * frac
+    return np.asarray(lo_v + (hi_v - lo_v) * frac)
 
 
 def bca_levels(
@@ -353,13 +353,13 @@ def ratio_intervals(
         rep_b = side_replicates(bs, statistic, resamples, seed, side=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = rep_v / rep_b
-        sv = np.array([point_statistic(s, statistic) for s in vs])
-        sb = np.array([point_statistic(s, statistic) for s in bs])
-        theta = sv / sb
+        stat_v = np.array([point_statistic(s, statistic) for s in vs])
+        stat_b = np.array([point_statistic(s, statistic) for s in bs])
+        theta = stat_v / stat_b
         accel = np.array(
             [
                 acceleration(jackknife(v, statistic) / b_stat, v_stat / jackknife(b, statistic))
-                for v, b, v_stat, b_stat in zip(vs, bs, sv, sb, strict=True)
+                for v, b, v_stat, b_stat in zip(vs, bs, stat_v, stat_b, strict=True)
             ]
         )
         expansion = (

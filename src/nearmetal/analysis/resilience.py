@@ -73,11 +73,11 @@ class RequestLog:
 
     @property
     def end(self) -> np.ndarray:
-        return self.start + self.latency_s
+        return np.asarray(self.start + self.latency_s)
 
     @property
     def ok(self) -> np.ndarray:
-        return self.outcome == OK
+        return np.asarray(self.outcome == OK)
 
 
 @dataclass(frozen=True)
@@ -318,8 +318,8 @@ def summarize(
         phase_requests[phase] = int(mask.sum())
         phase_availability[phase] = float(ok[mask].mean() * 100) if mask.any() else None
         latency[phase] = latency_percentiles(log.latency_s[mask & ok])
-        names, n = np.unique(log.backend[mask & ok].astype(str), return_counts=True)
-        served_by[phase] = {str(k): int(c) for k, c in zip(names, n, strict=True) if k}
+        names, counts = np.unique(log.backend[mask & ok].astype(str), return_counts=True)
+        served_by[phase] = {str(k): int(c) for k, c in zip(names, counts, strict=True) if k}
 
     return ResilienceSummary(
         requests=len(log),

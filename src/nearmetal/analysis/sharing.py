@@ -78,7 +78,7 @@ def speedup_interval(
 
 def _finite(values: Iterable[float]) -> np.ndarray:
     v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
-    return v[np.isfinite(v)]
+    return np.asarray(v[np.isfinite(v)])
 
 
 # --- time slicing --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal as signal_mod
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -120,7 +120,7 @@ class RemoteBackend(Backend):
     @abstractmethod
     def run_trials(
         self, specs: list[TrialSpec], hooks: RemoteHooks
-    ) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+    ) -> Generator[tuple[TrialSpec, TrialOutcome], None, None]:
         """Run the trials, yielding each outcome as its job ends. Closing the generator early (an error,
         Ctrl-C) cancels every job it still has."""
 

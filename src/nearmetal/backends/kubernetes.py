@@ -21,12 +21,12 @@ import base64
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nearmetal.backends.base import RemoteBackend, register_backend
+from nearmetal.backends.base import RemoteBackend, RemoteHooks, register_backend
 from nearmetal.backends.options import KubernetesOptions, parse_memory_mib
 from nearmetal.errors import NearmetalError
 from nearmetal.leftovers import Leftover, finder
@@ -586,7 +586,7 @@ class KubernetesBackend(RemoteBackend):
         (trial_dir / "main.stdout").write_text(stdout)
         for name, content in files.items():
             (trial_dir / name).write_bytes(content)
-        base = {
+        base: dict[str, Any] = {
             "wall_s": max(0.0, ended_at - started),
             "placement": placement,
             "caveats": list(shape.notes),
@@ -600,7 +600,7 @@ class KubernetesBackend(RemoteBackend):
         if log_error is not None:
             return TrialOutcome(
                 status="error",
-                error=f"Pod {pod.metadata.name} ended {ended} but its log could not be read: {log_error}",
+                error=f"the Pod ended {ended} but its log could not be read: {log_error}",
                 **base,
             )
         if ended == "Succeeded":
@@ -627,7 +627,9 @@ class KubernetesBackend(RemoteBackend):
         return TrialOutcome(status=status, error=why or f"the Job ended {ended}", **base)
 
     # --- the loop -------------------------------------------------------------------------------------
-    def run_trials(self, specs: list[TrialSpec], hooks: Any) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+    def run_trials(
+        self, specs: list[TrialSpec], hooks: RemoteHooks
+    ) -> Generator[tuple[TrialSpec, TrialOutcome], None, None]:
         """One Job at a time (trials must not overlap on a node); every object is deleted on every exit."""
         run_ids = {s.run_id for s in specs}
         try:
@@ -696,12 +698,13 @@ def find_objects(run_id: str | None = None) -> list[Any]:
         except Exception:
             continue
         for item in items:
-            name, ns = item.metadata.name, item.metadata.namespace
+            meta: Any = item.metadata
+            name, ns = meta.name, meta.namespace
 
             def remove(deleter: Any = deleter, name: str = name, ns: str = ns) -> None:
                 deleter(name, ns, propagation_policy="Background")
 
-            owner = (item.metadata.annotations or {}).get("nearmetal.io/run-id") or run_id
+            owner = (meta.annotations or {}).get("nearmetal.io/run-id") or run_id
             found.append(Leftover(kind, f"{ns}/{name}", remove, run_id=owner, priority=10))
     return found
 

@@ -23,13 +23,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nearmetal import hostcmd
-from nearmetal.backends.base import RemoteBackend, register_backend
+from nearmetal.backends.base import RemoteBackend, RemoteHooks, register_backend
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.errors import NearmetalError
 from nearmetal.leftovers import Leftover, finder, host_prefix
@@ -615,7 +615,9 @@ class SlurmBackend(RemoteBackend):
             groups[key].append(spec)
         return [(groups[k], len(groups[k]) > 1) for k in order]
 
-    def run_trials(self, specs: list[TrialSpec], hooks: Any) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+    def run_trials(
+        self, specs: list[TrialSpec], hooks: RemoteHooks
+    ) -> Generator[tuple[TrialSpec, TrialOutcome], None, None]:
         """Submit, poll and collect; yields (spec, outcome) as jobs end. Closing the generator (Ctrl-C, an
         error in the runner) cancels every job still queued or running."""
         adopted = [s for s in specs if s.trial_key in self.reattached]

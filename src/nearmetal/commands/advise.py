@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -59,7 +59,7 @@ def build_manifests(rec: Any, kind: str, namespace: str, image: str) -> dict[str
         workload_manifest,
     )
 
-    kind_name = "Job" if kind.lower() == "job" else "Pod"
+    kind_name: Literal["Pod", "Job"] = "Job" if kind.lower() == "job" else "Pod"
     out: dict[str, dict[str, Any]] = {}
     if rec.mechanism == "time-slicing":
         out["time-slicing-configmap.yaml"] = time_slicing_configmap(rec.replicas, namespace="kube-system")

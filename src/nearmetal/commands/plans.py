@@ -43,8 +43,8 @@ def parse(
     if as_json:
         print(json.dumps(results, indent=2))
     else:
-        for path, metrics in results.items():
-            table = Table("metric", "value", "unit", "better", title=path, title_justify="left")
+        for shown, metrics in results.items():
+            table = Table("metric", "value", "unit", "better", title=shown, title_justify="left")
             for m in metrics:
                 table.add_row(m["name"], f"{m['value']:.6g}", m["unit"], m["direction"])
             console.print(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nearmetal.registry import Registry
 
@@ -43,8 +43,14 @@ CHECKS: Registry[Check] = Registry("doctor check", packages=("nearmetal.doctor",
 CHECK_INFO: Registry[CheckInfo] = Registry("doctor check", packages=("nearmetal.doctor",))
 
 
-def check(check_id: str, inspects: str = "", explains: tuple[str, ...] = ()) -> Callable[[Check], Check]:
-    def register(fn: Check) -> Check:
+AnyCheck = TypeVar("AnyCheck", bound=Callable[..., list[Finding]])
+
+
+def check(
+    check_id: str, inspects: str = "", explains: tuple[str, ...] = ()
+) -> Callable[[AnyCheck], AnyCheck]:
+    # checks take optional arguments (a mountinfo file, a cgroup root) that tests and layers pass
+    def register(fn: AnyCheck) -> AnyCheck:
         CHECKS.add(check_id, fn)
         CHECK_INFO.add(check_id, CheckInfo(check_id, inspects, tuple(explains)), replace=True)
         return fn

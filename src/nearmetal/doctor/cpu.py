@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nearmetal.doctor.base import Finding, check
+from nearmetal.doctor.base import Finding, Severity, check
 from nearmetal.layers.cgroups import parse_flat_keyed
 
 LESSON_000 = (
@@ -125,7 +125,7 @@ def check_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None
         ]
     tightest = min(limited, key=lambda lvl: lvl.cpus or 0)
     throttled = (100.0 * tightest.nr_throttled / tightest.nr_periods) if tightest.nr_periods else 0.0
-    severity = "critical" if throttled >= 10 else "warning"
+    severity: Severity = "critical" if throttled >= 10 else "warning"
     evidence = (
         f"{tightest.path}: quota {tightest.quota_us} µs per {tightest.period_us} µs period = "
         f"{tightest.cpus:.2f} CPUs; throttled in {tightest.nr_throttled} of {tightest.nr_periods} periods "

@@ -256,7 +256,7 @@ def nested_pid_namespace(status_text: str) -> bool:
     """``NSpid:`` in /proc/self/status lists a pid per PID namespace level: more than one means this process
     runs in a child namespace (a container), whose tools cannot map GPU process ids."""
     match = re.search(r"^NSpid:\s*(.+)$", status_text, re.M)
-    return bool(match) and len(match.group(1).split()) > 1
+    return match is not None and len(match.group(1).split()) > 1
 
 
 def pid_namespace_findings(gpus: list[GpuState], status_text: str, visible: set[int]) -> list[Finding]:

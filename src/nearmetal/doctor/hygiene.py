@@ -51,7 +51,7 @@ def _selected(text: str) -> str:
     explains=("cpu", "variance"),
 )
 def check_governor(cpu_root: Path = CPU_ROOT) -> list[Finding]:
-    governors = Counter()
+    governors: Counter[str] = Counter()
     for path in sorted(cpu_root.glob("cpu[0-9]*/cpufreq/scaling_governor")):
         value = _read(path)
         if value:

@@ -61,12 +61,12 @@ def check_leftovers() -> list[Finding]:
         )
     live = live_runs()
     for run in live.values():
-        objects = sum(1 for leftover, _ in kept if leftover.belongs_to(run.run_id))
+        owned = sum(1 for leftover, _ in kept if leftover.belongs_to(run.run_id))
         findings.append(
             Finding(
                 "leftovers",
                 "info",
-                f"run {run.run_id} is running ({run.describe()}) with {objects} host object(s)",
+                f"run {run.run_id} is running ({run.describe()}) with {owned} host object(s)",
                 evidence="measurements taken on this host now share it with that run",
             )
         )

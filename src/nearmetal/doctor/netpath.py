@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from nearmetal.doctor.base import Finding, check
+from nearmetal.doctor.base import Finding, Severity, check
 
 LESSON = (
     "seed 000: MPI benchmarks and LAMMPS in user-space Kubernetes ran ~50% slower; slirp4netns's TAP device "
@@ -188,7 +188,7 @@ def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None =
             "both": "remove the CPU limit first (the larger share); then look at the path",
             "contention": "compare CPU use with the number of busy ranks; rerun on a quieter host",
         }[cause]
-        severity = "warning" if cell.loss < 0.25 else "critical"
+        severity: Severity = "warning" if cell.loss < 0.25 else "critical"
         findings.append(Finding("net-vs-cpu", severity, title, "; ".join(evidence), fix, LESSON))
     return findings
 

@@ -100,7 +100,8 @@ def _can_bind(family: int, address: str) -> int | None:
 
 
 def _global_addresses() -> tuple[list[str], list[str]]:
-    v4, v6 = [], []
+    v4: list[str] = []
+    v6: list[str] = []
     for name, addrs in psutil.net_if_addrs().items():
         for addr in addrs:
             if addr.family not in (socket.AF_INET, socket.AF_INET6):

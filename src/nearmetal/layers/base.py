@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,6 +30,8 @@ class LayerConfig(BaseModel):
     """Base of every layer's options. Subclasses add ``layer: Literal["<kind>"]`` and their fields."""
 
     model_config = ConfigDict(extra="forbid")
+    if TYPE_CHECKING:  # each subclass declares it as a Literal field; pydantic must not see it here
+        layer: str
 
 
 @dataclass

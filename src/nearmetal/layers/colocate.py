@@ -64,7 +64,7 @@ class ColocateLayer(Layer):
         self.cpuset: CpusetLayer | None = None
         if config.cpus is not None:
             self.cpuset = CpusetLayer(CpusetConfig(cpus=config.cpus))
-            self.needs_root = True  # type: ignore[misc]  (this instance writes a cgroup)
+            self.needs_root = True  # type: ignore[misc]  # this instance writes a cgroup
 
     @classmethod
     def example_config(cls) -> dict[str, object]:

@@ -390,7 +390,7 @@ def list_containers(runtime: str) -> list[str]:
         data = json.loads(proc.stdout or "[]") or []
     except (NearmetalError, OSError, ValueError):
         return []
-    names = []
+    names: list[str] = []
     for entry in data:
         if runtime == "podman":
             names += entry.get("Names") or []

@@ -475,8 +475,9 @@ class FaultLayer(Layer):
             return
         pids = self.target.pids()
         daemon = pids[0]
+        argv = Path(f"/proc/{daemon}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         saved = {
-            "argv": Path(f"/proc/{daemon}/cmdline").read_bytes().rstrip(b"\0").split(b"\0"),
+            "argv": argv,
             "cwd": os.readlink(f"/proc/{daemon}/cwd"),
             "env": dict(
                 item.split(b"=", 1)
@@ -493,7 +494,7 @@ class FaultLayer(Layer):
         detail.update(
             mountpoint=mountpoint,
             pids=pids,
-            daemon=" ".join(a.decode(errors="replace") for a in saved["argv"]),
+            daemon=" ".join(a.decode(errors="replace") for a in argv),
             signal=signal.Signals(self.config.signal_number).name,
         )
         self._event(ctx, "fault-injected", detail, at=started)

@@ -136,7 +136,12 @@ class UserNetLayer(Layer):
 
     # one stack: start it for a namespace, forwarding host UDP port → namespace port when asked
     def start_stack(
-        self, ctx: TrialContext, netns: str, ifname: str, udp_forward: tuple[int, int] | None
+        self,
+        ctx: TrialContext,
+        netns: str,
+        ifname: str,
+        udp_forward: tuple[int, int] | None,
+        tcp_forward: tuple[int, int] | None = None,
     ) -> None:
         raise NotImplementedError
 

@@ -197,9 +197,9 @@ def module_files(release: str, names: tuple[str, ...]) -> list[tuple[str, Path]]
         order.append(module)
 
     for name in names:
-        module = by_name.get(name.replace("-", "_"))
-        if module is not None:
-            visit(module)
+        found = by_name.get(name.replace("-", "_"))
+        if found is not None:
+            visit(found)
     return [(m, base / m) for m in order]
 
 

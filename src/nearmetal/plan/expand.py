@@ -172,9 +172,9 @@ def expand_cells(plan: BaseModel) -> Expansion:
                     for err in exc.errors():
                         field_name = err["loc"][0] if err["loc"] else ""
                         loc = locs.get(str(field_name), ("workloads", wname, "params", *err["loc"]))
-                        problem = (loc, describe_error(dict(err)))
-                        if problem not in out.problems:
-                            out.problems.append(problem)
+                        found = (loc, describe_error(dict(err)))
+                        if found not in out.problems:
+                            out.problems.append(found)
                     continue
                 out.cells.append(
                     Cell(

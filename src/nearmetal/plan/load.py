@@ -36,7 +36,7 @@ class LoadedPlan:
 
     @property
     def name(self) -> str:
-        return self.plan.name
+        return str(self.plan.name)
 
 
 def _node_children(node: yaml.Node) -> dict[Any, yaml.Node] | list[yaml.Node] | None:

@@ -171,7 +171,7 @@ def plan_model() -> type[BaseModel]:
             create_model(
                 f"{cls.__name__}Spec",
                 __base__=StrictModel,
-                kind=(Literal[kind], ...),  # type: ignore[valid-type]
+                kind=(Literal[kind], ...),  # type: ignore[arg-type]  # built from the registry
                 params=(cls.Params, Field(default_factory=cls.Params)),
                 timeout=(float | None, Field(None, description="per-trial timeout for this workload")),
                 resources=(
@@ -185,7 +185,7 @@ def plan_model() -> type[BaseModel]:
                 },
             )
         )
-    workload_union = Annotated[Union[tuple(workload_specs)], Field(discriminator="kind")]  # noqa: UP007
+    workload_union = Annotated[Union[tuple(workload_specs)], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
 
     variant = create_model(
         "Variant",
@@ -201,7 +201,7 @@ def plan_model() -> type[BaseModel]:
         workloads: dict[Annotated[str, Field(pattern=NAME_PATTERN)], workload_union] = Field(  # type: ignore
             min_length=1
         )
-        variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], variant] = Field(min_length=1)  # type: ignore
+        variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], variant] = Field(min_length=1)
         baseline: str | None = Field(
             None,
             description="the variant others are compared with (default: the "
@@ -245,7 +245,7 @@ def plan_model() -> type[BaseModel]:
         def _baseline(self) -> Plan:
             # an unknown baseline is reported by the loader, which knows its line
             if self.baseline is None:
-                empty = [name for name, v in self.variants.items() if not v.layers]
+                empty = [name for name, v in self.variants.items() if not v.layers]  # type: ignore[attr-defined]
                 self.baseline = empty[0] if empty else next(iter(self.variants))
             return self
 

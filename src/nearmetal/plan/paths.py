@@ -136,7 +136,7 @@ def check_plan_paths(loaded: Any, allowed: Sequence[Path] = ()) -> None:
             (("workloads", cell.workload, "params"), cell.params, cell.kind)
         ]
         checks += [
-            (("variants", cell.variant, "layers", i), config, config.layer)  # type: ignore[attr-defined]
+            (("variants", cell.variant, "layers", i), config, config.layer)
             for i, config in enumerate(cell.layers)
         ]
         for loc, model, kind in checks:

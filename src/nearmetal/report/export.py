@@ -139,7 +139,7 @@ def loss_rows(results: Results, metric: str | None = None) -> list[dict[str, Any
     by_key = {(c.workload, c.point_label, c.variant): c for c in results.cells}
     rows = []
     for row in results.table(metric):
-        cell = by_key.get((row.get("workload"), row.get("point"), row.get("variant")))
+        cell = by_key.get((str(row.get("workload")), str(row.get("point")), str(row.get("variant"))))
         rows.append({"run_id": results.run_id, "cell_id": cell.cell_id if cell else None, **row})
     return rows
 
@@ -345,7 +345,8 @@ def _families(results_list: Iterable[Results], textfile: bool) -> dict[str, dict
 
     def family(name: str, kind: str, help_text: str, unit: str | None = None) -> list[Any]:
         fam = families.setdefault(name, {"type": kind, "help": help_text, "unit": unit, "samples": []})
-        return fam["samples"]
+        samples: list[Any] = fam["samples"]
+        return samples
 
     for results in results_list:
         run = results.run

@@ -172,7 +172,7 @@ def plotly_figure(spec: FigureSpec) -> dict[str, Any]:
     # validated by plotly (a misspelt property raises here, not silently in the browser); the template is
     # the same for every figure, so the page sets it once (see RENDER_SCRIPT) and it is left out here
     figure = go.Figure(data=[plotly_trace(s) for s in spec.series], layout=layout, skip_invalid=False)
-    out = figure.to_plotly_json()
+    out: dict[str, Any] = figure.to_plotly_json()
     out["layout"].pop("template", None)
     return out
 
@@ -180,13 +180,14 @@ def plotly_figure(spec: FigureSpec) -> dict[str, Any]:
 def _template() -> dict[str, Any]:
     import plotly.io
 
-    return plotly.io.templates[TEMPLATE].to_plotly_json()
+    template: dict[str, Any] = plotly.io.templates[TEMPLATE].to_plotly_json()
+    return template
 
 
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
+    return str(get_plotlyjs())
 
 
 def _json_for_script(value: Any) -> str:

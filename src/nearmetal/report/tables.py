@@ -462,7 +462,7 @@ def energy_table(results: Results) -> Table | None:
     names = ("energy_J", "power_avg_W", "gpu_energy_J")
     sources: dict[tuple[str, str], set[str]] = {}
     totals = {"energy_J": 0.0, "gpu_energy_J": 0.0}
-    trial_ids = {"energy_J": set(), "gpu_energy_J": set()}
+    trial_ids: dict[str, set[int]] = {"energy_J": set(), "gpu_energy_J": set()}
     with results.store.session() as s:
         from sqlalchemy import select
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sqlalchemy import create_engine, event, func, inspect, select, text
@@ -370,7 +370,8 @@ class Store:
         out: dict[str, list[Metric]] = {}
         with self.engine.connect() as conn:
             for key, name, value, unit, direction, source in conn.execute(stmt):
-                out.setdefault(key, []).append(Metric(name, value, unit, direction, source))
+                better: Literal["higher", "lower"] = "higher" if direction == "higher" else "lower"
+                out.setdefault(key, []).append(Metric(name, value, unit, better, source))
         return out
 
     @_retry_writes

@@ -214,17 +214,17 @@ class HostSampler:
             subtract[parent] = subtract.get(parent, 0) + proc.last
             self._gone[key] = proc
         for key, (comm, ppid, ticks, _) in seen.items():
-            proc = self._procs.get(key)
-            if proc is None:
+            known = self._procs.get(key)
+            if known is None:
                 continue
-            delta = ticks - proc.last - subtract.pop(int(key[0]), 0)
+            delta = ticks - known.last - subtract.pop(int(key[0]), 0)
             if delta < 0:
                 self.clamped_ticks -= delta
-            proc.counted += max(0, delta)
-            proc.last = ticks
-            proc.ppid = ppid
-            proc.comm = comm
-            by_pid[int(key[0])] = proc.kind
+            known.counted += max(0, delta)
+            known.last = ticks
+            known.ppid = ppid
+            known.comm = comm
+            by_pid[int(key[0])] = known.kind
         for key in new:
             comm, ppid, ticks, kthread = seen[key]
             kind = self._kind(key[0], ppid, kthread, by_pid)

@@ -177,9 +177,11 @@ def own_cgroup_limits(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/se
     if cpu_path is not None:
         out["cgroup.path"] = cpu_path
         base = Path(root) / "cpu" / cpu_path.lstrip("/")
-        quota, period = _read(base / "cpu.cfs_quota_us"), _read(base / "cpu.cfs_period_us")
-        if quota and period:
-            out["cgroup.cpu_limit"] = "none" if int(quota) < 0 else f"{int(quota) / int(period):.2f} CPUs"
+        cfs_quota, cfs_period = _read(base / "cpu.cfs_quota_us"), _read(base / "cpu.cfs_period_us")
+        if cfs_quota and cfs_period:
+            out["cgroup.cpu_limit"] = (
+                "none" if int(cfs_quota) < 0 else f"{int(cfs_quota) / int(cfs_period):.2f} CPUs"
+            )
     mem_path = paths.get("memory")
     if mem_path is not None:
         limit = _read(Path(root) / "memory" / mem_path.lstrip("/") / "memory.limit_in_bytes")

@@ -64,7 +64,7 @@ def serve(bind: str, port: int) -> int:
             conn.sendall(memoryview(buf)[:size])
 
 
-def summarize(rtts_ns: list[int], elapsed_s: float, size: int) -> dict[str, float]:
+def summarize(rtts_ns: list[int], elapsed_s: float, size: int) -> dict[str, object]:
     stats = iteration_stats([v / 1000 for v in rtts_ns])
     out = {
         "tool": "nearmetal-tcprr",

@@ -10,6 +10,7 @@ import importlib.util
 import shlex
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -222,7 +223,7 @@ def mpi_launch_argv(
     ranks: int,
     program: list[str],
     mpirun: str = "mpirun",
-    mpirun_options: list[str] = (),
+    mpirun_options: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts ``program`` as ``ranks`` MPI processes the way the backend asked: ``mpirun -np``
     (with its options) by default, or ``srun --mpi=pmix -n`` inside a Slurm allocation (Debian's OpenMPI

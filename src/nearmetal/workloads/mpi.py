@@ -164,7 +164,9 @@ def iteration_metrics(text: str) -> list[Metric]:
     out: list[Metric] = []
     for test, per_size in by_test.items():
         nonzero = [s for s in per_size if s > 0] or list(per_size)
-        labels = [(size, size_label(size), ("p50", "p99")) for size in sorted(per_size)]
+        labels: list[tuple[int, str, tuple[str, ...]]] = [
+            (size, size_label(size), ("p50", "p99")) for size in sorted(per_size)
+        ]
         labels += [
             (min(nonzero), "small", tuple(ITERATION_FIELDS)),
             (max(per_size), "large", tuple(ITERATION_FIELDS)),
@@ -199,7 +201,9 @@ def find_library(soname: str) -> Path | None:
 
 class MpiParams(WorkloadParams):
     benchmarks: list[Literal["latency", "bw", "allreduce"]] = Field(
-        default_factory=lambda: ["latency", "bw", "allreduce"], min_length=1, description="what to measure"
+        default_factory=lambda: ["latency", "bw", "allreduce"],  # type: ignore[arg-type]  # literals, as listed
+        min_length=1,
+        description="what to measure",
     )
     min_size: int = Field(8, ge=1, le=1 << 30, description="smallest message in bytes")
     max_size: int = Field(1 << 20, ge=1, le=1 << 30, description="largest message in bytes (powers of two)")
@@ -362,11 +366,11 @@ class OsuParams(WorkloadParams):
 @register_workload
 class OsuWorkload(MpiWorkload):
     kind = "osu"
-    Params = OsuParams
+    Params = OsuParams  # type: ignore[assignment]  # one binary, its own parameters
     description = "one real OSU micro-benchmark binary (built from source; not in Debian) between 2 ranks"
     primary_metric = "latency_small_us"  # OSU's binaries print the mean only
 
-    def requires(self, params: OsuParams) -> list[Requirement]:
+    def requires(self, params: OsuParams) -> list[Requirement]:  # type: ignore[override]
         return [
             Requirement(params.mpiexec, "mpich", purpose="MPICH's hydra launcher"),
             Requirement(
@@ -377,10 +381,10 @@ class OsuWorkload(MpiWorkload):
             ),
         ]
 
-    def prepare(self, params: OsuParams, ctx: WorkloadContext) -> None:
+    def prepare(self, params: OsuParams, ctx: WorkloadContext) -> None:  # type: ignore[override]
         pass
 
-    def processes(self, params: OsuParams, ctx: WorkloadContext) -> list[ProcessSpec]:
+    def processes(self, params: OsuParams, ctx: WorkloadContext) -> list[ProcessSpec]:  # type: ignore[override]
         rank_argv = [params.binary(), "-m", f"{params.min_size}:{params.max_size}"]
         rank_argv += ["-i", str(params.iterations), "-x", str(params.skip)]
         return [two_ranks(params.mpiexec, rank_argv, mpi_env(params, ctx), ctx)]

@@ -138,7 +138,11 @@ def loss_bars(results: Results) -> list[FigureSpec]:
                 high.append(None if est.high is None else est.high * 100)
                 text.append(
                     f"{variant}: {est.loss * 100:+.1f}%"
-                    + (f" [{est.low * 100:+.1f}, {est.high * 100:+.1f}]" if est.low is not None else "")
+                    + (
+                        f" [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
+                        if est.low is not None and est.high is not None
+                        else ""
+                    )
                 )
             if x:
                 series.append(Series(variant, "bar", x, y, low, high, text, color=colors[variant]))
@@ -201,7 +205,7 @@ def parameter_lines(results: Results) -> list[FigureSpec]:
                         series.append(Series(name, "line", x, y, low, high, color=colors[variant]))
             if not series:
                 continue
-            numeric = sorted(float(v) for v in values)
+            numeric = sorted(float(v) for v in values if v is not None)
             log_x = numeric[0] > 0 and numeric[-1] / numeric[0] >= 10
             # tick at the measured values only (2 clients, not 1.2, 1.4, …)
             ticks = [(v, f"{v:g}") for v in numeric] if len(numeric) <= 12 else None

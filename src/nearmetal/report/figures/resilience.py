@@ -25,7 +25,7 @@ def _representative(entry: Any) -> Any | None:
         tl = t.timeline
         ok = sum(tl["ok"])
         errors = sum(sum(v) for v in tl["errors"].values())
-        return ok / max(ok + errors, 1)
+        return float(ok / max(ok + errors, 1))
 
     ranked = sorted(with_timeline, key=availability)
     return ranked[len(ranked) // 2]

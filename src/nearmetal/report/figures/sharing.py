@@ -14,9 +14,10 @@ from nearmetal.report.figures.base import FigureSpec, Series, figure, mean_inter
 
 if TYPE_CHECKING:
     from nearmetal.api import Results
+    from nearmetal.report.studies.sharing import SharingData
 
 
-def _data(results: Results):
+def _data(results: Results) -> SharingData:
     from nearmetal.report.studies.sharing import sharing_data
 
     return sharing_data(results)

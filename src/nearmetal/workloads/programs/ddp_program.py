@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nm_common
@@ -68,7 +69,7 @@ def main() -> None:
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=300))
 
     dataset = nm_model.make_dataset(torch, args.dataset_size, args.features, args.classes, args.seed)
-    sampler = torch.utils.data.distributed.DistributedSampler(
+    sampler: Any = torch.utils.data.distributed.DistributedSampler(
         dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
