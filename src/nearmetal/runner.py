@@ -277,17 +277,8 @@ def run_plan(
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        return Runner(
-            loaded,
-            store,
-            Path(workdir),
-            backend,
-            progress,
-            run_id,
-            seed,
-            allow_paths=allow_paths,
-            allow_large=allow_large,
-        ).run()
+        limits = {"allow_paths": tuple(allow_paths), "allow_large": allow_large}
+        return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
     except BaseException:
         if new_file is not None:
             remove_if_empty(store, new_file)

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import needs_tool
-from helpers import write_plan
+from paths import DATA
 
 from nearmetal.errors import NearmetalError
-from nearmetal.workloads.base import ParseError, TrialOutput, WorkloadContext
+from nearmetal.workloads.base import ParseError, WorkloadContext
 from nearmetal.workloads.fio import (
     FioParams,
     FioWorkload,
@@ -21,8 +20,6 @@ from nearmetal.workloads.fio import (
     parse_fio_json,
     parse_size,
 )
-
-DATA = Path(__file__).parent / "data"
 
 
 def metrics_of(name: str) -> dict[str, float]:
@@ -222,63 +219,3 @@ def test_sizes_beyond_free_disk_or_memory_are_refused(tmp_path: Path) -> None:
         check_sizes(FioParams(numjobs=64, size="100t"), tmp_path)
     with pytest.raises(NearmetalError, match="buffers"):
         check_sizes(FioParams(numjobs=1024, iodepth=4096, bs="16m", size="1k"), tmp_path)
-
-
-@needs_tool("fio")
-def test_real_fio_trial_parses_and_removes_its_files(tmp_path: Path) -> None:
-    import subprocess
-
-    wl = FioWorkload()
-    params = FioParams(rw="randwrite", numjobs=2, size="4m", bs="4k", runtime=1, drop_caches=False)
-    ctx = WorkloadContext(trial_dir=tmp_path, is_root=True)
-    wl.prepare(params, ctx)
-    spec = wl.processes(params, ctx)[0]
-    proc = subprocess.run(spec.argv, cwd=spec.cwd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    data = tmp_path / "fio-data"
-    assert sorted(p.name for p in data.iterdir()) == ["job0.dat", "job1.dat"]
-    files = {p.name: p for p in tmp_path.iterdir() if p.is_file()}
-    metrics = {m.name: m.value for m in wl.parse(TrialOutput(proc.stdout, proc.stderr, files), params)}
-    assert metrics["bw_MiBps"] > 0 and metrics["clat_p99_us"] >= metrics["clat_p50_us"] > 0
-    assert "caches_dropped" in metrics
-    wl.cleanup(params, ctx)
-    assert not data.exists()
-
-
-@needs_tool("fio")
-def test_plan_with_fio_runs_and_refuses_oversized_jobs(tmp_path: Path, run_cli) -> None:
-    plan = write_plan(
-        tmp_path,
-        """
-        name: fio-small
-        workloads:
-          fio: {kind: fio, params: {rw: read, size: 4m, runtime: 1, numjobs: 1}}
-        variants: {bare: []}
-        repeats: 1
-        timeout: 60s
-        """,
-    )
-    proc = run_cli("run", str(plan), "--json", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout.splitlines()[-1])["rows"]
-    assert rows[0]["metric"] == "bw_MiBps" and rows[0]["mean"] > 0
-    big = write_plan(
-        tmp_path,
-        """
-        name: fio-big
-        workloads:
-          fio: {kind: fio, params: {rw: read, size: 900t, numjobs: 64}}
-        variants: {bare: []}
-        repeats: 1
-        """,
-        name="big.yaml",
-    )
-    proc = run_cli("run", str(big), timeout=60)
-    assert proc.returncode == 1
-    assert "nothing was run" in proc.stderr and "lower fio size or numjobs" in proc.stderr
-
-
-def test_parse_command_reads_files_from_other_machines(run_cli) -> None:
-    proc = run_cli("parse", "fio", str(DATA / "fio-2.2.10-randread-group-json.json"), "--json", check=True)
-    metrics = {m["name"]: m for m in next(iter(json.loads(proc.stdout).values()))}
-    assert metrics["clat_p99_9_us"]["unit"] == "µs" and metrics["bw_MiBps"]["direction"] == "higher"

@@ -4,9 +4,9 @@ files from public repositories: see data/README.md)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from paths import DATA, SHARED
 
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import ParseError, TrialOutput
@@ -14,8 +14,7 @@ from nearmetal.workloads.command import CommandParams
 from nearmetal.workloads.lammps import parse_lammps_log
 from nearmetal.workloads.stress_ng import parse_stress_ng_brief, parse_stress_ng_yaml
 
-DATA = Path(__file__).parent / "data"
-SEED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lammps-usernetes.txt"
+SEED_REFERENCE = SHARED / "reference" / "lammps-usernetes.txt"
 
 
 def by_name(metrics):
@@ -157,27 +156,3 @@ def test_command_rule_validation() -> None:
         CommandParams.model_validate(
             {"argv": ["x"], "metrics": [{"name": "a", "regex": "rate", "direction": "higher"}]}
         )
-
-
-def test_cli_parse_json_and_error(tmp_path: Path, run_cli) -> None:
-    proc = run_cli("parse", "lammps", str(DATA / "lammps-2023-metal.log"), "--json", check=True)
-    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(DATA / "lammps-2023-metal.log")]}
-    assert metrics["lammps_cpu_use_pct"]["value"] == pytest.approx(99.2)
-    garbage = tmp_path / "garbage.txt"
-    garbage.write_text("nothing here")
-    proc = run_cli("parse", "stress-ng", str(garbage))
-    assert proc.returncode == 1
-    assert "garbage.txt" in proc.stderr
-    proc = run_cli("parse", "nope", str(garbage))
-    assert proc.returncode == 1 and "unknown workload kind" in proc.stderr
-
-
-def test_cli_parse_stress_ng_two_stressors_and_lammps_without_openmp(run_cli) -> None:
-    yaml_file = DATA / "stress-ng-0.09.25-cpu-vm.yaml"
-    proc = run_cli("parse", "stress-ng", str(yaml_file), "--json", check=True)
-    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(yaml_file)]}
-    assert metrics["vm_bogo_ops_per_s"]["value"] == pytest.approx(106785.171174)
-    log = DATA / "lammps-5Oct16-melt-no-openmp.log"
-    proc = run_cli("parse", "lammps", str(log), "--json", check=True)
-    metrics = {m["name"]: m for m in json.loads(proc.stdout)[str(log)]}
-    assert metrics["lammps_cpu_use_pct"]["value"] == pytest.approx(99.6)

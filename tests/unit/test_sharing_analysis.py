@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import DATA as ALL_DATA
 from scipy import stats as sps
 
 from nearmetal import gpu_profiles
@@ -33,7 +33,7 @@ from nearmetal.analysis.sharing import (
     variance_split,
 )
 
-DATA = Path(__file__).parent / "data" / "seed001"
+DATA = ALL_DATA / "seed001"
 
 
 def read_csv(name: str) -> list[dict[str, str]]:

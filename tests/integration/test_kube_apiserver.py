@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import nearmetal_argv
 from helpers import write_plan
-from test_kubernetes import EVERY_POD_SETTING, IMAGE
+from kube_plans import EVERY_POD_SETTING, IMAGE
 
 from nearmetal.backends.kubernetes import RUN_LABEL, KubernetesBackend, k8s_name
 from nearmetal.backends.options import KubernetesOptions

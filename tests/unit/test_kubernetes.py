@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 from conftest import needs_tool
 from helpers import write_plan
+from kube_plans import EVERY_POD_SETTING, IMAGE
 
 from nearmetal.backends.kubernetes import (
     ENTRYPOINT,
@@ -34,46 +35,8 @@ from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import TrialOutput
 
 PY = sys.executable
-IMAGE = "registry.example.org/nearmetal/workloads:2024.1"
 # the newest schema versions kubernetes-validate ships (at least three minor versions)
 VERSIONS = sorted(kubernetes_validate.utils.all_versions(), key=lambda v: tuple(map(int, v.split("."))))[-4:]
-
-EVERY_POD_SETTING = """
-name: k8s-everything
-workloads:
-  lammps: {kind: lammps, params: {ranks: 2, atoms: 4000, steps: 100}}
-  stress: {kind: stress-ng, params: {stressor: cpu, workers: 2, ops: 100}}
-variants:
-  bare: []
-  limit-1.2: [{layer: cpu-quota, cpus: 1.2}]
-  limits: [{layer: pod, resources: limits, cpu: 2, memory: 2Gi}]
-  requests-only: [{layer: pod, resources: requests, cpu: 2, memory: 2Gi}]
-  no-resources: [{layer: pod, resources: none}]
-  kata: [{layer: pod, runtime_class: kata-qemu}]
-  kata-virtiofs: [{layer: pod, runtime_class: kata-qemu-virtiofs}]
-  gvisor: [{layer: pod, runtime_class: gvisor}]
-  userns:
-    - layer: pod
-      host_users: false
-      run_as_user: 1000
-      run_as_non_root: true
-      allow_privilege_escalation: false
-      capabilities_drop: [ALL]
-      seccomp: RuntimeDefault
-  placed: [{layer: pod, node_selector: {node.kubernetes.io/instance-type: hpc7g.4xlarge}, nodes: [node-1, node-2]}]
-  gpu: [{layer: pod, gpus: 1}]
-  gpu-shared: [{layer: pod, gpu_shared: 2}]
-  mig: [{layer: pod, mig_profile: 1g.5gb}]
-  volumes:
-    - layer: pod
-      volumes:
-        - {name: scratch, mount_path: /scratch, size_limit: 1Gi}
-        - {name: shm, mount_path: /dev/shm, medium: Memory, size_limit: 512Mi}
-        - {name: cvmfs, mount_path: /cvmfs, type: pvc, claim: cvmfs, read_only: true, mount_propagation: HostToContainer}
-baseline: bare
-repeats: 1
-timeout: 120s
-"""
 
 
 def _specs(tmp_path: Path, plan_path: Path, backend: KubernetesBackend):
@@ -288,22 +251,3 @@ def test_the_pod_layer_is_refused_by_backends_that_cannot_apply_it(tmp_path: Pat
     )
     with pytest.raises(NearmetalError, match="cannot run on the local backend"):
         preflight(load_plan(plan))
-
-
-def test_no_image_and_bad_pod_settings_are_clear_errors(tmp_path: Path, run_cli) -> None:
-    plan = write_plan(
-        tmp_path,
-        """
-        name: pod-bad
-        workloads:
-          w: {kind: stress-ng, params: {stressor: cpu, workers: 1, ops: 10}}
-        variants:
-          bad: [{layer: pod, resources: limits}]
-        """,
-    )
-    proc = run_cli("run", str(plan), "--backend", "kubernetes")
-    assert proc.returncode == 2
-    assert "plan.yaml:5 variants.bad[0]" in proc.stderr and "needs cpu and/or memory" in proc.stderr
-    plan = write_plan(tmp_path, EVERY_POD_SETTING.replace("name: k8s-everything", "name: k8s-noimage"))
-    proc = run_cli("run", str(plan), "--backend", "kubernetes")
-    assert proc.returncode == 1 and "needs an image" in proc.stderr and "--image" in proc.stderr

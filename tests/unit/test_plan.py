@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from helpers import write_plan
+from helpers import BAD_PLAN
 
 from nearmetal.errors import PlanError
 from nearmetal.plan import load_plan, parse_duration, parse_plan_text, parse_target
@@ -86,22 +85,9 @@ def test_sequential_order_runs_cell_after_cell() -> None:
     assert [t.cell.cell_id for t in trials] == [c.cell_id for c in cells for _ in range(3)]
 
 
-BAD = """
-name: bad
-workloads:
-  lammps:
-    kind: lammps
-    params: {ranks: -1}
-variants:
-  bare: []
-  limited:
-    - {layer: cpu-quota, cpus: 0}
-"""
-
-
 def test_bad_values_are_reported_with_line_and_path() -> None:
     with pytest.raises(PlanError) as info:
-        parse_plan_text(BAD.lstrip(), "plan.yaml")
+        parse_plan_text(BAD_PLAN.lstrip(), "plan.yaml")
     problems = info.value.problems
     assert "plan.yaml:5 workloads.lammps.params.ranks: must be ≥ 0" in problems
     assert "plan.yaml:9 variants.limited[0].cpus: must be > 0" in problems
@@ -157,25 +143,6 @@ def test_python_object_tags_are_refused() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="no such plan file"):
         load_plan(tmp_path / "absent.yaml")
-
-
-def test_cli_bad_plan_exits_2_and_runs_nothing(tmp_path: Path, run_cli) -> None:
-    plan = write_plan(tmp_path, BAD)
-    proc = run_cli("run", str(plan))
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert "plan.yaml:9 variants.limited[0].cpus: must be > 0" in lines
-    assert not (tmp_path / "results.db").exists()
-    assert not (tmp_path / "nearmetal-runs").exists()
-
-
-def test_schema_command_prints_json_schema(run_cli) -> None:
-    proc = run_cli("schema", check=True)
-    schema = json.loads(proc.stdout)
-    assert schema["type"] == "object"
-    assert {"name", "workloads", "variants"} <= set(schema["required"])
-    text = proc.stdout
-    assert "cpu-quota" in text and "lammps" in text and "stress-ng" in text
 
 
 def test_durations_and_targets() -> None:

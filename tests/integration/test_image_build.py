@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root, needs_tool
+from paths import DATA
 
 import nearmetal
 from nearmetal.cleanup import cleanup, find_leftovers
@@ -26,8 +27,6 @@ from nearmetal.workloads.image_build import (
     runroot_dir,
     storage_dir,
 )
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.mark.parametrize(

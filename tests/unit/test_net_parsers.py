@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from paths import DATA
 
 from nearmetal.tools.tcprr import percentile, summarize
 from nearmetal.workloads.base import ParseError
 from nearmetal.workloads.iperf3 import parse_iperf3_json
 from nearmetal.workloads.mpi import parse_osu, size_label
 from nearmetal.workloads.tcprr import parse_tcprr_json
-
-DATA = Path(__file__).parent / "data"
 
 
 def by_name(metrics):
@@ -168,24 +166,6 @@ def test_size_labels() -> None:
         "64KiB",
         "1MiB",
     ]
-
-
-def test_parse_osu_cli(run_cli) -> None:
-    proc = run_cli("parse", "osu", str(DATA / "osu-5.8-bw.txt"), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert "bw_large_MBps" in proc.stdout
-    bad = run_cli("parse", "osu", str(DATA / "osu-aborted.txt"))
-    assert bad.returncode == 1 and "no result lines" in bad.stderr
-
-
-def test_parse_cli_udp_server_report_and_bom(run_cli) -> None:
-    proc = run_cli("parse", "iperf3", str(DATA / "iperf3-3.7-udp-server.json"), "--json")
-    assert proc.returncode == 0, proc.stderr
-    names = {m["name"] for m in json.loads(proc.stdout)[str(DATA / "iperf3-3.7-udp-server.json")]}
-    assert {"server_cpu_pct", "udp_jitter_ms", "udp_lost_pct"} <= names and "client_cpu_pct" not in names
-    proc = run_cli("parse", "osu", str(DATA / "osu-5.3.2-latency-bom.txt"), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert "latency_large_us" in proc.stdout
 
 
 # --- per-iteration statistics (nearmetal.tools.iterstats) -----------------------------------------------

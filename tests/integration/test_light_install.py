@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from helpers import write_plan
+from paths import REPO
 
 import nearmetal
 
-REPO = Path(__file__).resolve().parents[1]
 SRC = Path(nearmetal.__file__).resolve().parents[1]
 
 

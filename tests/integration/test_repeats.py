@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import write_plan
+from paths import REPO
 
 import nearmetal
 from nearmetal.api import Results
@@ -241,7 +242,7 @@ def test_aa_reports_a_false_positive_rate(tmp_path: Path, run_cli) -> None:
 def test_the_example_plans_load() -> None:
     from nearmetal.plan import load_plan
 
-    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    examples = sorted((REPO / "examples").glob("*.yaml"))
     assert examples
     for path in examples:
         loaded = load_plan(path)

@@ -3,11 +3,6 @@ machine), the PID-namespace and device-plugin label parsers, and the skip on a h
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
-from nearmetal.doctor import run_checks
 from nearmetal.doctor.gpu import (
     GpuState,
     MigInstance,
@@ -19,7 +14,6 @@ from nearmetal.doctor.gpu import (
     pid_namespace_findings,
     sharing_findings,
 )
-from nearmetal.gpu import nvml_status
 
 A100 = "NVIDIA A100-PCIE-40GB"
 
@@ -111,13 +105,3 @@ def test_clock_throttle_reasons_and_ecc() -> None:
         "GPU 0: memory rows/pages wait to be retired at the next reset",
     ]
     assert clocks_ecc_findings([gpus[1]])[0].severity == "ok"  # idle is not throttling
-
-
-@pytest.mark.skipif(nvml_status()[0], reason="NVML answers on this host")
-def test_without_nvml_doctor_says_so_once(run_cli) -> None:
-    findings = run_checks(only=["gpu", "gpu-mig", "gpu-pid-namespace", "gpu-sharing", "gpu-clocks-ecc"])
-    assert [(f.check_id, f.severity) for f in findings] == [("gpu", "info")]
-    assert "GPU checks" in findings[0].title and findings[0].evidence
-    proc = run_cli("doctor", "--json", check=True)
-    gpu = [f for f in json.loads(proc.stdout) if f["check_id"].startswith("gpu")]
-    assert len(gpu) == 1 and "NVML" in gpu[0]["inspects"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from helpers import write_plan
+from paths import REPO
 
 import nearmetal
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.backends.slurm import SlurmBackend
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts/services/slurm.sh"
 PY = sys.executable
 

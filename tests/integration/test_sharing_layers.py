@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import is_root, nearmetal_cgroups
 from helpers import write_plan
+from paths import DATA
 
 import nearmetal
 from nearmetal.backends.local import LocalBackend
@@ -21,7 +22,6 @@ from nearmetal.layers.cpuset import CpusetConfig, CpusetLayer, choose_cpus
 from nearmetal.layers.gpu import GpuConfig, GpuLayer, select_device
 from nearmetal.workloads.base import ProcessSpec
 
-DATA = Path(__file__).parent / "data"
 PY = sys.executable
 
 

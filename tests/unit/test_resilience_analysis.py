@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import DATA as ALL_DATA
 from pydantic import ValidationError
 
 from nearmetal.analysis.resilience import Fault, RequestLog, faults_from_events, summarize, timeline
@@ -19,7 +20,7 @@ from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import ParseError, TrialOutput
 from nearmetal.workloads.service import HttpLoadParams, summary_metrics
 
-DATA = Path(__file__).parent / "data" / "resilience"
+DATA = ALL_DATA / "resilience"
 T0 = 1_700_000_000.0
 
 

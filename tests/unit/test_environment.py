@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_tool
 from helpers import write_plan
+from paths import DATA
 
 import nearmetal
 from nearmetal.redact import REDACTED, redact_config_text, redact_text, redact_url, redact_value
@@ -192,7 +193,7 @@ def test_gpu_facts_from_recorded_nvidia_smi_output(tmp_path: Path, monkeypatch) 
     and the capture reads model, count, driver, CUDA version and MIG mode from it."""
     from nearmetal.telemetry.environment import gpu_facts, tool_versions
 
-    data = Path(__file__).parent / "data" / "nvidia-smi"
+    data = DATA / "nvidia-smi"
     stand_in = tmp_path / "bin" / "nvidia-smi"
     stand_in.parent.mkdir()
     stand_in.write_text(

@@ -1,0 +1,60 @@
+"""The drift reproduction of issue 16, run for real: an identical variant on a drifting machine is
+reported as no difference by the paired interval (the interval code: tests/unit/test_paired.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nearmetal
+from nearmetal.plan import parse_plan_text
+
+SLOWING = """
+import pathlib, sys, time
+counter = pathlib.Path(sys.argv[1])
+k = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(k + 1))
+start = time.perf_counter()
+time.sleep(float(sys.argv[2]) * 1.002**k)  # the machine slows 0.2% per trial
+print("sleep_s=%.6f" % (time.perf_counter() - start))
+"""
+
+
+def test_drift_reproduction_reports_an_identical_variant_as_no_difference(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 16: a sleep growing 0.2% per trial, v1 identical to the baseline, target ±2%, and a noisy
+    variant that keeps the baseline running: v1 used to read 'significant gain −5.9%'."""
+    script = tmp_path / "slowing.py"
+    script.write_text(SLOWING)
+    counter = str(tmp_path / "count")
+
+    def argv(seconds: float) -> str:
+        return json.dumps([sys.executable, str(script), counter, str(seconds)])
+
+    noisy = json.dumps([sys.executable, "-c", "import random,time; t=random.uniform(0.05,0.4); time.sleep(t); print('sleep_s=%f' % t)"])  # fmt: skip
+    text = f"""
+name: drift
+workloads:
+  nap:
+    kind: command
+    params:
+      argv: {argv(0.15)}
+      metrics: [{{name: sleep_s, regex: 'sleep_s=([0-9.]+)', unit: s, direction: lower}}]
+variants:
+  base: []
+  v1: {{params: {{nap.argv: {argv(0.15)}}}}}
+  noisy: {{params: {{nap.argv: {noisy}}}}}
+baseline: base
+repeats: {{min: 3, max: 16, target: '±5%'}}
+analysis: {{primary_metric: {{nap: sleep_s}}, bootstrap_resamples: 2000}}
+seed: 3
+"""
+    result = nearmetal.run_plan(parse_plan_text(text), db=db_url, workdir=tmp_path / "runs")
+    results = nearmetal.load_results(result.run_id, db=db_url)
+    rows = {r["variant"]: r for r in results.table()}
+    assert rows["base"]["n"] > rows["v1"]["n"], ("the baseline should keep running after v1 stopped", rows)
+    v1 = rows["v1"]
+    assert v1["design"] == "paired" and v1["significant"] is False, v1
+    assert v1["ci_low_pct"] < 0 < v1["ci_high_pct"]
