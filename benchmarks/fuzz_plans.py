@@ -4,7 +4,7 @@
 
 Every document must end as a plan or as one-line problems naming a field or a document position; any other
 outcome (a traceback, a multi-line or unnamed problem) stops the run with hypothesis's smallest example.
-The generators and the check are tests/plan_fuzz.py (the CI test runs a few hundred of each).
+The generators and the check are tests/support/plan_fuzz.py (the CI test runs a few hundred of each).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 from hypothesis import HealthCheck, given, settings
 from plan_fuzz import FAMILIES, check

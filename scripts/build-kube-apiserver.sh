@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build kube-apiserver from Debian's `kubernetes` source package (1.20, vendored Go sources: builds offline),
-# for the opt-in test of the Kubernetes backend against a real API server (tests/test_kube_apiserver.py).
+# for the opt-in test of the Kubernetes backend against a real API server (tests/integration/test_kube_apiserver.py).
 #   bash scripts/build-kube-apiserver.sh [OUT]     # default OUT: /var/cache/nearmetal/kube-apiserver
 # Needs root (apt-get) and about 10 minutes on 2 cores. CI does not run it (time budget); the test finds the
 # binary at OUT or at $NEARMETAL_TEST_KUBE_APISERVER, and etcd from Debian's etcd-server package.
