@@ -7,9 +7,10 @@
 # Needs root, the binaries of scripts/build-kubernetes.sh (Debian's kubernetes 1.20 source; cached in
 # /var/cache/nearmetal/kubernetes) and Debian's etcd-server, containerd, runc, crun and
 # containernetworking-plugins. No systemd: every daemon is started by hand, its pid kept in the state
-# directory, the kubelet with the cgroupfs driver. Everything listens on 127.0.0.1 only; the node is called
-# $NEARMETAL_KUBE_NODE (default nearmetal-node) and its address is 127.0.0.1. Pods get a bridge (nmk8s0,
-# 10.245.0.0/24, no masquerading: no iptables rules) and two RuntimeClasses, runc and crun. Images come from
+# directory, the kubelet with the cgroupfs driver. etcd and the control plane listen on 127.0.0.1; the node is called
+# $NEARMETAL_KUBE_NODE (default nearmetal-node); its address is 10.245.0.1 on the pods' bridge (nmk8s0,
+# 10.245.0.0/24, no masquerading: no iptables rules), where the kubelet listens. Two RuntimeClasses: runc
+# and crun. Images come from
 # no registry: start imports the pause image built from the Kubernetes sources and every image archive of
 # $cache/images (`nearmetal image build` writes the workload image there) into containerd's k8s.io namespace.
 # The kubelet sets vm.overcommit_memory=1, kernel.panic=10 and kernel.panic_on_oops=1 (it refuses to run
@@ -23,6 +24,7 @@ etcd_port="${NEARMETAL_KUBE_ETCD_PORT:-12379}"   # etcd's peer port is the next 
 bridge=nmk8s0
 net_name=nearmetal-k8s
 subnet=10.245.0.0/24
+node_ip=10.245.0.1   # the bridge's address: the kubelet refuses a loopback node IP
 bin="$cache/bin"
 sock="$state/containerd/containerd.sock"
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -101,7 +103,7 @@ write_config() {
   sign apiserver kube-apiserver "" \
     "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   sign apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
-  sign kubelet "system:node:$node" system:nodes "IP:127.0.0.1,DNS:$node,DNS:localhost"
+  sign kubelet "system:node:$node" system:nodes "IP:$node_ip,IP:127.0.0.1,DNS:$node,DNS:localhost"
   openssl genrsa -out "$state/pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$state/pki/sa.key" -pubout -out "$state/pki/sa.pub" 2>/dev/null
   # one random token per user (kube-apiserver --token-auth-file: token,user,uid,"groups")
@@ -119,8 +121,10 @@ EOF
   kubeconfig "$state/etc/controller-manager.kubeconfig" system:kube-controller-manager "$cm"
   kubeconfig "$state/etc/scheduler.kubeconfig" system:kube-scheduler "$sched"
 
-  local pause_ref
+  local pause_ref restrict_oom=false
   pause_ref=$(cat "$cache/images/pause.ref")
+  # CAP_SYS_RESOURCE is bit 24 of the effective capabilities
+  (( (0x$(awk '/^CapEff/ {print $2}' /proc/self/status) >> 24) & 1 )) || restrict_oom=true
   cat >"$state/etc/containerd.toml" <<EOF
 # written by nearmetal scripts/services/kubernetes.sh; removed by its stop
 version = 2
@@ -135,6 +139,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$pause_ref"
   disable_apparmor = true
+  # the sandbox's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which root lacks on some machines (this one's
+  # runc: "failed to update /proc/self/oom_score_adj: Permission denied"): containerd's own value is the floor
+  restrict_oom_score_adj = $restrict_oom
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -143,11 +150,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
+        Root = "$state/runtime/runc"
         SystemdCgroup = false
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]
         BinaryName = "$(command -v crun)"
+        Root = "$state/runtime/crun"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
@@ -172,7 +181,7 @@ EOF
 # written by nearmetal scripts/services/kubernetes.sh; removed by its stop
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $node_ip
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -240,6 +249,22 @@ start() {
     if [[ -d $d ]]; then ls -A "$d" | sed "s|^|$d/|"; else echo "$d"; fi
   done >"$state/run/outside.before"
 
+  # crun refuses a cgroup v1/v2 hybrid host whose v2 hierarchy has controllers (this machine: hugetlb on v2,
+  # "cgroups in hybrid mode not supported, drop all controllers from cgroupv2"); such controllers get v1
+  # hierarchies of their own while the cluster runs (stop unmounts them: they go back to v2)
+  local ctrl
+  if [[ -s /sys/fs/cgroup/unified/cgroup.controllers && -d /sys/fs/cgroup/cpu ]]; then
+    for ctrl in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+      if [[ ! -e /sys/fs/cgroup/$ctrl ]] && mkdir "/sys/fs/cgroup/$ctrl" \
+        && mount -t cgroup -o "$ctrl" cgroup "/sys/fs/cgroup/$ctrl"; then
+        echo "$ctrl" >>"$state/run/v1-moved"
+      else
+        rmdir "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+        log "could not move the $ctrl controller off cgroup v2: the crun RuntimeClass will fail here"
+      fi
+    done
+  fi
+
   launch etcd etcd --name nearmetal --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
@@ -276,11 +301,15 @@ start() {
     ctr_ images import "$archive" >"$state/log/import-$(basename "$archive" .tar).log" 2>&1 \
       || fail_start "ctr images import $archive failed"
   done
+  # the node's address: the pods' bridge, made here with the gateway address the bridge plugin would give it
+  # (the kubelet refuses a loopback node IP; the API server reaches the kubelet there for logs)
+  ip link add "$bridge" type bridge && ip addr add "$node_ip/24" dev "$bridge" && ip link set "$bridge" up \
+    || fail_start "could not create the bridge $bridge"
   launch kubelet "$bin/kubelet" --config "$state/etc/kubelet.yaml" \
     --kubeconfig "$state/etc/kubelet.kubeconfig" --root-dir "$state/kubelet" --cert-dir "$state/pki" \
     --container-runtime remote --container-runtime-endpoint "unix://$sock" \
     --pod-infra-container-image "$(cat "$cache/images/pause.ref")" \
-    --hostname-override "$node" --node-ip 127.0.0.1 --v 1
+    --hostname-override "$node" --node-ip "$node_ip" --v 1
   wait_for "node $node Ready" 180 bash -c \
     "'$bin/kubectl' --kubeconfig '$state/admin.kubeconfig' get node '$node' \
       -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
@@ -374,6 +403,18 @@ stop() {
   for dir in $(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name 'kubepods*' 2>/dev/null); do
     find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
+  # the controllers start moved to v1 hierarchies go back to v2 (the kernel frees a hierarchy asynchronously)
+  if [[ -s "$state/run/v1-moved" ]]; then
+    local ctrl
+    while read -r ctrl; do
+      umount "/sys/fs/cgroup/$ctrl" 2>/dev/null || umount -l "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+      rmdir "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+      for _ in $(seq 50); do
+        grep -qw "$ctrl" /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && break
+        sleep 0.1
+      done
+    done <"$state/run/v1-moved"
+  fi
   # network: the bridge (veths went with their namespaces) and CNI's cache of results
   if ip link show "$bridge" >/dev/null 2>&1; then ip link del "$bridge" 2>/dev/null || true; fi
   rm -f /var/lib/cni/results/"$net_name"-* 2>/dev/null || true
@@ -407,6 +448,7 @@ status() {
   done
   [[ $up == 1 ]] || { echo "not running"; return 3; }
   kctl get nodes -o wide 2>/dev/null || true
+  exports
 }
 
 case "${1:-}" in
