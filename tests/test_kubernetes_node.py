@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import write_plan
@@ -95,27 +96,39 @@ class PodWatcher:
         self.runtime_classes: dict[str, str | None] = {}
         self.limits: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
+        self._watch: Any = None
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
+        from kubernetes import watch
+
+        # a watch, not polling: a trial's pod is Succeeded for well under a second before the backend
+        # deletes it, and every status change the API server stores comes through the watch
         while not self._stop.is_set():
+            self._watch = watch.Watch()
             try:
-                pods = self.api.list_namespaced_pod("default", label_selector=self.selector).items
+                for event in self._watch.stream(
+                    self.api.list_namespaced_pod, "default", label_selector=self.selector, timeout_seconds=5
+                ):
+                    pod = event["object"]
+                    name = pod.metadata.name
+                    self.phases.setdefault(name, set()).add(pod.status.phase)
+                    self.runtime_classes[name] = pod.spec.runtime_class_name
+                    self.limits[name] = dict(pod.spec.containers[0].resources.limits or {})
+                    if self._stop.is_set():
+                        break
             except Exception:
-                pods = []
-            for pod in pods:
-                name = pod.metadata.name
-                self.phases.setdefault(name, set()).add(pod.status.phase)
-                self.runtime_classes[name] = pod.spec.runtime_class_name
-                self.limits[name] = dict(pod.spec.containers[0].resources.limits or {})
-            self._stop.wait(0.3)
+                self._stop.wait(0.2)
 
     def __enter__(self) -> PodWatcher:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        time.sleep(1)  # the last pod's deletion events
         self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
         self._thread.join(timeout=10)
 
 
@@ -166,7 +179,7 @@ def _mean(trials: list[Trial], variant: str, workload: str, metric: str) -> floa
 
 
 def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quota(
-    cluster: dict[str, str], run_cli, db_url: str
+    cluster: dict[str, str], run_cli, db_url: str, artifacts_dir: Path
 ) -> None:
     run_id = "k8s-e2e-" + time.strftime("%H%M%S")
     env = {"KUBECONFIG": cluster["KUBECONFIG"]}
@@ -196,23 +209,39 @@ def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quot
         assert Path(quota["cgroup"][0]).name == f"pod{pod['uid']}"
         if trial.variant == "limit-0.8":
             assert watcher.limits[pod["pod"]] == {"cpu": "800m"}
-            assert pod["qos_class"] == "Guaranteed"
+            assert pod["qos_class"] == "Burstable"  # a CPU limit without a memory one
             # the quota the kubelet wrote for limits.cpu 800m: 0.8 × the 100 ms CFS period
             assert (quota["quota_us"], quota["period_us"]) == (80_000, 100_000)
             assert pod["container_cgroup"]["quota_us"] == 80_000
-            assert trial.metrics["throttled_periods"] > 0
+            # the quota caps the pod: at most 0.8 CPU over the program's run (a little over: period edges)
+            assert trial.metrics["cpu_util_pct"] <= 80 * 1.15, (
+                trial.trial_key,
+                trial.metrics["cpu_util_pct"],
+            )
         else:
             assert watcher.limits[pod["pod"]] == {} and pod["qos_class"] == "BestEffort"
             assert quota["quota_us"] is None and trial.metrics["throttled_periods"] == 0
         for metric in ("cpu_util_pct", "cgroup_cpu_s", "throttled_pct", "wall_s"):
             assert metric in trial.metrics, (trial.trial_key, metric)
-    # the seed's story, told by Kubernetes: LAMMPS' own CPU use drops under the limit, stress-ng's cgroup CPU too
-    bare = _mean(trials, "bare-metal", "lammps", "lammps_cpu_use_pct")
-    limited = _mean(trials, "limit-0.8", "lammps", "lammps_cpu_use_pct")
-    assert limited < bare, (bare, limited)
-    assert _mean(trials, "limit-0.8", "stress-ng", "cpu_util_pct") < _mean(
-        trials, "bare-metal", "stress-ng", "cpu_util_pct"
-    )
+    # the seed's story, told by Kubernetes: where the pod without a limit got more than 0.8 CPU, the limit
+    # cost CPU and throttled the pod. On a machine busy with other work the pod without a limit may get less
+    # than the quota itself, and then nothing binds (the study's contention guard says so): not asserted then
+    story: dict[str, dict[str, float]] = {}
+    for workload in ("lammps", "stress-ng"):
+        bare = _mean(trials, "bare-metal", workload, "cpu_util_pct")
+        limited = _mean(trials, "limit-0.8", workload, "cpu_util_pct")
+        throttled = sum(
+            t.metrics["throttled_periods"]
+            for t in trials
+            if t.variant == "limit-0.8" and t.workload == workload
+        )
+        story[workload] = {"bare_cpu_util_pct": bare, "limit_cpu_util_pct": limited, "throttled": throttled}
+        if bare > 100:
+            assert limited < bare and throttled > 0, (workload, story[workload])
+    if _mean(trials, "bare-metal", "lammps", "cpu_util_pct") > 100:
+        bare_use = _mean(trials, "bare-metal", "lammps", "lammps_cpu_use_pct")
+        limited_use = _mean(trials, "limit-0.8", "lammps", "lammps_cpu_use_pct")
+        assert limited_use < bare_use, (bare_use, limited_use)
     # the report shows the quota the kubelet wrote
     report = run_cli("report", run_id, "--format", "markdown", check=True)
     assert "the CPU quota the kubelet wrote" in report.stdout
@@ -220,10 +249,10 @@ def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quot
     # nothing of the run is left: no pods, jobs or config maps, nothing on the host
     assert _leftovers(cluster["KUBECONFIG"], run_id) == []
     assert host_objects(run_id) == set()
-    artifacts = Path(os.environ.get("NEARMETAL_TEST_ARTIFACTS", "/tmp"))
-    with open(artifacts / "kubernetes-e2e.json", "a") as fh:
+    # the measured times, for the README's Kubernetes section
+    with open(artifacts_dir / "kubernetes-e2e.json", "a") as fh:
         fh.write(json.dumps({"run_id": run_id, "study_s": round(elapsed, 1), "trials": len(trials),
-                             "lammps_cpu_use_pct": {"bare-metal": bare, "limit-0.8": limited},
+                             "story": story,
                              "load": os.getloadavg()}) + "\n")  # fmt: skip
 
 

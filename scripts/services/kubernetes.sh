@@ -252,9 +252,10 @@ start() {
   # crun refuses a cgroup v1/v2 hybrid host whose v2 hierarchy has controllers (this machine: hugetlb on v2,
   # "cgroups in hybrid mode not supported, drop all controllers from cgroupv2"); such controllers get v1
   # hierarchies of their own while the cluster runs (stop unmounts them: they go back to v2)
-  local ctrl
-  if [[ -s /sys/fs/cgroup/unified/cgroup.controllers && -d /sys/fs/cgroup/cpu ]]; then
-    for ctrl in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+  local ctrl v2_ctrls
+  v2_ctrls=$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true)
+  if [[ -n $v2_ctrls && -d /sys/fs/cgroup/cpu ]]; then
+    for ctrl in $v2_ctrls; do
       if [[ ! -e /sys/fs/cgroup/$ctrl ]] && mkdir "/sys/fs/cgroup/$ctrl" \
         && mount -t cgroup -o "$ctrl" cgroup "/sys/fs/cgroup/$ctrl"; then
         echo "$ctrl" >>"$state/run/v1-moved"

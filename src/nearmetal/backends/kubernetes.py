@@ -393,6 +393,14 @@ class KubernetesBackend(RemoteBackend):
             current = self._batch().read_namespaced_job_status(name, ns)
             for cond in (current.status.conditions or []) if current.status else []:
                 if cond.type in ("Failed", "Complete") and cond.status == "True":
+                    # the pod may have ended between the pod list above and this read (the job controller
+                    # marks the Job as soon as its pod ends): the pod's own phase is the outcome then
+                    pods = self._pods(spec)
+                    pod = pods[0] if pods else pod
+                    phase = pod.status.phase if pod is not None and pod.status else None
+                    if phase in ("Succeeded", "Failed"):
+                        self._observe_node(spec, pod)
+                        return phase, pod, ""
                     return cond.type, pod, f"{cond.reason or ''}: {cond.message or ''}".strip(": ")
             now = time.monotonic()
             if now > deadline_pending:
@@ -414,6 +422,7 @@ class KubernetesBackend(RemoteBackend):
                         why += " (no node was assigned: is a scheduler running, and does a node fit?)"
                     else:
                         why += f" on node {pod.spec.node_name} (its kubelet never started it)"
+                    why += self._pod_warning(pod)
                 return "Pending", pod, why
             if now > deadline_total:
                 return "Timeout", pod, "the trial did not end within its timeout"
@@ -428,6 +437,30 @@ class KubernetesBackend(RemoteBackend):
                 ):
                     break
             w.stop()
+
+    def _pod_warning(self, pod: Any) -> str:
+        """The pod's latest Warning event, as "; last warning: REASON: MESSAGE" (what the kubelet said when
+        it could not start the pod: a sandbox the runtime refused, an image it does not have), or ""."""
+        try:
+            events = (
+                self._core()
+                .list_namespaced_event(
+                    self.options.namespace,
+                    field_selector=f"involvedObject.name={pod.metadata.name},type=Warning",
+                )
+                .items
+            )
+        except Exception:
+            return ""
+        if not events:
+            return ""
+
+        def when(event: Any) -> float:
+            stamp = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+            return stamp.timestamp() if stamp else 0.0
+
+        last = max(events, key=when)
+        return f"; last warning: {last.reason}: {(last.message or '').strip()[:500]}"
 
     def _observe_node(self, spec: TrialSpec, pod: Any) -> None:
         """Read the pod's cgroup when it is on this machine (a single-node cluster): the quota the kubelet
@@ -531,7 +564,8 @@ class KubernetesBackend(RemoteBackend):
         if log_error is not None:
             return TrialOutcome(
                 status="error",
-                error=f"Pod {pod.metadata.name} ended {ended} but its log could not be read: {log_error}",
+                error=f"Pod {pod.metadata.name} ended {ended} but its log could not be read: {log_error}"
+                + self._pod_warning(pod),
                 **base,
             )
         if ended == "Succeeded":
