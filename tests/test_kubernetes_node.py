@@ -9,7 +9,7 @@ variants (runc, crun) run as pods of those handlers.
 
 The cluster is the one scripts/test.sh started (``KUBECONFIG``), else one started here (as root) and stopped
 after. Skipped, with the command that builds them, when the Kubernetes binaries are not built
-(``bash scripts/build-kubernetes.sh``: ~50 minutes on 2 cores, cached in /var/cache/nearmetal/kubernetes).
+(``bash scripts/build-kubernetes.sh``: ~11 minutes on 2 cores, cached in /var/cache/nearmetal/kubernetes).
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def cluster() -> Iterator[dict[str, str]]:
     if built.returncode != 0:
         pytest.skip(
             "the Kubernetes binaries are not built: run `bash scripts/build-kubernetes.sh` once (Debian's "
-            "kubernetes 1.20 source, ~50 min on 2 cores; cached in /var/cache/nearmetal/kubernetes)"
+            "kubernetes 1.20 source, ~11 min on 2 cores; cached in /var/cache/nearmetal/kubernetes)"
         )
     status = subprocess.run(["bash", str(SERVICE), "status"], capture_output=True, text=True, timeout=60)
     started_here = False
-    if status.returncode == 0 and os.environ.get("KUBECONFIG"):
-        env = {k: os.environ[k] for k in ("KUBECONFIG", "CONTAINERD_ADDRESS") if k in os.environ}
+    if status.returncode == 0:  # running (scripts/test.sh started it): status prints its exports
+        env = _exports(status.stdout)
     else:
         if os.geteuid() != 0:
             pytest.skip("starting the Kubernetes cluster needs root")
@@ -70,9 +70,7 @@ def cluster() -> Iterator[dict[str, str]]:
         started_here = True
     try:
         # the workload image: built here (debootstrap, ~3 min) and loaded when the cluster has none yet
-        image = os.environ.get("NEARMETAL_KUBE_IMAGE") or _exports(
-            subprocess.run(["bash", str(SERVICE), "status"], capture_output=True, text=True).stdout
-        ).get("NEARMETAL_KUBE_IMAGE")
+        image = env.get("NEARMETAL_KUBE_IMAGE")
         if not image:
             from nearmetal.kubeimage import build_workload_image
 

@@ -39,7 +39,7 @@ ctr_() { timeout 60 ctr --address "$sock" --namespace k8s.io "$@"; }
 
 need() {
   if ! bash "$here/scripts/build-kubernetes.sh" --check 2>/dev/null; then
-    log "the Kubernetes binaries are not built in $cache; build them once (about 50 minutes on 2 cores) with: $build_cmd"
+    log "the Kubernetes binaries are not built in $cache; build them once (about 11 minutes on 2 cores) with: $build_cmd"
     exit 1
   fi
   local missing=()
@@ -245,7 +245,7 @@ start() {
   # what the kubelet will change and stop puts back
   for s in "${sysctls[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$state/run/sysctl.saved"
   # directories outside the state directory the kubelet and containerd write into: what they held before
-  for d in /var/log/pods /var/log/containers /var/lib/cni/results /run/containerd /run/containerd/s; do
+  for d in /var/log/pods /var/log/containers /var/lib/cni /var/lib/cni/results /run/containerd /run/containerd/s; do
     if [[ -d $d ]]; then ls -A "$d" | sed "s|^|$d/|"; else echo "$d"; fi
   done >"$state/run/outside.before"
 
@@ -404,16 +404,27 @@ stop() {
   for dir in $(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name 'kubepods*' 2>/dev/null); do
     find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  # the controllers start moved to v1 hierarchies go back to v2 (the kernel frees a hierarchy asynchronously)
+  # the controllers start moved to v1 hierarchies go back to v2. The kernel frees a v1 hierarchy only when it
+  # is unmounted with no child cgroup left (a child still dying keeps it, unmounted and invisible): unmount,
+  # wait for the controller to be on v2 again, else mount it once more, remove what is left, and retry
   if [[ -s "$state/run/v1-moved" ]]; then
-    local ctrl
+    local ctrl attempt
     while read -r ctrl; do
-      umount "/sys/fs/cgroup/$ctrl" 2>/dev/null || umount -l "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
-      rmdir "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
-      for _ in $(seq 50); do
-        grep -qw "$ctrl" /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && break
-        sleep 0.1
+      for attempt in 1 2 3; do
+        if ! mountpoint -q "/sys/fs/cgroup/$ctrl"; then
+          mkdir -p "/sys/fs/cgroup/$ctrl"
+          mount -t cgroup -o "$ctrl" cgroup "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+        fi
+        find "/sys/fs/cgroup/$ctrl" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        umount "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+        rmdir "/sys/fs/cgroup/$ctrl" 2>/dev/null || true
+        for _ in $(seq 50); do
+          grep -qw "$ctrl" /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && break 2
+          sleep 0.1
+        done
       done
+      grep -qw "$ctrl" /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null \
+        || log "the $ctrl controller did not go back to cgroup v2"
     done <"$state/run/v1-moved"
   fi
   # network: the bridge (veths went with their namespaces) and CNI's cache of results
@@ -422,7 +433,7 @@ stop() {
   # what the kubelet and containerd wrote outside the state directory
   if [[ -s "$state/run/outside.before" ]]; then
     local d entry
-    for d in /var/log/pods /var/log/containers /var/lib/cni/results /run/containerd/s /run/containerd; do
+    for d in /var/log/pods /var/log/containers /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd; do
       if grep -qxF "$d" "$state/run/outside.before"; then
         rm -rf "$d"   # did not exist before start
       elif [[ -d $d ]]; then
