@@ -2,15 +2,19 @@
 
 Each trial becomes one Job (one Pod, no retries) built with the official ``kubernetes`` client models: the
 image the plan names, the workload's argv as the command, and the trial's layers mapped to pod settings
-(``LAYER_MAPPINGS``): a cpu-quota layer becomes a CPU limit (which is exactly what writes the quota, seed 000),
-the ``pod`` layer gives the resources mode (limits / requests only / none, recorded with the trial), runtime
+(``LAYER_MAPPINGS``, one module per layer kind in ``backends/podmaps``): a cpu-quota layer becomes a CPU limit
+(which is exactly what writes the quota, seed 000), a runtime-class layer the pod's ``runtimeClassName``, the
+``pod`` layer gives the resources mode (limits / requests only / none, recorded with the trial), runtime
 class, ``hostUsers``, security context, node selection, GPUs (``nvidia.com/gpu``, ``nvidia.com/gpu.shared``,
 ``nvidia.com/mig-<profile>``) and volumes. A layer without a mapping is refused before anything is created.
+An image named ``localhost/…`` (``nearmetal image build``: in no registry) runs with ``imagePullPolicy: Never``.
 
 Inputs the workload prepares (LAMMPS' ``in.lj``) travel in a ConfigMap; the container copies them into its
-working directory, runs the program, then prints every file the program wrote between markers, so one log
-stream carries the output and the files the parser reads. nearmetal watches the Job and its Pod, stores the
-log in the trial's directory, records the node, QoS class and requested devices as placement, and deletes
+working directory, prints its cgroup's CPU files, runs the program, prints them again, then prints every file
+the program wrote between markers, so one log stream carries the output, the files the parser reads and the
+pod's own evidence (``podevidence``: the quota the kubelet wrote, throttling and CPU time over the program).
+nearmetal watches the Job and its Pod (reading the pod's cgroup too when it runs on the node), stores the
+log in the trial's directory, records the node, QoS class, quota and requested devices as placement, and deletes
 everything it created (all objects carry the label ``nearmetal.io/run=<run id>``) on every exit path;
 ``nearmetal cleanup`` deletes by that label.
 """
