@@ -290,3 +290,48 @@ def test_runtime_classes_run_pods_with_runc_and_crun(
         assert pod["runtime_class"] == wanted == watcher.runtime_classes[pod["pod"]]
         assert "Succeeded" in watcher.phases[pod["pod"]]
     assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+
+
+def test_an_image_the_node_lacks_fails_at_once_with_the_build_command(
+    cluster: dict[str, str], tmp_path: Path, run_cli
+) -> None:
+    plan = write_plan(
+        tmp_path,
+        """
+        name: k8s-missing-image
+        workloads:
+          w: {kind: stress-ng, params: {stressor: cpu, workers: 1, ops: 10}}
+        variants:
+          bare: []
+        repeats: 1
+        warmup: 0
+        timeout: 30s
+        """,
+    )
+    run_id = "k8s-noimg-" + time.strftime("%H%M%S")
+    started = time.monotonic()
+    proc = run_cli(
+        "run", str(plan), "--backend", "kubernetes", "--image", "localhost/nearmetal/not-built:1",
+        "--run-id", run_id, "--no-html", "--quiet", timeout=300, env={"KUBECONFIG": cluster["KUBECONFIG"]},
+    )  # fmt: skip
+    # not the pending timeout (600 s): the kubelet's ErrImageNeverPull ends the trial, with what to do
+    assert proc.returncode == 1 and time.monotonic() - started < 120
+    said = " ".join(proc.stderr.split())
+    assert "ErrImageNeverPull" in said and "nearmetal image build" in said, proc.stderr
+    assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+
+
+def test_start_without_the_binaries_names_the_build_command(tmp_path: Path) -> None:
+    """What scripts/test.sh shows (and goes on without the cluster) on a machine where nothing is built."""
+    env = {
+        **os.environ,
+        "NEARMETAL_KUBE_CACHE": str(tmp_path / "cache"),
+        "NEARMETAL_KUBE_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.run(
+        ["bash", str(SERVICE), "start"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bash scripts/build-kubernetes.sh" in lines[0], proc.stderr
+    assert not (tmp_path / "state").exists()  # nothing was started or written

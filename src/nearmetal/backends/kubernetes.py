@@ -394,6 +394,9 @@ class KubernetesBackend(RemoteBackend):
                     return phase, pod, ""
                 if phase == "Running":
                     deadline_pending = deadline_total
+                stuck = _never_starts(pod)
+                if stuck:
+                    return "Pending", pod, stuck
             current = self._batch().read_namespaced_job_status(name, ns)
             for cond in (current.status.conditions or []) if current.status else []:
                 if cond.type in ("Failed", "Complete") and cond.status == "True":
@@ -623,6 +626,24 @@ class KubernetesBackend(RemoteBackend):
         finally:
             for run_id in run_ids:
                 self.delete_run(run_id)
+
+
+# a container waiting for one of these never starts: waiting longer only costs the pending timeout
+NEVER_STARTS = {
+    "ErrImageNeverPull": "the image is not on the node and its pull policy is Never (build and load it here: "
+    "nearmetal image build)",
+    "InvalidImageName": "the image name is not valid",
+}
+
+
+def _never_starts(pod: Any) -> str:
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None and waiting.reason in NEVER_STARTS:
+            return (
+                f"{waiting.reason}: {NEVER_STARTS[waiting.reason]} ({(waiting.message or '').strip()[:300]})"
+            )
+    return ""
 
 
 def _reason(exc: Exception) -> str:
