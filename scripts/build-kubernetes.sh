@@ -54,7 +54,7 @@ apt_opts=(-o "Dir::Etc::SourceList=$work/src.sources" -o "Dir::Etc::SourceParts=
   -o "Dir::State::Lists=$work/lists")
 # the build's own dependencies (the running cluster's are in scripts/debian-packages-test.txt)
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  golang-go rsync jq make gcc libc6-dev dpkg-dev buildah >/dev/null
+  golang-go rsync jq make gcc libc6-dev dpkg-dev >/dev/null
 cd "$work"
 if [[ ! -d src ]]; then
   apt-get "${apt_opts[@]}" update -qq
@@ -79,23 +79,35 @@ mkdir -p "$work/pause"
 if [[ ! -s "$cache/images/pause.tar" ]]; then
   nice -n 15 gcc -Os -Wall -Werror -static -DVERSION="v$pause_ver-nearmetal" -o "$work/pause/pause" "$pause_src"
   strip "$work/pause/pause"
-  # a private buildah store (vfs): the machine's own container storage is left as it is
-  b() { buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver vfs "$@"; }
-  ctr_name=$(b from scratch)
-  b copy "$ctr_name" "$work/pause/pause" /pause >/dev/null
-  b config --entrypoint '["/pause"]' --user 65535:65535 "$ctr_name"
-  b commit --quiet --rm "$ctr_name" "localhost/nearmetal/pause:$pause_ver" >/dev/null
-  b push --quiet "localhost/nearmetal/pause:$pause_ver" \
-    "docker-archive:$cache/images/pause.tar.tmp:localhost/nearmetal/pause:$pause_ver"
+  # a `docker save` archive of one layer holding /pause (what `ctr images import` reads), written here: no
+  # image builder, no container storage touched
+  ref="localhost/nearmetal/pause:$pause_ver"
+  img="$work/pause/image"
+  rm -rf "$img" && mkdir -p "$img/rootfs"
+  install -m 0755 "$work/pause/pause" "$img/rootfs/pause"
+  tar --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$img/rootfs" -cf "$img/layer.tar" pause
+  diff_id=$(sha256sum "$img/layer.tar" | cut -d' ' -f1)
+  mkdir "$img/$diff_id" && mv "$img/layer.tar" "$img/$diff_id/layer.tar"
+  printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"],"User":"65535:65535"},%s}' \
+    "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diff_id\"]}" >"$img/config.json"
+  config_id=$(sha256sum "$img/config.json" | cut -d' ' -f1)
+  mv "$img/config.json" "$img/$config_id.json"
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$config_id" "$ref" "$diff_id" \
+    >"$img/manifest.json"
+  tar -C "$img" -cf "$cache/images/pause.tar.tmp" manifest.json "$config_id.json" "$diff_id"
   mv "$cache/images/pause.tar.tmp" "$cache/images/pause.tar"
-  rm -rf "$work/buildah"
-  echo "localhost/nearmetal/pause:$pause_ver" >"$cache/images/pause.ref"
+  rm -rf "$img"
+  echo "$ref" >"$cache/images/pause.ref"
 fi
 
-whats=""
-for c in "${components[@]}"; do whats+="cmd/$c "; done
-nice -n 15 make WHAT="${whats% }"
-for c in "${components[@]}"; do install -m 0755 "_output/bin/$c" "$cache/bin/$c"; done
+missing=()
+for c in "${components[@]}"; do [[ -x "$cache/bin/$c" ]] || missing+=("$c"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  whats=""
+  for c in "${components[@]}"; do whats+="cmd/$c "; done
+  nice -n 15 make WHAT="${whats% }"
+  for c in "${components[@]}"; do install -m 0755 "_output/bin/$c" "$cache/bin/$c"; done
+fi
 "$cache/bin/kubelet" --version
 "$cache/bin/kube-apiserver" --version >"$cache/VERSION"
 log "done in $(($(date +%s) - start_s)) s, load: $(cut -d' ' -f1-3 /proc/loadavg)"

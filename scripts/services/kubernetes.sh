@@ -34,7 +34,7 @@ daemons=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd k
 
 log() { echo "kubernetes.sh: $*" >&2; }
 pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-kctl() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" --request-timeout=10s "$@"; }
+kctl() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" --cache-dir "$state/kubectl-cache" --request-timeout=10s "$@"; }
 ctr_() { timeout 60 ctr --address "$sock" --namespace k8s.io "$@"; }
 
 need() {
@@ -245,7 +245,7 @@ start() {
   # what the kubelet will change and stop puts back
   for s in "${sysctls[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$state/run/sysctl.saved"
   # directories outside the state directory the kubelet and containerd write into: what they held before
-  for d in /var/log/pods /var/log/containers /var/lib/cni /var/lib/cni/results /run/containerd /run/containerd/s; do
+  for d in /var/log/pods /var/log/containers /var/lib/cni /var/lib/cni/results /var/lib/kubelet /run/containerd /run/containerd/s; do
     if [[ -d $d ]]; then ls -A "$d" | sed "s|^|$d/|"; else echo "$d"; fi
   done >"$state/run/outside.before"
 
@@ -312,7 +312,7 @@ start() {
     --pod-infra-container-image "$(cat "$cache/images/pause.ref")" \
     --hostname-override "$node" --node-ip "$node_ip" --v 1
   wait_for "node $node Ready" 180 bash -c \
-    "'$bin/kubectl' --kubeconfig '$state/admin.kubeconfig' get node '$node' \
+    "'$bin/kubectl' --kubeconfig '$state/admin.kubeconfig' --cache-dir '$state/kubectl-cache' get node '$node' \
       -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
     || fail_start "the node did not become Ready"
   wait_for "the default service account" 120 kctl -n default get serviceaccount default \
@@ -355,7 +355,7 @@ stop_pid() {  # pidfile
 shim_pids() {  # containerd's shims for this containerd (they outlive it): by the socket on their command line
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $sock " && echo "${p#/proc/}"
+    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "-address $sock " && echo "${p#/proc/}"
   done
   return 0
 }
@@ -433,7 +433,7 @@ stop() {
   # what the kubelet and containerd wrote outside the state directory
   if [[ -s "$state/run/outside.before" ]]; then
     local d entry
-    for d in /var/log/pods /var/log/containers /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd; do
+    for d in /var/log/pods /var/log/containers /var/lib/cni/results /var/lib/cni /var/lib/kubelet /run/containerd/s /run/containerd; do
       if grep -qxF "$d" "$state/run/outside.before"; then
         rm -rf "$d"   # did not exist before start
       elif [[ -d $d ]]; then
