@@ -1,22 +1,16 @@
 """The workload image for the Kubernetes backend (``nearmetal.kubeimage``, ``nearmetal image build``): the
-packages come from the plan's workloads, the archive is what ``ctr images import`` reads, and — where the
-single-node cluster of scripts/services/kubernetes.sh runs — containerd really imports it and a second build
-is instant (the debootstrap itself, ~3 minutes, runs in test_kubernetes_node.py's fixture when no image is
-cached)."""
+packages come from the plan's workloads and the archive is what ``ctr images import`` reads. containerd's
+import, the debootstrap build (~3 minutes) and the cached second build run against the single-node cluster in
+test_kubernetes_node.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
-from nearmetal.kubeimage import IMAGE_REPO, image_cache, image_ref, plan_packages, write_image_archive
+from nearmetal.kubeimage import IMAGE_REPO, image_ref, plan_packages, write_image_archive
 
 
 def test_the_packages_are_the_ones_the_plans_workloads_require() -> None:
@@ -52,32 +46,3 @@ def test_the_archive_is_a_docker_save_image_of_one_layer(tmp_path: Path) -> None
         members = {m.name: m for m in inner.getmembers()}
     assert members["usr/bin/hello"].mode & 0o111 and members["bin"].issym()
     assert not list(archive.parent.glob(".build-*"))  # nothing half-written is left beside it
-
-
-def test_containerd_imports_the_archive(tmp_path: Path) -> None:
-    address = os.environ.get("CONTAINERD_ADDRESS")
-    if not address or not Path(address).exists() or shutil.which("ctr") is None:
-        pytest.skip("no containerd: bash scripts/services/kubernetes.sh start prints CONTAINERD_ADDRESS")
-    from nearmetal.kubeimage import load_image
-
-    ref = "localhost/nearmetal/test:import-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]
-    archive = tmp_path / "image.tar"
-    write_image_archive(_rootfs(tmp_path), ref, archive)
-    ctr = ["ctr", "--address", address, "--namespace", "k8s.io", "images"]
-    try:
-        load_image(archive, address)
-        listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, timeout=60).stdout
-        assert ref in listed.split()
-    finally:
-        subprocess.run([*ctr, "rm", ref], capture_output=True, timeout=60)
-
-
-def test_a_built_image_is_cached(run_cli) -> None:
-    cached = image_cache() / (
-        image_ref(plan_packages(["cpu-quota"])).rpartition("/")[2].replace(":", "-") + ".tar"
-    )
-    if not cached.is_file():
-        pytest.skip(f"no workload image built yet ({cached}): nearmetal image build")
-    proc = run_cli("image", "build", "cpu-quota", "--no-load", timeout=120, check=True)
-    assert proc.stdout.strip() == image_ref(["lammps", "openmpi-bin", "stress-ng"])
-    assert "(cached;" in proc.stderr

@@ -14,6 +14,7 @@ after. Skipped, with the command that builds them, when the Kubernetes binaries 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -319,6 +320,42 @@ def test_an_image_the_node_lacks_fails_at_once_with_the_build_command(
     said = " ".join(proc.stderr.split())
     assert "ErrImageNeverPull" in said and "nearmetal image build" in said, proc.stderr
     assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+
+
+def _tiny_rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/hello").write_text("#!/bin/sh\necho hello\n")
+    return root
+
+
+def test_containerd_imports_an_image_archive(cluster: dict[str, str], tmp_path: Path) -> None:
+    from nearmetal.kubeimage import load_image, write_image_archive
+
+    address = cluster["CONTAINERD_ADDRESS"]
+    ref = "localhost/nearmetal/test:import-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]
+    archive = tmp_path / "image.tar"
+    write_image_archive(_tiny_rootfs(tmp_path), ref, archive)
+    ctr = ["ctr", "--address", address, "--namespace", "k8s.io", "images"]
+    try:
+        load_image(archive, address)
+        listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, timeout=60).stdout
+        assert ref in listed.split()
+    finally:
+        subprocess.run([*ctr, "rm", ref], capture_output=True, timeout=60)
+
+
+def test_the_workload_image_is_built_once(cluster: dict[str, str], run_cli) -> None:
+    from nearmetal.kubeimage import image_ref
+
+    # the fixture built it (or found it): a second build is the cached archive, named by its packages
+    proc = run_cli("image", "build", "cpu-quota", "--no-load", timeout=120, check=True)
+    assert (
+        proc.stdout.strip()
+        == image_ref(["lammps", "openmpi-bin", "stress-ng"])
+        == cluster["NEARMETAL_KUBE_IMAGE"]
+    )
+    assert "(cached;" in proc.stderr
 
 
 def test_start_without_the_binaries_names_the_build_command(tmp_path: Path) -> None:
