@@ -80,7 +80,7 @@ def add_netns(name: str, loopback_up: bool = True) -> None:
             ip("link", "set", "lo", "up", netns=name)
         except BaseException:
             # the caller records the namespace only once this returns: a half-made one is removed here,
-            # or nothing would tear it down (found by tests/test_exit_paths.py's setup faults)
+            # or nothing would tear it down (found by tests/integration/test_exit_paths.py's setup faults)
             delete_netns(name)
             raise
 

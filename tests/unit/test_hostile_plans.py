@@ -142,12 +142,25 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
     """Every subprocess is an argv list: no shell=True, os.system, os.popen; a `sh -c` script is a constant
     (the values it works on are positional arguments)."""
     problems = []
-    for path in sorted((REPO / "src" / "nearmetal").rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        constants: set[str] = set()
-        for node in tree.body:  # module-level names bound to strings made only of literals and constants
-            if isinstance(node, ast.Assign) and _constant_text(node.value, constants):
-                constants |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    src = REPO / "src"
+    trees = {
+        ".".join(path.relative_to(src).with_suffix("").parts): ast.parse(path.read_text(), str(path))
+        for path in sorted((src / "nearmetal").rglob("*.py"))
+    }
+    # module-level names bound to strings made only of literals and constants, also through
+    # `from nearmetal.x import NAME` of another module's constant (two passes follow a chain of two)
+    known: dict[str, set[str]] = {module: set() for module in trees}
+    for _ in range(2):
+        for module, tree in trees.items():
+            constants = known[module]
+            for node in tree.body:
+                if isinstance(node, ast.ImportFrom) and node.module in known:
+                    constants |= {a.asname or a.name for a in node.names if a.name in known[node.module]}
+                if isinstance(node, ast.Assign) and _constant_text(node.value, constants):
+                    constants |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    for module, tree in trees.items():
+        path = src / Path(*module.split(".")).with_suffix(".py")
+        constants = known[module]
         for node in ast.walk(tree):
             where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
             if (

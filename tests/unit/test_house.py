@@ -14,6 +14,7 @@ import pytest
 
 import nearmetal
 from nearmetal.backends.base import BACKENDS, Backend
+from nearmetal.backends.podmaps import LAYER_MAPPINGS
 from nearmetal.doctor.base import CHECK_INFO, CHECKS
 from nearmetal.layers import LAYERS, Layer
 from nearmetal.leftovers import FINDERS
@@ -57,6 +58,8 @@ def test_every_registry_finds_its_components_without_a_list() -> None:
     assert "cpu-quota" in CHECKS and set(CHECKS) == set(CHECK_INFO)
     assert {"values", "loss"} <= set(FIGURES)
     assert {"sharing", "resilience", "fslayers", "netpaths"} <= set(STUDY_TABLES)
+    # the Kubernetes backend's layer mappings: one module each in backends/podmaps, each for a real layer kind
+    assert {"cpu-quota", "pod", "runtime-class"} <= set(LAYER_MAPPINGS) <= set(LAYERS)
     finder_modules = {name.partition(":")[0] for name in FINDERS}
     assert {"nearmetal.cleanup", "nearmetal.layers.mounts", "nearmetal.backends.slurm"} <= finder_modules
     for name in BACKENDS:

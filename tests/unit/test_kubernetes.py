@@ -251,3 +251,119 @@ def test_the_pod_layer_is_refused_by_backends_that_cannot_apply_it(tmp_path: Pat
     )
     with pytest.raises(NearmetalError, match="cannot run on the local backend"):
         preflight(load_plan(plan))
+
+
+# --- the pod's own evidence (podevidence) ------------------------------------------------------------------
+# recorded from a pod of the single-node cluster (scripts/services/kubernetes.sh, cgroup v1) with limits.cpu 800m
+V1_BEFORE = {
+    "cpu/cpu.cfs_quota_us": "80000",
+    "cpu/cpu.cfs_period_us": "100000",
+    "cpu/cpu.stat": "nr_periods 2\nnr_throttled 0\nthrottled_time 0\nnr_bursts 0\nburst_time 0",
+    "cpuacct/cpuacct.usage": "14133635",
+    "cpuacct/cpuacct.stat": "user 1\nsystem 0",
+    "time_ns": "1796279373033796879",
+}
+V1_AFTER = {
+    "cpu/cpu.cfs_quota_us": "80000",
+    "cpu/cpu.cfs_period_us": "100000",
+    "cpu/cpu.stat": "nr_periods 27\nnr_throttled 25\nthrottled_time 2761634311\nnr_bursts 0\nburst_time 0",
+    "cpuacct/cpuacct.usage": "2093409781",
+    "cpuacct/cpuacct.stat": "user 201\nsystem 6",
+    "time_ns": "1796279375653796879",
+}
+V2_AFTER = {
+    "cpu.max": "max 100000",
+    "cpu.stat": "usage_usec 1500000\nuser_usec 1400000\nsystem_usec 100000\nnr_periods 0\nnr_throttled 0\n"
+    "throttled_usec 0",
+    "time_ns": "2000000000",
+}
+
+
+def test_the_containers_evidence_is_the_quota_and_the_change_over_the_program() -> None:
+    from nearmetal.backends.podevidence import container_evidence, evidence_metrics
+
+    record = container_evidence({"before": V1_BEFORE, "after": V1_AFTER})
+    assert (record["cgroup_version"], record["quota_us"], record["period_us"]) == (1, 80_000, 100_000)
+    assert record["wall_s"] == pytest.approx(2.62)
+    assert (record["nr_periods"], record["nr_throttled"]) == (25, 25)
+    assert record["throttled_s"] == pytest.approx(2.761634311)
+    assert record["usage_s"] == pytest.approx(2.079276146)
+    assert (record["user_s"], record["system_s"]) == pytest.approx((2.0, 0.06))
+    metrics = {m.name: m for m in evidence_metrics(record)}
+    assert metrics["throttled_pct"].value == 100.0 and metrics["throttled_pct"].direction == "lower"
+    # what the quota allows: 0.8 CPU = 80% of one CPU over the program's run
+    assert metrics["cpu_util_pct"].value == pytest.approx(100 * 2.079276146 / 2.62)
+    assert metrics["cpu_util_pct"].value < 80
+    # v2: "max" is no quota; the counters are in µs
+    v2 = container_evidence({"before": {"time_ns": "0"}, "after": V2_AFTER})
+    assert (v2["cgroup_version"], v2["quota_us"], v2["period_us"]) == (2, None, 100_000)
+    assert (v2["usage_s"], v2["user_s"], v2["wall_s"]) == (1.5, 1.4, 2.0)
+    # no evidence (a container without the entry point's sections): nothing is invented
+    assert container_evidence({}) == {} and evidence_metrics({}) == []
+
+
+def test_the_pods_cgroup_is_found_under_either_cgroup_driver(tmp_path: Path) -> None:
+    from nearmetal.backends.podevidence import find_pod_cgroup, read_pod_cgroup
+
+    uid = "2182a1aa-c577-454e-a4e5-7bc87e4fd954"
+    # cgroupfs driver, v1: cpu/kubepods/burstable/pod<uid>, cpuacct beside it
+    pod = tmp_path / "cpu/kubepods/burstable" / f"pod{uid}"
+    pod.mkdir(parents=True)
+    (tmp_path / "cpu/cpu.cfs_quota_us").write_text("-1\n")
+    (pod / "cpu.cfs_quota_us").write_text("80000\n")
+    (pod / "cpu.cfs_period_us").write_text("100000\n")
+    (pod / "cpu.stat").write_text(V1_AFTER["cpu/cpu.stat"])
+    assert find_pod_cgroup(uid, tmp_path) == (1, pod)
+    assert find_pod_cgroup("another-uid", tmp_path) is None
+    record = read_pod_cgroup(1, pod)
+    assert (record["quota_us"], record["period_us"], record["nr_throttled"]) == (80_000, 100_000, 25)
+    # systemd driver, v2: kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice
+    v2 = tmp_path / "v2"
+    slice_ = (
+        v2
+        / "kubepods.slice/kubepods-besteffort.slice"
+        / f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
+    )
+    slice_.mkdir(parents=True)
+    (slice_ / "cpu.max").write_text("max 100000\n")
+    assert find_pod_cgroup(uid, v2) == (2, slice_)
+    assert read_pod_cgroup(2, slice_)["quota_us"] is None
+
+
+def test_the_entry_points_evidence_is_read_and_left_out_of_the_output(tmp_path: Path) -> None:
+    from nearmetal.backends.kubernetes import END_MARK
+    from nearmetal.backends.podevidence import EVIDENCE_MARK, container_evidence, split_evidence
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    proc = subprocess.run(
+        ["/bin/sh", "-c", ENTRYPOINT, "nearmetal-trial", "/bin/sh", "-c", "echo program-output; sleep 0.2"],
+        cwd=tmp_path,
+        env={**os.environ, "NEARMETAL_INPUTS": str(inputs)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rest, sections = split_evidence(proc.stdout, END_MARK)
+    assert set(sections) == {"before", "after"}
+    record = container_evidence(sections)
+    assert 0.2 <= record["wall_s"] < 30  # the program's own time, from date +%s%N around it
+    stdout, files = split_log(proc.stdout)
+    assert stdout.strip() == "program-output" and files == {} and EVIDENCE_MARK not in rest
+
+
+def test_the_pod_table_shows_the_quota_the_kubelet_wrote() -> None:
+    from nearmetal.report.studies.pods import quota_text
+
+    assert quota_text({"quota_us": 80_000, "period_us": 100_000}) == "80000 / 100000 µs (0.8 CPU)"
+    assert quota_text({"quota_us": None, "period_us": 100_000}) == "none (max)"
+    assert quota_text(None) == "–"
+
+
+def test_a_localhost_image_is_never_pulled_unless_the_plan_says_so(tmp_path: Path) -> None:
+    local = KubernetesBackend(KubernetesOptions(image="localhost/nearmetal/workloads:bookworm-abc"))
+    assert local.pull_policy() == "Never"
+    assert KubernetesBackend(KubernetesOptions(image=IMAGE)).pull_policy() == "IfNotPresent"
+    told = KubernetesOptions(image="localhost/x:1", image_pull_policy="IfNotPresent")
+    assert KubernetesBackend(told).pull_policy() == "IfNotPresent"

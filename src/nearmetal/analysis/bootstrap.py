@@ -3,7 +3,7 @@
 The BCa interval follows Efron & Tibshirani (1993) ch. 14 exactly as ``scipy.stats.bootstrap`` computes it
 (bias correction from the share of replicates below the estimate, acceleration from the jackknife of each
 sample, linear-interpolated quantiles), so one comparison gives scipy's interval when fed scipy's draws
-(``tests/test_stats.py`` checks it). What is different is how the replicates are made:
+(``tests/unit/test_stats.py`` checks it). What is different is how the replicates are made:
 
 * **Counts, not copies.** A resample of ``n`` values is a row of multinomial counts; the resampled means of
   every cell with ``n`` trials are one matrix product ``values (cells × n) @ counts (n × B)``. Cells with the

@@ -2,15 +2,19 @@
 
 Each trial becomes one Job (one Pod, no retries) built with the official ``kubernetes`` client models: the
 image the plan names, the workload's argv as the command, and the trial's layers mapped to pod settings
-(``LAYER_MAPPINGS``): a cpu-quota layer becomes a CPU limit (which is exactly what writes the quota, seed 000),
-the ``pod`` layer gives the resources mode (limits / requests only / none, recorded with the trial), runtime
+(``LAYER_MAPPINGS``, one module per layer kind in ``backends/podmaps``): a cpu-quota layer becomes a CPU limit
+(which is exactly what writes the quota, seed 000), a runtime-class layer the pod's ``runtimeClassName``, the
+``pod`` layer gives the resources mode (limits / requests only / none, recorded with the trial), runtime
 class, ``hostUsers``, security context, node selection, GPUs (``nvidia.com/gpu``, ``nvidia.com/gpu.shared``,
 ``nvidia.com/mig-<profile>``) and volumes. A layer without a mapping is refused before anything is created.
+An image named ``localhost/…`` (``nearmetal image build``: in no registry) runs with ``imagePullPolicy: Never``.
 
 Inputs the workload prepares (LAMMPS' ``in.lj``) travel in a ConfigMap; the container copies them into its
-working directory, runs the program, then prints every file the program wrote between markers, so one log
-stream carries the output and the files the parser reads. nearmetal watches the Job and its Pod, stores the
-log in the trial's directory, records the node, QoS class and requested devices as placement, and deletes
+working directory, prints its cgroup's CPU files, runs the program, prints them again, then prints every file
+the program wrote between markers, so one log stream carries the output, the files the parser reads and the
+pod's own evidence (``podevidence``: the quota the kubelet wrote, throttling and CPU time over the program).
+nearmetal watches the Job and its Pod (reading the pod's cgroup too when it runs on the node), stores the
+log in the trial's directory, records the node, QoS class, quota and requested devices as placement, and deletes
 everything it created (all objects carry the label ``nearmetal.io/run=<run id>``) on every exit path;
 ``nearmetal cleanup`` deletes by that label.
 """
@@ -21,13 +25,22 @@ import base64
 import contextlib
 import re
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from nearmetal.backends.base import RemoteBackend, RemoteHooks, register_backend
-from nearmetal.backends.options import KubernetesOptions, parse_memory_mib
+from nearmetal.backends.options import KubernetesOptions
+from nearmetal.backends.podevidence import (
+    END_MARK,
+    EVIDENCE_SHELL,
+    container_evidence,
+    evidence_metrics,
+    find_pod_cgroup,
+    read_pod_cgroup,
+    split_evidence,
+)
+from nearmetal.backends.podmaps import LAYER_MAPPINGS, PodShape, pod_shape
 from nearmetal.errors import NearmetalError
 from nearmetal.leftovers import Leftover, finder
 from nearmetal.trial import TrialOutcome, TrialSpec
@@ -38,14 +51,14 @@ MANAGED_LABEL = "app.kubernetes.io/managed-by"
 WORKDIR = "/nearmetal/trial"
 INPUTS = "/nearmetal/inputs"
 FILE_MARK = "=== nearmetal-file"
-END_MARK = "=== nearmetal-end"
 MAX_INPUT_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
 
-# The container's entry point: copy inputs, run the program (argv as positional arguments, never
-# interpolated), then print every file it wrote as base64 between markers. A constant script.
+# The container's entry point: copy inputs, print the cgroup's CPU files (podevidence), run the program (argv
+# as positional arguments, never interpolated), print them again, then print every file the program wrote as
+# base64 between markers. A constant script.
 ENTRYPOINT = (
-    'cp -r "$NEARMETAL_INPUTS"/. . 2>/dev/null; ls -A > .nearmetal-inputs; '
-    '"$@"; rc=$?; '
+    EVIDENCE_SHELL + 'cp -r "$NEARMETAL_INPUTS"/. . 2>/dev/null; ls -A > .nearmetal-inputs; '
+    'nm_evidence before; "$@"; rc=$?; nm_evidence after; '
     "for f in *; do "
     'grep -qxF "$f" .nearmetal-inputs && continue; [ -f "$f" ] || continue; '
     f'echo "{FILE_MARK} $f"; base64 "$f"; echo "{END_MARK}"; '
@@ -57,142 +70,6 @@ class KubernetesError(NearmetalError):
     """The API server refused or lost something; the message carries its words."""
 
 
-@dataclass
-class PodShape:
-    """The pod settings a trial's layers ask for, before they become client models."""
-
-    requests: dict[str, str] = field(default_factory=dict)
-    limits: dict[str, str] = field(default_factory=dict)
-    resources_mode: str = "none"
-    runtime_class: str | None = None
-    host_users: bool | None = None
-    security: dict[str, Any] = field(default_factory=dict)
-    node_selector: dict[str, str] = field(default_factory=dict)
-    required_nodes: list[str] = field(default_factory=list)
-    volumes: list[Any] = field(default_factory=list)
-    mounts: list[Any] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def record(self) -> dict[str, Any]:
-        """What is stored with the trial: how the pod was shaped."""
-        return {
-            "resources_mode": self.resources_mode,
-            "requests": dict(self.requests),
-            "limits": dict(self.limits),
-            "runtime_class": self.runtime_class,
-            "host_users": self.host_users,
-            "notes": list(self.notes),
-        }
-
-
-def _cpu(cpus: float) -> str:
-    millis = round(cpus * 1000)
-    return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
-
-
-def _memory(value: str | int) -> str:
-    return f"{parse_memory_mib(value)}Mi"
-
-
-def map_cpu_quota(config: Any, shape: PodShape) -> None:
-    # a pod CPU limit is what writes limit × period into cpu.max (cpu.cfs_quota_us): the same quota
-    cpu = _cpu(config.cpus)
-    shape.limits["cpu"] = cpu
-    shape.requests.setdefault("cpu", cpu)
-    shape.resources_mode = "limits"
-    if config.period_us != 100_000:
-        shape.notes.append(
-            f"cpu-quota period {config.period_us} µs cannot be set per pod (the kubelet uses 100 ms unless "
-            "its cpuCFSQuotaPeriod is changed)"
-        )
-
-
-def map_pod(config: Any, shape: PodShape) -> None:
-    from kubernetes import client
-
-    shape.resources_mode = config.resources
-    amounts: dict[str, str] = {}
-    if config.cpu is not None:
-        amounts["cpu"] = _cpu(config.cpu)
-    if config.memory is not None:
-        amounts["memory"] = _memory(config.memory)
-    if config.resources in ("limits", "requests"):
-        shape.requests.update(amounts)
-    if config.resources == "limits":
-        shape.limits.update(amounts)
-    # extended resources (devices) must be limits; requests default to them
-    if config.gpus:
-        shape.limits["nvidia.com/gpu"] = str(config.gpus)
-    if config.gpu_shared:
-        shape.limits["nvidia.com/gpu.shared"] = str(config.gpu_shared)
-    if config.mig_profile:
-        shape.limits[f"nvidia.com/mig-{config.mig_profile}"] = "1"
-    if config.runtime_class:
-        shape.runtime_class = config.runtime_class
-    if config.host_users is not None:
-        shape.host_users = config.host_users
-    sec = shape.security
-    for key in ("privileged", "run_as_user", "run_as_non_root", "allow_privilege_escalation"):
-        if getattr(config, key) is not None:
-            sec[key] = getattr(config, key)
-    if config.capabilities_add or config.capabilities_drop:
-        sec["capabilities"] = client.V1Capabilities(
-            add=config.capabilities_add or None, drop=config.capabilities_drop or None
-        )
-    if config.seccomp:
-        sec["seccomp_profile"] = client.V1SeccompProfile(type=config.seccomp)
-    shape.node_selector.update(config.node_selector)
-    shape.required_nodes += config.nodes
-    for vol in config.volumes:
-        if vol.type == "emptyDir":
-            source = client.V1Volume(
-                name=vol.name,
-                empty_dir=client.V1EmptyDirVolumeSource(
-                    medium=vol.medium or None, size_limit=_memory(vol.size_limit) if vol.size_limit else None
-                ),
-            )
-        elif vol.type == "pvc":
-            source = client.V1Volume(
-                name=vol.name,
-                persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
-                    claim_name=vol.claim, read_only=vol.read_only or None
-                ),
-            )
-        else:
-            source = client.V1Volume(name=vol.name, host_path=client.V1HostPathVolumeSource(path=vol.path))
-        shape.volumes.append(source)
-        shape.mounts.append(
-            client.V1VolumeMount(
-                name=vol.name,
-                mount_path=vol.mount_path,
-                read_only=vol.read_only or None,
-                mount_propagation=vol.mount_propagation,
-            )
-        )
-
-
-# layer kind → how it shapes the pod. Layers of other areas add theirs here (netns: a pod has its own
-# network namespace already; a VM layer: runtime class kata-qemu; …). A layer without one is refused.
-LAYER_MAPPINGS: dict[str, Callable[[Any, PodShape], None]] = {
-    "cpu-quota": map_cpu_quota,
-    "pod": map_pod,
-}
-
-
-def pod_shape(spec: TrialSpec) -> PodShape:
-    shape = PodShape()
-    for config in spec.cell().layers:
-        LAYER_MAPPINGS[config.layer](config, shape)
-    resources = spec.resources
-    # the plan's scheduler resources ask for what the layers did not already
-    if resources.get("gpus") and not any(k.startswith("nvidia.com/") for k in shape.limits):
-        shape.limits["nvidia.com/gpu"] = str(resources["gpus"])
-    if resources.get("memory_mib") and shape.resources_mode != "none" and "memory" not in shape.requests:
-        shape.requests["memory"] = f"{resources['memory_mib']}Mi"
-    return shape
-
-
 def k8s_name(*parts: str, limit: int = 63) -> str:
     """A DNS-1123 label from parts (run id, trial key): lower case, dashes, at most 63 characters."""
     name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
@@ -200,7 +77,9 @@ def k8s_name(*parts: str, limit: int = 63) -> str:
 
 
 def split_log(log: str) -> tuple[str, dict[str, bytes]]:
-    """The container's log → (the program's own output, {file name: content}) by the entry point's markers."""
+    """The container's log → (the program's own output, {file name: content}) by the entry point's markers
+    (the cgroup evidence sections are left out: ``podevidence.split_evidence`` reads them)."""
+    log, _ = split_evidence(log, END_MARK)
     lines = log.splitlines(keepends=True)
     out: list[str] = []
     files: dict[str, bytes] = {}
@@ -238,6 +117,17 @@ class KubernetesBackend(RemoteBackend):
         self.kubeconfig = kubeconfig
         self.context = context
         self._api_client = api_client
+        # trial key -> the last reading of the pod's cgroup on this node (podevidence.read_pod_cgroup)
+        self._node_evidence: dict[str, dict[str, Any]] = {}
+
+    def pull_policy(self) -> str:
+        """The options' pull policy; for an image named ``localhost/…`` (built on the node, in no registry)
+        ``Never`` unless the plan says otherwise: a missing image fails at once (ErrImageNeverPull) instead
+        of retrying a pull that cannot succeed."""
+        image = self.options.image or ""
+        if "image_pull_policy" not in self.options.model_fields_set and image.startswith("localhost/"):
+            return "Never"
+        return self.options.image_pull_policy
 
     def options_record(self) -> dict[str, Any]:
         record: dict[str, Any] = self.options.model_dump(mode="json")
@@ -333,7 +223,7 @@ class KubernetesBackend(RemoteBackend):
         container = client.V1Container(
             name="trial",
             image=self.options.image,
-            image_pull_policy=self.options.image_pull_policy,
+            image_pull_policy=self.pull_policy(),
             command=["/bin/sh", "-c", ENTRYPOINT, "nearmetal-trial"],
             args=[str(a) for a in main.argv],
             working_dir=WORKDIR,
@@ -498,14 +388,26 @@ class KubernetesBackend(RemoteBackend):
             pods = self._pods(spec)
             pod = pods[0] if pods else pod
             if pod is not None:
+                self._observe_node(spec, pod)
                 phase = pod.status.phase if pod.status else None
                 if phase in ("Succeeded", "Failed"):
                     return phase, pod, ""
                 if phase == "Running":
                     deadline_pending = deadline_total
+                stuck = _never_starts(pod)
+                if stuck:
+                    return "Pending", pod, stuck
             current = self._batch().read_namespaced_job_status(name, ns)
             for cond in (current.status.conditions or []) if current.status else []:
                 if cond.type in ("Failed", "Complete") and cond.status == "True":
+                    # the pod may have ended between the pod list above and this read (the job controller
+                    # marks the Job as soon as its pod ends): the pod's own phase is the outcome then
+                    pods = self._pods(spec)
+                    pod = pods[0] if pods else pod
+                    phase = pod.status.phase if pod is not None and pod.status else None
+                    if phase in ("Succeeded", "Failed"):
+                        self._observe_node(spec, pod)
+                        return phase, pod, ""
                     return cond.type, pod, f"{cond.reason or ''}: {cond.message or ''}".strip(": ")
             now = time.monotonic()
             if now > deadline_pending:
@@ -527,6 +429,7 @@ class KubernetesBackend(RemoteBackend):
                         why += " (no node was assigned: is a scheduler running, and does a node fit?)"
                     else:
                         why += f" on node {pod.spec.node_name} (its kubelet never started it)"
+                    why += self._pod_warning(pod)
                 return "Pending", pod, why
             if now > deadline_total:
                 return "Timeout", pod, "the trial did not end within its timeout"
@@ -541,6 +444,67 @@ class KubernetesBackend(RemoteBackend):
                 ):
                     break
             w.stop()
+
+    def _pod_warning(self, pod: Any) -> str:
+        """The pod's latest Warning event, as "; last warning: REASON: MESSAGE" (what the kubelet said when
+        it could not start the pod: a sandbox the runtime refused, an image it does not have), or ""."""
+        try:
+            events = (
+                self._core()
+                .list_namespaced_event(
+                    self.options.namespace,
+                    field_selector=f"involvedObject.name={pod.metadata.name},type=Warning",
+                )
+                .items
+            )
+        except Exception:
+            return ""
+        if not events:
+            return ""
+
+        def when(event: Any) -> float:
+            stamp = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+            return stamp.timestamp() if stamp else 0.0
+
+        last = max(events, key=when)
+        return f"; last warning: {last.reason}: {(last.message or '').strip()[:500]}"
+
+    def _observe_node(self, spec: TrialSpec, pod: Any) -> None:
+        """Read the pod's cgroup when it is on this machine (a single-node cluster): the quota the kubelet
+        wrote and the counters, kept until the trial's outcome is written (the kubelet removes the cgroup
+        soon after the pod ends)."""
+        uid = pod.metadata.uid if pod.metadata else None
+        if not uid:
+            return
+        found = find_pod_cgroup(uid)
+        if found is not None:
+            with contextlib.suppress(OSError):
+                self._node_evidence[spec.trial_key] = read_pod_cgroup(*found)
+
+    @staticmethod
+    def _record_quota(
+        placement: dict[str, Any], evidence: dict[str, Any], node: dict[str, Any] | None
+    ) -> None:
+        """The pod's own evidence in the trial's placement: the quota as the container saw it, the pod's
+        cgroup as the node holds it, and ``cpu_quota`` in the shape the local cpu-quota layer records
+        (``quota_us`` None: no quota, the cgroup's "max" / -1)."""
+        record = placement["kubernetes"]
+        if evidence:
+            record["container_cgroup"] = {
+                k: evidence[k] for k in ("cgroup_version", "quota_us", "period_us") if k in evidence
+            }
+        if node:
+            record["pod_cgroup"] = dict(node)
+        source = node or evidence
+        if source.get("period_us") if source else False:
+            placement["cpu_quota"] = {
+                "written_by": "kubelet",
+                "read_from": "pod cgroup" if node else "container cgroup",
+                "cgroup_version": source.get("cgroup_version"),
+                "cgroup": [node["cgroup"]] if node else [],
+                "quota_us": source.get("quota_us"),
+                "period_us": source.get("period_us"),
+            }
 
     def outcome(
         self, spec: TrialSpec, ended: str, pod: Any | None, why: str, shape: PodShape
@@ -560,6 +524,7 @@ class KubernetesBackend(RemoteBackend):
             placement["kubernetes"].update(
                 {
                     "pod": pod.metadata.name,
+                    "uid": pod.metadata.uid,
                     "node": pod.spec.node_name,
                     "host_ip": pod.status.host_ip if pod.status else None,
                     "qos_class": pod.status.qos_class if pod.status else None,
@@ -582,6 +547,12 @@ class KubernetesBackend(RemoteBackend):
                 log = self._core().read_namespaced_pod_log(pod.metadata.name, self.options.namespace)
             except Exception as exc:
                 log_error = _reason(exc)
+        _, evidence_sections = split_evidence(log, END_MARK)
+        evidence = container_evidence(evidence_sections)
+        if evidence.get("wall_s") is not None:
+            started, ended_at = ended_at - evidence["wall_s"], ended_at  # the program's own time, in ns
+        node = self._node_evidence.pop(spec.trial_key, None)
+        self._record_quota(placement, evidence, node)
         stdout, files = split_log(log)
         (trial_dir / "main.stdout").write_text(stdout)
         for name, content in files.items():
@@ -598,9 +569,11 @@ class KubernetesBackend(RemoteBackend):
         if ended == "OOMKilled":
             return TrialOutcome(status="oom", error=why, **base)
         if log_error is not None:
+            pod_name = pod.metadata.name if pod is not None else "?"
             return TrialOutcome(
                 status="error",
-                error=f"the Pod ended {ended} but its log could not be read: {log_error}",
+                error=f"Pod {pod_name} ended {ended} but its log could not be read: {log_error}"
+                + self._pod_warning(pod),
                 **base,
             )
         if ended == "Succeeded":
@@ -615,6 +588,8 @@ class KubernetesBackend(RemoteBackend):
                 metrics = workload.parse(output, spec.cell().params)
             except ParseError as exc:
                 return TrialOutcome(status="failed", error=f"output not understood: {exc}", **base)
+            named = {m.name for m in metrics}
+            metrics += [m for m in evidence_metrics(evidence) if m.name not in named]
             return TrialOutcome(status="ok", metrics=metrics, **base)
         if ended == "Failed":
             return TrialOutcome(
@@ -654,6 +629,24 @@ class KubernetesBackend(RemoteBackend):
         finally:
             for run_id in run_ids:
                 self.delete_run(run_id)
+
+
+# a container waiting for one of these never starts: waiting longer only costs the pending timeout
+NEVER_STARTS = {
+    "ErrImageNeverPull": "the image is not on the node and its pull policy is Never (build and load it here: "
+    "nearmetal image build)",
+    "InvalidImageName": "the image name is not valid",
+}
+
+
+def _never_starts(pod: Any) -> str:
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None and waiting.reason in NEVER_STARTS:
+            return (
+                f"{waiting.reason}: {NEVER_STARTS[waiting.reason]} ({(waiting.message or '').strip()[:300]})"
+            )
+    return ""
 
 
 def _reason(exc: Exception) -> str:
@@ -723,6 +716,6 @@ def kubernetes_backend(plan: Any | None = None, **given: Any) -> KubernetesBacke
     base = getattr(plan, "kubernetes", None) or KubernetesOptions()
     fields = set(KubernetesOptions.model_fields)
     options = KubernetesOptions.model_validate(
-        {**base.model_dump(), **{k: v for k, v in given.items() if k in fields}}
+        {**base.model_dump(exclude_unset=True), **{k: v for k, v in given.items() if k in fields}}
     )
     return KubernetesBackend(options, kubeconfig=given.get("kubeconfig"), context=given.get("context"))

@@ -68,7 +68,12 @@ ParallelOption = Annotated[
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="kubernetes: namespace")]
 KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kubernetes: kubeconfig file")]
 ImageOption = Annotated[
-    str | None, typer.Option("--image", help="kubernetes: image with the workload programs")
+    str | None,
+    typer.Option(
+        "--image",
+        envvar="NEARMETAL_KUBE_IMAGE",
+        help="kubernetes: image with the workload programs (nearmetal image build makes one)",
+    ),
 ]
 AllowLargeOption = Annotated[
     bool,

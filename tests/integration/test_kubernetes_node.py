@@ -1,0 +1,374 @@
+"""The Kubernetes backend end to end on a real single-node cluster (scripts/services/kubernetes.sh): etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet and containerd built from / packaged by
+Debian, the workload image built here (``nearmetal image build``) and run with ``imagePullPolicy: Never``.
+
+Every trial is a real pod that the kubelet runs: the quick cpu-quota study's bare-metal cells are pods without
+a CPU limit, its limit cells pods with ``resources.limits.cpu: 800m``, and the CFS quota the kubelet wrote
+(80000 µs per 100000 µs period) is read from the pod's cgroup, stored and shown in the report. RuntimeClass
+variants (runc, crun) run as pods of those handlers.
+
+The cluster is the one scripts/test.sh started (``KUBECONFIG``), else one started here (as root) and stopped
+after. Skipped, with the command that builds them, when the Kubernetes binaries are not built
+(``bash scripts/build-kubernetes.sh``: ~11 minutes on 2 cores, cached in /var/cache/nearmetal/kubernetes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import write_plan
+from leakcheck import host_objects
+
+from nearmetal.backends.kubernetes import RUN_LABEL, k8s_name
+from nearmetal.plan import load_plan
+from nearmetal.studies import study_path
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE = REPO / "scripts/services/kubernetes.sh"
+BUILD = REPO / "scripts/build-kubernetes.sh"
+QUICK = load_plan(study_path("cpu-quota", quick=True))
+
+
+def _exports(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export ") :].partition("=")
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """The environment of a running cluster (KUBECONFIG, CONTAINERD_ADDRESS, NEARMETAL_KUBE_IMAGE)."""
+    built = subprocess.run(["bash", str(BUILD), "--check"], capture_output=True, text=True, timeout=60)
+    if built.returncode != 0:
+        pytest.skip(
+            "the Kubernetes binaries are not built: run `bash scripts/build-kubernetes.sh` once (Debian's "
+            "kubernetes 1.20 source, ~11 min on 2 cores; cached in /var/cache/nearmetal/kubernetes)"
+        )
+    status = subprocess.run(["bash", str(SERVICE), "status"], capture_output=True, text=True, timeout=60)
+    started_here = False
+    if status.returncode == 0:  # running (scripts/test.sh started it): status prints its exports
+        env = _exports(status.stdout)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("starting the Kubernetes cluster needs root")
+        proc = subprocess.run(["bash", str(SERVICE), "start"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        env = _exports(proc.stdout)
+        started_here = True
+    try:
+        # the workload image: built here (debootstrap, ~3 min) and loaded when the cluster has none yet
+        image = env.get("NEARMETAL_KUBE_IMAGE")
+        if not image:
+            from nearmetal.kubeimage import build_workload_image
+
+            image = build_workload_image(["cpu-quota"], load=True, address=env["CONTAINERD_ADDRESS"]).ref
+        env["NEARMETAL_KUBE_IMAGE"] = image
+        yield env
+    finally:
+        if started_here:
+            subprocess.run(["bash", str(SERVICE), "stop"], capture_output=True, text=True, timeout=600)
+
+
+class PodWatcher:
+    """Every phase each pod of a run was seen in, from the API server, while the run goes on."""
+
+    def __init__(self, kubeconfig: str, run_id: str) -> None:
+        from kubernetes import client, config
+
+        self.api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+        self.selector = f"{RUN_LABEL}={k8s_name(run_id)}"
+        self.phases: dict[str, set[str]] = {}
+        self.runtime_classes: dict[str, str | None] = {}
+        self.limits: dict[str, dict[str, str]] = {}
+        self._stop = threading.Event()
+        self._watch: Any = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from kubernetes import watch
+
+        # a watch, not polling: a trial's pod is Succeeded for well under a second before the backend
+        # deletes it, and every status change the API server stores comes through the watch
+        while not self._stop.is_set():
+            self._watch = watch.Watch()
+            try:
+                for event in self._watch.stream(
+                    self.api.list_namespaced_pod, "default", label_selector=self.selector, timeout_seconds=5
+                ):
+                    pod = event["object"]
+                    name = pod.metadata.name
+                    self.phases.setdefault(name, set()).add(pod.status.phase)
+                    self.runtime_classes[name] = pod.spec.runtime_class_name
+                    self.limits[name] = dict(pod.spec.containers[0].resources.limits or {})
+                    if self._stop.is_set():
+                        break
+            except Exception:
+                self._stop.wait(0.2)
+
+    def __enter__(self) -> PodWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)  # the last pod's deletion events
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=10)
+
+
+def _leftovers(kubeconfig: str, run_id: str) -> list[str]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    selector = f"{RUN_LABEL}={k8s_name(run_id)}"
+    found = [
+        f"job {j.metadata.name}" for j in batch.list_job_for_all_namespaces(label_selector=selector).items
+    ]
+    found += [
+        f"pod {p.metadata.name}" for p in core.list_pod_for_all_namespaces(label_selector=selector).items
+    ]
+    found += [
+        f"configmap {c.metadata.name}"
+        for c in core.list_config_map_for_all_namespaces(label_selector=selector).items
+    ]
+    return found
+
+
+class Trial:
+    """A stored trial with its metrics (``nearmetal.report.export.tidy_rows``: one row per metric)."""
+
+    def __init__(self, row: object, metrics: dict[str, float]) -> None:
+        self.row, self.metrics = row, metrics
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.row, name)
+
+
+def _trials(db: str, run_id: str) -> list[Trial]:
+    from nearmetal.api import load_results
+    from nearmetal.report.export import tidy_rows
+
+    results = load_results(run_id, db=db)
+    metrics: dict[str, dict[str, float]] = {}
+    for row in tidy_rows(results):
+        metrics.setdefault(row["trial_key"], {})[row["metric"]] = row["value"]
+    return [Trial(t, metrics.get(t.trial_key, {})) for t in results.trials if not t.is_warmup]
+
+
+def _mean(trials: list[Trial], variant: str, workload: str, metric: str) -> float:
+    values = [t.metrics[metric] for t in trials if t.variant == variant and t.workload == workload]
+    assert values, (variant, workload, metric)
+    return sum(values) / len(values)
+
+
+def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quota(
+    cluster: dict[str, str], run_cli, db_url: str, artifacts_dir: Path
+) -> None:
+    run_id = "k8s-e2e-" + time.strftime("%H%M%S")
+    env = {"KUBECONFIG": cluster["KUBECONFIG"]}
+    started = time.monotonic()
+    with PodWatcher(cluster["KUBECONFIG"], run_id) as watcher:
+        proc = run_cli(
+            "study", "cpu-quota", "--quick", "--backend", "kubernetes", "--image", cluster["NEARMETAL_KUBE_IMAGE"],
+            "--run-id", run_id, "--seed", "7", "--no-html", "--quiet", timeout=1800, env=env,
+        )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = _trials(db_url, run_id)
+    expected = len(QUICK.cells) * QUICK.plan.repeats.min
+    assert len(trials) == expected and all(t.status == "ok" for t in trials), [
+        (t.trial_key, t.status, t.error) for t in trials
+    ]
+    for trial in trials:
+        pod = trial.placement["kubernetes"]
+        assert trial.placement["backend"] == "kubernetes"
+        # a real pod the kubelet ran, seen Succeeded by the API server during the run
+        assert "Succeeded" in watcher.phases.get(pod["pod"], set()), (
+            pod["pod"],
+            watcher.phases.get(pod["pod"]),
+        )
+        quota = trial.placement["cpu_quota"]
+        assert quota["written_by"] == "kubelet" and quota["read_from"] == "pod cgroup", quota
+        assert Path(quota["cgroup"][0]).name == f"pod{pod['uid']}"
+        if trial.variant == "limit-0.8":
+            assert watcher.limits[pod["pod"]] == {"cpu": "800m"}
+            assert pod["qos_class"] == "Burstable"  # a CPU limit without a memory one
+            # the quota the kubelet wrote for limits.cpu 800m: 0.8 × the 100 ms CFS period
+            assert (quota["quota_us"], quota["period_us"]) == (80_000, 100_000)
+            assert pod["container_cgroup"]["quota_us"] == 80_000
+            # the quota caps the pod: at most 0.8 CPU over the program's run (a little over: period edges)
+            assert trial.metrics["cpu_util_pct"] <= 80 * 1.15, (
+                trial.trial_key,
+                trial.metrics["cpu_util_pct"],
+            )
+        else:
+            assert watcher.limits[pod["pod"]] == {} and pod["qos_class"] == "BestEffort"
+            assert quota["quota_us"] is None and trial.metrics["throttled_periods"] == 0
+        for metric in ("cpu_util_pct", "cgroup_cpu_s", "throttled_pct", "wall_s"):
+            assert metric in trial.metrics, (trial.trial_key, metric)
+    # the seed's story, told by Kubernetes: where the pod without a limit got more than 0.8 CPU, the limit
+    # cost CPU and throttled the pod. On a machine busy with other work the pod without a limit may get less
+    # than the quota itself, and then nothing binds (the study's contention guard says so): not asserted then
+    story: dict[str, dict[str, float]] = {}
+    for workload in ("lammps", "stress-ng"):
+        bare = _mean(trials, "bare-metal", workload, "cpu_util_pct")
+        limited = _mean(trials, "limit-0.8", workload, "cpu_util_pct")
+        throttled = sum(
+            t.metrics["throttled_periods"]
+            for t in trials
+            if t.variant == "limit-0.8" and t.workload == workload
+        )
+        story[workload] = {"bare_cpu_util_pct": bare, "limit_cpu_util_pct": limited, "throttled": throttled}
+        if bare > 100:
+            assert limited < bare and throttled > 0, (workload, story[workload])
+    if _mean(trials, "bare-metal", "lammps", "cpu_util_pct") > 100:
+        bare_use = _mean(trials, "bare-metal", "lammps", "lammps_cpu_use_pct")
+        limited_use = _mean(trials, "limit-0.8", "lammps", "lammps_cpu_use_pct")
+        assert limited_use < bare_use, (bare_use, limited_use)
+    # the report shows the quota the kubelet wrote
+    report = run_cli("report", run_id, "--format", "markdown", check=True)
+    assert "the CPU quota the kubelet wrote" in report.stdout
+    assert "80000 / 100000 µs (0.8 CPU)" in report.stdout and "none (max)" in report.stdout
+    # nothing of the run is left: no pods, jobs or config maps, nothing on the host
+    assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+    assert host_objects(run_id) == set()
+    # the measured times, for the README's Kubernetes section
+    with open(artifacts_dir / "kubernetes-e2e.json", "a") as fh:
+        fh.write(json.dumps({"run_id": run_id, "study_s": round(elapsed, 1), "trials": len(trials),
+                             "story": story,
+                             "load": os.getloadavg()}) + "\n")  # fmt: skip
+
+
+def test_runtime_classes_run_pods_with_runc_and_crun(
+    cluster: dict[str, str], tmp_path: Path, run_cli, db_url: str
+) -> None:
+    plan = write_plan(
+        tmp_path,
+        """
+        name: k8s-runtime-classes
+        workloads:
+          stress: {kind: stress-ng, params: {stressor: cpu, workers: 1, ops: 300}}
+        variants:
+          default: []
+          runc: [{layer: runtime-class, name: runc}]
+          crun: [{layer: runtime-class, name: crun}]
+        baseline: default
+        repeats: 1
+        warmup: 0
+        timeout: 60s
+        """,
+    )
+    run_id = "k8s-rtc-" + time.strftime("%H%M%S")
+    with PodWatcher(cluster["KUBECONFIG"], run_id) as watcher:
+        proc = run_cli(
+            "run", str(plan), "--backend", "kubernetes", "--image", cluster["NEARMETAL_KUBE_IMAGE"],
+            "--run-id", run_id, "--no-html", "--quiet", timeout=600, env={"KUBECONFIG": cluster["KUBECONFIG"]},
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = _trials(db_url, run_id)
+    assert sorted(t.variant for t in trials) == ["crun", "default", "runc"]
+    for trial in trials:
+        assert trial.status == "ok", (trial.variant, trial.error)
+        pod = trial.placement["kubernetes"]
+        wanted = None if trial.variant == "default" else trial.variant
+        # the handler ran it: a RuntimeClass whose handler containerd lacks fails the pod's sandbox
+        assert pod["runtime_class"] == wanted == watcher.runtime_classes[pod["pod"]]
+        assert "Succeeded" in watcher.phases[pod["pod"]]
+    assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+
+
+def test_an_image_the_node_lacks_fails_at_once_with_the_build_command(
+    cluster: dict[str, str], tmp_path: Path, run_cli
+) -> None:
+    plan = write_plan(
+        tmp_path,
+        """
+        name: k8s-missing-image
+        workloads:
+          w: {kind: stress-ng, params: {stressor: cpu, workers: 1, ops: 10}}
+        variants:
+          bare: []
+        repeats: 1
+        warmup: 0
+        timeout: 30s
+        """,
+    )
+    run_id = "k8s-noimg-" + time.strftime("%H%M%S")
+    started = time.monotonic()
+    proc = run_cli(
+        "run", str(plan), "--backend", "kubernetes", "--image", "localhost/nearmetal/not-built:1",
+        "--run-id", run_id, "--no-html", "--quiet", timeout=300, env={"KUBECONFIG": cluster["KUBECONFIG"]},
+    )  # fmt: skip
+    # not the pending timeout (600 s): the kubelet's ErrImageNeverPull ends the trial, with what to do
+    assert proc.returncode == 1 and time.monotonic() - started < 120
+    said = " ".join(proc.stderr.split())
+    assert "ErrImageNeverPull" in said and "nearmetal image build" in said, proc.stderr
+    assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+
+
+def _tiny_rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/hello").write_text("#!/bin/sh\necho hello\n")
+    return root
+
+
+def test_containerd_imports_an_image_archive(cluster: dict[str, str], tmp_path: Path) -> None:
+    from nearmetal.kubeimage import load_image, write_image_archive
+
+    address = cluster["CONTAINERD_ADDRESS"]
+    ref = "localhost/nearmetal/test:import-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]
+    archive = tmp_path / "image.tar"
+    write_image_archive(_tiny_rootfs(tmp_path), ref, archive)
+    ctr = ["ctr", "--address", address, "--namespace", "k8s.io", "images"]
+    try:
+        load_image(archive, address)
+        listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, timeout=60).stdout
+        assert ref in listed.split()
+    finally:
+        subprocess.run([*ctr, "rm", ref], capture_output=True, timeout=60)
+
+
+def test_the_workload_image_is_built_once(cluster: dict[str, str], run_cli) -> None:
+    from nearmetal.kubeimage import image_ref
+
+    # the fixture built it (or found it): a second build is the cached archive, named by its packages
+    proc = run_cli("image", "build", "cpu-quota", "--no-load", timeout=120, check=True)
+    assert (
+        proc.stdout.strip()
+        == image_ref(["lammps", "openmpi-bin", "stress-ng"])
+        == cluster["NEARMETAL_KUBE_IMAGE"]
+    )
+    assert "(cached;" in proc.stderr
+
+
+def test_start_without_the_binaries_names_the_build_command(tmp_path: Path) -> None:
+    """What scripts/test.sh shows (and goes on without the cluster) on a machine where nothing is built."""
+    env = {
+        **os.environ,
+        "NEARMETAL_KUBE_CACHE": str(tmp_path / "cache"),
+        "NEARMETAL_KUBE_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.run(
+        ["bash", str(SERVICE), "start"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bash scripts/build-kubernetes.sh" in lines[0], proc.stderr
+    assert not (tmp_path / "state").exists()  # nothing was started or written
