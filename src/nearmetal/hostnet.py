@@ -74,7 +74,21 @@ def list_netns(prefix: str = "") -> list[str]:
 
 def add_netns(name: str, loopback_up: bool = True) -> None:
     """Create a named network namespace (the first one bind-mounts /run/netns) with loopback up."""
-    ip("netns", "add", name)
+    from nearmetal.userns import in_user_namespace
+
+    if in_user_namespace():
+        # a rootless trial (nearmetal.userns): `ip netns add` would switch back to the host's network
+        # namespace afterwards, which a user namespace's root may not (setns: EPERM); util-linux binds the new
+        # namespace to the file without leaving this one
+        path = NETNS_DIR / name
+        path.touch(exist_ok=False)
+        try:
+            _run(["unshare", f"--net={path}", "true"])
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    else:
+        ip("netns", "add", name)
     if loopback_up:
         try:
             ip("link", "set", "lo", "up", netns=name)

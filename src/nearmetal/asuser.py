@@ -1,0 +1,237 @@
+"""A rootless trial (a variant with the ``rootless`` layer): the whole trial — its layers, the workload, its
+clean-up — runs in a child nearmetal (``python -m nearmetal.backends.exec_trial``) as an ordinary user and,
+unless the layer says ``inside: false``, as root of a user namespace that user owns (``unshare --user
+--map-root-user [--map-auto] --mount``, ``nearmetal.userns``): what a rootless platform runs. The layers' own
+code then runs unchanged as the namespace's root; their mounts and network namespaces live in the child's
+namespaces and go with them.
+
+Run by root, the child is started with ``setpriv`` as the layer's ``user``. The run's directory is root's
+(0700), so the child works in a directory the user owns on the same disk,
+``/var/tmp/nearmetal-<run>-<trial>-rootless`` (its trial directory, spec and outcome, and ``runtime/``, its
+``XDG_RUNTIME_DIR``); when the child is done its files are copied into the run's trial directory and the
+directory is removed. Run by an ordinary user, the child uses the trial directory itself.
+
+The child carries the run's ``NEARMETAL_RUN_ID`` (the runner's leak sweep and ``nearmetal cleanup`` find it and
+everything it started) and ``NEARMETAL_ROOTLESS_CHILD`` (it runs its trial itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nearmetal.errors import PrivilegeError
+from nearmetal.interrupts import deferred
+from nearmetal.layers.base import HOST_PREFIX
+from nearmetal.layers.rootless import ROOTLESS_CHILD_ENV
+from nearmetal.leftovers import RUN_ENV
+
+STAGING_BASE = Path("/var/tmp")
+STAGING_SUFFIX = "rootless"
+CHILD_ENV = ROOTLESS_CHILD_ENV
+# the child gets the trial's timeout plus this for its layers' set-up and teardown
+SETUP_MARGIN_S = 300.0
+TERM_GRACE_S = 60.0
+
+
+def staging_dir(run_id: str, trial_key: str) -> Path:
+    return STAGING_BASE / f"{HOST_PREFIX}-{run_id}-{trial_key}-{STAGING_SUFFIX}"
+
+
+def user_argv(user: str, argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` as ``user``: its uid, gid and groups, a clean environment (setpriv's: HOME, USER, PATH …)
+    plus ``env``."""
+    return [
+        "setpriv", "--reuid", user, "--regid", user, "--init-groups", "--reset-env", "--",
+        "env", *(f"{k}={v}" for k, v in env.items()), *argv,
+    ]  # fmt: skip
+
+
+def child_env(run_id: str, runtime_dir: Path | None = None) -> dict[str, str]:
+    env = {RUN_ENV: run_id, CHILD_ENV: "1"}
+    if runtime_dir is not None:
+        env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    # the same nearmetal as the runner's (a source checkout on PYTHONPATH included)
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def check_user_can_run(user: str) -> None:
+    """The user exists and can start this nearmetal (this Python, its packages): before anything runs."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise PrivilegeError(
+            f"the rootless layer's user {user} does not exist on this host",
+            fix=f"useradd --create-home {user} (and give it subordinate ids: bash scripts/test-user.sh {user})",
+        ) from None
+    if pw.pw_uid == 0:
+        raise PrivilegeError(f"the rootless layer's user {user} is root", fix="name an ordinary user")
+    argv = user_argv(user, [sys.executable, "-c", "import nearmetal.trial"], child_env("preflight"))
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PrivilegeError(f"could not start nearmetal as {user}: {exc}") from None
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip().splitlines()
+        raise PrivilegeError(
+            f"user {user} cannot run this nearmetal ({sys.executable}): {said[-1] if said else proc.returncode}",
+            fix=f"install nearmetal where {user} can read and run it (a virtual environment outside /root), or "
+            f"let {user} through the directories above it (setfacl -m u:{user}:x DIR; "
+            "scripts/test-user.sh does this for the test user)",
+        )
+
+
+def _chown(path: Path, pw: pwd.struct_passwd) -> None:
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _copy_back(source: Path, trial_dir: Path) -> None:
+    """The child's files into the run's trial directory, owned by root like every other trial's."""
+    if not source.is_dir():
+        return
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        target = trial_dir / entry.name
+        with contextlib.suppress(OSError, shutil.Error):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, target, symlinks=True, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, target, follow_symlinks=False)
+
+
+def remove_staging(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+
+
+def _stop_child(proc: subprocess.Popen) -> None:
+    """SIGTERM (the child tears its layers down and writes its outcome), then its whole tree."""
+    from nearmetal.backends.local import kill_tree
+
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid, grace_s=1.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+def _child_argv(spec_path: Path, out_path: Path, unshare: list[str]) -> list[str]:
+    return [*unshare, sys.executable, "-m", "nearmetal.backends.exec_trial", str(spec_path), str(out_path)]
+
+
+def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None) -> object:
+    """Execute ``spec`` (a ``trial.TrialSpec``) in a child nearmetal as ``user`` (root's choice; None: this
+    process's own user), inside a user namespace unless ``inside`` is false; its ``TrialOutcome``.
+    KeyboardInterrupt passes through after the child has torn its trial down (and, run by root, its files
+    were copied back)."""
+    from nearmetal.trial import TrialOutcome, TrialSpec
+    from nearmetal.userns import current_user, unshare_argv
+
+    assert isinstance(spec, TrialSpec)
+    as_root = os.geteuid() == 0
+    if as_root and not user:
+        raise PrivilegeError(
+            "the rootless layer needs user: NAME when nearmetal runs as root", fix="give the layer user: NAME"
+        )
+    name = user if as_root and user else current_user()
+    unshare, chosen = unshare_argv(name, mapping) if inside else ([], "none")
+    trial_dir = Path(spec.trial_dir)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    staging: Path | None = None
+    if as_root:
+        pw = pwd.getpwnam(name)
+        staging = staging_dir(spec.run_id, spec.trial_key)
+        remove_staging(staging)
+        staging.mkdir(mode=0o700)
+        _chown(staging, pw)
+        child_trial, runtime = staging / "trial", staging / "runtime"
+        for directory in (child_trial, runtime):
+            directory.mkdir(mode=0o700)
+            _chown(directory, pw)
+        spec_path, out_path = staging / "spec.json", staging / "outcome.json"
+        TrialSpec.from_dict({**spec.to_dict(), "trial_dir": str(child_trial)}).write(spec_path)
+        _chown(spec_path, pw)
+        argv = user_argv(name, _child_argv(spec_path, out_path, unshare), child_env(spec.run_id, runtime))
+        cwd = staging
+    else:
+        child_trial = trial_dir
+        spec_path, out_path = trial_dir / "rootless-spec.json", trial_dir / "rootless-outcome.json"
+        spec.write(spec_path)
+        env = {**os.environ, **child_env(spec.run_id)}
+        argv = ["env", *(f"{k}={v}" for k, v in env.items() if k in (CHILD_ENV, RUN_ENV, "PYTHONPATH"))]
+        argv += _child_argv(spec_path, out_path, unshare)
+        cwd = trial_dir
+    log_path = trial_dir / "rootless-child.log"
+    proc: subprocess.Popen | None = None
+    try:
+        with open(log_path, "wb") as log:
+            with deferred():
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, close_fds=True
+                )
+            try:
+                proc.wait(timeout=spec.timeout + SETUP_MARGIN_S)
+            except subprocess.TimeoutExpired:
+                _stop_child(proc)
+        if out_path.is_file():
+            outcome = TrialOutcome.read(out_path)
+        else:
+            said = log_path.read_text(errors="replace").strip().splitlines()
+            outcome = TrialOutcome(
+                status="error",
+                wall_s=time.time() - started,
+                error=f"the rootless trial (as {name}) wrote no outcome (exit {proc.returncode}): "
+                + (said[-1] if said else "no output"),
+                started_at=started,
+                ended_at=time.time(),
+            )
+    finally:
+        if proc is not None and proc.poll() is None:
+            _stop_child(proc)
+        if staging is not None:
+            _copy_back(child_trial, trial_dir)
+            remove_staging(staging)
+    outcome.output_dir = str(trial_dir)
+    outcome.placement = {
+        **outcome.placement,
+        "as_user": {
+            "user": name,
+            "uid": pwd.getpwnam(name).pw_uid,
+            "started_by_root": as_root,
+            "user_namespace": chosen,
+            "child_exit": proc.returncode if proc else None,
+        },
+    }
+    return outcome
+
+
+def staging_dirs(run_id: str | None = None) -> list[Path]:
+    """The per-trial directories of rootless trials (``/var/tmp/nearmetal-<run>-…-rootless``)."""
+    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
+    try:
+        entries = sorted(STAGING_BASE.iterdir())
+    except OSError:
+        return []
+    return [
+        path
+        for path in entries
+        if path.name.startswith(prefix) and path.name.endswith(f"-{STAGING_SUFFIX}") and path.is_dir()
+    ]
+
+
+__all__ = ["check_user_can_run", "execute_rootless", "remove_staging", "staging_dir", "staging_dirs"]
