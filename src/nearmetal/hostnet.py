@@ -315,7 +315,11 @@ def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
 def api_socket_path(netns: str) -> Path:
     """Where a user-mode stack serving ``netns`` keeps its control socket: a short name under /run, since a
     Unix socket path must fit sockaddr_un (108 bytes)."""
-    return Path("/run") / f"{short_ifname(netns, 'a')}.sock"
+    from nearmetal.userns import in_user_namespace
+
+    # a rootless trial (nearmetal.userns) cannot write /run; its /run/netns is a tmpfs of its own
+    base = NETNS_DIR if in_user_namespace() else Path("/run")
+    return base / f"{short_ifname(netns, 'a')}.sock"
 
 
 def processes_with(needle: str, programs: tuple[str, ...] = ()) -> list[tuple[int, str]]:
