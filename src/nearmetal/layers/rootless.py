@@ -133,7 +133,9 @@ class RootlessLayer(Layer):
             info["user"] = pwd.getpwuid(uid).pw_name if uid is not None else current_user()
         ctx.placement["rootless"] = info
         if uid == 0:
-            raise PrivilegeError("the rootless trial runs as root on the host; it must run as an ordinary user")
+            raise PrivilegeError(
+                "the rootless trial runs as root on the host; it must run as an ordinary user"
+            )
         if self.config.inside:
             if not in_user_namespace():
                 raise PrivilegeError("the rootless trial is not in a user namespace (unshare did not run)")
