@@ -55,7 +55,10 @@ def user_argv(user: str, argv: list[str], env: dict[str, str]) -> list[str]:
 
 
 def child_env(run_id: str, runtime_dir: Path | None = None) -> dict[str, str]:
-    env = {RUN_ENV: run_id, CHILD_ENV: "1"}
+    # the runner's PATH (root's has the sbin directories, where iproute2's bridge and mount helpers live)
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")
+    path += [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in path]
+    env = {RUN_ENV: run_id, CHILD_ENV: "1", "PATH": ":".join(path)}
     if runtime_dir is not None:
         env["XDG_RUNTIME_DIR"] = str(runtime_dir)
     # the same nearmetal as the runner's (a source checkout on PYTHONPATH included)

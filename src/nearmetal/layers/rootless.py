@@ -39,6 +39,8 @@ from nearmetal.workloads.base import ProcessSpec, Requirement
 
 # set in the child nearmetal that runs a rootless trial (nearmetal.asuser): it runs the trial itself
 ROOTLESS_CHILD_ENV = "NEARMETAL_ROOTLESS_CHILD"
+# the ordinary user root runs rootless rows as when the layer names none
+ROOTLESS_USER_ENV = "NEARMETAL_ROOTLESS_USER"
 # the user the exit-path and rootless tests run trials as (scripts/test-user.sh creates it)
 TEST_USER_ENV = "NEARMETAL_TEST_USER"
 DEFAULT_TEST_USER = "nearmetal-test"
@@ -54,7 +56,8 @@ class RootlessConfig(LayerConfig):
     user: str | None = Field(
         None,
         pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
-        description="the ordinary user the trial runs as when nearmetal runs as root (default: $SUDO_USER); "
+        description="the ordinary user the trial runs as when nearmetal runs as root (default: "
+        "$NEARMETAL_ROOTLESS_USER, else $SUDO_USER); "
         "as an ordinary user, yourself (or leave it out)",
     )
     mapping: Literal["auto", "subids", "self"] = Field(
@@ -80,8 +83,15 @@ def rootless_config(layers: list[dict[str, Any]] | tuple[Any, ...]) -> RootlessC
 
 
 def trial_user(config: RootlessConfig) -> str | None:
-    """Whom the trial runs as when nearmetal is root: the layer's user, else the user who ran sudo."""
-    return config.user or os.environ.get("SUDO_USER") or None
+    """Whom the trial runs as when nearmetal is root: the layer's user, else ``NEARMETAL_ROOTLESS_USER``
+    (how the shipped studies' rootless rows are pointed at a user), else the user who ran sudo."""
+    return config.user or os.environ.get(ROOTLESS_USER_ENV) or os.environ.get("SUDO_USER") or None
+
+
+NO_USER = (
+    "a rootless row run by root needs an ordinary user to run as: set NEARMETAL_ROOTLESS_USER=NAME (or the "
+    "rootless layer's user:), or run nearmetal with sudo from that user"
+)
 
 
 @register_layer

@@ -39,12 +39,18 @@ def missing_requirements(loaded: LoadedPlan) -> dict[Requirement, list[str]]:
 def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
     """Leave out of the run the cells whose only missing tools are optional ones (another image builder);
     returns cell key → the reason, which the run stores and its report shows."""
+    from nearmetal.layers.rootless import NO_USER, rootless_config, trial_user
+
     skipped: dict[str, str] = {}
     kept = []
     for cell in loaded.cells:
         missing = [r for r in _cell_requirements(cell) if not r.available()]
+        rootless = rootless_config(cell.layers)
         if missing and all(r.optional for r in missing):
             skipped[cell.key] = "; ".join(f"{r.tool} is not installed ({r.install_hint()})" for r in missing)
+        elif rootless is not None and os.geteuid() == 0 and trial_user(rootless) is None:
+            # a study's rootless rows, run by root with no user to run them as
+            skipped[cell.key] = NO_USER
         else:
             kept.append(cell)
     if skipped and not kept:
