@@ -234,10 +234,17 @@ def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
     _record(kind, "setup-error", f"clean ({len(faults)} faults over {total} setup calls + after: {shown})")
 
 
+def _main_outputs(run_dir: Path, run_id: str) -> list[Path]:
+    """The workload's stdout: in the run's trial directory, or, for a rootless trial run by root, in the
+    user's directory for it until the trial ends (``nearmetal.asuser``)."""
+    staged = Path("/var/tmp").glob(f"nearmetal-{run_id}-*-rootless/trial/main.stdout")
+    return [*run_dir.glob("*/main.stdout"), *staged]
+
+
 def _wait_ready(run_dir: Path, proc: subprocess.Popen, timeout_s: float = 90) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        for out in run_dir.glob("*/main.stdout"):
+        for out in _main_outputs(run_dir, run_dir.name):
             try:
                 if READY in out.read_text(errors="replace"):
                     return True
@@ -268,8 +275,12 @@ def test_interrupted_runner_leaves_nothing(kind: str, path: str, tmp_path: Path)
         # signal this process once the workload runs (it sleeps 60 s: the run is still inside its trial)
         deadline = time.monotonic() + 90
         while running.is_set() and time.monotonic() < deadline:
-            for out in (tmp_path / "runs" / run_id).glob("*/main.stdout"):
-                if READY in out.read_text(errors="replace") and running.is_set():
+            for out in _main_outputs(tmp_path / "runs" / run_id, run_id):
+                try:
+                    text = out.read_text(errors="replace")
+                except OSError:
+                    continue  # a rootless trial's directory, removed as it ended
+                if READY in text and running.is_set():
                     sent.append(True)
                     os.kill(os.getpid(), sig)
                     return

@@ -18,6 +18,7 @@ everything it started) and ``NEARMETAL_ROOTLESS_CHILD`` (it runs its trial itsel
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -26,23 +27,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from nearmetal.errors import PrivilegeError
 from nearmetal.interrupts import deferred
-from nearmetal.layers.base import HOST_PREFIX
-from nearmetal.layers.rootless import ROOTLESS_CHILD_ENV
+from nearmetal.layers.rootless import ROOTLESS_CHILD_ENV, remove_staging, staging_dir
 from nearmetal.leftovers import RUN_ENV
 
-STAGING_BASE = Path("/var/tmp")
-STAGING_SUFFIX = "rootless"
 CHILD_ENV = ROOTLESS_CHILD_ENV
 # the child gets the trial's timeout plus this for its layers' set-up and teardown
 SETUP_MARGIN_S = 300.0
 TERM_GRACE_S = 60.0
-
-
-def staging_dir(run_id: str, trial_key: str) -> Path:
-    return STAGING_BASE / f"{HOST_PREFIX}-{run_id}-{trial_key}-{STAGING_SUFFIX}"
 
 
 def user_argv(user: str, argv: list[str], env: dict[str, str]) -> list[str]:
@@ -111,13 +106,6 @@ def _copy_back(source: Path, trial_dir: Path) -> None:
                 shutil.copy2(entry, target, follow_symlinks=False)
 
 
-def remove_staging(path: Path) -> None:
-    if path.exists() or path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-        if path.exists():
-            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
-
-
 def _stop_child(proc: subprocess.Popen) -> None:
     """SIGTERM (the child tears its layers down and writes its outcome), then its whole tree."""
     from nearmetal.backends.local import kill_tree
@@ -136,15 +124,13 @@ def _child_argv(spec_path: Path, out_path: Path, unshare: list[str]) -> list[str
     return [*unshare, sys.executable, "-m", "nearmetal.backends.exec_trial", str(spec_path), str(out_path)]
 
 
-def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None) -> object:
-    """Execute ``spec`` (a ``trial.TrialSpec``) in a child nearmetal as ``user`` (root's choice; None: this
-    process's own user), inside a user namespace unless ``inside`` is false; its ``TrialOutcome``.
-    KeyboardInterrupt passes through after the child has torn its trial down (and, run by root, its files
-    were copied back)."""
-    from nearmetal.trial import TrialOutcome, TrialSpec
+def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str | None) -> dict[str, Any]:
+    """Execute ``spec`` (a ``trial.TrialSpec`` as a dict) in a child nearmetal as ``user`` (root's choice;
+    None: this process's own user), inside a user namespace unless ``inside`` is false; its
+    ``TrialOutcome`` as a dict. KeyboardInterrupt passes through after the child has torn its trial down
+    (and, run by root, its files were copied back)."""
     from nearmetal.userns import current_user, unshare_argv
 
-    assert isinstance(spec, TrialSpec)
     as_root = os.geteuid() == 0
     if as_root and not user:
         raise PrivilegeError(
@@ -152,13 +138,14 @@ def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None)
         )
     name = user if as_root and user else current_user()
     unshare, chosen = unshare_argv(name, mapping) if inside else ([], "none")
-    trial_dir = Path(spec.trial_dir)
+    trial_dir = Path(spec["trial_dir"])
+    run_id = spec["run_id"]
     trial_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     staging: Path | None = None
     if as_root:
         pw = pwd.getpwnam(name)
-        staging = staging_dir(spec.run_id, spec.trial_key)
+        staging = staging_dir(run_id, spec["trial_key"])
         remove_staging(staging)
         staging.mkdir(mode=0o700)
         _chown(staging, pw)
@@ -167,15 +154,15 @@ def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None)
             directory.mkdir(mode=0o700)
             _chown(directory, pw)
         spec_path, out_path = staging / "spec.json", staging / "outcome.json"
-        TrialSpec.from_dict({**spec.to_dict(), "trial_dir": str(child_trial)}).write(spec_path)
+        spec_path.write_text(json.dumps({**spec, "trial_dir": str(child_trial)}, indent=1))
         _chown(spec_path, pw)
-        argv = user_argv(name, _child_argv(spec_path, out_path, unshare), child_env(spec.run_id, runtime))
+        argv = user_argv(name, _child_argv(spec_path, out_path, unshare), child_env(run_id, runtime))
         cwd = staging
     else:
         child_trial = trial_dir
         spec_path, out_path = trial_dir / "rootless-spec.json", trial_dir / "rootless-outcome.json"
-        spec.write(spec_path)
-        env = {**os.environ, **child_env(spec.run_id)}
+        spec_path.write_text(json.dumps(spec, indent=1))
+        env = {**os.environ, **child_env(run_id)}
         argv = ["env", *(f"{k}={v}" for k, v in env.items() if k in (CHILD_ENV, RUN_ENV, "PYTHONPATH"))]
         argv += _child_argv(spec_path, out_path, unshare)
         cwd = trial_dir
@@ -188,30 +175,30 @@ def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None)
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, close_fds=True
                 )
             try:
-                proc.wait(timeout=spec.timeout + SETUP_MARGIN_S)
+                proc.wait(timeout=float(spec["timeout"]) + SETUP_MARGIN_S)
             except subprocess.TimeoutExpired:
                 _stop_child(proc)
         if out_path.is_file():
-            outcome = TrialOutcome.read(out_path)
+            outcome = json.loads(out_path.read_text())
         else:
             said = log_path.read_text(errors="replace").strip().splitlines()
-            outcome = TrialOutcome(
-                status="error",
-                wall_s=time.time() - started,
-                error=f"the rootless trial (as {name}) wrote no outcome (exit {proc.returncode}): "
+            outcome = {
+                "status": "error",
+                "wall_s": time.time() - started,
+                "error": f"the rootless trial (as {name}) wrote no outcome (exit {proc.returncode}): "
                 + (said[-1] if said else "no output"),
-                started_at=started,
-                ended_at=time.time(),
-            )
+                "started_at": started,
+                "ended_at": time.time(),
+            }
     finally:
         if proc is not None and proc.poll() is None:
             _stop_child(proc)
         if staging is not None:
             _copy_back(child_trial, trial_dir)
             remove_staging(staging)
-    outcome.output_dir = str(trial_dir)
-    outcome.placement = {
-        **outcome.placement,
+    outcome["output_dir"] = str(trial_dir)
+    outcome["placement"] = {
+        **outcome.get("placement", {}),
         "as_user": {
             "user": name,
             "uid": pwd.getpwnam(name).pw_uid,
@@ -223,18 +210,4 @@ def execute_rootless(spec: object, inside: bool, mapping: str, user: str | None)
     return outcome
 
 
-def staging_dirs(run_id: str | None = None) -> list[Path]:
-    """The per-trial directories of rootless trials (``/var/tmp/nearmetal-<run>-…-rootless``)."""
-    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
-    try:
-        entries = sorted(STAGING_BASE.iterdir())
-    except OSError:
-        return []
-    return [
-        path
-        for path in entries
-        if path.name.startswith(prefix) and path.name.endswith(f"-{STAGING_SUFFIX}") and path.is_dir()
-    ]
-
-
-__all__ = ["check_user_can_run", "execute_rootless", "remove_staging", "staging_dir", "staging_dirs"]
+__all__ = ["check_user_can_run", "execute_rootless"]

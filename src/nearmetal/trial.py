@@ -241,7 +241,9 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
         from nearmetal.asuser import execute_rootless
 
         user = trial_user(rootless) if os.geteuid() == 0 else None
-        return execute_rootless(spec, rootless.inside, rootless.mapping, user)  # type: ignore[return-value]
+        return TrialOutcome.from_dict(
+            execute_rootless(spec.to_dict(), rootless.inside, rootless.mapping, user)
+        )
     backend = backend or LocalBackend()
     if energy is None:
         energy = EnergyMeter(EnergyConfig.model_validate(spec.energy) if spec.energy else None)

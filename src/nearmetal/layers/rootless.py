@@ -26,13 +26,14 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from nearmetal.errors import PrivilegeError
-from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
 from nearmetal.mountinfo import is_mounted, parse_mountinfo
 from nearmetal.workloads.base import ProcessSpec, Requirement
@@ -192,11 +193,39 @@ class RootlessLayer(Layer):
 # --- leftovers ------------------------------------------------------------------------------------------
 
 
+# where a rootless trial run by root works (nearmetal.asuser): a directory the user owns, on a disk
+STAGING_BASE = Path("/var/tmp")
+STAGING_SUFFIX = "rootless"
+
+
+def staging_dir(run_id: str, trial_key: str) -> Path:
+    return STAGING_BASE / f"{HOST_PREFIX}-{run_id}-{trial_key}-{STAGING_SUFFIX}"
+
+
+def remove_staging(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+
+
+def staging_dirs(run_id: str | None = None) -> list[Path]:
+    """The per-trial directories of rootless trials (``/var/tmp/nearmetal-<run>-…-rootless``)."""
+    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
+    try:
+        entries = sorted(STAGING_BASE.iterdir())
+    except OSError:
+        return []
+    return [
+        path
+        for path in entries
+        if path.name.startswith(prefix) and path.name.endswith(f"-{STAGING_SUFFIX}") and path.is_dir()
+    ]
+
+
 @finder
 def find_rootless_trial_dirs(run_id: str | None = None) -> list[Leftover]:
     """The per-trial directories a killed run's rootless trials left under /var/tmp (``nearmetal.asuser``)."""
-    from nearmetal.asuser import remove_staging, staging_dirs
-
     return [
         Leftover("rootless-trial-dir", str(path), lambda path=path: remove_staging(path), priority=40)
         for path in staging_dirs(run_id)
