@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test --with-torch
+# the ordinary user the rootless tests run nearmetal as (subordinate id ranges, access to this checkout)
+if [[ "$(id -u)" == 0 ]]; then
+  bash scripts/test-user.sh
+fi
 
 # services the tests talk to (each script prints the env vars to export, and stops on exit)
 services=()
