@@ -218,7 +218,9 @@ def raise_if_root_needed(loaded: LoadedPlan) -> None:
     )
     raise PrivilegeError(
         f"this plan's layers change the host and {who}; nothing was run:\n  " + "\n  ".join(lines),
-        fix="drop those variants, or run them as root (sudo nearmetal …) without the rootless layer",
+        fix="drop those variants, or run them without the rootless layer"
+        if as_root
+        else "run nearmetal as root (sudo nearmetal …), or drop those variants",
     )
 
 
