@@ -256,6 +256,7 @@ def test_root_runs_rootless_rows_as_the_user_and_keeps_their_output(tmp_path: Pa
           fio: {{kind: fio, params: {FIO}}}
         variants:
           bare: []
+          fuse-overlayfs: [{{layer: fuse-overlayfs}}]
           rootless-fuse-overlayfs: [{{layer: rootless, user: {TEST_USER}}}, {{layer: fuse-overlayfs}}]
         baseline: bare
         repeats: 1
@@ -263,8 +264,8 @@ def test_root_runs_rootless_rows_as_the_user_and_keeps_their_output(tmp_path: Pa
     )
     db = tmp_path / "r.db"
     result = nearmetal.run_plan(plan, db=f"sqlite:///{db}", workdir=tmp_path / "runs", run_id=run_id)
-    assert [r.status for r in result.records] == ["ok", "ok"]
-    row = next(r for r in trials(db, run_id) if r["variant"] != "bare")
+    assert [r.status for r in result.records] == ["ok", "ok", "ok"]
+    row = next(r for r in trials(db, run_id) if r["variant"] == "rootless-fuse-overlayfs")
     assert USER is not None
     assert row["placement"]["as_user"]["started_by_root"] is True
     assert row["placement"]["as_user"]["uid"] == USER.pw_uid
@@ -272,7 +273,16 @@ def test_root_runs_rootless_rows_as_the_user_and_keeps_their_output(tmp_path: Pa
     assert row["placement"]["fuse-overlayfs"]["daemon_uid_host"] == USER.pw_uid
     # the trial's files came back into the run's (root's) trial directory, the user's copy is gone
     outputs = list((tmp_path / "runs" / run_id).glob("*/main.stdout"))
-    assert len(outputs) == 2 and all(p.stat().st_uid == 0 for p in outputs)
+    assert len(outputs) == 3 and all(p.stat().st_uid == 0 for p in outputs)
+    # the report's rootless tax: the rootless row next to the same layer mounted by root, with its evidence
+    from nearmetal.api import load_results
+    from nearmetal.report.studies.rootless import tables
+
+    (table,) = tables(load_results(run_id, db=f"sqlite:///{db}"))
+    assert [row[1:3] for row in table.rows] == [["rootless-fuse-overlayfs", "fuse-overlayfs"]]
+    assert table.rows[0][-1] == (
+        f"uid {USER.pw_uid}, in its user namespace, fuse.fuse-overlayfs mounted in it, daemon uid {USER.pw_uid}"
+    )
     assert not list(STAGING_BASE.glob(f"nearmetal-{run_id}-*"))
     assert host_objects(run_id) == set()
 
