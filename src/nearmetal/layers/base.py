@@ -60,9 +60,6 @@ class TrialContext:
     # host objects a fault can be aimed at, by name ("cluster:c1", "link:c1", "lb"): a topology layer
     # registers them (``layers/targets.py``), the fault layer resolves them
     targets: dict[str, Any] = field(default_factory=dict)
-    # the user + mount namespace of a rootless trial (``nearmetal.userns.UserNamespace``, made by the
-    # ``rootless`` layer): the rootless forms of later layers mount and make network namespaces inside it
-    userns: Any = None
 
     def add_event(self, kind: str, detail: dict[str, Any] | None = None, at: float | None = None) -> None:
         import time
@@ -89,9 +86,8 @@ class Layer(ABC):
     # why it needs root and what to use without it (shown when a plan uses the layer as non-root)
     root_because: ClassVar[str] = ""
     rootless_alternative: ClassVar[str] = ""
-    # a layer that needs root when run as root but has a rootless form: inside a trial whose stack starts
-    # with the ``rootless`` layer (or when nearmetal runs as an ordinary user) it works in that user's own
-    # user namespace instead (``layers/rootless.py``)
+    # a layer that needs root but has a rootless form: after the ``rootless`` layer its own code runs as root
+    # of the trial user's user namespace, mounting and making network namespaces there (layers/rootless.py)
     rootless_form: ClassVar[bool] = False
 
     def __init__(self, config: LayerConfig) -> None:
