@@ -38,7 +38,10 @@ import nearmetal
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import LAYERS, layer_class
 
-LAYER_KINDS = sorted(LAYERS)
+# every layer alone, and every layer that has a rootless form behind the rootless layer (its trial runs in a
+# child nearmetal as the test user, in that user's namespace: layers/rootless.py)
+ROOTLESS_STACKS = [f"rootless+{kind}" for kind in sorted(LAYERS) if layer_class(kind).rootless_form]
+LAYER_KINDS = sorted(LAYERS) + ROOTLESS_STACKS
 IN_PROCESS = ["success", "workload-crash", "timeout", "setup-error"]
 INTERRUPTED = ["sigint", "sigterm"]
 KILLED = ["sigkill+cleanup"]
@@ -77,8 +80,15 @@ def _record(kind: str, path: str, outcome: str) -> None:
     RESULTS.setdefault(kind, {})[path] = outcome
 
 
-def layer_config(kind: str) -> dict[str, Any]:
-    """The layer's example configuration, or a skip saying why it cannot run here."""
+def layer_config(kind: str) -> dict[str, Any] | list[dict[str, Any]]:
+    """The layer's example configuration (a stack's: each of its layers'), or a skip saying why it cannot run
+    here."""
+    if "+" in kind:
+        return [_one_config(part, kind) for part in kind.split("+")]
+    return _one_config(kind, kind)
+
+
+def _one_config(kind: str, recorded_as: str) -> dict[str, Any]:
     cls = layer_class(kind)
     example = cls.example_config()
     if example is None:
@@ -97,17 +107,17 @@ def layer_config(kind: str) -> dict[str, Any]:
                 example = {**example, "neighbour_params": {"argv": ["/bin/sh", "-c", "exec sleep 300"]}}
             return example
     for path in EXIT_PATHS:
-        _record(kind, path, f"skip: {reason}")
+        _record(recorded_as, path, f"skip: {reason}")
     pytest.skip(reason)
 
 
-def _plan(directory: Path, config: dict[str, Any], script: str, timeout: str) -> Path:
+def _plan(directory: Path, config: dict[str, Any] | list[dict[str, Any]], script: str, timeout: str) -> Path:
     plan = {
         "name": "exit-paths",
         "workloads": {
             "w": {"kind": "command", "params": {"argv": ["/bin/sh", "-c", script]}, "timeout": timeout}
         },
-        "variants": {"layered": [config]},
+        "variants": {"layered": config if isinstance(config, list) else [config]},
         "repeats": 1,
     }
     path = directory / "plan.yaml"
@@ -198,8 +208,9 @@ def test_in_process_exit_paths_leave_nothing(kind: str, path: str, tmp_path: Pat
 
 
 def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
-    """Fail the layer's setup at each host-changing call (a sample when there are many), then after all."""
-    cls = layer_class(kind)
+    """Fail the layer's setup at each host-changing call (a sample when there are many), then after all. In a
+    rootless stack the layers set up in the trial's child process: only what this process does is counted."""
+    cls = layer_class(kind.split("+")[-1])
     counting = CallCounter()
     run_id = _new_run_id("count")
     with faulty_setup(cls, counting):
