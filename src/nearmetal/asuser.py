@@ -23,6 +23,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -92,18 +93,52 @@ def _chown(path: Path, pw: pwd.struct_passwd) -> None:
     os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def _copy_back(source: Path, trial_dir: Path) -> None:
-    """The child's files into the run's trial directory, owned by root like every other trial's."""
-    if not source.is_dir():
+def _open_users_file(path: Path) -> int | None:
+    """A descriptor of a regular file the user's child wrote, never following a link it may have put there
+    (root reads it); None when it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _copy_back(source: Path, trial_dir: Path, depth: int = 0) -> None:
+    """The child's regular files (and directories) into the run's trial directory, owned by root like every
+    other trial's; links the user's child made are left behind, never followed."""
+    if depth > 16 or source.is_symlink() or not source.is_dir():
         return
     trial_dir.mkdir(parents=True, exist_ok=True)
     for entry in source.iterdir():
         target = trial_dir / entry.name
-        with contextlib.suppress(OSError, shutil.Error):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.copytree(entry, target, symlinks=True, dirs_exist_ok=True)
-            else:
-                shutil.copy2(entry, target, follow_symlinks=False)
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            _copy_back(entry, target, depth + 1)
+            continue
+        fd = _open_users_file(entry)
+        if fd is None:
+            continue
+        with contextlib.suppress(OSError), os.fdopen(fd, "rb") as src:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            with open(target, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _read_outcome(path: Path) -> dict[str, Any] | None:
+    fd = _open_users_file(path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = json.loads(f.read(64 << 20))
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
 
 
 def _stop_child(proc: subprocess.Popen) -> None:
@@ -147,15 +182,16 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
         pw = pwd.getpwnam(name)
         staging = staging_dir(run_id, spec["trial_key"])
         remove_staging(staging)
+        # made and filled while it is still root's, then given to the user: root never writes into a
+        # directory the user could have put a link in
         staging.mkdir(mode=0o700)
-        _chown(staging, pw)
         child_trial, runtime = staging / "trial", staging / "runtime"
-        for directory in (child_trial, runtime):
-            directory.mkdir(mode=0o700)
-            _chown(directory, pw)
         spec_path, out_path = staging / "spec.json", staging / "outcome.json"
         spec_path.write_text(json.dumps({**spec, "trial_dir": str(child_trial)}, indent=1))
-        _chown(spec_path, pw)
+        for made in (child_trial, runtime):
+            made.mkdir(mode=0o700)
+        for made in (child_trial, runtime, spec_path, staging):
+            _chown(made, pw)
         argv = user_argv(name, _child_argv(spec_path, out_path, unshare), child_env(run_id, runtime))
         cwd = staging
     else:
@@ -178,8 +214,9 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
                 proc.wait(timeout=float(spec["timeout"]) + SETUP_MARGIN_S)
             except subprocess.TimeoutExpired:
                 _stop_child(proc)
-        if out_path.is_file():
-            outcome = json.loads(out_path.read_text())
+        found = _read_outcome(out_path)
+        if found is not None:
+            outcome = found
         else:
             said = log_path.read_text(errors="replace").strip().splitlines()
             outcome = {
