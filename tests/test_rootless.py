@@ -280,9 +280,7 @@ def test_root_runs_rootless_rows_as_the_user_and_keeps_their_output(tmp_path: Pa
 
     (table,) = tables(load_results(run_id, db=f"sqlite:///{db}"))
     assert [row[1:3] for row in table.rows] == [["rootless-fuse-overlayfs", "fuse-overlayfs"]]
-    assert table.rows[0][-1] == (
-        f"uid {USER.pw_uid}, in its user namespace, fuse.fuse-overlayfs mounted in it, daemon uid {USER.pw_uid}"
-    )
+    assert table.rows[0][-1] == f"uid {USER.pw_uid} · userns · fuse.fuse-overlayfs (daemon uid {USER.pw_uid})"
     assert not list(STAGING_BASE.glob(f"nearmetal-{run_id}-*"))
     assert host_objects(run_id) == set()
 
@@ -378,6 +376,12 @@ def test_a_failing_rootless_mount_and_a_killed_rootless_run_leave_nothing(
         assert any("mount in a user's namespace (fuse)" in item for item in left), left
         assert any("bindfs" in item for item in left), left
         assert any("rootless-trial-dir" in item for item in left), left
+        # doctor names them, by their dead run, with the command that removes them
+        from nearmetal.doctor.leftovers import check_leftovers
+
+        finding = next(f for f in check_leftovers() if f"run {killed_id} is dead" in f.title)
+        assert "mount in a user's namespace (fuse)" in finding.title and "rootless-trial-dir" in finding.title
+        assert finding.fix.startswith(f"nearmetal cleanup {killed_id}")
         cleanup = subprocess.run(
             [*nearmetal_argv(), "cleanup", killed_id],
             env={**os.environ, "NEARMETAL_DB": db},

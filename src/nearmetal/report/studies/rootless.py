@@ -66,29 +66,27 @@ def twins(results: Results) -> list[tuple[CellInfo, CellInfo]]:
 
 
 def _evidence(placement: dict[str, Any]) -> str:
-    """Who ran the trial and, for builds, with which storage: what the trial itself recorded."""
+    """Who ran the trial and, for builds, with which storage: what the trial itself recorded, briefly."""
     parts = []
     build = placement.get("build") or {}
     rootless = placement.get(ROOTLESS) or {}
-    uid = rootless.get("workload_uid_host", build.get("uid_host", build.get("uid")))
+    uid = rootless.get("workload_uid_host", build.get("uid_host", build.get("uid", rootless.get("uid_host"))))
     if uid is not None:
         parts.append(f"uid {uid}")
     if rootless.get("inside"):
-        parts.append("in its user namespace")
+        parts.append("userns")
     if build.get("storage_driver"):
-        parts.append(build["storage_driver"] + (" via fuse-overlayfs" if build.get("mount_program") else ""))
+        parts.append(build["storage_driver"] + ("+fuse-overlayfs" if build.get("mount_program") else ""))
     for kind in ("bindfs", "fuse-overlayfs", "overlayfs"):
         info = placement.get(kind)
         if isinstance(info, dict) and info.get("user_namespace"):
-            daemon = f", daemon uid {info['daemon_uid_host']}" if "daemon_uid_host" in info else ""
-            parts.append(f"{info.get('fstype', kind)} mounted in it{daemon}")
+            daemon = f" (daemon uid {info['daemon_uid_host']})" if "daemon_uid_host" in info else ""
+            parts.append(f"{info.get('fstype', kind)}{daemon}")
     usernet = placement.get("usernet") or {}
     if usernet.get("stack"):
         packets = (usernet.get("client_tap") or {}).get("rx_packets")
-        parts.append(f"{usernet['stack']} {usernet.get('topology', '')}".strip())
-        if packets is not None:
-            parts[-1] += f" ({packets} packets in)"
-    return ", ".join(parts) or "–"
+        parts.append(usernet["stack"] + (f" ({packets} pkts in)" if packets is not None else ""))
+    return " · ".join(parts) or "–"
 
 
 @study_table
@@ -157,9 +155,10 @@ def tables(results: Results) -> list[Table]:
                 "the rootless row's loss against its twin (same workload, parameters and layers without the "
                 "rootless layer): positive = running rootless costs; interval paired block by block when the run "
                 "was interleaved, as in the loss tables",
-                "evidence: the uid on the host the measured process (or the builder) ran as, recorded by the "
-                "trial itself; storage driver and mount program read from the build's own storage; FUSE daemons' "
-                "uid and the user-mode stack's packet counters read inside the user's namespace",
+                "evidence: the uid on the host the measured process (or the builder; for MPI the trial) ran as, "
+                "recorded by the trial itself; userns = as root of the user's own user namespace; storage driver "
+                "(+fuse-overlayfs: overlay.mount_program) read from the build's own storage; the FUSE mount's "
+                "type and daemon uid, and the user-mode stack's packets into the namespace, read inside it",
             ],
             significance=significance,
         )
