@@ -84,8 +84,13 @@ def _evidence(placement: dict[str, Any]) -> str:
             parts.append(f"{info.get('fstype', kind)}{daemon}")
     usernet = placement.get("usernet") or {}
     if usernet.get("stack"):
-        packets = (usernet.get("client_tap") or {}).get("rx_packets")
-        parts.append(usernet["stack"] + (f" ({packets} pkts in)" if packets is not None else ""))
+        tap = usernet.get("client_tap") or {}
+        counted = "rx_packets" in tap and "tx_packets" in tap
+        # packets through the stack's TAP device into and out of the namespace (pasta splices forwarded
+        # loopback traffic past it: few in, as when root runs it)
+        parts.append(
+            usernet["stack"] + (f" ({tap['rx_packets']} in/{tap['tx_packets']} out)" if counted else "")
+        )
     return " · ".join(parts) or "–"
 
 
@@ -158,7 +163,7 @@ def tables(results: Results) -> list[Table]:
                 "evidence: the uid on the host the measured process (or the builder; for MPI the trial) ran as, "
                 "recorded by the trial itself; userns = as root of the user's own user namespace; storage driver "
                 "(+fuse-overlayfs: overlay.mount_program) read from the build's own storage; the FUSE mount's "
-                "type and daemon uid, and the user-mode stack's packets into the namespace, read inside it",
+                "type and daemon uid, and the packets through the user-mode stack's TAP device, read inside it",
             ],
             significance=significance,
         )
