@@ -7,6 +7,10 @@ bash scripts/install.sh --test --with-torch
 # the single-node Kubernetes of scripts/services/kubernetes.sh, from Debian's sources: ~11 minutes on 2 cores
 # the first time (measured), cached in /var/cache/nearmetal/kubernetes after that (a second call is instant)
 bash scripts/build-kubernetes.sh || echo "warning: the Kubernetes build failed; its tests will be skipped" >&2
+# the ordinary user the rootless tests run nearmetal as (subordinate id ranges, access to this checkout)
+if [[ "$(id -u)" == 0 ]]; then
+  bash scripts/test-user.sh
+fi
 
 # services the tests talk to (each script prints the env vars to export, and stops on exit)
 services=()

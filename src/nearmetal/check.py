@@ -9,7 +9,6 @@ column); this module only calls each of them separately, so that one problem doe
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -277,11 +276,10 @@ def check_plan(
             report.problems.append(
                 Problem("tools", f"{req.missing_text()} (needed by {shown})", req.install_hint())
             )
-        if os.geteuid() != 0:
-            try:
-                raise_if_root_needed(kept)
-            except NearmetalError as exc:
-                _add(report, "privileges", exc)
+        try:
+            raise_if_root_needed(kept)
+        except NearmetalError as exc:
+            _add(report, "privileges", exc)
     if first_preflight is not None and not _covered(first_preflight, report):
         _add(report, "preflight", first_preflight)
 

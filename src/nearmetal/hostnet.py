@@ -74,7 +74,21 @@ def list_netns(prefix: str = "") -> list[str]:
 
 def add_netns(name: str, loopback_up: bool = True) -> None:
     """Create a named network namespace (the first one bind-mounts /run/netns) with loopback up."""
-    ip("netns", "add", name)
+    from nearmetal.userns import in_user_namespace
+
+    if in_user_namespace():
+        # a rootless trial (nearmetal.userns): `ip netns add` would switch back to the host's network
+        # namespace afterwards, which a user namespace's root may not (setns: EPERM); util-linux binds the new
+        # namespace to the file without leaving this one
+        path = NETNS_DIR / name
+        path.touch(exist_ok=False)
+        try:
+            _run(["unshare", f"--net={path}", "true"])
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    else:
+        ip("netns", "add", name)
     if loopback_up:
         try:
             ip("link", "set", "lo", "up", netns=name)
@@ -301,7 +315,11 @@ def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
 def api_socket_path(netns: str) -> Path:
     """Where a user-mode stack serving ``netns`` keeps its control socket: a short name under /run, since a
     Unix socket path must fit sockaddr_un (108 bytes)."""
-    return Path("/run") / f"{short_ifname(netns, 'a')}.sock"
+    from nearmetal.userns import in_user_namespace
+
+    # a rootless trial (nearmetal.userns) cannot write /run; its /run/netns is a tmpfs of its own
+    base = NETNS_DIR if in_user_namespace() else Path("/run")
+    return base / f"{short_ifname(netns, 'a')}.sock"
 
 
 def processes_with(needle: str, programs: tuple[str, ...] = ()) -> list[tuple[int, str]]:

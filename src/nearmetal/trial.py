@@ -232,8 +232,18 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
     KeyboardInterrupt passes through after every layer's teardown. ``energy`` is a
     ``telemetry.energy.EnergyMeter`` (default: one built from ``spec.energy``)."""
     from nearmetal.backends.local import LocalBackend
+    from nearmetal.layers.rootless import ROOTLESS_CHILD_ENV, rootless_config, trial_user
     from nearmetal.telemetry.energy import EnergyConfig, EnergyMeter
 
+    rootless = rootless_config(spec.layers)
+    if rootless is not None and os.environ.get(ROOTLESS_CHILD_ENV) != "1":
+        # a rootless trial: the whole of it runs in a child nearmetal as the user, in its user namespace
+        from nearmetal.asuser import execute_rootless
+
+        user = trial_user(rootless) if os.geteuid() == 0 else None
+        return TrialOutcome.from_dict(
+            execute_rootless(spec.to_dict(), rootless.inside, rootless.mapping, user)
+        )
     backend = backend or LocalBackend()
     if energy is None:
         energy = EnergyMeter(EnergyConfig.model_validate(spec.energy) if spec.energy else None)

@@ -38,7 +38,10 @@ import nearmetal
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import LAYERS, layer_class
 
-LAYER_KINDS = sorted(LAYERS)
+# every layer alone, and every layer that has a rootless form behind the rootless layer (its trial runs in a
+# child nearmetal as the test user, in that user's namespace: layers/rootless.py)
+ROOTLESS_STACKS = [f"rootless+{kind}" for kind in sorted(LAYERS) if layer_class(kind).rootless_form]
+LAYER_KINDS = sorted(LAYERS) + ROOTLESS_STACKS
 IN_PROCESS = ["success", "workload-crash", "timeout", "setup-error"]
 INTERRUPTED = ["sigint", "sigterm"]
 KILLED = ["sigkill+cleanup"]
@@ -77,8 +80,15 @@ def _record(kind: str, path: str, outcome: str) -> None:
     RESULTS.setdefault(kind, {})[path] = outcome
 
 
-def layer_config(kind: str) -> dict[str, Any]:
-    """The layer's example configuration, or a skip saying why it cannot run here."""
+def layer_config(kind: str) -> dict[str, Any] | list[dict[str, Any]]:
+    """The layer's example configuration (a stack's: each of its layers'), or a skip saying why it cannot run
+    here."""
+    if "+" in kind:
+        return [_one_config(part, kind) for part in kind.split("+")]
+    return _one_config(kind, kind)
+
+
+def _one_config(kind: str, recorded_as: str) -> dict[str, Any]:
     cls = layer_class(kind)
     example = cls.example_config()
     if example is None:
@@ -97,17 +107,17 @@ def layer_config(kind: str) -> dict[str, Any]:
                 example = {**example, "neighbour_params": {"argv": ["/bin/sh", "-c", "exec sleep 300"]}}
             return example
     for path in EXIT_PATHS:
-        _record(kind, path, f"skip: {reason}")
+        _record(recorded_as, path, f"skip: {reason}")
     pytest.skip(reason)
 
 
-def _plan(directory: Path, config: dict[str, Any], script: str, timeout: str) -> Path:
+def _plan(directory: Path, config: dict[str, Any] | list[dict[str, Any]], script: str, timeout: str) -> Path:
     plan = {
         "name": "exit-paths",
         "workloads": {
             "w": {"kind": "command", "params": {"argv": ["/bin/sh", "-c", script]}, "timeout": timeout}
         },
-        "variants": {"layered": [config]},
+        "variants": {"layered": config if isinstance(config, list) else [config]},
         "repeats": 1,
     }
     path = directory / "plan.yaml"
@@ -198,8 +208,9 @@ def test_in_process_exit_paths_leave_nothing(kind: str, path: str, tmp_path: Pat
 
 
 def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
-    """Fail the layer's setup at each host-changing call (a sample when there are many), then after all."""
-    cls = layer_class(kind)
+    """Fail the layer's setup at each host-changing call (a sample when there are many), then after all. In a
+    rootless stack the layers set up in the trial's child process: only what this process does is counted."""
+    cls = layer_class(kind.split("+")[-1])
     counting = CallCounter()
     run_id = _new_run_id("count")
     with faulty_setup(cls, counting):
@@ -234,10 +245,17 @@ def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
     _record(kind, "setup-error", f"clean ({len(faults)} faults over {total} setup calls + after: {shown})")
 
 
+def _main_outputs(run_dir: Path, run_id: str) -> list[Path]:
+    """The workload's stdout: in the run's trial directory, or, for a rootless trial run by root, in the
+    user's directory for it until the trial ends (``nearmetal.asuser``)."""
+    staged = Path("/var/tmp").glob(f"nearmetal-{run_id}-*-rootless/trial/main.stdout")
+    return [*run_dir.glob("*/main.stdout"), *staged]
+
+
 def _wait_ready(run_dir: Path, proc: subprocess.Popen, timeout_s: float = 90) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        for out in run_dir.glob("*/main.stdout"):
+        for out in _main_outputs(run_dir, run_dir.name):
             try:
                 if READY in out.read_text(errors="replace"):
                     return True
@@ -268,8 +286,12 @@ def test_interrupted_runner_leaves_nothing(kind: str, path: str, tmp_path: Path)
         # signal this process once the workload runs (it sleeps 60 s: the run is still inside its trial)
         deadline = time.monotonic() + 90
         while running.is_set() and time.monotonic() < deadline:
-            for out in (tmp_path / "runs" / run_id).glob("*/main.stdout"):
-                if READY in out.read_text(errors="replace") and running.is_set():
+            for out in _main_outputs(tmp_path / "runs" / run_id, run_id):
+                try:
+                    text = out.read_text(errors="replace")
+                except OSError:
+                    continue  # a rootless trial's directory, removed as it ended
+                if READY in text and running.is_set():
                     sent.append(True)
                     os.kill(os.getpid(), sig)
                     return

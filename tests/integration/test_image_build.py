@@ -63,15 +63,21 @@ def test_missing_builders_are_optional_requirements() -> None:
 
 
 @needs_root
-@needs_tool("buildah", "podman", "busybox")
-def test_quick_study_builds_for_real_and_leaves_nothing(tmp_path: Path, db_url: str, run_cli) -> None:
+@needs_tool("buildah", "podman", "busybox", "fuse-overlayfs")
+def test_quick_study_builds_for_real_and_leaves_nothing(
+    tmp_path: Path, db_url: str, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no ordinary user named: the rootless rows are skipped with the reason (tests/test_rootless.py runs them)
+    monkeypatch.delenv("NEARMETAL_ROOTLESS_USER", raising=False)
+    monkeypatch.delenv("SUDO_USER", raising=False)
     result = nearmetal.run_plan(study_path("image-builds", quick=True), db=db_url, workdir=tmp_path / "runs")
     run_id = result.run_id
     by_variant: dict[str, list] = {}
     for record in result.records:
         assert record.status == "ok", record.error
         by_variant.setdefault(record.trial.cell.variant, []).append({m.name: m for m in record.metrics})
-    assert set(by_variant) == {"buildah-overlay", "buildah-vfs", "podman-overlay"}
+    rootful = {"buildah-overlay", "buildah-vfs", "buildah-fuse-overlayfs", "podman-overlay"}
+    assert set(by_variant) == rootful
     for trials in by_variant.values():
         for metrics in trials:
             for name in ("build_s", "cpu_s", "max_rss_MiB", "tree_rss_peak_MiB", "disk_used_MiB", "energy_J"):
@@ -84,6 +90,15 @@ def test_quick_study_builds_for_real_and_leaves_nothing(tmp_path: Path, db_url: 
     assert vfs_disk > 1.5 * overlay_disk
     # kaniko is not installed here: skipped with the reason, shown in the report
     results = nearmetal.load_results(run_id, db=db_url)
+    for variant in ("rootless-buildah-overlay", "rootless-buildah-fuse-overlayfs", "rootless-buildah-vfs"):
+        assert "NEARMETAL_ROOTLESS_USER" in results.run.info["skipped"][f"build/{variant}"]
+    # each trial's evidence: built by root, with the storage its variant names
+    for trial in results.trials:
+        build = trial.placement["build"]
+        assert build["uid"] == 0 and build["user_namespace"] is False
+        fuse = trial.variant == "buildah-fuse-overlayfs"
+        assert build["storage_driver"] == ("vfs" if trial.variant == "buildah-vfs" else "overlay")
+        assert build["mount_program"] is fuse
     if "build/kaniko" in results.run.info["skipped"]:
         assert "executor is not installed" in results.run.info["skipped"]["build/kaniko"]
         markdown = run_cli("report", run_id, "--format", "markdown", check=True).stdout
@@ -99,7 +114,7 @@ def test_quick_study_builds_for_real_and_leaves_nothing(tmp_path: Path, db_url: 
     table = run_cli("report", run_id, "--format", "markdown", check=True).stdout
     assert "peak memory MiB" in table
     json_rows = json.loads(run_cli("report", run_id, "--format", "json", check=True).stdout)["rows"]
-    assert {r["variant"] for r in json_rows} == {"buildah-overlay", "buildah-vfs", "podman-overlay"}
+    assert {r["variant"] for r in json_rows} == rootful
 
 
 @needs_root

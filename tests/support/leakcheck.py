@@ -73,6 +73,43 @@ def mounts(run_id: str) -> set[str]:
     return found
 
 
+def namespace_mounts(run_id: str) -> set[str]:
+    """Mounts that carry the run id in any mount namespace but ours (a rootless trial mounts inside its own
+    user's namespace, which the host's mount table does not show), read from each process's mountinfo."""
+    found = set()
+    try:
+        own = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return found
+    seen: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(entry / "ns" / "mnt")
+        except OSError:
+            continue
+        if ns == own or ns in seen:
+            continue
+        seen.add(ns)
+        for line in _read(entry / "mountinfo").splitlines():
+            fields = line.split()
+            if len(fields) > 4 and run_id in fields[4]:
+                found.add(f"mount {fields[4]} in {ns} (process {entry.name})")
+    return found
+
+
+def runtime_dir_files(run_id: str) -> set[str]:
+    """Files named for the run in users' runtime directories (/run/user/UID: XDG_RUNTIME_DIR)."""
+    found = set()
+    for base in Path("/run/user").glob("*"):
+        try:
+            found |= {f"file {p}" for p in base.iterdir() if run_id in p.name}
+        except OSError:
+            continue
+    return found
+
+
 def processes(run_id: str) -> set[str]:
     """Processes whose environment carries the run (NEARMETAL_RUN_ID) or whose command line names it."""
     found = set()
@@ -115,7 +152,9 @@ def host_objects(run_id: str) -> set[str]:
         | network_namespaces(run_id)
         | links(run_id)
         | mounts(run_id)
+        | namespace_mounts(run_id)
         | processes(run_id)
         | temp_files(run_id)
+        | runtime_dir_files(run_id)
         | registered_finders(run_id)
     )

@@ -88,6 +88,9 @@ class Layer(ABC):
     # why it needs root and what to use without it (shown when a plan uses the layer as non-root)
     root_because: ClassVar[str] = ""
     rootless_alternative: ClassVar[str] = ""
+    # a layer that needs root but has a rootless form: after the ``rootless`` layer its own code runs as root
+    # of the trial user's user namespace, mounting and making network namespaces there (layers/rootless.py)
+    rootless_form: ClassVar[bool] = False
 
     def __init__(self, config: LayerConfig) -> None:
         self.config = config

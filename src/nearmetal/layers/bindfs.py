@@ -43,6 +43,9 @@ class BindfsLayer(FilesystemLayer):
     Config = BindfsConfig
     description = "FUSE passthrough of a directory (the cost of FUSE itself)"
     fstype = "fuse"
+    rootless_form = True
+    root_because = "it mounts a filesystem in the host's mount namespace"
+    rootless_alternative = "bindfs runs as the user and mounts through /dev/fuse"
 
     def __init__(self, config: BindfsConfig) -> None:
         super().__init__(config)

@@ -34,8 +34,11 @@ class CpuQuotaLayer(Layer):
     needs_root = True
     root_because = "it creates a cgroup and writes its CPU quota"
     rootless_alternative = (
-        "on a cgroup v2 host with a systemd user session, run the whole of nearmetal under a quota: "
-        "systemd-run --user --scope -p CPUQuota=120% nearmetal run … (one quota for every variant)"
+        "an ordinary user may write a CPU quota only in a cgroup subtree delegated to it, and cgroup v1 has no "
+        "safe delegation; on a cgroup v2 host with a delegated subtree (systemd: Delegate=yes for "
+        "user@.service; `nearmetal doctor --check rootless-cgroup` says whether this host has one) run the "
+        "whole of nearmetal under a quota: systemd-run --user --scope -p CPUQuota=120% nearmetal run … (one "
+        "quota for every variant)"
     )
 
     def __init__(self, config: CpuQuotaConfig) -> None:

@@ -32,6 +32,11 @@ class FuseOverlayfsLayer(FilesystemLayer):
     Config = FuseOverlayfsConfig
     description = "overlay in user space over FUSE (rootless container storage)"
     fstype = "fuse.fuse-overlayfs"
+    rootless_form = True
+    root_because = "it mounts a filesystem in the host's mount namespace"
+    rootless_alternative = (
+        "fuse-overlayfs runs as the user and mounts through /dev/fuse (rootless Podman's storage)"
+    )
 
     def __init__(self, config: FuseOverlayfsConfig) -> None:
         super().__init__(config)

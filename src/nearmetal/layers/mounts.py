@@ -26,6 +26,7 @@ from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
 from nearmetal.mountinfo import is_mounted, mounts_or_none
+from nearmetal.userns import host_uid, in_user_namespace, uid_map
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0
@@ -137,6 +138,16 @@ class FilesystemLayer(Layer):
             **({"source": str(self.source)} if self.source else {}),
             **self.mount_options(),
         }
+        if in_user_namespace():
+            # the rootless form (layers/rootless.py): mounted in the user's own namespace, where the host's
+            # mount table does not show it, by a daemon whose uid on the host is the user's
+            info = ctx.placement[self.kind]
+            info["user_namespace"] = True
+            if self.daemon is not None:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    status = Path(f"/proc/{self.daemon.pid}/status").read_text()
+                    uid = int(next(x for x in status.splitlines() if x.startswith("Uid:")).split()[1])
+                    info["daemon_uid_host"] = host_uid(uid, uid_map())
 
     def start_daemon(self, argv: list[str], ctx: TrialContext) -> None:
         """Start a FUSE daemon in the foreground (``-f``) as our own child, and wait for its mount."""

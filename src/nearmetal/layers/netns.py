@@ -56,6 +56,10 @@ class NetnsLayer(Layer):
     description = "server and client in two network namespaces joined by a veth pair (optional MTU, netem)"
     needs_root = True
     root_because = "it creates named network namespaces and veth pairs"
+    rootless_alternative = (
+        "a rootless platform has no veth into the host's network; its paths are the user-mode stacks: "
+        "variants [{layer: rootless}, {layer: slirp4netns}] or [{layer: rootless}, {layer: pasta}]"
+    )
 
     def __init__(self, config: NetnsConfig) -> None:
         super().__init__(config)

@@ -30,6 +30,9 @@ class OverlayfsLayer(FilesystemLayer):
     Config = OverlayfsConfig
     description = "kernel overlay mount (the runC rootfs mechanism)"
     fstype = "overlay"
+    rootless_form = True
+    root_because = "it mounts a filesystem in the host's mount namespace"
+    rootless_alternative = "a kernel overlay mounted by the user's namespace root (Linux ≥ 5.11)"
 
     def __init__(self, config: OverlayfsConfig) -> None:
         super().__init__(config)

@@ -110,6 +110,11 @@ class UserNetLayer(Layer):
 
     needs_root = True
     root_because = "it creates named network namespaces (ip netns add) for the stack to serve"
+    rootless_form = True
+    rootless_alternative = (
+        "the namespaces are made in your user namespace and the stack runs as you, as rootless Podman and "
+        "Usernetes do"
+    )
     program: ClassVar[str]
     package: ClassVar[str]
 

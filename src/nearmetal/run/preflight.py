@@ -39,12 +39,18 @@ def missing_requirements(loaded: LoadedPlan) -> dict[Requirement, list[str]]:
 def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
     """Leave out of the run the cells whose only missing tools are optional ones (another image builder);
     returns cell key → the reason, which the run stores and its report shows."""
+    from nearmetal.layers.rootless import NO_USER, rootless_config, trial_user
+
     skipped: dict[str, str] = {}
     kept = []
     for cell in loaded.cells:
         missing = [r for r in _cell_requirements(cell) if not r.available()]
+        rootless = rootless_config(cell.layers)
         if missing and all(r.optional for r in missing):
             skipped[cell.key] = "; ".join(f"{r.tool} is not installed ({r.install_hint()})" for r in missing)
+        elif rootless is not None and os.geteuid() == 0 and trial_user(rootless) is None:
+            # a study's rootless rows, run by root with no user to run them as
+            skipped[cell.key] = NO_USER
         else:
             kept.append(cell)
     if skipped and not kept:
@@ -94,8 +100,7 @@ def preflight(loaded: LoadedPlan, backend: Backend | None = None, allow_paths: S
             "the plan needs tools this machine lacks; nothing was run:\n  " + "\n  ".join(lines),
             fix=_install_fix(list(missing)),
         )
-    if os.geteuid() != 0:
-        raise_if_root_needed(loaded)
+    raise_if_root_needed(loaded)
 
 
 def _install_fix(missing: list[Requirement]) -> str:
@@ -111,35 +116,111 @@ def _install_fix(missing: list[Requirement]) -> str:
     return "; ".join(dict.fromkeys(steps))
 
 
+def _rootless_problems(loaded: LoadedPlan) -> tuple[list[str], set[str]]:
+    """What is wrong with the plan's rootless layers (placement, user), and the users root runs trials as."""
+    from nearmetal.layers.rootless import rootless_config, trial_user
+    from nearmetal.userns import current_user
+
+    problems: dict[str, list[str]] = {}
+    users: set[str] = set()
+    for cell in loaded.cells:
+        kinds = [config.layer for config in cell.layers]
+        config = rootless_config(cell.layers)
+        if config is None:
+            continue
+        if kinds[0] != "rootless" or kinds.count("rootless") > 1:
+            problems.setdefault(
+                "the rootless layer must come first in its variant, once (the other layers use its namespace)",
+                [],
+            ).append(cell.key)
+        if os.geteuid() == 0:
+            user = trial_user(config)
+            if user is None:
+                problems.setdefault(
+                    "the rootless layer needs user: NAME when nearmetal runs as root (the ordinary user its "
+                    "trials run as)",
+                    [],
+                ).append(cell.key)
+            else:
+                users.add(user)
+        elif config.user not in (None, current_user()):
+            problems.setdefault(
+                f"the rootless layer asks for user {config.user}, but nearmetal runs as {current_user()} "
+                "(only root can run a trial as another user)",
+                [],
+            ).append(cell.key)
+        if not config.inside:
+            later = [make_layer(c) for c in cell.layers if c.layer != "rootless"]
+            if any(layer.rootless_form for layer in later):
+                problems.setdefault(
+                    "rootless inside: false makes no user namespace, and the layers after it need one "
+                    "(drop inside: false)",
+                    [],
+                ).append(cell.key)
+    lines = []
+    for message, cells in problems.items():
+        shown = ", ".join(dict.fromkeys(cells[:3])) + (
+            f" and {len(cells) - 3} more" if len(cells) > 3 else ""
+        )
+        lines.append(f"{message} ({shown})")
+    return lines, users
+
+
 def raise_if_root_needed(loaded: LoadedPlan) -> None:
-    """Layers that need root, named with why, the cells that use them and what to use without root."""
+    """Layers that need root in cells that run as an ordinary user (nearmetal run as one, or a variant with
+    the ``rootless`` layer), named with why, the cells that use them and what to use without root; a layer
+    with a rootless form is fine after a ``rootless`` layer. As root, the users rootless trials run as must
+    exist and be able to start nearmetal. Before anything runs."""
+    from nearmetal.asuser import check_user_can_run
+    from nearmetal.layers.rootless import rootless_config
+
+    as_root = os.geteuid() == 0
+    problems, users = _rootless_problems(loaded)
     needing: dict[str, list[str]] = {}
     classes: dict[str, Layer] = {}
     for cell in loaded.cells:
+        rootless = rootless_config(cell.layers)
+        if as_root and rootless is None:
+            continue  # root runs this cell as root
         for config in cell.layers:
             layer = make_layer(config)
-            if layer.needs_root:
-                needing.setdefault(layer.kind, []).append(cell.key)
-                classes[layer.kind] = layer
-    if not needing:
+            if not layer.needs_root:
+                continue
+            if layer.rootless_form and rootless is not None and rootless.inside:
+                continue
+            needing.setdefault(layer.kind, []).append(cell.key)
+            classes[layer.kind] = layer
+    if not needing and not problems:
+        for user in sorted(users):
+            check_user_can_run(user)
         return
-    lines = []
+    lines = list(problems)
     for kind, cells in needing.items():
         layer = classes[kind]
         shown = ", ".join(dict.fromkeys(cells[:3])) + (
             f" and {len(cells) - 3} more" if len(cells) > 3 else ""
         )
         because = f" ({layer.root_because})" if layer.root_because else ""
-        alternative = (
-            f"; without root: {layer.rootless_alternative}"
-            if layer.rootless_alternative
-            else "; there is no rootless form of it"
-        )
+        if layer.rootless_form:
+            alternative = (
+                f"; without root: its rootless form, in your own user namespace: list {{layer: rootless}} "
+                f"first in the variant ({layer.rootless_alternative or 'nearmetal doctor --check rootless-userns'})"
+            )
+        elif layer.rootless_alternative:
+            alternative = f"; without root: {layer.rootless_alternative}"
+        else:
+            alternative = "; there is no rootless form of it"
         lines.append(f"layer {kind} needs root{because}, used by {shown}{alternative}")
+    who = (
+        "these cells run as an ordinary user (their variant has the rootless layer)"
+        if as_root
+        else f"nearmetal runs as uid {os.geteuid()}, not root"
+    )
     raise PrivilegeError(
-        f"this plan's layers change the host and nearmetal runs as uid {os.geteuid()}, not root; nothing "
-        "was run:\n  " + "\n  ".join(lines),
-        fix="run nearmetal as root (sudo nearmetal …), or drop those variants",
+        f"this plan's layers change the host and {who}; nothing was run:\n  " + "\n  ".join(lines),
+        fix="drop those variants, or run them without the rootless layer"
+        if as_root
+        else "run nearmetal as root (sudo nearmetal …), or drop those variants",
     )
 
 

@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -43,6 +43,8 @@ IMAGE_TAG = "localhost/nearmetal-build:latest"
 # the builder's own output goes first; these lines come from the wrapper after it
 BUILD_MARK = "nearmetal-build-seconds"
 DISK_MARK = "nearmetal-disk-kib"
+IDS_MARK = "nearmetal-build-ids"
+DRIVER_MARK = "nearmetal-build-driver"
 BUSYBOX_APPLETS = ("sh", "mkdir", "head", "cat", "ls", "rm", "cp", "echo", "seq", "test")
 
 # times the builder alone (date before and after), then measures the storage it left; exits with the
@@ -51,16 +53,25 @@ WRAPPER = (
     'start=$(date +%s.%N); "$@"; rc=$?; end=$(date +%s.%N); '
     f'echo "{BUILD_MARK} $start $end"; '
     f'if [ -d "$NEARMETAL_STORAGE" ]; then echo "{DISK_MARK} $(du -sk "$NEARMETAL_STORAGE" | cut -f1)"; fi; '
+    # evidence: the uid the builder ran as (and the user namespace's first mapping: "0 1001 1" inside one),
+    # the storage driver's own directory and whether it mounted through a program (fuse-overlayfs)
+    f'echo "{IDS_MARK} $(id -u) $(head -n 1 /proc/self/uid_map)"; '
+    'for d in overlay vfs; do if [ -d "$NEARMETAL_STORAGE/root/$d" ]; then '
+    f'echo "{DRIVER_MARK} $d $(cat "$NEARMETAL_STORAGE/root/$d/.has-mount-program" 2>/dev/null)"; fi; done; '
     "exit $rc"
 )
+FUSE_OVERLAYFS = "/usr/bin/fuse-overlayfs"
 
 
 class ImageBuildParams(WorkloadParams):
     builder: Literal["buildah", "podman", "buildkit", "kaniko"] = Field(
         "buildah", description="buildah and podman from Debian; buildkit and kaniko when installed"
     )
-    storage_driver: Literal["overlay", "vfs"] = Field(
-        "overlay", description="containers/storage driver (buildah, podman): vfs copies every layer"
+    storage_driver: Literal["overlay", "vfs", "fuse-overlayfs"] = Field(
+        "overlay",
+        description="containers/storage driver (buildah, podman): overlay (the kernel's; in a user namespace when "
+        "rootless), fuse-overlayfs (overlay through overlay.mount_program, rootless Podman's fallback), vfs "
+        "(copies every layer)",
     )
     layers: int = Field(3, ge=1, le=50, description="RUN steps, each writing its own files")
     files_per_layer: int = Field(200, ge=0, le=200_000)
@@ -81,11 +92,16 @@ def storage_dir(params: ImageBuildParams, ctx: WorkloadContext) -> Path:
     return Path(params.storage_base) / name
 
 
+RUNROOT_BASES = (Path("/run"), Path("/tmp"))
+
+
 def runroot_dir(storage: Path) -> Path:
-    """podman refuses a runroot longer than 50 characters: a short one derived from the storage path. Its
-    path is written into the storage (``RUNROOT_RECORD``) so cleanup finds it from there."""
+    """podman refuses a runroot longer than 50 characters: a short one derived from the storage path, under
+    /run, or /tmp for a rootless trial (which cannot write /run). Its path is written into the storage
+    (``RUNROOT_RECORD``) so cleanup finds it from there."""
     digest = hashlib.sha1(str(storage).encode()).hexdigest()[:12]
-    return Path("/run") / f"nearmetal-rr-{digest}"
+    base = RUNROOT_BASES[0] if os.access(RUNROOT_BASES[0], os.W_OK) else RUNROOT_BASES[1]
+    return base / f"nearmetal-rr-{digest}"
 
 
 def containerfile(params: ImageBuildParams) -> str:
@@ -119,6 +135,12 @@ class ImageBuildWorkload(Workload):
             reqs.append(
                 Requirement(params.builder, params.builder, purpose="the image builder", optional=True)
             )
+            if params.storage_driver == "fuse-overlayfs":
+                reqs.append(
+                    Requirement(
+                        "fuse-overlayfs", "fuse-overlayfs", purpose="the overlay mount program", optional=True
+                    )
+                )
         elif params.builder == "buildkit":
             reqs.append(
                 Requirement(
@@ -182,8 +204,10 @@ class ImageBuildWorkload(Workload):
                 "--runroot",
                 str(runroot_dir(storage)),
                 "--storage-driver",
-                params.storage_driver,
+                "overlay" if params.storage_driver == "fuse-overlayfs" else params.storage_driver,
             ]
+            if params.storage_driver == "fuse-overlayfs":
+                argv += ["--storage-opt", f"overlay.mount_program={FUSE_OVERLAYFS}"]
             if params.builder == "podman":
                 # no systemd or journald needed: the trial runs wherever nearmetal runs
                 argv += [
@@ -258,8 +282,29 @@ class ImageBuildWorkload(Workload):
             metrics.append(Metric("disk_used_MiB", int(disk.group(1)) / 1024, "MiB", "lower"))
         return metrics
 
+    def placement(self, output: TrialOutput, params: ImageBuildParams | None = None) -> dict[str, Any]:
+        """What the build really used: the builder's uid (and its user namespace's first mapping), the
+        storage driver's directory and whether overlay mounted through a program (fuse-overlayfs)."""
+        text = output.stdout
+        build: dict[str, Any] = {}
+        ids = re.search(rf"^{IDS_MARK} (\d+)(?: +(\d+) +(\d+) +(\d+))?\s*$", text, re.MULTILINE)
+        if ids:
+            build["uid"] = int(ids.group(1))
+            if ids.group(2) is not None:
+                inside, outside = int(ids.group(2)), int(ids.group(3))
+                build["uid_host"] = outside + build["uid"] - inside
+                build["user_namespace"] = (inside, outside) != (0, 0)
+        drivers = re.findall(rf"^{DRIVER_MARK} (\w+) ?(\w*)\s*$", text, re.MULTILINE)
+        if drivers:
+            build["storage_driver"] = "+".join(d for d, _ in drivers)
+            build["mount_program"] = any(flag == "true" for _, flag in drivers)
+        return {"build": build} if build else {}
+
     def cleanup(self, params: ImageBuildParams, ctx: WorkloadContext) -> None:
-        remove_storage(storage_dir(params, ctx))
+        storage = storage_dir(params, ctx)
+        if params.builder == "podman" and os.geteuid() != 0:
+            stop_podman_pause(storage)
+        remove_storage(storage)
         with contextlib.suppress(OSError):
             shutil.rmtree(ctx.trial_dir / "context")
 
@@ -277,20 +322,38 @@ class ImageBuildWorkload(Workload):
         return out
 
 
+def stop_podman_pause(storage: Path) -> None:
+    """Rootless podman leaves a ``podman pause`` process holding its user namespace for the next command; a
+    trial's build is the last, so it goes with the trial (its pid file is in podman's tmpdir or runtime dir)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    candidates = [
+        storage / "tmp" / "pause.pid",
+        *([Path(runtime) / "libpod/tmp/pause.pid"] if runtime else []),
+    ]
+    for pid_file in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "podman pause":
+                os.kill(pid, 9)
+
+
 def remove_storage(path: Path) -> None:
     """Unmount whatever the storage driver left mounted below ``path`` (and below its runroot), then delete
     both."""
     runroot = None
     with contextlib.suppress(OSError):
         recorded = Path((path / RUNROOT_RECORD).read_text().strip())
-        if recorded.parent == Path("/run") and recorded.name.startswith("nearmetal-rr-"):
+        if recorded.parent in RUNROOT_BASES and recorded.name.startswith("nearmetal-rr-"):
             runroot = recorded
     for point in [*mounts_under(path), *(mounts_under(runroot) if runroot else [])]:
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
-    if runroot is not None:
-        shutil.rmtree(runroot, ignore_errors=True)
-    if path.exists():
+    for target in [p for p in (runroot, path) if p is not None and p.exists()]:
         # vfs/overlay layers contain read-only directories owned by mapped ids: rmtree as root copes
-        shutil.rmtree(path, ignore_errors=True)
-        if path.exists():
-            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+        shutil.rmtree(target, ignore_errors=True)
+        if target.exists():
+            rm = ["rm", "-rf", "--one-file-system", str(target)]
+            if os.geteuid() != 0 and shutil.which("unshare"):
+                # a rootless build's files belong to the user's subordinate ids: remove them as root of a
+                # user namespace that maps them (as `buildah unshare rm -rf` would)
+                rm = ["unshare", "--user", "--map-root-user", "--map-auto", "--", *rm]
+            subprocess.run(rm, capture_output=True, timeout=300)
