@@ -20,6 +20,9 @@ cleanup_services() {
 trap cleanup_services EXIT
 for service in scripts/services/*.sh; do
   [[ -e "$service" ]] || continue
+  # the Kubernetes node is started and stopped by its own tests' fixture: while it runs it moves a cgroup
+  # controller, sets kernel.panic_on_oops and uses CPU, which the rest of the suite must not see
+  [[ "$(basename "$service")" == kubernetes.sh ]] && continue
   echo "== starting $(basename "$service" .sh)"
   if exports=$(bash "$service" start); then
     services+=("$service")

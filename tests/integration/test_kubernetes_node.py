@@ -7,8 +7,8 @@ a CPU limit, its limit cells pods with ``resources.limits.cpu: 800m``, and the C
 (80000 µs per 100000 µs period) is read from the pod's cgroup, stored and shown in the report. RuntimeClass
 variants (runc, crun) run as pods of those handlers.
 
-The cluster is the one scripts/test.sh started (``KUBECONFIG``), else one started here (as root) and stopped
-after. Skipped, with the command that builds them, when the Kubernetes binaries are not built
+The cluster is one already running (``kubernetes.sh start``), else one started here (as root) and stopped
+after: scripts/test.sh leaves it to this fixture, so the rest of the suite never runs beside a cluster. Skipped, with the command that builds them, when the Kubernetes binaries are not built
 (``bash scripts/build-kubernetes.sh``: ~11 minutes on 2 cores, cached in /var/cache/nearmetal/kubernetes).
 """
 
