@@ -112,7 +112,8 @@ def test_real_cgroup_quota_throttles_a_busy_process(tmp_path: Path) -> None:
 @needs_cpu_cgroup
 @needs_tool("stress-ng")
 def test_half_cpu_quota_costs_30_to_70_percent(tmp_path: Path, run_cli) -> None:
-    """Measurement validity: one CPU-bound worker under a quota of half a CPU runs at about half speed."""
+    """Measurement validity: one CPU-bound worker under a quota of half a CPU runs at about half speed (on a
+    busy machine, where the worker gets less than a CPU without the quota, the loss the CPU use predicts)."""
     plan = write_plan(
         tmp_path,
         """
@@ -131,11 +132,21 @@ def test_half_cpu_quota_costs_30_to_70_percent(tmp_path: Path, run_cli) -> None:
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     half = next(r for r in out["rows"] if r["variant"] == "half")
-    assert 30 <= half["loss_pct"] <= 70, half
-    assert half["significant"] is True
     from nearmetal.api import load_results
 
     results = load_results(out["run_id"], db=out["db"])
+    util = {
+        c.variant: results.analysis.metric(c.cell_id, "cpu_util_pct").summary.mean  # % of one CPU
+        for c in results.cells
+    }
+    # the quota caps the worker at half a CPU whatever else runs
+    assert util["half"] <= 60, util
+    if util["bare"] >= 90:  # the worker had its CPU: half of it costs about half the speed
+        assert 30 <= half["loss_pct"] <= 70, (half, util)
+        assert half["significant"] is True
+    else:  # neighbours took part of the CPU already: the quota costs only what it takes beyond that
+        expected = max(0.0, 1 - 50 / util["bare"]) * 100
+        assert abs(half["loss_pct"] - expected) <= 20, (half["loss_pct"], expected, util)
     cell = next(c for c in results.cells if c.variant == "half")
     throttled = results.analysis.metric(cell.cell_id, "throttled_periods")
     assert throttled is not None and throttled.summary.mean > 0
