@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from helpers import write_plan
 from leakcheck import host_objects
+from paths import REPO
 
 from nearmetal.backends.kubernetes import RUN_LABEL, k8s_name
 from nearmetal.plan import load_plan
@@ -34,7 +35,6 @@ from nearmetal.studies import study_path
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SERVICE = REPO / "scripts/services/kubernetes.sh"
 BUILD = REPO / "scripts/build-kubernetes.sh"
 QUICK = load_plan(study_path("cpu-quota", quick=True))

@@ -7,6 +7,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 import sys
 from pathlib import Path
 
@@ -209,3 +210,15 @@ def test_the_write_side_does_not_import_the_read_side() -> None:
 
 def test_the_runner_is_short_orchestration() -> None:
     assert len((SRC / "runner.py").read_text().splitlines()) < 350
+
+
+def test_tests_find_the_repository_through_support_paths() -> None:
+    """A test that computed the checkout from its own file broke when tests moved into tiers (the Kubernetes
+    node tests looked for tests/scripts/…): tests name REPO, DATA and SHARED from tests/support/paths.py."""
+    tests = SRC.parents[1] / "tests"
+    offenders = [
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("test_*.py"))
+        if re.search(r"Path\(__file__\)(\.resolve\(\))?\.parents?\b", path.read_text())
+    ]
+    assert offenders == []
