@@ -134,7 +134,10 @@ def test_values_within_trials_get_two_levels_and_a_design(tmp_path: Path, db_url
     results = nearmetal.load_results(result.run_id, db=db_url)
     other = next(c for c in results.cells if c.variant == "other")
     comp = results.analysis.comparison(other.cell_id, "value_s")
-    assert comp.loss.hierarchical and comp.loss.low < 0.10 < comp.loss.high
+    # the trials are random (3% apart): a 95% interval misses the true 10% one run in twenty by design
+    # (coverage is benchmarks/validity.py's to measure), so the estimate is checked at 3 standard errors
+    assert comp.loss.hierarchical and comp.loss.low < comp.loss.loss < comp.loss.high
+    assert abs(comp.loss.loss - 0.10) < 0.06, comp.loss
     cm = results.analysis.metric(other.cell_id, "value_s")
     # the program's spread is 3% between trials and 1% within: between dominates, as in seed 001
     assert cm.variance.share_between > 0.5
