@@ -203,6 +203,8 @@ def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quot
             pod["pod"],
             watcher.phases.get(pod["pod"]),
         )
+        # the whole log, up to the entry point's closing line (evidence, files), whatever the read took
+        assert pod["log"]["complete"], pod["log"]
         quota = trial.placement["cpu_quota"]
         assert quota["written_by"] == "kubelet" and quota["read_from"] == "pod cgroup", quota
         assert Path(quota["cgroup"][0]).name == f"pod{pod['uid']}"

@@ -17,6 +17,8 @@ from helpers import write_plan
 from kube_plans import EVERY_POD_SETTING, IMAGE
 
 from nearmetal.backends.kubernetes import (
+    DONE_MARK,
+    END_MARK,
     ENTRYPOINT,
     LAYER_MAPPINGS,
     KubernetesBackend,
@@ -206,7 +208,7 @@ def test_the_entry_point_runs_the_program_and_returns_its_files_in_the_log(tmp_p
         capture_output=True,
         timeout=60,
     )
-    assert failing.returncode == 3
+    assert failing.returncode == 3 and failing.stdout.decode().splitlines()[-1] == f"{DONE_MARK} 3"
 
 
 def test_a_layer_without_a_kubernetes_form_is_refused_before_anything_is_created(tmp_path: Path) -> None:
@@ -330,14 +332,16 @@ def test_the_pods_cgroup_is_found_under_either_cgroup_driver(tmp_path: Path) -> 
     assert read_pod_cgroup(2, slice_)["quota_us"] is None
 
 
+PROGRAM_WITH_STDERR = "echo program-output; sleep 0.2; echo program-warning >&2"
+
+
 def test_the_entry_points_evidence_is_read_and_left_out_of_the_output(tmp_path: Path) -> None:
-    from nearmetal.backends.kubernetes import END_MARK
     from nearmetal.backends.podevidence import EVIDENCE_MARK, container_evidence, split_evidence
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     proc = subprocess.run(
-        ["/bin/sh", "-c", ENTRYPOINT, "nearmetal-trial", "/bin/sh", "-c", "echo program-output; sleep 0.2"],
+        ["/bin/sh", "-c", ENTRYPOINT, "nearmetal-trial", "/bin/sh", "-c", PROGRAM_WITH_STDERR],
         cwd=tmp_path,
         env={**os.environ, "NEARMETAL_INPUTS": str(inputs)},
         capture_output=True,
@@ -350,7 +354,49 @@ def test_the_entry_points_evidence_is_read_and_left_out_of_the_output(tmp_path: 
     record = container_evidence(sections)
     assert 0.2 <= record["wall_s"] < 30  # the program's own time, from date +%s%N around it
     stdout, files = split_log(proc.stdout)
-    assert stdout.strip() == "program-output" and files == {} and EVIDENCE_MARK not in rest
+    # the program's stderr comes through stdout, in order, before the evidence read after it: one stream,
+    # so a runtime's separate stream writers cannot put a late stderr line inside an evidence section
+    assert stdout.split() == ["program-output", "program-warning"] and proc.stderr == ""
+    assert files == {} and EVIDENCE_MARK not in rest
+    assert proc.stdout.splitlines()[-1] == f"{DONE_MARK} 0"  # the closing line a complete log ends with
+
+
+class _GrowingLog:
+    """The API server's answers while the runtime is still writing a finished container's log."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers, self.reads = answers, 0
+
+    def read_namespaced_pod_log(self, name: str, namespace: str) -> str:
+        self.reads += 1
+        return self.answers[min(self.reads, len(self.answers)) - 1]
+
+
+class _Pod:
+    class metadata:  # the Kubernetes client's attribute name
+        name = "trial-pod"
+
+
+def _backend_reading(answers: list[str], settle_s: float) -> tuple[KubernetesBackend, _GrowingLog]:
+    core = _GrowingLog(answers)
+    backend = KubernetesBackend(KubernetesOptions(image=IMAGE, log_settle_s=settle_s))
+    backend._core = lambda: core  # type: ignore[method-assign]
+    return backend, core
+
+
+def test_a_finished_pods_log_is_read_again_until_it_has_its_closing_line() -> None:
+    cut = "program-output\n=== nearmetal-evidence after cpu/cpu.cfs_quota_us\n"
+    whole = cut + f"80000\n{END_MARK}\n{DONE_MARK} 0\n"
+    backend, core = _backend_reading([cut, cut, whole], settle_s=30)
+    log, reading = backend._read_log(_Pod(), settle=True)
+    assert log == whole and core.reads == 3 and reading["complete"] and reading["reads"] == 3
+    # a log that never completes is given up on after log_settle_s, and said to be incomplete
+    backend, core = _backend_reading([cut], settle_s=0.5)
+    log, reading = backend._read_log(_Pod(), settle=True)
+    assert log == cut and not reading["complete"] and core.reads >= 2 and 0.5 <= reading["waited_s"] < 5
+    # an OOM-killed container's shell never prints the closing line: one read, no waiting
+    backend, core = _backend_reading([cut], settle_s=30)
+    assert backend._read_log(_Pod(), settle=False)[1] == {"reads": 1, "complete": False, "waited_s": 0.0}
 
 
 def test_the_pod_table_shows_the_quota_the_kubelet_wrote() -> None:

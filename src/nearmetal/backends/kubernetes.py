@@ -51,18 +51,21 @@ MANAGED_LABEL = "app.kubernetes.io/managed-by"
 WORKDIR = "/nearmetal/trial"
 INPUTS = "/nearmetal/inputs"
 FILE_MARK = "=== nearmetal-file"
+# the entry point's last line: a log without it was read before the runtime had written all of it
+DONE_MARK = "=== nearmetal-done"
 MAX_INPUT_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
 
 # The container's entry point: copy inputs, print the cgroup's CPU files (podevidence), run the program (argv
-# as positional arguments, never interpolated), print them again, then print every file the program wrote as
-# base64 between markers. A constant script.
+# as positional arguments, never interpolated; its stderr into stdout, so the log keeps one order whatever
+# the runtime's two stream writers do), print them again, then print every file the program wrote as
+# base64 between markers, and a closing mark with the exit status. A constant script.
 ENTRYPOINT = (
     EVIDENCE_SHELL + 'cp -r "$NEARMETAL_INPUTS"/. . 2>/dev/null; ls -A > .nearmetal-inputs; '
-    'nm_evidence before; "$@"; rc=$?; nm_evidence after; '
+    'nm_evidence before; "$@" 2>&1; rc=$?; nm_evidence after; '
     "for f in *; do "
     'grep -qxF "$f" .nearmetal-inputs && continue; [ -f "$f" ] || continue; '
     f'echo "{FILE_MARK} $f"; base64 "$f"; echo "{END_MARK}"; '
-    "done; exit $rc"
+    f'done; echo "{DONE_MARK} $rc"; exit $rc'
 )
 
 
@@ -86,7 +89,9 @@ def split_log(log: str) -> tuple[str, dict[str, bytes]]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith(FILE_MARK + " "):
+        if line.startswith(DONE_MARK + " "):
+            pass
+        elif line.startswith(FILE_MARK + " "):
             name = line[len(FILE_MARK) + 1 :].strip()
             chunk: list[str] = []
             i += 1
@@ -445,6 +450,22 @@ class KubernetesBackend(RemoteBackend):
                     break
             w.stop()
 
+    def _read_log(self, pod: Any, settle: bool) -> tuple[str, dict[str, Any]]:
+        """The finished container's log, read again (up to ``log_settle_s``) until its last line is the
+        entry point's closing mark: the API server can report a pod done while the runtime is still
+        writing the end of its log, and that end holds the cgroup evidence and the program's files."""
+        started = time.monotonic()
+        reads, pause = 0, 0.2
+        while True:
+            log = self._core().read_namespaced_pod_log(pod.metadata.name, self.options.namespace)
+            reads += 1
+            complete = log.startswith(DONE_MARK + " ") or f"\n{DONE_MARK} " in log
+            waited = time.monotonic() - started
+            if complete or not settle or waited >= self.options.log_settle_s:
+                return log, {"reads": reads, "complete": complete, "waited_s": round(waited, 2)}
+            time.sleep(min(pause, max(0.0, self.options.log_settle_s - waited)))
+            pause = min(pause * 2, 2.0)
+
     def _pod_warning(self, pod: Any) -> str:
         """The pod's latest Warning event, as "; last warning: REASON: MESSAGE" (what the kubelet said when
         it could not start the pod: a sandbox the runtime refused, an image it does not have), or ""."""
@@ -544,9 +565,18 @@ class KubernetesBackend(RemoteBackend):
         log_error = None
         if pod is not None and ended in ("Succeeded", "Failed", "OOMKilled"):
             try:
-                log = self._core().read_namespaced_pod_log(pod.metadata.name, self.options.namespace)
+                log, reading = self._read_log(pod, settle=ended != "OOMKilled")
+                placement["kubernetes"]["log"] = reading
             except Exception as exc:
                 log_error = _reason(exc)
+            else:
+                if ended == "Succeeded" and not reading["complete"]:
+                    log_error = (
+                        f"it was read {reading['reads']} times over {reading['waited_s']:g}s ({len(log)} "
+                        f"characters) and never ended with the entry point's closing line {DONE_MARK!r}: the "
+                        "runtime had not written all of it, so the program's files and its cgroup evidence "
+                        "would be incomplete (raise the backend option log_settle_s on a slow node)"
+                    )
         _, evidence_sections = split_evidence(log, END_MARK)
         evidence = container_evidence(evidence_sections)
         if evidence.get("wall_s") is not None:

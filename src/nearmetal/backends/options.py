@@ -121,3 +121,10 @@ class KubernetesOptions(StrictOptions):
     pending_timeout_s: float = Field(
         600.0, gt=0, description="a pod still unscheduled after this long is reported and deleted"
     )
+    log_settle_s: float = Field(
+        15.0,
+        ge=0,
+        le=600,
+        description="how long a finished pod's log is read again until it ends with the entry point's "
+        "closing mark (the runtime can still be writing it when the API server reports the pod done)",
+    )
