@@ -15,13 +15,13 @@ import pytest
 from helpers import write_plan
 
 import nearmetal
+from nearmetal.ports import free_tcp_port
 from nearmetal.telemetry.energy import (
     EnergyConfig,
     EnergyMeter,
     footprint,
     prometheus_instant,
 )
-from nearmetal.workloads.netutil import free_tcp_port
 
 PY = sys.executable
 

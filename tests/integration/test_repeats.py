@@ -129,13 +129,15 @@ def test_fixed_repeats_say_so(tmp_path: Path, db_url: str) -> None:
 
 def test_values_within_trials_get_two_levels_and_a_design(tmp_path: Path, db_url: str) -> None:
     script = emitter(tmp_path)
-    text = plan_text(script, {"base": (100, 3.0), "other": (110, 3.0)}, "repeats: 5", count=6)
+    # 10 trials a cell: the between-trial variance is estimated from 9 degrees of freedom, so it falls below the
+    # within-trial one (share < 0.5) about once in a thousand runs (with 5 trials, about once in 25: CI hit it)
+    text = plan_text(script, {"base": (100, 3.0), "other": (110, 3.0)}, "repeats: 10", count=6)
     result = nearmetal.run_plan(parse_plan_text(text), db=db_url, workdir=tmp_path / "runs")
     results = nearmetal.load_results(result.run_id, db=db_url)
     other = next(c for c in results.cells if c.variant == "other")
     comp = results.analysis.comparison(other.cell_id, "value_s")
     # the trials are random (3% apart): a 95% interval misses the true 10% one run in twenty by design
-    # (coverage is benchmarks/validity.py's to measure), so the estimate is checked at 3 standard errors
+    # (coverage is benchmarks/validity.py's to measure), so the estimate is checked at ~5 standard errors
     assert comp.loss.hierarchical and comp.loss.low < comp.loss.loss < comp.loss.high
     assert abs(comp.loss.loss - 0.10) < 0.06, comp.loss
     cm = results.analysis.metric(other.cell_id, "value_s")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nearmetal.ports import free_tcp_port
 from nearmetal.telemetry.energy import (
     EnergyConfig,
     EnergyMeter,
@@ -17,7 +18,6 @@ from nearmetal.telemetry.energy import (
     rapl_zones,
     watts_per_core,
 )
-from nearmetal.workloads.netutil import free_tcp_port
 
 
 def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262143328850) -> Path:

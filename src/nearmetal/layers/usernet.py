@@ -41,6 +41,7 @@ from nearmetal import hostnet
 from nearmetal.errors import NearmetalError
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
+from nearmetal.ports import free_tcp_port, free_udp_port
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 GUEST_ADDRESS = "10.0.2.100"
@@ -53,18 +54,6 @@ VXLAN_OVERHEAD = 50
 START_TIMEOUT_S = 15.0
 
 Topology = Literal["auto", "outbound", "inbound", "two-nodes"]
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stack_version(package: str) -> str | None:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import Field
 
 from nearmetal.metrics import Metric
+from nearmetal.ports import free_tcp_port
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -37,7 +38,6 @@ from nearmetal.workloads.base import (
     WorkloadParams,
     register_workload,
 )
-from nearmetal.workloads.netutil import free_tcp_port
 
 
 class Iperf3Params(WorkloadParams):

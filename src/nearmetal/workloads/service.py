@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from nearmetal import faultlog
 from nearmetal.metrics import Metric
+from nearmetal.ports import free_tcp_port
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -37,7 +38,6 @@ from nearmetal.workloads.base import (
     WorkloadParams,
     register_workload,
 )
-from nearmetal.workloads.netutil import free_tcp_port
 from nearmetal.workloads.programs import read_result
 
 LOG_FILE = "requests.tsv.gz"

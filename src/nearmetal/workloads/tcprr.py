@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from nearmetal.metrics import Metric
+from nearmetal.ports import free_tcp_port
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -27,7 +28,6 @@ from nearmetal.workloads.base import (
     WorkloadParams,
     register_workload,
 )
-from nearmetal.workloads.netutil import free_tcp_port
 
 LATENCY_FIELDS = ("mean", "p50", "p90", "p99", "p99_9", "min", "max", "stdev")
 
