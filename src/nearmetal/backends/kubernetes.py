@@ -89,9 +89,7 @@ def split_log(log: str) -> tuple[str, dict[str, bytes]]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith(DONE_MARK + " "):
-            pass
-        elif line.startswith(FILE_MARK + " "):
+        if line.startswith(FILE_MARK + " "):
             name = line[len(FILE_MARK) + 1 :].strip()
             chunk: list[str] = []
             i += 1
@@ -100,7 +98,7 @@ def split_log(log: str) -> tuple[str, dict[str, bytes]]:
                 i += 1
             with contextlib.suppress(ValueError):
                 files[Path(name).name] = base64.b64decode("".join(chunk))
-        else:
+        elif not line.startswith(DONE_MARK + " "):
             out.append(line)
         i += 1
     return "".join(out), files
@@ -451,8 +449,8 @@ class KubernetesBackend(RemoteBackend):
             w.stop()
 
     def _read_log(self, pod: Any, settle: bool) -> tuple[str, dict[str, Any]]:
-        """The finished container's log, read again (up to ``log_settle_s``) until its last line is the
-        entry point's closing mark: the API server can report a pod done while the runtime is still
+        """The finished container's log, read again (up to ``log_settle_s``) until it has the entry point's
+        closing line: the API server can report a pod done while the runtime is still
         writing the end of its log, and that end holds the cgroup evidence and the program's files."""
         started = time.monotonic()
         reads, pause = 0, 0.2
