@@ -5,7 +5,7 @@ command-line options override the plan's values."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,6 +21,11 @@ MEMORY_UNITS = {
     "t": 1024.0**2,
     "ti": 1024.0**2,
 }
+
+
+# a size as a plan writes it (the plan's JSON Schema describes this, not the MiB it becomes)
+MEMORY_PATTERN = r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*$"
+MemoryInput = Annotated[float, Field(ge=1)] | Annotated[str, Field(pattern=MEMORY_PATTERN)]
 
 
 def parse_memory_mib(value: Any) -> int:
@@ -64,7 +69,7 @@ class Resources(StrictOptions):
         None, pattern=r"^[A-Za-z0-9_&|\[\]*(),.:-]{1,256}$", description="--constraint"
     )
 
-    @field_validator("memory_mib", mode="before")
+    @field_validator("memory_mib", mode="before", json_schema_input_type=MemoryInput | None)
     @classmethod
     def _memory(cls, value: Any) -> int | None:
         return None if value is None else parse_memory_mib(value)

@@ -16,6 +16,12 @@ from nearmetal.telemetry.energy import EnergyConfig
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 MAX_SEED = 2**31 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# what a plan may write where a validator converts text: the JSON Schema of the plan as written (what an
+# editor checks) describes these inputs, not the float they become (json_schema_input_type)
+DURATION_PATTERN = r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|min|h)?\s*$"
+TARGET_PATTERN = r"^\s*(±|\+-|\+/-)?\s*([0-9]*\.?[0-9]+)\s*%\s*$"
+DurationInput = Annotated[float, Field(gt=0)] | Annotated[str, Field(pattern=DURATION_PATTERN)]
+TargetInput = Annotated[float, Field(gt=0, lt=1)] | Annotated[str, Field(pattern=TARGET_PATTERN)]
 
 
 def parse_duration(value: Any) -> float:
@@ -67,12 +73,12 @@ class Repeats(StrictModel):
     target: float | None = Field(None, description="interval half-width to reach, e.g. '±2%'")
     budget: float | None = Field(None, description="wall-clock budget for the whole run, e.g. '30m'")
 
-    @field_validator("target", mode="before")
+    @field_validator("target", mode="before", json_schema_input_type=TargetInput | None)
     @classmethod
     def _target(cls, value: Any) -> float | None:
         return None if value is None else parse_target(value)
 
-    @field_validator("budget", mode="before")
+    @field_validator("budget", mode="before", json_schema_input_type=DurationInput | None)
     @classmethod
     def _budget(cls, value: Any) -> float | None:
         return None if value is None else parse_duration(value)
@@ -179,9 +185,9 @@ def plan_model() -> type[BaseModel]:
                     Field(None, description="what a scheduler allocates per trial (Slurm, Kubernetes)"),
                 ),
                 __validators__={
-                    "_timeout": field_validator("timeout", mode="before")(
-                        lambda v: None if v is None else parse_duration(v)
-                    )
+                    "_timeout": field_validator(
+                        "timeout", mode="before", json_schema_input_type=DurationInput | None
+                    )(lambda v: None if v is None else parse_duration(v))
                 },
             )
         )
@@ -228,7 +234,7 @@ def plan_model() -> type[BaseModel]:
         slurm: SlurmOptions | None = Field(None, description="options for --backend slurm")
         kubernetes: KubernetesOptions | None = Field(None, description="options for --backend kubernetes")
 
-        @field_validator("timeout", mode="before")
+        @field_validator("timeout", mode="before", json_schema_input_type=DurationInput)
         @classmethod
         def _timeout(cls, value: Any) -> float:
             return parse_duration(value)
@@ -253,4 +259,30 @@ def plan_model() -> type[BaseModel]:
 
 
 def plan_json_schema() -> dict[str, Any]:
-    return plan_model().model_json_schema()
+    """The JSON Schema of a plan *as written* (what ``nearmetal schema`` prints, what an editor's YAML
+    language server checks): the inputs pydantic accepts before the validators convert them. Durations and
+    targets are typed by the validators' ``json_schema_input_type``; the two model-level short forms are
+    added here: ``repeats: 4`` (a number for ``{min: 4, max: 4}``) and a variant written as its list of
+    layers (``bare-metal: []``, or empty for bare metal)."""
+    schema = plan_model().model_json_schema(mode="validation")
+    defs = schema.get("$defs", {})
+    if "Repeats" in defs:
+        defs["Repeats"] = {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 100_000, "description": "min = max = this"},
+                defs["Repeats"],
+            ]
+        }
+    if "Variant" in defs:
+        layers = defs["Variant"]["properties"]["layers"]
+        defs["Variant"] = {
+            "anyOf": [
+                {**layers, "description": "the variant's layers (short form); [] is bare metal"},
+                {"type": "null", "description": "bare metal"},
+                defs["Variant"],
+            ]
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+    }
