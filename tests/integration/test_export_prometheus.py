@@ -93,9 +93,12 @@ def test_promtool_backfills_the_openmetrics_export(two_runs: list[nearmetal.Resu
     assert {s[1] for s in by_name["nearmetal_trial_throttled_ratio"]} == {0.125}
     assert {s[1] for s in by_name["nearmetal_trial_energy_joules"]} == {40.0}
     assert "nearmetal_trial_ops_total_value" in by_name
-    # timestamps: a trial's sample is stamped when it ended (milliseconds in the TSDB)
-    trial = next(t for t in results.trials if t.trial_key == run_bw[0][0]["trial"])
-    assert run_bw[0][2] == round(trial.ended_at * 1000)
+    # timestamps: a trial's sample is stamped when it ended (milliseconds in the TSDB); the trial is its
+    # timestamp, not a label: a cell's trials are one series (issue 30: no per-trial label)
+    assert not any({"trial", "repeat"} & set(s[0]) for s in run_bw)
+    ends = {round(t.ended_at * 1000) for t in results.trials}
+    assert {s[2] for s in run_bw} <= ends and len({s[2] for s in run_bw}) == len(run_bw)
+    assert len({tuple(sorted(s[0].items())) for s in run_bw}) == 2  # one series per variant
     # the loss with its interval, for both runs, and one info series per run
     loss = {
         (s[0]["run"], s[0]["bound"]): s[1]

@@ -62,6 +62,8 @@ def export(
         )
     if fmt == "parquet" and output is None:
         fail(NearmetalError("Parquet is a binary format: give a file", fix="add -o results.parquet"))
+    if output is not None:
+        make_parent(output)
     try:
         from nearmetal.api import load_results
         from nearmetal.store import Store
@@ -105,11 +107,31 @@ def export(
         try:
             partial.write_text(text, encoding="utf-8")
             partial.replace(output)
+        except OSError as exc:
+            fail(NearmetalError(f"--output {output}: cannot write: {exc.strerror or exc}"))
         finally:
             partial.unlink(missing_ok=True)
         err_console.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
+
+
+def make_parent(output: Path) -> None:
+    """``export -o DIR/FILE`` into a directory that does not exist yet (a fresh host's textfile-collector
+    directory): it is created; where it cannot be, one line says why (never a traceback)."""
+    if output.is_dir():
+        fail(
+            NearmetalError(f"--output {output} is a directory", fix=f"name a file in it: {output}/export.csv")
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(
+            NearmetalError(
+                f"--output {output}: cannot create the directory {output.parent}: {exc.strerror or exc}",
+                fix="write elsewhere, or create the directory with the right owner first",
+            )
+        )
 
 
 @app.command()

@@ -10,6 +10,7 @@ empty metric, so failures are not silently left out.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
@@ -166,12 +167,65 @@ def rows_for(
     return rows
 
 
+def iso_utc(stamp: Any) -> Any:
+    """Epoch seconds → ISO 8601 in UTC (``2026-12-07T06:05:20.123456+00:00``); anything else as it is."""
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
+        return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat()
+    return stamp
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON and CSV readers expect it: NumPy scalars (``numpy.bool_`` from the analysis) as
+    Python bools and numbers, not their text."""
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        value = value.item()
+    return value
+
+
+def _record(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    record = {c: plain(row.get(c)) for c in columns}
+    for column in TIME_COLUMNS:
+        if column in record:
+            record[column] = iso_utc(record[column])
+    return record
+
+
+# a spreadsheet evaluates a cell that starts with one of these as a formula (=HYPERLINK(…), +cmd|…):
+# OWASP's CSV injection rule prefixes such a cell with ' (shown as text, evaluated by nothing)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet evaluates: text that starts like a formula gets a leading ``'``,
+    unless it is a number (``-1.5`` stays a negative number); lists become JSON text (checked too)."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        value = json.dumps(value, default=str)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV for spreadsheets and pandas: ISO 8601 UTC times, True/False, numbers as numbers, and no cell a
+    spreadsheet would run as a formula (``csv_cell``)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns_of(rows), extrasaction="ignore", lineterminator="\n")
+    columns = columns_of(rows)
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    # Python's csv quotes a field for the characters of its line terminator only, not a lone CR, which a
+    # reader then takes for the end of the row: a row with a CR in a field is written fully quoted
+    quoted = csv.DictWriter(
+        buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n", quoting=csv.QUOTE_ALL
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        cells = {k: csv_cell(v) for k, v in _record(row, columns).items()}
+        has_cr = any(isinstance(v, str) and "\r" in v for v in cells.values())
+        (quoted if has_cr else writer).writerow(cells)
     return buffer.getvalue()
 
 
@@ -182,18 +236,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _json_record(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    return {c: _json_safe(v) for c, v in _record(row, columns).items()}
+
+
 def to_json(rows: list[dict[str, Any]]) -> str:
     columns = columns_of(rows)
-    records = [{c: _json_safe(r.get(c)) for c in columns} for r in rows]
+    records = [_json_record(r, columns) for r in rows]
     return json.dumps(records, indent=1, default=str, allow_nan=False) + "\n"
 
 
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
     columns = columns_of(rows)
-    return "".join(
-        json.dumps({c: _json_safe(r.get(c)) for c in columns}, default=str, allow_nan=False) + "\n"
-        for r in rows
-    )
+    return "".join(json.dumps(_json_record(r, columns), default=str, allow_nan=False) + "\n" for r in rows)
 
 
 def write_parquet(
@@ -292,6 +347,8 @@ def metric_family(metric: str, unit: str | None, prefix: str = "nearmetal_trial_
     ``…_timesteps_per_second``. A unit it does not know keeps the name as it is, without ``# UNIT``."""
     stem = re.sub(r"[^A-Za-z0-9_:]", "_", metric)
     base = _BASE_UNITS.get((unit or "").strip())
+    if base is None and metric.endswith(("_pct", "_percent")):
+        base = _BASE_UNITS["%"]  # "% of one CPU", "% of CPU time": a percentage all the same → a ratio
     if base is not None:
         suffix, factor, named = base
         stem = _NAME_UNIT_SUFFIX.sub("", stem)
@@ -394,11 +451,11 @@ def _families(results_list: Iterable[Results], textfile: bool) -> dict[str, dict
                 "workload": row["workload"],
                 "variant": row["variant"],
                 "point": row["point"],
-                "repeat": row["repeat"],
-                "trial": row["trial_key"],
                 "status": row["status"],
                 "warmup": "true" if row["warmup"] else "false",
             }
+            if textfile:  # no timestamps there: each trial is a series of its own, told apart by these
+                labels.update(repeat=row["repeat"], trial=row["trial_key"])
             stamp = row["ended_at"] if _finite(row["ended_at"]) else row["started_at"]
             samples.append((fam.name, labels, row["value"] * fam.factor, stamp))
         loss = family(
@@ -428,6 +485,28 @@ def _families(results_list: Iterable[Results], textfile: bool) -> dict[str, dict
     return {name: fam for name, fam in families.items() if fam["samples"]}
 
 
+def _series_in_time_order(samples: list[Any]) -> list[Any]:
+    """A family's samples grouped by series (a cell's trials are one series: no per-trial label, the trial
+    is its timestamp) with strictly increasing timestamps in each, as a backfill needs; two trials of one
+    series that ended in the same millisecond are kept 1 ms apart."""
+
+    def key(sample: Any) -> tuple[Any, ...]:
+        _, labels, _, stamp = sample
+        return (sorted((k, str(v)) for k, v in labels.items()), stamp if _finite(stamp) else -math.inf)
+
+    ordered: list[Any] = []
+    last: dict[str, float] = {}
+    for name, labels, value, stamp in sorted(samples, key=key):
+        series = _labels(labels)
+        if _finite(stamp):
+            stamp = round(stamp, 3)
+            if series in last and stamp <= last[series]:
+                stamp = round(last[series] + 0.001, 3)
+            last[series] = stamp
+        ordered.append((name, labels, value, stamp))
+    return ordered
+
+
 def to_openmetrics(results_list: Iterable[Results]) -> str:
     """OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics`` (a Prometheus backfill): every
     trial's metrics as gauges in Prometheus base units (seconds, bytes, joules, ratios; nearmetal's own name
@@ -440,7 +519,7 @@ def to_openmetrics(results_list: Iterable[Results]) -> str:
         if fam["unit"]:
             lines.append(f"# UNIT {name} {fam['unit']}")
         lines.append(f"# HELP {name} {_help(fam['help'])}")
-        for sample_name, labels, value, stamp in fam["samples"]:
+        for sample_name, labels, value, stamp in _series_in_time_order(fam["samples"]):
             suffix = f" {stamp:.3f}" if _finite(stamp) else ""
             lines.append(f"{sample_name}{_labels(labels)} {_number(value)}{suffix}")
     lines.append("# EOF")
