@@ -3,6 +3,7 @@ stores that do not exist, output without a terminal. Short subprocess tests over
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,50 @@ def test_export_where_no_directory_can_be_made_is_one_line(stored, run_cli, tmp_
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "cannot create the directory" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
+
+
+def test_site_serve_previews_on_localhost_and_stops(stored, tmp_path: Path) -> None:
+    import subprocess
+    import urllib.request
+
+    db, run_id = stored
+    site = tmp_path / "site"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nearmetal.cli",
+            "site",
+            str(site),
+            "--db",
+            db,
+            "--serve",
+            "--port",
+            "0",
+            "--serve-for",
+            "8",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("serving "):
+                url = line.split(" at ", 1)[1].split()[0]
+                break
+        assert url and url.startswith("http://127.0.0.1:"), url
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = response.read().decode()
+        assert run_id in page
+        base = url.rsplit("/", 1)[0]
+        with urllib.request.urlopen(f"{base}/static/plotly.min.js", timeout=10) as response:
+            assert len(response.read()) > 1e6
+        with urllib.request.urlopen(f"{base}/runs/{run_id}/report.html", timeout=10) as response:
+            assert b"../../static/plotly.min.js" in response.read()
+        assert proc.wait(timeout=60) == 0  # --serve-for: it stops by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

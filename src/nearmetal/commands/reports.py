@@ -144,9 +144,21 @@ def site(
     reports: Annotated[
         bool, typer.Option("--reports/--no-reports", help="also write each run's own HTML report")
     ] = True,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="then serve it on 127.0.0.1 for a local preview (Ctrl-C stops)")
+    ] = False,
+    port: Annotated[
+        int, typer.Option("--port", help="--serve: the port (0: any free one)", min=0, max=65535)
+    ] = 8000,
+    serve_for: Annotated[
+        float | None,
+        typer.Option(
+            "--serve-for", metavar="SECONDS", help="--serve: stop after this long (default: until Ctrl-C)"
+        ),
+    ] = None,
 ) -> None:
     """Write a static, offline history site over the store: every run with its report, and each plan's
-    per-cell loss (with its interval) across runs."""
+    per-cell loss (with its interval) across runs; --serve previews it in a browser (like asv preview)."""
     from nearmetal.report.site import write_site
 
     try:
@@ -159,3 +171,20 @@ def site(
         f"wrote {summary.path}: {summary.runs} runs, {summary.reports} reports, {summary.trends} trend figures",
         highlight=False,
     )
+    if serve:
+        from nearmetal.report.site import serve_site
+
+        try:
+            serve_site(
+                directory,
+                port,
+                serve_for,
+                announce=lambda url: err_console.print(
+                    f"serving {directory} at {url} (Ctrl-C stops)",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                ),
+            )
+        except NearmetalError as exc:
+            fail(exc)

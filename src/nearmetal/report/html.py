@@ -8,6 +8,7 @@ their specs with plotly.
 from __future__ import annotations
 
 import datetime
+import functools
 import html
 import json
 import time
@@ -277,8 +278,11 @@ RENDER_SCRIPT = """
 """
 
 
-def html_report(results: Results, figures: list[FigureSpec] | None = None) -> str:
-    """The report as one HTML document (a few MB: plotly's JavaScript is inside)."""
+def html_report(
+    results: Results, figures: list[FigureSpec] | None = None, plotly_src: str | None = None
+) -> str:
+    """The report as one HTML document (a few MB: plotly's JavaScript is inside, unless ``plotly_src`` names
+    where a site keeps its one copy)."""
     problems: list[FigureProblem] = []
     if figures is None:
         figures, problems = build_figures(results)
@@ -347,36 +351,80 @@ def html_report(results: Results, figures: list[FigureSpec] | None = None) -> st
         f"</p><pre>{_e(redact_config_text(run.plan_text))}</pre></section>"
     )
 
-    header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(redact_text(v))}</dd>" for k, v in content.header)
-    nav = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in toc)
-    generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    from nearmetal import __version__
+    from markupsafe import Markup
 
-    title = f"nearmetal · {run.name} · {run.id}"
-    return "".join(
-        [
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f'<meta name="generator" content="nearmetal {_e(__version__)}">',
-            f"<title>{_e(title)}</title><style>{STYLE}</style>",
-            f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
-            f"<header><h1>{_e(run.name)} <small>· run {_e(run.id)}</small></h1>",
-            f'<p class="description">{_e(run.description or "")}</p>' if run.description else "",
-            f'<dl class="header">{header}</dl><nav><ul>{nav}</ul></nav></header>',
-            *parts,
-            f"<footer>nearmetal {_e(__version__)} · generated {_e(generated)} · {len(plots)} figures</footer>",
-            f'<script type="application/json" id="nearmetal-figures">{_json_for_script(plots)}</script>',
-            f'<script type="application/json" id="nearmetal-template">{_json_for_script(_template())}</script>',
-            f"<script>{RENDER_SCRIPT}</script></body></html>\n",
-        ]
+    generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return render_page(
+        "report.html.j2",
+        title=f"nearmetal · {run.name} · {run.id}",
+        plots=plots,
+        plotly_src=plotly_src,
+        run=run,
+        header=[(k, redact_text(v)) for k, v in content.header],
+        toc=toc,
+        body=Markup("".join(parts)),  # built above, every value escaped by _e
+        generated=generated,
     )
 
 
-def write_html_report(results: Results, path: str | Path) -> Path:
+def render_page(name: str, plots: list[dict[str, Any]], plotly_src: str | None, **values: Any) -> str:
+    """A page from its Jinja2 template (``report/templates``; values escaped by the template engine): plotly's
+    JavaScript inline (a self-contained file) or, with ``plotly_src``, from that relative URL (a site shares
+    one copy); the figures and plotly's template as JSON that is safe inside <script>."""
+    from markupsafe import Markup
+
+    from nearmetal import __version__
+
+    page: str = (
+        _templates()
+        .get_template(name)
+        .render(
+            version=__version__,
+            style=Markup(STYLE),
+            plotly_src=plotly_src,
+            plotly_js=Markup(_plotly_js()) if plotly_src is None else "",
+            figures_json=Markup(_json_for_script(plots)),
+            template_json=Markup(_json_for_script(_template())),
+            render_script=Markup(RENDER_SCRIPT),
+            plots=len(plots),
+            **values,
+        )
+    )
+    return page + "\n"
+
+
+@functools.cache
+def _templates() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("nearmetal.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+    )
+
+
+PLOTLY_JS_NAME = "plotly.min.js"
+
+
+def write_plotly_js(directory: Path) -> Path:
+    """plotly's JavaScript as one file (a site's pages share it instead of each embedding 4.6 MB)."""
+    path = directory / PLOTLY_JS_NAME
+    text = _plotly_js()
+    if not path.is_file() or path.stat().st_size != len(text.encode()):
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def write_html_report(results: Results, path: str | Path, plotly_src: str | None = None) -> Path:
     """Write the report; the file is replaced atomically so a reader never sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = html_report(results)
+    text = html_report(results, plotly_src=plotly_src)
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -1,30 +1,26 @@
 """``nearmetal site DIR``: a static, offline history site over the store — every run with its report, and per
 plan the trend of each cell's loss (with its interval) across runs: the regression history of a platform.
 
-``DIR/index.html`` holds the runs table and the trend figures (plotly's JavaScript inside, as in a run's
-report, so it opens offline); ``DIR/runs/<run>/report.html`` is each run's own report (``--no-reports``
-leaves them out). Losses come from ``Results.table()`` rows, the same numbers as every report.
+``DIR/index.html`` holds the runs table and the trend figures; ``DIR/runs/<run>/report.html`` is each run's
+own report (``--no-reports`` leaves them out); every page loads plotly's JavaScript from the site's one copy,
+``DIR/static/plotly.min.js`` (a relative path: the site opens offline, from a file or ``nearmetal site
+--serve``). Pages are rendered from the Jinja2 templates in ``report/templates``. Losses come from ``Results.table()`` rows, the same numbers as every report.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nearmetal.api import load_results
-from nearmetal.report.html import (
-    RENDER_SCRIPT,
-    STYLE,
-    _e,
-    _json_for_script,
-    _plotly_js,
-    _template,
-    write_html_report,
-)
+from nearmetal.report.html import PLOTLY_JS_NAME, render_page, write_html_report, write_plotly_js
 from nearmetal.store import Store
+
+STATIC = "static"
 
 
 @dataclass
@@ -38,6 +34,15 @@ class SiteSummary:
 
 def _stamp(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _format(moment: datetime.datetime) -> str:
+    """A plotly date (UTC, milliseconds)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _parse(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
 
 
 def trend_figures(history: list[tuple[Any, list[dict[str, Any]]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -55,11 +60,8 @@ def trend_figures(history: list[tuple[Any, list[dict[str, Any]]]]) -> list[tuple
                 label, {"x": [], "y": [], "plus": [], "minus": [], "text": []}
             )
             low, high = row.get("ci_low_pct"), row.get("ci_high_pct")
-            line["x"].append(  # milliseconds: runs started within one second stay apart
-                datetime.datetime.fromtimestamp(run.started_at, datetime.UTC).strftime(
-                    "%Y-%m-%d %H:%M:%S.%f"
-                )[:-3]
-            )
+            # milliseconds: runs started within one second stay apart
+            line["x"].append(_format(datetime.datetime.fromtimestamp(run.started_at, datetime.UTC)))
             line["y"].append(row["loss_pct"])
             line["plus"].append(None if high is None else high - row["loss_pct"])
             line["minus"].append(None if low is None else row["loss_pct"] - low)
@@ -85,9 +87,19 @@ def trend_figures(history: list[tuple[Any, list[dict[str, Any]]]]) -> list[tuple
             }
             for label, line in lines.items()
         ]
+        xaxis: dict[str, Any] = {"title": {"text": "run started (UTC)"}, "type": "date"}
+        starts = sorted({x for line in lines.values() for x in line["x"]})
+        if len(starts) == 1:
+            # one run: plotly would zoom the date axis to sub-milliseconds around it; a day either side
+            # shows the point on a readable axis
+            middle = _parse(starts[0])
+            xaxis["range"] = [
+                _format(middle - datetime.timedelta(days=1)),
+                _format(middle + datetime.timedelta(days=1)),
+            ]
         layout = {
             "title": {"text": f"{plan}: {workload} — loss of {metric} vs the baseline, per run"},
-            "xaxis": {"title": {"text": "run started (UTC)"}, "type": "date"},
+            "xaxis": xaxis,
             "yaxis": {"title": {"text": "loss % (interval)"}, "zeroline": True},
             "height": 420,
             "margin": {"t": 50},
@@ -102,6 +114,7 @@ def write_site(
     """Write the site for the store's newest ``limit`` runs; files are replaced, nothing else is removed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    write_plotly_js(out / STATIC)  # one copy for every page of the site
     store = Store(db)
     runs = sorted(store.list_runs(limit), key=lambda r: (r.started_at, r.id))
     history: list[tuple[Any, list[dict[str, Any]]]] = []
@@ -112,56 +125,49 @@ def write_site(
             results = load_results(run.id, store=store)
             history.append((run, results.table()))
             if reports:
-                write_html_report(results, out / "runs" / run.id / "report.html")
+                write_html_report(
+                    results,
+                    out / "runs" / run.id / "report.html",
+                    plotly_src=f"../../{STATIC}/{PLOTLY_JS_NAME}",
+                )
                 written += 1
         except Exception as exc:  # one run that cannot be read costs its own row, not the site
             problems.append(f"{run.id}: {type(exc).__name__}: {exc}")
             history.append((run, []))
     figures = trend_figures(history)
-    plans = list(dict.fromkeys(plan for plan, _ in figures))
-    parts = ['<h2 id="runs">Runs</h2>', '<table class="loss-table runs"><thead><tr>']
-    parts.append(
-        "".join(f"<th>{h}</th>" for h in ("started (UTC)", "run", "plan", "status", "trials", "host"))
-    )
-    parts.append("</tr></thead><tbody>")
-    for run in reversed(runs):  # newest first, as `nearmetal runs`
-        link = (
-            f'<a href="runs/{_e(run.id)}/report.html">{_e(run.id)}</a>'
-            if reports and (out / "runs" / run.id / "report.html").exists()
-            else _e(run.id)
-        )
-        parts.append(
-            f"<tr><td>{_e(_stamp(run.started_at))}</td><td>{link}</td><td>{_e(run.name)}</td>"
-            f'<td>{_e(run.status)}</td><td class="r">{run.trials}</td><td>{_e(run.host)}</td></tr>'
-        )
-    parts.append("</tbody></table>")
+    plan_names = list(dict.fromkeys(plan for plan, _ in figures))
     plots: list[dict[str, Any]] = []
-    for plan in plans:
-        parts.append(f'<h2 id="plan-{_e(plan)}">Trends: {_e(plan)}</h2>')
+    plans = []
+    for plan in plan_names:
+        indices = []
         for fig_plan, figure in figures:
             if fig_plan == plan:
-                parts.append(f'<figure><div class="plot" id="plot-{len(plots)}"></div></figure>')
+                indices.append(len(plots))
                 plots.append(figure)
-    for problem in problems:
-        parts.append(f'<p class="problem">{_e(problem)}</p>')
-    from nearmetal import __version__
-
-    nav = "".join(f'<li><a href="#plan-{_e(p)}">{_e(p)}</a></li>' for p in plans)
-    text = "".join(
-        [
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>nearmetal · history of {len(runs)} runs</title><style>{STYLE}</style>",
-            f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
-            f"<header><h1>nearmetal · {len(runs)} runs</h1>",
-            f'<p class="description">store {_e(store.display_url)}; each plan\'s losses across runs below</p>',
-            f'<nav><ul><li><a href="#runs">runs</a></li>{nav}</ul></nav></header>',
-            *parts,
-            f"<footer>nearmetal {_e(__version__)} · {len(plots)} trend figures</footer>",
-            f'<script type="application/json" id="nearmetal-figures">{_json_for_script(plots)}</script>',
-            f'<script type="application/json" id="nearmetal-template">{_json_for_script(_template())}</script>',
-            f"<script>{RENDER_SCRIPT}</script></body></html>\n",
-        ]
+        plans.append({"name": plan, "plots": indices})
+    listed = [
+        {
+            "started": _stamp(run.started_at),
+            "id": run.id,
+            "report": f"runs/{run.id}/report.html"
+            if reports and (out / "runs" / run.id / "report.html").exists()
+            else None,
+            "plan": run.name,
+            "status": run.status,
+            "trials": run.trials,
+            "host": run.host,
+        }
+        for run in reversed(runs)  # newest first, as `nearmetal runs`
+    ]
+    text = render_page(
+        "site.html.j2",
+        title=f"nearmetal · history of {len(runs)} runs",
+        plots=plots,
+        plotly_src=f"{STATIC}/{PLOTLY_JS_NAME}",
+        runs=listed,
+        plans=plans,
+        problems=problems,
+        store=store.display_url,
     )
     index = out / "index.html"
     tmp = out / f".index.html.{os.getpid()}.tmp"
@@ -169,3 +175,47 @@ def write_site(
     tmp.replace(index)
     store.engine.dispose()
     return SiteSummary(index, len(runs), written, len(plots), problems)
+
+
+def serve_site(
+    directory: str | Path,
+    port: int = 8000,
+    seconds: float | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve a written site on 127.0.0.1 only (a local preview, never on the network), files of
+    ``directory`` and nothing above it, until Ctrl-C or ``seconds``; no request is logged to stderr."""
+    import functools
+    import http.server
+    import threading
+
+    from nearmetal.errors import NearmetalError
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # the base's name
+            pass
+
+    handler = functools.partial(Quiet, directory=str(Path(directory).resolve()))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise NearmetalError(
+            f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}",
+            fix="choose another --port (0: any free one)",
+        ) from None
+    server.daemon_threads = True
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    if announce:
+        announce(url)
+    timer = threading.Timer(seconds, server.shutdown) if seconds is not None else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if timer:
+            timer.cancel()
+        server.server_close()
