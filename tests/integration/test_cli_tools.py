@@ -89,3 +89,44 @@ def test_site_serve_previews_on_localhost_and_stops(stored, tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_try_prints_a_plan_that_nearmetal_run_takes(run_cli, tmp_path: Path) -> None:
+    proc = run_cli(
+        "try", "--show-plan", "--layer", "cpu-quota:cpus=0.8", "--", "lmp", "-in", "in.lj", check=True
+    )
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(proc.stdout)
+    import yaml
+
+    data = yaml.safe_load(proc.stdout)
+    assert data["workloads"]["command"]["params"]["argv"] == ["lmp", "-in", "in.lj"]
+    assert data["variants"] == {"bare-metal": [], "cpu-quota-cpus-0.8": [{"layer": "cpu-quota", "cpus": 0.8}]}
+    assert data["baseline"] == "bare-metal" and data["order"] == "interleaved"
+    checked = run_cli("check", str(plan), "--json")
+    assert '"cpu-quota-cpus-0.8"' in checked.stdout or "cpu-quota-cpus-0.8" in checked.stderr
+    bad = run_cli("try", "--layer", "cpu-quota:cpus", "--", "true")
+    assert bad.returncode != 0 and "is not KEY=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = run_cli("try", "--show-plan", "--layer", "cpu-qouta:cpus=1", "--", "true")
+    assert unknown.returncode == 2 and "cpu-qouta" in unknown.stderr
+
+
+@pytest.mark.root
+def test_try_runs_the_command_bare_and_under_a_quota(run_cli, tmp_path: Path) -> None:
+    import json
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the cpu-quota layer writes cgroups: needs root")
+    proc = run_cli(
+        "try", "--layer", "cpu-quota:cpus=0.5", "--repeats", "2", "--warmup", "0", "--json", "--no-html",
+        "--workdir", str(tmp_path / "runs"), "--",
+        sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass",
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"bare-metal", "cpu-quota-cpus-0.5"}
+    assert rows["bare-metal"]["n"] == rows["cpu-quota-cpus-0.5"]["n"] == 2
+    assert rows["cpu-quota-cpus-0.5"]["metric"] == "wall_s" and "loss_pct" in rows["cpu-quota-cpus-0.5"]

@@ -152,8 +152,10 @@ def run_plan_command(
     backend_options: dict | None = None,
     allow_large: bool = False,
     allow_paths: list[Path] | None = None,
+    loaded_plan: Any = None,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
+    ``loaded_plan`` (a ``LoadedPlan``) is a plan made here rather than read from a file (``nearmetal try``).
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
     A resumed run uses the backend (and options) it was started with."""
     from nearmetal.backends.select import make_backend
@@ -162,8 +164,8 @@ def run_plan_command(
     from nearmetal.report.progress import JsonProgress, RichProgress
     from nearmetal.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
 
-    loaded = None
-    if plan is not None:
+    loaded = loaded_plan
+    if plan is not None and loaded is None:
         try:
             loaded = load_plan(plan)
         except PlanError as exc:
