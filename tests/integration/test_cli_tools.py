@@ -130,3 +130,32 @@ def test_try_runs_the_command_bare_and_under_a_quota(run_cli, tmp_path: Path) ->
     assert set(rows) == {"bare-metal", "cpu-quota-cpus-0.5"}
     assert rows["bare-metal"]["n"] == rows["cpu-quota-cpus-0.5"]["n"] == 2
     assert rows["cpu-quota-cpus-0.5"]["metric"] == "wall_s" and "loss_pct" in rows["cpu-quota-cpus-0.5"]
+
+
+def test_run_piped_prints_one_line_per_trial_and_junit(run_cli, tmp_path: Path) -> None:
+    import re
+    import xml.etree.ElementTree as ET
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "name: piped\n"
+        "workloads:\n"
+        f'  nap: {{kind: command, params: {{argv: ["{sys.executable}", "-c", "pass"]}}}}\n'
+        "variants: {bare-metal: [], again: []}\n"
+        "repeats: 2\nwarmup: 1\n"
+    )
+    junit = tmp_path / "ci" / "nearmetal.xml"
+    proc = run_cli("run", str(plan), "--no-html", "--junit", str(junit), "--workdir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    # 2 variants × (1 warm-up + 2 repeats), each as it ends: "[k/6] nap/again r1 ok 0.1 s"
+    assert len(lines) == 6, proc.stderr
+    assert all(
+        re.fullmatch(r"\[\d/6\] nap/(bare-metal|again) (warm-up|r\d) ok \d+\.\d s", line) for line in lines
+    )
+    assert "\x1b[" not in proc.stderr and "\r" not in proc.stderr  # no bar, no colours in a pipe
+    suites = ET.parse(junit).getroot()
+    assert suites.tag == "testsuites" and suites.get("tests") == "1"
+    [case] = suites.iter("testcase")
+    assert case.get("classname") == "piped.nap"
+    assert "again" in case.get("name") and "vs bare-metal" in case.get("name")

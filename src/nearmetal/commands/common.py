@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,7 +44,9 @@ app = typer.Typer(
     help="How near to bare metal does my workload run here, and if not, why not?",
 )
 console = Console()
-if not console.is_terminal:  # piped into a file or a CI log: do not squeeze tables into 80 columns
+if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
+    # piped into a file or a CI log with no COLUMNS: do not squeeze tables into 80 columns (a COLUMNS the
+    # user or the CI sets is kept: rich reads it)
     console.width = 150
 err_console = Console(stderr=True)
 
@@ -153,24 +156,31 @@ def run_plan_command(
     allow_large: bool = False,
     allow_paths: list[Path] | None = None,
     loaded_plan: Any = None,
+    junit: Path | None = None,
+    fail_above: str | None = None,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
+    ``junit``: write the verdicts as JUnit XML there; ``fail_above``: exit 3 when a loss lies wholly above it.
     ``loaded_plan`` (a ``LoadedPlan``) is a plan made here rather than read from a file (``nearmetal try``).
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
     A resumed run uses the backend (and options) it was started with."""
     from nearmetal.backends.select import make_backend
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
-    from nearmetal.report.progress import JsonProgress, RichProgress
+    from nearmetal.report.progress import JsonProgress
     from nearmetal.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
 
     loaded = loaded_plan
+    try:
+        threshold = parse_threshold(fail_above) if fail_above is not None else None
+    except NearmetalError as exc:
+        fail(exc)
     if plan is not None and loaded is None:
         try:
             loaded = load_plan(plan)
         except PlanError as exc:
             plan_errors(exc)
-    progress = JsonProgress() if as_json else (None if quiet else RichProgress(err_console))
+    progress = JsonProgress() if as_json else (None if quiet else terminal_progress())
     try:
         if resume:
             if seed is not None or run_id is not None:
@@ -243,6 +253,78 @@ def run_plan_command(
     if failure:
         err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False)
         raise typer.Exit(1)
+    verdicts(result.run_id, db, junit, threshold)
+
+
+# exit status when a loss lies wholly above --fail-above (errors use 1 and 2)
+REGRESSION_EXIT = 3
+
+
+def parse_threshold(value: str) -> float:
+    """``"5%"``, ``"0.05"``, ``"0"`` → a fraction in [0, 1)."""
+    import re
+
+    match = re.fullmatch(r"\s*\+?([0-9]*\.?[0-9]+)\s*(%?)\s*", value)
+    if not match:
+        raise NearmetalError(f"--fail-above {value!r} is not a percentage", fix="write it like 5% (or 0.05)")
+    number = float(match.group(1))
+    fraction = number / 100 if match.group(2) else number
+    if not 0 <= fraction < 1:
+        raise NearmetalError(f"--fail-above {value!r} is out of range", fix="give a loss between 0% and 100%")
+    return fraction
+
+
+def verdicts(run_id: str, db: str | None, junit: Path | None, threshold: float | None) -> None:
+    """``--junit FILE`` (one test case per compared cell) and ``--fail-above`` (exit 3 on a loss wholly
+    above it) of a stored run: what a CI job reads."""
+    if junit is None and threshold is None:
+        return
+    from nearmetal.api import load_results
+    from nearmetal.report.junit import junit_xml
+
+    results = load_results(run_id, db=db)
+    text = junit_xml([results], threshold or 0.0)
+    if junit is not None:
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            junit.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(NearmetalError(f"--junit {junit}: cannot write: {exc.strerror or exc}"))
+        err_console.print(f"wrote {junit} ({text.count('<testcase ')} test cases)", highlight=False)
+    if threshold is not None:
+        failed = text.count("<failure ")
+        if failed:
+            err_console.print(
+                f"[bold red]{failed} loss(es) lie wholly above {threshold:.1%}[/bold red]", highlight=False
+            )
+            raise typer.Exit(REGRESSION_EXIT)
+        err_console.print(f"no loss lies wholly above {threshold:.1%}", highlight=False)
+
+
+JunitOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--junit",
+        metavar="FILE",
+        help="also write the verdicts as JUnit XML for CI: a test case per compared cell, failed when its "
+        "loss lies wholly above --fail-above (default 0%)",
+    ),
+]
+FailAboveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-above",
+        metavar="PCT",
+        help="exit 3 when a loss's whole interval lies above this, e.g. 5%",
+    ),
+]
+
+
+def terminal_progress() -> Any:
+    """A live bar on a terminal; one plain line per trial in a pipe or a CI log."""
+    from nearmetal.report.progress import PlainProgress, RichProgress
+
+    return RichProgress(err_console) if err_console.is_terminal else PlainProgress()
 
 
 def run_failure(result: Any) -> str | None:

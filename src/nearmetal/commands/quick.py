@@ -17,6 +17,8 @@ import yaml
 from nearmetal.commands.common import (
     AllowLargeOption,
     DbOption,
+    FailAboveOption,
+    JunitOption,
     OptionalWorkdirOption,
     app,
     err_console,
@@ -124,6 +126,8 @@ def try_(
         bool, typer.Option("--html/--no-html", help="write report.html into the run's directory")
     ] = True,
     allow_large: AllowLargeOption = False,
+    junit: JunitOption = None,
+    fail_above: FailAboveOption = None,
 ) -> None:
     """Compare a command on bare metal with the same command under layers, with no plan file:
     nearmetal try --layer cpu-quota:cpus=0.8 -- lmp -in in.lj. Prints the plan it runs (save it and
@@ -157,4 +161,6 @@ def try_(
         html=html,
         allow_large=allow_large,
         loaded_plan=loaded,
+        junit=junit,
+        fail_above=fail_above,
     )

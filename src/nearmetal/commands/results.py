@@ -11,10 +11,14 @@ from rich.table import Table
 
 from nearmetal.commands.common import (
     DbOption,
+    FailAboveOption,
+    JunitOption,
     app,
     console,
     fail,
+    parse_threshold,
     show_report,
+    verdicts,
 )
 from nearmetal.errors import NearmetalError
 
@@ -35,12 +39,22 @@ def report(
         Path | None,
         typer.Option("--png", help="write every figure as PNG into this directory (Markdown links them)"),
     ] = None,
+    junit: JunitOption = None,
+    fail_above: FailAboveOption = None,
 ) -> None:
     """Show a stored run's tables again, or write them as Markdown, JSON, HTML with plots, or PNG figures."""
     if fmt is not None and fmt not in ("terminal", "markdown", "json", "html"):
         fail(NearmetalError(f"unknown format {fmt!r}", fix="use terminal, markdown, json or html"))
     try:
-        show_report(run_id, db, fmt, metric, output, html=html, png=png)
+        threshold = parse_threshold(fail_above) if fail_above is not None else None
+        if junit is not None and fmt is None and html is None and png is None:
+            fmt = "none"  # --junit alone writes the file; the terminal table only when a format is named
+        if fmt != "none":
+            show_report(run_id, db, fmt, metric, output, html=html, png=png)
+        if junit is not None or threshold is not None:
+            from nearmetal.api import load_results
+
+            verdicts(load_results(run_id, db=db).run_id, db, junit, threshold)
     except NearmetalError as exc:
         fail(exc)
     except ImportError as exc:

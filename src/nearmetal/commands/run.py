@@ -14,7 +14,9 @@ from nearmetal.commands.common import (
     AllowPathOption,
     BackendOption,
     DbOption,
+    FailAboveOption,
     ImageOption,
+    JunitOption,
     KubeconfigOption,
     NamespaceOption,
     OptionalWorkdirOption,
@@ -61,6 +63,8 @@ def run(
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    junit: JunitOption = None,
+    fail_above: FailAboveOption = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -79,6 +83,8 @@ def run(
         backend_options=options,
         allow_large=allow_large,
         allow_paths=allow_path,
+        junit=junit,
+        fail_above=fail_above,
     )
 
 
@@ -118,6 +124,8 @@ def study(
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    junit: JunitOption = None,
+    fail_above: FailAboveOption = None,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -149,4 +157,6 @@ def study(
         backend_options=options,
         allow_large=allow_large,
         allow_paths=allow_path,
+        junit=junit,
+        fail_above=fail_above,
     )

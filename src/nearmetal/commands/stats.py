@@ -4,29 +4,23 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from nearmetal.commands.common import DbOption, WorkdirOption, app, console, err_console, fail, plan_errors
+from nearmetal.commands.common import (
+    REGRESSION_EXIT,
+    DbOption,
+    WorkdirOption,
+    app,
+    console,
+    err_console,
+    fail,
+    parse_threshold,
+    plan_errors,
+)
 from nearmetal.errors import NearmetalError
-
-# exit status of `compare --fail-above` when a loss lies wholly above the threshold (errors use 1 and 2)
-REGRESSION_EXIT = 3
-
-
-def parse_threshold(value: str) -> float:
-    """``"5%"``, ``"0.05"``, ``"0"`` → a fraction in [0, 1)."""
-    match = re.fullmatch(r"\s*\+?([0-9]*\.?[0-9]+)\s*(%?)\s*", value)
-    if not match:
-        raise NearmetalError(f"--fail-above {value!r} is not a percentage", fix="write it like 5% (or 0.05)")
-    number = float(match.group(1))
-    fraction = number / 100 if match.group(2) else number
-    if not 0 <= fraction < 1:
-        raise NearmetalError(f"--fail-above {value!r} is out of range", fix="give a loss between 0% and 100%")
-    return fraction
 
 
 @app.command()
@@ -136,10 +130,10 @@ def aa(
     report the observed false-positive rate: the noise floor of this machine."""
     from nearmetal.aa import aa_plan, false_positive_rate
     from nearmetal.api import load_results
+    from nearmetal.commands.common import terminal_progress
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
     from nearmetal.report import print_report
-    from nearmetal.report.progress import RichProgress
     from nearmetal.runner import RunInterrupted, run_plan
 
     try:
@@ -148,7 +142,7 @@ def aa(
         plan_errors(exc)
     except NearmetalError as exc:
         fail(exc)
-    progress = None if (quiet or as_json) else RichProgress(err_console)
+    progress = None if (quiet or as_json) else terminal_progress()
     try:
         result = run_plan(loaded, db=db, workdir=workdir, progress=progress, seed=seed)
     except RunInterrupted as exc:

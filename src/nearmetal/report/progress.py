@@ -147,6 +147,48 @@ class RichProgress:
             self._progress = None
 
 
+class PlainProgress:
+    """Without a terminal (a pipe, a CI log): one plain line per trial as it ends, so a log shows the run as
+    it goes (``[12/48] lammps/limit-0.8 r3 ok 12.1 s``), no bar and no control characters."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.eta = EtaEstimator(0)
+        self.failures = 0
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def start(self, total: int, plan_name: str, run_id: str) -> None:
+        self.eta = EtaEstimator(total)
+        self._line(f"nearmetal run {run_id}: {plan_name}, {total} trials")
+
+    def set_total(self, total: int) -> None:
+        self.eta.total = total
+        self._line(f"adaptive repeats: {total} trials now")
+
+    def trial_started(self, trial: Trial, index: int) -> None:
+        self.eta.trial_started()
+
+    def trial_finished(self, record: TrialRecord, index: int) -> None:
+        self.eta.trial_finished(record.trial.cell.key, record.wall_s)
+        trial = record.trial
+        which = "warm-up" if trial.warmup else f"r{trial.index}"
+        line = f"[{self.eta.done}/{self.eta.total}] {trial.cell.key} {which} {record.status} {record.wall_s:.1f} s"
+        if record.status != "ok":
+            self.failures += 1
+            line += ": " + (record.error or record.status).splitlines()[0][:160]
+        self._line(line)
+
+    def note(self, text: str) -> None:
+        self._line(f"warning: {text}")
+
+    def finish(self) -> None:
+        failed = f", {self.failures} failed" if self.failures else ""
+        self._line(f"{self.eta.done} trials done{failed}")
+
+
 class JsonProgress:
     """One JSON object per line on stderr: start, each trial (with done/total, failures and ETA), finish."""
 

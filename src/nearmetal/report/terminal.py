@@ -18,7 +18,8 @@ def print_table(table: Table, console: Console) -> None:
     last = len(table.headers) - 1
     for i, header in enumerate(table.headers):
         # the verdict and the loss with its interval are what a reader scans for: never broken in two
-        keep_whole = i == last or header.startswith(("loss %", "B vs A loss %"))
+        # the first column (variant, cell) is a name: never broken either ("bare-met / al")
+        keep_whole = i in (0, last) or header.startswith(("loss %", "B vs A loss %"))
         rich_table.add_column(
             header, justify="left" if i in (0, last) else "right", overflow="fold", no_wrap=keep_whole
         )
@@ -27,9 +28,38 @@ def print_table(table: Table, console: Console) -> None:
         # cells are text, not markup: "[n too small]" would otherwise vanish as an unknown style
         rich_table.add_row(*(escape(cell) for cell in row), style=style)
     console.print()
-    console.print(rich_table)
+    if _narrowest(table) > console.width:
+        print_vertical(table, console)  # too narrow for the columns (COLUMNS=60, a phone): one block a row
+    else:
+        console.print(rich_table)
     for note in table.notes:
         console.print(f"[dim]{escape(note)}[/dim]", highlight=False)
+
+
+def _narrowest(table: Table) -> int:
+    """The fewest columns the table takes with no word broken: the first and last columns and the loss
+    whole, the others wrapped at spaces (rich folds words mid-way below that: "bare-met / al")."""
+    last = len(table.headers) - 1
+    width = 1
+    for i, header in enumerate(table.headers):
+        cells = [header, *(row[i] for row in table.rows if i < len(row))]
+        whole = i in (0, last) or header.startswith(("loss %", "B vs A loss %"))
+        if whole:
+            need = max(len(c) for c in cells[1:]) if len(cells) > 1 else 0
+            need = max(need, max((len(w) for w in header.split()), default=0))
+        else:
+            need = max((len(w) for c in cells for w in c.split()), default=0)
+        width += need + 3  # padding and the border
+    return width
+
+
+def print_vertical(table: Table, console: Console) -> None:
+    """The narrow form of a table: each row as its name, then one ``header: value`` line per column."""
+    console.print(f"[bold]{escape(table.title)}[/bold]", highlight=False)
+    for row, sig in zip(table.rows, table.significance, strict=True):
+        console.print(escape(row[0]), style="bold red" if sig else "bold", highlight=False)
+        for header, cell in zip(table.headers[1:], row[1:], strict=True):
+            console.print(f"  {escape(header)}: {escape(cell)}", highlight=False)
 
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
