@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from nearmetal.layers.base import LayerConfig
 from nearmetal.plan.messages import describe_error
+from nearmetal.plan.suggest import did_you_mean
 from nearmetal.workloads import workload_class
 from nearmetal.workloads.base import WorkloadParams
 
@@ -93,15 +94,23 @@ def resolve_key(plan: BaseModel, key: str) -> tuple[list[tuple[str, str]], str |
     if "." in key:
         name, _, param = key.partition(".")
         if name not in workloads:
-            return [], f"no workload named {name!r} (workloads: {', '.join(workloads)})"
+            return [], f"no workload named {name!r} (workloads: {', '.join(workloads)})" + did_you_mean(
+                name, workloads
+            )
         kind = workloads[name].kind
         if param not in _param_fields(kind):
             fields = ", ".join(sorted(_param_fields(kind)))
-            return [], f"workload {name!r} ({kind}) has no parameter {param!r} (parameters: {fields})"
+            return [], (
+                f"workload {name!r} ({kind}) has no parameter {param!r} (parameters: {fields})"
+                + did_you_mean(param, _param_fields(kind))
+            )
         return [(name, param)], None
     targets = [(name, key) for name, spec in workloads.items() if key in _param_fields(spec.kind)]
     if not targets:
-        return [], f"no workload has a parameter {key!r}; write it as 'workload.param'"
+        every = {p for spec in workloads.values() for p in _param_fields(spec.kind)}
+        return [], f"no workload has a parameter {key!r}; write it as 'workload.param'" + did_you_mean(
+            key, sorted(every)
+        )
     return targets, None
 
 
@@ -115,7 +124,11 @@ def expand_cells(plan: BaseModel) -> Expansion:
 
     if baseline not in variants:
         out.problems.append(
-            (("baseline",), f"{baseline!r} is not a variant (variants: {', '.join(variants)})")
+            (
+                ("baseline",),
+                f"{baseline!r} is not a variant (variants: {', '.join(variants)})"
+                + did_you_mean(baseline, variants),
+            )
         )
 
     # matrix axes per workload: param -> (values, matrix key)
@@ -145,7 +158,12 @@ def expand_cells(plan: BaseModel) -> Expansion:
                 overrides[vname][name][param] = (value, ("variants", vname, "params", key))
         for name in variant.only or []:
             if name not in workloads:
-                out.problems.append((("variants", vname, "only"), f"no workload named {name!r}"))
+                out.problems.append(
+                    (
+                        ("variants", vname, "only"),
+                        f"no workload named {name!r}" + did_you_mean(name, workloads),
+                    )
+                )
 
     if out.problems:
         return out

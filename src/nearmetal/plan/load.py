@@ -17,6 +17,7 @@ from nearmetal.errors import PlanError
 from nearmetal.plan.expand import Cell, Loc, expand_cells
 from nearmetal.plan.messages import describe_error, one_line, shorten
 from nearmetal.plan.models import plan_model
+from nearmetal.plan.suggest import allowed_keys, cross_reference_problems, did_you_mean
 
 MAX_PLAN_BYTES = 1 << 20
 # a plan is a short declaration: more values than this once YAML aliases are expanded is an alias bomb
@@ -209,7 +210,15 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            problem = format_problem(source, root, tuple(err["loc"]), describe_error(dict(err)))
+            message = describe_error(dict(err))
+            if err.get("type") == "extra_forbidden" and err["loc"]:
+                message += did_you_mean(err["loc"][-1], allowed_keys(data, tuple(err["loc"])))
+            problem = format_problem(source, root, tuple(err["loc"]), message)
+            if problem not in problems:
+                problems.append(problem)
+        # the cross-references too, in the same pass: a wrong baseline is not left for after the fields
+        for loc, message in cross_reference_problems(data):
+            problem = format_problem(source, root, loc, message)
             if problem not in problems:
                 problems.append(problem)
         raise PlanError(problems) from None

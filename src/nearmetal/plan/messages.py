@@ -67,9 +67,12 @@ def describe_error(err: dict[str, Any]) -> str:
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')} (got {shorten(inp)})"
     if kind == "union_tag_invalid":
+        from nearmetal.plan.suggest import did_you_mean, quoted_names
+
+        expected = str(ctx.get("expected_tags"))
         return (
             f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; use one of "
-            f"{ctx.get('expected_tags')}"
+            f"{expected}{did_you_mean(ctx.get('tag'), quoted_names(expected))}"
         )
     if kind == "union_tag_not_found":
         return f"needs a {ctx.get('discriminator', 'kind').strip(chr(39))!s} field"
