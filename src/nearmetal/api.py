@@ -524,7 +524,7 @@ def load_results(
     interval_metrics: list[str] | str | None = None,
 ) -> Results:
     """A stored run (the latest when no id is given); its analysis is computed when first read."""
-    store = store or Store(db)
+    store = store or Store(db, create=False)
     run = store.get_run(run_id) if run_id else store.get_run(store.latest_run_id())
     return Results(store=store, run=run, interval_metrics=interval_metrics)
 

@@ -110,7 +110,7 @@ def compare_runs(
     the same statistics as a run's own table (A's analysis settings and seed). Cells whose workload
     parameters or layer options differ measure different things: they go to ``differing`` with the
     differences named, and get no row (so no regression verdict)."""
-    store = store or Store(db)
+    store = store or Store(db, create=False)
     a = load_results(run_a, store=store)
     b = load_results(run_b, store=store)
     if a.run_id == b.run_id:

@@ -159,3 +159,16 @@ def test_run_piped_prints_one_line_per_trial_and_junit(run_cli, tmp_path: Path) 
     [case] = suites.iter("testcase")
     assert case.get("classname") == "piped.nap"
     assert "again" in case.get("name") and "vs bare-metal" in case.get("name")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("runs",), ("report",), ("export",), ("site", "out"), ("compare", "a", "b")],
+    ids=lambda a: a[0],
+)
+def test_readers_of_a_missing_store_say_so_and_create_nothing(run_cli, tmp_path: Path, args) -> None:
+    typo = tmp_path / "typo.db"
+    proc = run_cli(*args, "--db", str(typo))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"no store at {typo}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not typo.exists() and not (tmp_path / "out").exists()

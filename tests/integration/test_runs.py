@@ -185,7 +185,14 @@ def test_library_api_matches_cli_table(tmp_path: Path, db_url: str, run_cli) -> 
     assert out["run_id"] in listing
 
 
-def test_report_without_runs_says_what_to_do(run_cli) -> None:
+def test_report_without_runs_says_what_to_do(run_cli, tmp_path: Path) -> None:
+    proc = run_cli("report")  # no store yet: a reader does not create one (issue 30)
+    assert proc.returncode == 1
+    assert "no store at" in proc.stderr and "nearmetal run" in proc.stderr
+    assert not (tmp_path / "results.db").exists()
+    from nearmetal.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'results.db'}")  # an empty store
     proc = run_cli("report")
     assert proc.returncode == 1
     assert "has no runs yet" in proc.stderr and "nearmetal run" in proc.stderr

@@ -68,7 +68,7 @@ def export(
         from nearmetal.api import load_results
         from nearmetal.store import Store
 
-        store = Store(db)
+        store = Store(db, create=False)
         results_list = (
             [load_results(r, store=store) for r in run_ids] if run_ids else [load_results(store=store)]
         )

@@ -83,7 +83,7 @@ def runs(
     from nearmetal.store import Store
 
     try:
-        store = Store(db)
+        store = Store(db, create=False)
     except NearmetalError as exc:
         fail(exc)
     import socket

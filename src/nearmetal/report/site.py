@@ -112,10 +112,10 @@ def write_site(
     out_dir: str | Path, db: str | None = None, limit: int = 1000, reports: bool = True
 ) -> SiteSummary:
     """Write the site for the store's newest ``limit`` runs; files are replaced, nothing else is removed."""
+    store = Store(db, create=False)  # before anything is written: a mistyped --db writes nothing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_plotly_js(out / STATIC)  # one copy for every page of the site
-    store = Store(db)
     runs = sorted(store.list_runs(limit), key=lambda r: (r.started_at, r.id))
     history: list[tuple[Any, list[dict[str, Any]]]] = []
     problems: list[str] = []

@@ -167,11 +167,34 @@ def _create_private(database: str | None) -> None:
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
+def _must_exist(url: str) -> None:
+    if not url.startswith("sqlite"):
+        return  # a server's database: opening it says what is wrong
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:
+        return
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise NearmetalError(
+            f"no store at {database}",
+            fix="check --db or NEARMETAL_DB (the default is ./nearmetal.db in the current directory); "
+            "nearmetal run PLAN (or study, try) creates a store, reading commands do not",
+        )
+
+
 class Store:
-    def __init__(self, db: str | None = None) -> None:
+    def __init__(self, db: str | None = None, create: bool = True) -> None:
+        """``create=False`` (commands that only read: report, runs, export, site, compare): a SQLite path
+        that does not exist is one clear error, not a new empty store that hides a mistyped ``--db``."""
         self.url = resolve_db_url(db)
         # what messages and reports show: never the password
         self.display_url = redact_url(self.url)
+        if not create:
+            _must_exist(self.url)
         kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
