@@ -15,14 +15,57 @@ from rich.console import Console
 from nearmetal.errors import NearmetalError
 
 
+def _range_words(low: Any, high: Any) -> str | None:
+    """A number range in words ("≥ 2", "0 to 2147483647"), not Python's ``0<=x<=2147483647``."""
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f"≥ {low}"
+    if high is not None:
+        return f"≤ {high}"
+    return None
+
+
+def _value_word(param: Any) -> str | None:
+    """What help shows for a value: a word (TEXT, N, X, PATH; an argument its own name, PLAN), never a
+    Python type (``<list[str]>``, ``<int range>``, ``{plan}``); None leaves typer's (a choice's values)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and getattr(descriptor, "is_choice", False):
+        return None
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.name or "value").upper()
+    annotation = getattr(descriptor, "annotation", None)
+    kind = getattr(annotation, "__name__", "") or type(getattr(param, "type", None)).__name__
+    words = {"int": "N", "float": "X", "Path": "PATH", "IntParamType": "N", "IntRange": "N"}
+    words |= {"FloatParamType": "X", "FloatRange": "X"}
+    return words.get(kind, "TEXT")
+
+
 class _Commands(typer.core.TyperGroup):
-    """The command group: flags are shown as plain flags in help (``--quiet``, not ``--quiet <bool>``)."""
+    """The command group: help shows flags as plain flags (``--quiet``, not ``--quiet <bool>``), values by a
+    word (TEXT, N, PATH, PLAN), never a Python type, and number ranges in words."""
 
     @staticmethod
     def _plain(params: list[Any]) -> list[Any]:
         for param in params:
+            if getattr(param, "_nearmetal_plain", False):
+                continue
+            param._nearmetal_plain = True
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""  # typer shows a flag's type (<bool>) unless it has a metavar
+                continue
+            word = param.metavar if param.metavar is not None else _value_word(param)
+            if word is not None:
+                param.metavar = word
+                param.display_type_rich = lambda ctx=None, word=word: word  # an argument's type column too
+            if getattr(param, "param_type_name", "") == "argument" and word is not None:
+                # the usage line: PLAN, [RUN], COMMAND... (typer writes a required one as {plan})
+                usage = word + ("..." if getattr(param, "nargs", 1) != 1 else "")
+                usage = usage if param.required else f"[{usage}]"
+                param._usage_display_name = lambda usage=usage: usage
+            if hasattr(param, "_get_number_range_help_str"):
+                low, high = getattr(param, "min", None), getattr(param, "max", None)
+                param._get_number_range_help_str = lambda low=low, high=high: _range_words(low, high)
         return params
 
     def get_params(self, ctx: Any) -> list[Any]:
@@ -55,7 +98,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar="NEARMETAL_DB",
-        help="result store: a SQLite path or SQLAlchemy URL [default: ./nearmetal.db]",
+        help="result store: a SQLite path or SQLAlchemy URL \\[default: ./nearmetal.db]",
     ),
 ]
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
@@ -97,7 +140,7 @@ OptionalWorkdirOption = Annotated[
     Path | None,
     typer.Option(
         "--workdir",
-        help="where trial outputs are kept [default: ./nearmetal-runs; a resumed run: where it was]",
+        help="where trial outputs are kept \\[default: ./nearmetal-runs; a resumed run: where it was]",
     ),
 ]
 
