@@ -24,6 +24,7 @@ from nearmetal.report.tables import (
 )
 
 REPORT_NAME = "report.html"
+CONTENDED_GREY = "#bdbdbd"
 TEMPLATE = "plotly_white"
 
 
@@ -59,6 +60,11 @@ def plotly_trace(series: Series) -> dict[str, Any]:
         trace["hovertemplate"] = "%{text}<extra></extra>"
     if series.kind == "bar":
         trace.update(type="bar", marker={"color": color} if color else {})
+        if series.hatched:  # contended cells: grey, hatched
+            trace["marker"] = {
+                "color": [CONTENDED_GREY if h else (color or "#636efa") for h in series.hatched],
+                "pattern": {"shape": ["/" if h else "" for h in series.hatched], "fgcolor": "#555"},
+            }
         if series.text is not None:
             trace["textposition"] = "none"  # the text is for hovering, not printed over the bar
         if (err := _error_y(series)) is not None:

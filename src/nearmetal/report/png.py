@@ -59,7 +59,7 @@ def draw(spec: FigureSpec, ax: Any) -> None:
             slot += 1
         xs = [index[x] + offset for x in series.x] if categorical else [float(x) for x in series.x]
         if series.kind == "bar":
-            ax.bar(
+            bars = ax.bar(
                 xs,
                 series.y,
                 width=width if spec.grouped else 0.6,
@@ -69,6 +69,10 @@ def draw(spec: FigureSpec, ax: Any) -> None:
                 capsize=4,
                 error_kw={"elinewidth": 1.2, "ecolor": "#333"},
             )
+            for bar, hatched in zip(bars, series.hatched or [], strict=False):
+                if hatched:  # a contended cell: grey, hatched
+                    bar.set_facecolor("#bdbdbd")
+                    bar.set_hatch("//")
         elif series.kind in ("line", "scatter"):
             style = "--" if series.dashed else "-"
             ax.errorbar(

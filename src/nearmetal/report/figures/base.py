@@ -41,6 +41,8 @@ class Series:
     text: list[str] | None = None  # hover text per point
     color: str | None = None
     dashed: bool = False  # a reference (ideal scaling, an expected value), not a measurement
+    # per point: drawn grey and hatched (a contended cell: outside work ran beside it, its loss may be noise)
+    hatched: list[bool] | None = None
 
 
 @dataclass

@@ -64,6 +64,29 @@ def conf_label(results: Results) -> str:
     return f"{results.confidence:.0%}"
 
 
+def interval_words(estimates: list[Any]) -> str:
+    """The interval the whiskers actually draw, in words: paired (per-block log ratios, signed-rank or t)
+    or unpaired (the bootstrap, BCa or percentile, on the ratio of means or medians)."""
+    words = []
+    for est in estimates:
+        method = str(est.method)
+        if est.design == "paired":
+            test = "Wilcoxon signed-rank" if method.startswith("signed-rank") else "Student's t"
+            text = f"paired interval on per-block log ratios ({test})"
+        elif method.startswith(("bca", "percentile")):
+            kind = "BCa" if method.startswith("bca") else "percentile"
+            text = f"{kind} bootstrap interval on the ratio of {est.statistic}s"
+        elif method.startswith("exact"):
+            text = "exact interval (no spread)"
+        else:
+            continue
+        if "stage-1" in method:
+            text += ", hulled with Stein's two-stage interval"
+        if text not in words:
+            words.append(text)
+    return "; ".join(words) or "no interval"
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -115,7 +138,8 @@ def value_bars(results: Results) -> list[FigureSpec]:
 
 @figure("loss")
 def loss_bars(results: Results) -> list[FigureSpec]:
-    """Each variant's loss % against the baseline, with the bootstrap interval as whiskers."""
+    """Each variant's loss % against the baseline, with its interval (paired or bootstrap, as computed) as
+    whiskers; a contended cell's bar grey and hatched, the reason in its hover text and the caption."""
     colors = variant_colors(results)
     specs = []
     for workload, cells in by_workload(results).items():
@@ -123,19 +147,26 @@ def loss_bars(results: Results) -> list[FigureSpec]:
         points = points_of(cells)
         series = []
         direction = ""
+        estimates = []
+        contended_any = False
         for variant in variants_of(cells):
-            x, y, low, high, text = [], [], [], [], []
+            x, y, low, high, text, hatched = [], [], [], [], [], []
             for point in points:
                 cell = cell_at(cells, variant, point)
                 comp = results.analysis.comparison(cell.cell_id, metric) if cell else None
-                if comp is None or not math.isfinite(comp.loss.loss):
+                if comp is None or cell is None or not math.isfinite(comp.loss.loss):
                     continue
                 direction = comp.direction
                 est = comp.loss
+                estimates.append(est)
                 x.append(point if len(points) > 1 else variant)
                 y.append(est.loss * 100)
                 low.append(None if est.low is None else est.low * 100)
                 high.append(None if est.high is None else est.high * 100)
+                noise = results.contention.get(cell.cell_id)
+                contended = results.contention_verdict(cell) is not None or bool(noise and noise.is_contended)
+                hatched.append(contended)
+                contended_any |= contended
                 text.append(
                     f"{variant}: {est.loss * 100:+.1f}%"
                     + (
@@ -143,9 +174,29 @@ def loss_bars(results: Results) -> list[FigureSpec]:
                         if est.low is not None and est.high is not None
                         else ""
                     )
+                    + (
+                        f" — contended: outside processes used {noise.mean_outside_pct:.0f}% of one CPU;"
+                        " its loss may be noise, not the layer"
+                        if contended and noise is not None
+                        else " — contended"
+                        if contended
+                        else ""
+                    )
                 )
             if x:
-                series.append(Series(variant, "bar", x, y, low, high, text, color=colors[variant]))
+                series.append(
+                    Series(
+                        variant,
+                        "bar",
+                        x,
+                        y,
+                        low,
+                        high,
+                        text,
+                        color=colors[variant],
+                        hatched=hatched if any(hatched) else None,
+                    )
+                )
         if not series:
             continue
         specs.append(
@@ -158,7 +209,13 @@ def loss_bars(results: Results) -> list[FigureSpec]:
                 section=workload,
                 caption=(
                     f"positive = the variant costs ({direction} {metric} is better); whiskers: "
-                    f"{conf_label(results)} BCa bootstrap interval on the ratio of means"
+                    f"{conf_label(results)} {interval_words(estimates)}"
+                    + (
+                        "; grey hatched bars: contended cells (outside processes ran beside them: the loss"
+                        " may be noise, not the layer)"
+                        if contended_any
+                        else ""
+                    )
                 ),
                 grouped=len(points) > 1,
                 hlines=[RefLine(0.0)],
