@@ -172,3 +172,33 @@ def test_readers_of_a_missing_store_say_so_and_create_nothing(run_cli, tmp_path:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"no store at {typo}" in proc.stderr and "Traceback" not in proc.stderr
     assert not typo.exists() and not (tmp_path / "out").exists()
+
+
+def test_compare_three_runs_each_against_the_first_with_a_geometric_mean(run_cli, tmp_path: Path) -> None:
+    import json
+    import math
+
+    store = Store(f"sqlite:///{tmp_path / 'results.db'}")
+    cells = [SyntheticCell("lammps", v, baseline=v == "bare-metal") for v in ("bare-metal", "limit-0.8")]
+    ids = []
+    for slow in (1.0, 1.10, 1.21):  # a platform that gets slower, run after run
+
+        def metrics(cell, repeat, rng, slow=slow):
+            return [Metric("wall_s", 2.0 * slow * rng.normal(1, 0.002), "s", "lower")]
+
+        ids.append(write_run(store, cells, metrics, repeats=5, seed=len(ids)))
+    db = str(store.url)
+    doc = json.loads(run_cli("compare", *ids, "--db", db, "--json", check=True).stdout)
+    assert doc["reference"] == ids[0] and [c["run_b"] for c in doc["comparisons"]] == ids[1:]
+    means = {m["run"]: m for m in doc["geometric_means"]}
+    for run, expected in ((ids[1], 1.10), (ids[2], 1.21)):
+        assert (
+            means[run]["against"] == ids[0] and means[run]["cells"] == 2 and means[run]["metric"] == "wall_s"
+        )
+        assert math.isclose(means[run]["geometric_mean_slowdown"], expected, rel_tol=0.01)
+    shown = run_cli("compare", *ids, "--db", db, check=True)
+    assert "geometric mean" in shown.stdout and shown.stdout.count(" slower") >= 2
+    failed = run_cli("compare", *ids, "--db", db, "--fail-above", "15%")
+    assert failed.returncode == 3 and "regression" in failed.stderr  # the third run: +21%
+    alone = run_cli("compare", ids[0], "--db", db)
+    assert alone.returncode == 1 and "at least two runs" in alone.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,84 +23,103 @@ from nearmetal.commands.common import (
 from nearmetal.errors import NearmetalError
 
 
+def geometric_means(comparisons: list[Any]) -> list[dict[str, Any]]:
+    """Per run after the first and per metric: the geometric mean of the slowdowns (×, > 1 = slower) over
+    the cells both runs have, as pyperf's compare_to summarises several benchmarks."""
+    import math
+
+    rows = []
+    for comparison in comparisons:
+        by_metric: dict[str, list[float]] = {}
+        for row in comparison.rows:
+            factor = row.loss.slowdown
+            if math.isfinite(factor) and factor > 0:
+                by_metric.setdefault(row.metric, []).append(factor)
+        for metric, factors in by_metric.items():
+            mean = math.exp(sum(math.log(f) for f in factors) / len(factors))
+            rows.append(
+                {
+                    "run": comparison.b.run_id,
+                    "against": comparison.a.run_id,
+                    "metric": metric,
+                    "cells": len(factors),
+                    "geometric_mean_slowdown": mean,
+                }
+            )
+    return rows
+
+
+def _factor_words(factor: float) -> str:
+    if abs(factor - 1) < 0.0005:
+        return "×1.000 (same)"
+    return f"×{factor:.3f} slower" if factor > 1 else f"×{1 / factor:.3f} faster"
+
+
 @app.command()
 def compare(
-    run_a: Annotated[str, typer.Argument(help="the reference run (before)")],
-    run_b: Annotated[str, typer.Argument(help="the run compared with it (after)")],
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="the reference run, then one or more runs compared with it (each against the first)"
+        ),
+    ],
     db: DbOption = None,
     metric: Annotated[str | None, typer.Option(help="metric to compare (default: each workload's)")] = None,
     fail_above: Annotated[
         str | None,
         typer.Option(
             "--fail-above",
+            metavar="PCT",
             help=f"exit {REGRESSION_EXIT} when a loss's whole interval lies above this, e.g. 5%",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="rows as JSON")] = False,
 ) -> None:
-    """Compare matching cells (workload, variant, matrix point) of two stored runs: B's loss against A,
-    with the same statistics and table shape as a run's own report."""
+    """Compare matching cells (workload, variant, matrix point) of stored runs: each run's loss against the
+    first, with the same statistics and table shape as a run's own report, and per metric the geometric
+    mean of the slowdowns over the cells (as pyperf compare_to)."""
     from nearmetal.compare import compare_runs
-    from nearmetal.report.tables import compare_tables, fmt_estimate, run_header
-    from nearmetal.report.terminal import print_table
 
+    if len(runs) < 2:
+        fail(NearmetalError("compare needs at least two runs", fix="nearmetal compare RUN_A RUN_B [RUN_C …]"))
     try:
         threshold = parse_threshold(fail_above) if fail_above is not None else None
-        comparison = compare_runs(run_a, run_b, db=db, metric=metric)
+        comparisons = [compare_runs(runs[0], other, db=db, metric=metric) for other in runs[1:]]
     except NearmetalError as exc:
         fail(exc)
-    above = comparison.above(threshold) if threshold is not None else []
+    above = [row for c in comparisons for row in (c.above(threshold) if threshold is not None else [])]
+    summary = geometric_means(comparisons)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "run_a": comparison.a.run_id,
-                    "run_b": comparison.b.run_id,
-                    "rows": comparison.to_dicts(),
-                    "only_in_a": [c.key for c in comparison.only_a],
-                    "only_in_b": [c.key for c in comparison.only_b],
-                    "not_comparable": {c.key: diffs for c, diffs in comparison.differing},
-                    "fail_above": threshold,
-                    "regressions": [r.cell.key for r in above],
-                },
-                default=str,
-                indent=2,
-            )
+        pairs = [_pair_json(c, threshold) for c in comparisons]
+        document = (
+            {**pairs[0], "geometric_means": summary}
+            if len(pairs) == 1
+            else {
+                "reference": comparisons[0].a.run_id,
+                "comparisons": pairs,
+                "geometric_means": summary,
+            }
         )
+        print(json.dumps(document, default=str, indent=2))
     else:
-        for label, results in (("A", comparison.a), ("B", comparison.b)):
-            head = dict(run_header(results))
-            console.print(
-                f"[bold]run {label}[/bold]: {head['run']} — {head['plan']}, {head['status']}; {head['host']}",
-                highlight=False,
+        for comparison in comparisons:
+            _show_pair(comparison, with_a=comparison is comparisons[0])
+        if summary:
+            from rich.table import Table
+
+            table = Table(
+                "run", "vs", "metric", "cells", "geometric mean", title="summary", title_justify="left"
             )
-        for table in compare_tables(comparison):
-            print_table(table, console)
-        for label, cells in (("A", comparison.only_a), ("B", comparison.only_b)):
-            if cells:
-                shown = ", ".join(c.key for c in cells[:8]) + (" …" if len(cells) > 8 else "")
-                console.print(
-                    f"[yellow]only in run {label}[/yellow] ({len(cells)} cells): {shown}", highlight=False
-                )
-        for cell, diffs in comparison.differing:
-            console.print(
-                f"[yellow]not compared[/yellow]: {cell.key} measures something else in each run ("
-                + "; ".join(diffs[:6])
-                + (" …" if len(diffs) > 6 else "")
-                + ")",
-                highlight=False,
-            )
-        if comparison.missing_metric:
-            shown = ", ".join(c.key for c in comparison.missing_metric[:8])
-            console.print(f"[yellow]metric missing in one run[/yellow]: {shown}", highlight=False)
-        if not comparison.rows:
-            why = (
-                "every cell in both runs has other parameters or layer options"
-                if comparison.differing
-                else "no cell is in both runs"
-            )
-            err_console.print(f"{why}: nothing to compare", highlight=False)
+            for line in summary:
+                table.add_row(
+                    line["run"], line["against"], line["metric"], str(line["cells"]),
+                    _factor_words(line["geometric_mean_slowdown"]),
+                )  # fmt: skip
+            console.print()
+            console.print(table)
     if threshold is not None:
+        from nearmetal.report.tables import fmt_estimate
+
         if above:
             for row in above:
                 err_console.print(
@@ -111,6 +130,60 @@ def compare(
             raise typer.Exit(REGRESSION_EXIT)
         if not as_json:
             err_console.print(f"no loss lies wholly above {threshold:.1%}", highlight=False)
+
+
+def _pair_json(comparison: Any, threshold: float | None) -> dict[str, Any]:
+    above = comparison.above(threshold) if threshold is not None else []
+    return {
+        "run_a": comparison.a.run_id,
+        "run_b": comparison.b.run_id,
+        "rows": comparison.to_dicts(),
+        "only_in_a": [c.key for c in comparison.only_a],
+        "only_in_b": [c.key for c in comparison.only_b],
+        "not_comparable": {c.key: diffs for c, diffs in comparison.differing},
+        "fail_above": threshold,
+        "regressions": [r.cell.key for r in above],
+    }
+
+
+def _show_pair(comparison: Any, with_a: bool = True) -> None:
+    from nearmetal.report.tables import compare_tables, run_header
+    from nearmetal.report.terminal import print_table
+
+    for label, results in (("A", comparison.a), ("B", comparison.b)):
+        if label == "A" and not with_a:
+            continue
+        head = dict(run_header(results))
+        console.print(
+            f"[bold]run {label}[/bold]: {head['run']} — {head['plan']}, {head['status']}; {head['host']}",
+            highlight=False,
+        )
+    for table in compare_tables(comparison):
+        print_table(table, console)
+    for label, cells in (("A", comparison.only_a), ("B", comparison.only_b)):
+        if cells:
+            shown = ", ".join(c.key for c in cells[:8]) + (" …" if len(cells) > 8 else "")
+            console.print(
+                f"[yellow]only in run {label}[/yellow] ({len(cells)} cells): {shown}", highlight=False
+            )
+    for cell, diffs in comparison.differing:
+        console.print(
+            f"[yellow]not compared[/yellow]: {cell.key} measures something else in each run ("
+            + "; ".join(diffs[:6])
+            + (" …" if len(diffs) > 6 else "")
+            + ")",
+            highlight=False,
+        )
+    if comparison.missing_metric:
+        shown = ", ".join(c.key for c in comparison.missing_metric[:8])
+        console.print(f"[yellow]metric missing in one run[/yellow]: {shown}", highlight=False)
+    if not comparison.rows:
+        why = (
+            "every cell in both runs has other parameters or layer options"
+            if comparison.differing
+            else "no cell is in both runs"
+        )
+        err_console.print(f"{why}: nothing to compare", highlight=False)
 
 
 @app.command()
