@@ -22,10 +22,24 @@ for _module in pkgutil.iter_modules(nearmetal.commands.__path__, prefix="nearmet
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="nearmetal")  # the same name (usage, completion) however it was started
     except NearmetalError as exc:  # anything a command did not catch itself
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        # click turns a closed stdout (EPIPE) into exit 1 after wrapping stdout to swallow the final flush;
+        # for `nearmetal report | head` that is the reader being done, not a failure
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            sys.exit(0)
+        raise
+    except BrokenPipeError:
+        # `nearmetal report | head`: the reader has what it wanted; leave quietly with 0 (Python would
+        # print a traceback at exit while flushing stdout, so stdout is pointed at /dev/null first)
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 __all__ = ["app", "main"]

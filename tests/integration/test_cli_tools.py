@@ -202,3 +202,43 @@ def test_compare_three_runs_each_against_the_first_with_a_geometric_mean(run_cli
     assert failed.returncode == 3 and "regression" in failed.stderr  # the third run: +21%
     alone = run_cli("compare", ids[0], "--db", db)
     assert alone.returncode == 1 and "at least two runs" in alone.stderr
+
+
+def test_smaller_frictions(run_cli, stored, tmp_path: Path) -> None:
+    import subprocess
+
+    # a study's name given to run: the hint to use study
+    proc = run_cli("run", "cpu-quota")
+    assert proc.returncode == 2 and "nearmetal study cpu-quota" in proc.stderr
+    # `nearmetal schema | head -1`: the reader closes the pipe early; nearmetal leaves quietly with 0
+    with subprocess.Popen(
+        [sys.executable, "-m", "nearmetal.cli", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as piped:
+        assert piped.stdout is not None and piped.stderr is not None
+        assert piped.stdout.read(10).startswith(b"{")
+        piped.stdout.close()
+        err = piped.stderr.read()
+        assert piped.wait(timeout=120) == 0, err
+        assert err == b""
+    # study list says which studies need PyTorch
+    listed = run_cli("study", "list", check=True, env={"COLUMNS": "300"}).stdout
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in listed.splitlines()
+        if line.count("│") > 3
+    }
+    assert rows["cpu-quota"] == "no" and rows["time-slicing"] == "yes"
+    # completion: run ids from the store, --format values
+    db, run_id = stored
+    env = {
+        "_NEARMETAL_COMPLETE": "complete_bash",
+        "COMP_WORDS": f"nearmetal report --db {db} syn",
+        "COMP_CWORD": "4",
+    }
+    assert run_id in run_cli(env=env).stdout.split()
+    env = {
+        "_NEARMETAL_COMPLETE": "complete_bash",
+        "COMP_WORDS": "nearmetal export -f open",
+        "COMP_CWORD": "3",
+    }
+    assert run_cli(env=env).stdout.split() == ["openmetrics"]

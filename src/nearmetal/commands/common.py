@@ -101,9 +101,41 @@ DbOption = Annotated[
         help="result store: a SQLite path or SQLAlchemy URL \\[default: ./nearmetal.db]",
     ),
 ]
+
+
+def complete_run_id(ctx: Any, incomplete: str) -> list[str]:
+    """Tab completion of run ids from the store the command would read (--db, NEARMETAL_DB or the
+    default); nothing when there is no store (completion never creates one)."""
+    try:
+        from nearmetal.store import Store
+
+        db = (ctx.params or {}).get("db") if ctx is not None else None
+        store = Store(db, create=False)
+        ids = [r.id for r in store.list_runs(200)]
+        store.engine.dispose()
+    except Exception:
+        return []
+    return [i for i in ids if i.startswith(incomplete)]
+
+
+def complete_from(*values: str) -> Any:
+    """Tab completion of an option's fixed values (--format, --backend)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+
+    return complete
+
+
+BACKENDS = ("local", "slurm", "kubernetes")
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
 BackendOption = Annotated[
-    str, typer.Option("--backend", help="where trials run: local, slurm (batch jobs) or kubernetes (Jobs)")
+    str,
+    typer.Option(
+        "--backend",
+        help="where trials run: local, slurm (batch jobs) or kubernetes (Jobs)",
+        autocompletion=complete_from(*BACKENDS),
+    ),
 ]
 PartitionOption = Annotated[str | None, typer.Option("--partition", help="slurm: partition")]
 AccountOption = Annotated[str | None, typer.Option("--account", help="slurm: account to charge")]

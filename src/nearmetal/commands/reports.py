@@ -9,14 +9,17 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.commands.common import DbOption, app, err_console, fail
+from nearmetal.commands.common import DbOption, app, complete_from, complete_run_id, err_console, fail
 from nearmetal.errors import NearmetalError
 
 
 @app.command()
 def export(
     run_ids: Annotated[
-        list[str] | None, typer.Argument(help="run ids or unique prefixes (default: the latest run)")
+        list[str] | None,
+        typer.Argument(
+            help="run ids or unique prefixes (default: the latest run)", autocompletion=complete_run_id
+        ),
     ] = None,
     db: DbOption = None,
     fmt: Annotated[
@@ -26,6 +29,7 @@ def export(
             "-f",
             help="csv, json, jsonl, parquet, openmetrics (a Prometheus backfill: promtool tsdb "
             "create-blocks-from openmetrics) or textfile (node_exporter's textfile collector)",
+            autocompletion=complete_from("csv", "json", "jsonl", "parquet", "openmetrics", "textfile"),
         ),
     ] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file")] = None,

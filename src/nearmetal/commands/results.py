@@ -14,6 +14,8 @@ from nearmetal.commands.common import (
     FailAboveOption,
     JunitOption,
     app,
+    complete_from,
+    complete_run_id,
     console,
     fail,
     parse_threshold,
@@ -25,10 +27,18 @@ from nearmetal.errors import NearmetalError
 
 @app.command()
 def report(
-    run_id: Annotated[str | None, typer.Argument(help="run id (default: the latest run)")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="run id (default: the latest run)", autocompletion=complete_run_id)
+    ] = None,
     db: DbOption = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="terminal (default), markdown, json or html")
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="terminal (default), markdown, json or html",
+            autocompletion=complete_from("terminal", "markdown", "json", "html"),
+        ),
     ] = None,
     metric: Annotated[str | None, typer.Option(help="metric to lead with (default: the workload's)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,

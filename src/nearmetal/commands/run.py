@@ -68,6 +68,17 @@ def run(
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
+    if not plan.exists() and plan.suffix == "" and "/" not in str(plan):
+        from nearmetal.studies import study_names
+
+        if str(plan) in study_names():
+            err_console.print(
+                f"error: {plan}: no such plan file; {plan} is a shipped study: nearmetal study {plan}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
     options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     run_plan_command(
         plan,
@@ -86,6 +97,27 @@ def run(
         junit=junit,
         fail_above=fail_above,
     )
+
+
+def torch_need(name: str) -> str:
+    """Whether a shipped study needs PyTorch (which the default install leaves out): "yes", "GPU form"
+    (only its GPU form does) or "no"."""
+    from nearmetal.plan import load_plan
+    from nearmetal.run.preflight import _cell_requirements
+    from nearmetal.studies import has_gpu_form, study_path
+
+    def needs(path: Path) -> bool:
+        try:
+            loaded = load_plan(path)
+        except NearmetalError:
+            return False
+        return any(req.tool == "torch" for cell in loaded.cells for req in _cell_requirements(cell))
+
+    if needs(study_path(name)):
+        return "yes"
+    if has_gpu_form(name) and needs(study_path(name, form="gpu")):
+        return "GPU form"
+    return "no"
 
 
 def _complete_study(incomplete: str) -> list[str]:
@@ -131,9 +163,9 @@ def study(
     from nearmetal.studies import choose_form, study_description, study_names, study_path
 
     if name == "list":
-        table = Table("study", "what it reproduces")
+        table = Table("study", "needs PyTorch", "what it reproduces")
         for n in study_names():
-            table.add_row(n, study_description(n))
+            table.add_row(n, torch_need(n), study_description(n))
         console.print(table)
         return
     try:

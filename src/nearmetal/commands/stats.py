@@ -14,6 +14,7 @@ from nearmetal.commands.common import (
     DbOption,
     WorkdirOption,
     app,
+    complete_run_id,
     console,
     err_console,
     fail,
@@ -60,7 +61,8 @@ def compare(
     runs: Annotated[
         list[str],
         typer.Argument(
-            help="the reference run, then one or more runs compared with it (each against the first)"
+            help="the reference run, then one or more runs compared with it (each against the first)",
+            autocompletion=complete_run_id,
         ),
     ],
     db: DbOption = None,
