@@ -207,8 +207,10 @@ def check_plan(
     report = CheckReport(plan=str(plan), backend=backend)
     try:
         loaded = load_plan(plan)
-    except PlanError as exc:  # nothing else can be checked on a plan that does not validate
+    except PlanError as exc:  # the rest is checked on the parts of the plan that do validate
         _add(report, "plan", exc)
+        if backend == "local":
+            _check_valid_parts(report, plan)
         return report
     report.plan = loaded.source
     report.budget_s = loaded.plan.repeats.budget
@@ -325,6 +327,72 @@ def check_plan(
             )
         )
     return report
+
+
+def _valid_parts(plan: str | Path) -> Any:
+    """A plan of the parts of an invalid plan that validate on their own: each workload that does (with
+    its parameters), each variant's layers that do; None when nothing does (or the file cannot be read)."""
+    import yaml
+
+    from nearmetal.plan import parse_plan_text
+    from nearmetal.plan.load import _read_plan_file
+
+    def valid(data: dict[str, Any]) -> bool:
+        try:
+            parse_plan_text(yaml.safe_dump(data), source="part")
+        except (PlanError, yaml.YAMLError):
+            return False
+        return True
+
+    try:
+        data = yaml.safe_load(_read_plan_file(Path(plan)))
+    except (PlanError, yaml.YAMLError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("workloads"), dict):
+        return None
+    bare: dict[str, Any] = {"bare-metal": []}
+    workloads = {
+        str(name): spec
+        for name, spec in data["workloads"].items()
+        if valid({"name": "part", "workloads": {str(name): spec}, "variants": bare})
+    }
+    if not workloads:
+        return None
+    variants: dict[str, Any] = {}
+    for variant in (data.get("variants") or {}).values() if isinstance(data.get("variants"), dict) else []:
+        layers = variant if isinstance(variant, list) else (variant or {}).get("layers", [])
+        if isinstance(layers, list) and valid(
+            {"name": "part", "workloads": workloads, "variants": {"v": layers}}
+        ):
+            variants[f"v{len(variants)}"] = layers
+    try:
+        return parse_plan_text(
+            yaml.safe_dump({"name": "part", "workloads": workloads, "variants": variants or bare}),
+            source="part",
+        )
+    except PlanError:
+        return None
+
+
+def _check_valid_parts(report: CheckReport, plan: str | Path) -> None:
+    """``check`` of a plan with field errors: the tools and privileges of the parts that validate, in the
+    same pass (a missing program is not left for after every field is fixed)."""
+    from nearmetal.run.preflight import missing_requirements, raise_if_root_needed
+
+    part = _valid_parts(plan)
+    if part is None:
+        return
+    for req, cells in missing_requirements(part).items():
+        workloads = list(dict.fromkeys(key.split("/")[0] for key in cells))
+        report.problems.append(
+            Problem(
+                "tools", f"{req.missing_text()} (needed by {', '.join(workloads[:3])})", req.install_hint()
+            )
+        )
+    try:
+        raise_if_root_needed(part)
+    except NearmetalError as exc:
+        _add(report, "privileges", exc)
 
 
 def _covered(exc: NearmetalError, report: CheckReport) -> bool:

@@ -78,3 +78,28 @@ def test_no_suggestion_when_nothing_is_close() -> None:
     assert did_you_mean("zzzz", ["repeats", "warmup"]) == ""
     assert did_you_mean("warmpu", ["repeats", "warmup"]) == "; did you mean 'warmup'?"
     assert did_you_mean(3, ["repeats"]) == ""
+
+
+def test_check_reports_the_tools_of_the_valid_parts_with_the_field_errors(tmp_path) -> None:
+    from nearmetal.check import check_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        textwrap.dedent(
+            """\
+            name: typos
+            workloads:
+              tool: {kind: command, params: {argv: [no-such-program-xyz]}}
+              lammps: {kind: lammps, params: {ranks: 2, stpes: 100}}
+            variants:
+              bare-metal: []
+            baseline: bare
+            """
+        )
+    )
+    report = check_plan(plan)
+    plan_lines = [p.message for p in report.problems if p.kind == "plan"]
+    assert any(m.startswith("plan.yaml:4 workloads.lammps.params.stpes: unknown field") for m in plan_lines)
+    assert any(m.startswith("plan.yaml:7 baseline: 'bare' is not a variant") for m in plan_lines)
+    tools = [p for p in report.problems if p.kind == "tools"]
+    assert len(tools) == 1 and "no-such-program-xyz is not installed (needed by tool)" in tools[0].message
