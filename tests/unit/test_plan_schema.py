@@ -12,11 +12,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from paths import REPO
 
 from nearmetal.errors import PlanError
 from nearmetal.plan import parse_plan_text, plan_json_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 SHIPPED_SCHEMA = ROOT / "schema" / "plan.schema.json"
 SHIPPED_PLANS = sorted(
     [*(ROOT / "src/nearmetal/studies").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]
