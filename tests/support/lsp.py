@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 # validation on, and no schemas fetched from the network: only the document's own $schema line counts
 SETTINGS = {"validate": True, "schemaStore": {"enable": False}}
 
