@@ -82,16 +82,12 @@ def interface_counters(nodes: list[str]) -> dict[str, dict[str, dict[str, Any]]]
     if not nodes:
         return {}
     n = str(len(nodes))
-    proc = hostcmd.run(
-        [
-            "srun", "--overlap", "--quiet", "--label", f"--nodelist={','.join(nodes)}", f"--nodes={n}",
-            f"--ntasks={n}", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=0",
-            "ip", "-d", "-j", "-s", "addr", "show",
-        ],  # fmt: skip
-        TIMEOUT_S,
-        check=True,
-        error=NodeInfoError,
-    )
+    argv = [
+        "srun", "--overlap", "--quiet", "--label", f"--nodelist={','.join(nodes)}", f"--nodes={n}",
+        f"--ntasks={n}", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=0",
+        "ip", "-d", "-j", "-s", "addr", "show",
+    ]  # fmt: skip
+    proc = hostcmd.run(argv, TIMEOUT_S, check=True, error=NodeInfoError)
     by_task: dict[int, str] = {}
     for line in proc.stdout.splitlines():
         match = LABEL_RE.match(line)
@@ -102,7 +98,8 @@ def interface_counters(nodes: list[str]) -> dict[str, dict[str, dict[str, Any]]]
 
 
 def counter_deltas(
-    before: Mapping[str, Mapping[str, Mapping[str, Any]]], after: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    before: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    after: Mapping[str, Mapping[str, Mapping[str, Any]]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """node → interface → what the trial moved (after − before), with the interface's addresses and MTU."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
