@@ -288,6 +288,7 @@ start() {
 }
 
 stop() {
+  [[ -s "$state/nodes" ]] && nodes=$(cat "$state/nodes")
   # jobs first, so their processes and cgroups go with slurmd's help
   if pid_alive "$state/run/slurmctld.pid"; then
     scancel --partition "$partition" --full 2>/dev/null || true
@@ -306,11 +307,13 @@ stop() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   done
-  # slurm's cgroups (v1: one per controller hierarchy; v2: under the root), deepest first
-  find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name 'slurm*' 2>/dev/null | while read -r dir; do
-    find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  done
-  [[ -s "$state/nodes" ]] && (( $(cat "$state/nodes") > 1 )) && nodes=$(cat "$state/nodes")
+  # slurm's cgroups (v1: one per controller hierarchy; v2: under the root), deepest first; the two-node
+  # form makes none (and must not remove those of a single-node cluster beside it)
+  if ((nodes == 1)); then
+    find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name 'slurm*' 2>/dev/null | while read -r dir; do
+      find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+  fi
   remove_network
   mountpoint -q "$state/nodetmp" 2>/dev/null && umount -l "$state/nodetmp"
   rm -rf "$state"

@@ -1,0 +1,111 @@
+"""Multi-node Slurm trials without a cluster: what a node's ``ip -j -s addr show`` says (recorded on
+scripts/services/slurm.sh's node1 during a vxlan trial), the counter deltas that name the path, the MPI launch
+under srun, a job's task count, the cross-node layers' refusals, and doctor's reading of sinfo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from paths import DATA
+
+from nearmetal.backends.nodes import carried_by, counter_deltas, parse_interfaces
+from nearmetal.backends.options import SlurmOptions
+from nearmetal.backends.slurm import SlurmBackend
+from nearmetal.doctor.slurm import findings_from_sinfo, node_is_bad, parse_sinfo
+from nearmetal.layers.base import LAYERS, TrialContext
+from nearmetal.layers.crossnode import CrossNodeError
+from nearmetal.leftovers import is_service_object
+from nearmetal.trial import TrialSpec
+from nearmetal.workloads.base import WorkloadContext
+from nearmetal.workloads.mpi import MpiParams, MpiWorkload
+
+NODE1 = (DATA / "iproute2-6.1-addr-stats-node1.json").read_text()
+
+
+def test_interfaces_of_a_node_leave_out_loopback_and_keep_addresses_mtu_kind() -> None:
+    ifaces = parse_interfaces(NODE1)
+    assert set(ifaces) == {"mgmt0", "wire0", "nmef9f1b5872x"}
+    assert ifaces["wire0"]["addresses"] == ["198.18.251.1/24"] and ifaces["wire0"]["kind"] == "veth"
+    vxlan = ifaces["nmef9f1b5872x"]
+    assert vxlan["kind"] == "vxlan" and vxlan["mtu"] == 1450 and vxlan["addresses"] == ["198.19.251.1/24"]
+    assert ifaces["wire0"]["tx_bytes"] == 4380338851
+    assert parse_interfaces("not json") == {}
+
+
+def test_the_interface_that_moved_the_most_bytes_is_the_path() -> None:
+    before = {"node1": parse_interfaces(NODE1)}
+    after = {"node1": {k: dict(v) for k, v in before["node1"].items()}}
+    after["node1"]["wire0"]["tx_bytes"] += 10_000_000
+    after["node1"]["wire0"]["tx_packets"] += 7000
+    after["node1"]["mgmt0"]["rx_bytes"] += 3000
+    deltas = counter_deltas(before, after)
+    assert deltas["node1"]["wire0"]["tx_bytes"] == 10_000_000
+    assert deltas["node1"]["wire0"]["tx_packets"] == 7000
+    assert deltas["node1"]["mgmt0"]["rx_bytes"] == 3000
+    assert deltas["node1"]["wire0"]["addresses"] == ["198.18.251.1/24"]
+    assert carried_by(deltas) == {"node1": "wire0"}
+    # nothing moved: no path claimed
+    assert carried_by(counter_deltas(before, before)) == {}
+
+
+def test_mpi_ranks_start_under_srun_with_pmi2_and_no_loopback_device(tmp_path: Path) -> None:
+    ctx = WorkloadContext(trial_dir=tmp_path, is_root=True, mpi="srun-pmix")
+    (proc,) = MpiWorkload().processes(MpiParams(benchmarks=["latency"]), ctx)
+    assert proc.argv[:3] == ["srun", "--mpi=pmi2", "--ntasks=2"] and not proc.ranks
+    assert "UCX_NET_DEVICES" not in proc.env  # the ranks may be on two nodes: loopback cannot join them
+    ctx.endpoints["iface"] = "wire0"
+    (proc,) = MpiWorkload().processes(MpiParams(benchmarks=["latency"]), ctx)
+    assert proc.env["UCX_NET_DEVICES"] == "wire0"
+    local = WorkloadContext(trial_dir=tmp_path, is_root=True)
+    (hydra,) = MpiWorkload().processes(MpiParams(benchmarks=["latency"]), local)
+    assert hydra.env["UCX_NET_DEVICES"] == "lo" and len(hydra.ranks) == 2
+
+
+def _spec(resources: dict) -> TrialSpec:
+    return TrialSpec(
+        run_id="r", trial_key="0123456789-r0", trial_dir="/", workload="w", kind="command", variant="v",
+        point={}, params={}, layers=[], timeout=60, is_baseline=True, index=0, warmup=False, block=0, seed=0,
+        resources=resources,
+    )  # fmt: skip
+
+
+def test_a_job_on_two_nodes_gets_a_task_on_each() -> None:
+    backend = SlurmBackend(SlurmOptions())
+    assert "--ntasks=2" in backend.sbatch_options(_spec({"nodes": 2}))
+    assert "--ntasks=4" in backend.sbatch_options(_spec({"nodes": 2, "tasks": 4}))
+    assert "--ntasks=1" in backend.sbatch_options(_spec({}))
+
+
+@pytest.mark.parametrize("kind", ["wire", "vxlan"])
+def test_cross_node_layers_refuse_a_single_node(kind: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    cls = LAYERS[kind]
+    assert cls.backends == ("slurm",)
+    layer = cls(cls.Config.model_validate({"layer": kind}))
+    ctx = TrialContext(run_id="r", trial_key="0123456789-r0", trial_dir=tmp_path)
+    with pytest.raises(CrossNodeError, match="two or more nodes"):
+        layer.setup(ctx)
+
+
+def test_the_clusters_own_objects_are_no_runs_leftovers() -> None:
+    for name in ("nearmetal-slurm6837-node1", "nearmetal-slurm6837-mgmt", "nearmetal-slurm6837-wire"):
+        assert is_service_object(name)
+    assert not is_service_object("nearmetal-slurm-0123456789-r0-vxlan")  # a run called "slurm"
+    assert not is_service_object("nearmetal-run1-0123456789-r0-vxlan")
+
+
+SINFO = "node1|idle|none\nnode2|down*|nearmetal-test\nnode2|down*|nearmetal-test\n"
+
+
+def test_doctor_names_the_node_that_is_down() -> None:
+    assert parse_sinfo(SINFO) == [("node1", "idle", "none"), ("node2", "down*", "nearmetal-test")]
+    assert node_is_bad("down*") and node_is_bad("drained") and node_is_bad("idle*")
+    assert not node_is_bad("idle") and not node_is_bad("mixed") and not node_is_bad("allocated")
+    (finding,) = findings_from_sinfo(SINFO)
+    assert finding.severity == "warning"
+    assert "node2 (down*: nearmetal-test)" in finding.title and "node1" not in finding.title
+    assert "nodename=node2 state=resume" in finding.fix
+    (ok,) = findings_from_sinfo("node1|idle|none\nnode2|mixed|none\n")
+    assert ok.severity == "ok" and "2 Slurm node(s)" in ok.title
+    assert findings_from_sinfo("") == []
