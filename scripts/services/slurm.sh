@@ -232,8 +232,9 @@ start() {
     if [[ ! -s /etc/munge/munge.key ]]; then
       if command -v mungekey >/dev/null; then mungekey --create --keyfile /etc/munge/munge.key
       else dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none; fi
-      chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
     fi
+    # the key is munge's alone, whoever made it
+    chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
     # --force: a munged killed earlier (a CI machine reused) leaves its socket and lock behind
     runuser -u munge -- /usr/sbin/munged --force --pid-file=/run/munge/munged.pid
     cp /run/munge/munged.pid "$state/run/munged.pid"   # ours to stop
