@@ -109,3 +109,59 @@ def test_doctor_names_the_node_that_is_down() -> None:
     (ok,) = findings_from_sinfo("node1|idle|none\nnode2|mixed|none\n")
     assert ok.severity == "ok" and "2 Slurm node(s)" in ok.title
     assert findings_from_sinfo("") == []
+
+
+def _path(variant: str) -> dict:
+    iface = "wire0" if variant == "wire" else "nmabcdef0123x"
+    moved = {"tx_bytes": 900_000_000, "rx_bytes": 1_000_000, "tx_packets": 20_000, "rx_packets": 1_500}
+    counters = {iface: {"kind": "veth" if variant == "wire" else "vxlan", **moved}}
+    if variant != "wire":
+        counters["wire0"] = {"kind": "veth", **{k: v + 1_000_000 for k, v in moved.items()}}
+    return {
+        "layer": variant, "iface": iface, "underlay": "wire0", "nodes": ["node1", "node2"],
+        "mtu": 1500 if variant == "wire" else 1450, "counters": {"node1": counters},
+    }  # fmt: skip
+
+
+def test_the_cross_node_table_says_per_cell_whether_it_is_the_path_or_the_cpu(tmp_path: Path) -> None:
+    from report_data import SyntheticCell, write_run
+
+    import nearmetal
+    from nearmetal.metrics import Metric
+    from nearmetal.report.studies.crossnode import crossnode_table
+    from nearmetal.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    cells = [
+        SyntheticCell(kind, variant, kind=kind, baseline=variant == "wire")
+        for kind in ("iperf3", "mpi")
+        for variant in ("wire", "vxlan")
+    ]
+
+    def metrics(cell: SyntheticCell, repeat: int, rng) -> list[Metric]:
+        slower = cell.variant == "vxlan"
+        noise = rng.normal(1, 0.01)
+        if cell.kind == "iperf3":
+            return [
+                Metric("throughput_Gbps", (3.3 if slower else 4.4) * noise, "Gbit/s", "higher"),
+                Metric("client_cpu_pct", 97.0 if slower else 80.0, "%", "lower"),
+            ]
+        return [Metric("latency_small_p50_us", (7.5 if slower else 6.0) * noise, "µs", "lower")]
+
+    def fields(cell: SyntheticCell) -> dict:
+        return {"placement": {"path": _path(cell.variant)}}
+
+    run_id = write_run(store, cells, metrics, repeats=6, trial_fields=fields)
+    results = nearmetal.load_results(run_id, store=store)
+    table = crossnode_table(results)
+    assert table is not None
+    rows = {row[0]: dict(zip(table.headers, row, strict=True)) for row in table.rows}
+    assert rows["wire"]["device"].startswith("wire0 (wire, MTU 1500)")
+    assert rows["vxlan"]["device"].startswith("nmabcdef0123x (vxlan, MTU 1450)")
+    assert rows["vxlan"]["packets/trial"] == "21,500" and rows["vxlan"]["MB/trial on link"] == "903.0"
+    assert "(baseline)" in rows["wire"]["bandwidth Gbit/s"]
+    bandwidth = rows["vxlan"]["bandwidth Gbit/s"]
+    assert "+25" in bandwidth and "path (CPU-bound: an end at 97% CPU)" in bandwidth
+    latency = rows["vxlan"]["MPI latency p50 µs"]
+    assert "+25" in latency and latency.endswith("→ path")
+    assert any("node1, node2" in note for note in table.notes)
