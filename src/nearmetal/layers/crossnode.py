@@ -93,6 +93,11 @@ def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: P
     proc = hostcmd.run(argv, STEP_TIMEOUT_S, error=CrossNodeError)
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip().splitlines()
+        if any("qdisc kind is unknown" in line for line in said):
+            raise CrossNodeError(
+                "the nodes' kernel has no netem qdisc (sch_netem), so delay_ms/rate_mbit cannot be applied",
+                fix="modprobe sch_netem on the nodes, or drop delay_ms and rate_mbit from the layer",
+            )
         raise CrossNodeError(f"setting up the path on the nodes failed: {' / '.join(said[-3:])}")
 
 
