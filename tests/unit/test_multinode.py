@@ -163,5 +163,5 @@ def test_the_cross_node_table_says_per_cell_whether_it_is_the_path_or_the_cpu(tm
     bandwidth = rows["vxlan"]["bandwidth Gbit/s"]
     assert "+25" in bandwidth and "path (CPU-bound: an end at 97% CPU)" in bandwidth
     latency = rows["vxlan"]["MPI latency p50 µs"]
-    assert "+25" in latency and latency.endswith("→ path")
+    assert "+25" in latency and latency.endswith(") path")
     assert any("node1, node2" in note for note in table.notes)

@@ -85,11 +85,14 @@ def _cell_text(results: Results, cell: Any, metric: str) -> str:
         return text + " (baseline)" if cell.is_baseline else text
     loss = comp.loss
     interval = (
-        f" [{loss.low * 100:+.1f}, {loss.high * 100:+.1f}]"
-        if loss.low is not None and loss.high is not None
-        else ""
+        f" [{_pct(loss.low)}, {_pct(loss.high)}]" if loss.low is not None and loss.high is not None else ""
     )
-    return f"{text} ({loss.loss * 100:+.1f}%{interval}) → {verdict(results, cell, comp)}"
+    return f"{text} ({_pct(loss.loss)}%{interval}) {verdict(results, cell, comp)}"
+
+
+def _pct(fraction: float) -> str:
+    value = fraction * 100
+    return f"{value:+.0f}" if abs(value) >= 10 else f"{value:+.1f}"
 
 
 def crossnode_table(results: Results) -> Table | None:
@@ -128,7 +131,7 @@ def crossnode_table(results: Results) -> Table | None:
         "(tx + rx), read on the node before and after the workload: the path device's, and the link's under "
         "it (an overlay's bytes cross the link again, encapsulated)",
         "cells: mean (loss % against the baseline path [95% interval], direction-aware: positive = the path "
-        "costs) → is it the path or the CPU limit?",
+        "costs), then the answer to: is it the path or the CPU limit?",
     ]
     caveats = sorted({c for t in results.trials for c in (t.caveats or []) if "netem" in c})
     notes += [f"⚠ {c}" for c in caveats]
