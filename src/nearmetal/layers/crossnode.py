@@ -25,6 +25,7 @@ in its alias, so ``nearmetal cleanup`` finds what a killed job left (``find_node
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -69,7 +70,13 @@ class WireConfig(CrossNodeConfig):
 class VxlanConfig(CrossNodeConfig):
     layer: Literal["vxlan"] = "vxlan"
     mtu: int | None = Field(None, ge=576, le=65485, description="overlay MTU (default: the link's − 50)")
-    vni: int = Field(4251, ge=1, le=16_777_215, description="VXLAN network identifier")
+    vni: int | None = Field(
+        None,
+        ge=1,
+        le=16_777_215,
+        description="VXLAN network identifier (default: one derived from the trial's name, so trials and a "
+        "killed trial's leftover devices on the same nodes never share one)",
+    )
     port: int = Field(8472, ge=1, le=65535, description="VXLAN UDP port (flannel's default is 8472)")
 
 
@@ -225,8 +232,16 @@ class CrossNodeLayer(Layer):
 
     def teardown(self, ctx: TrialContext) -> None:
         if self.teardown_commands and self.nodes:
-            with contextlib.suppress(NearmetalError):
+            try:
                 run_on_nodes(self.nodes, self.teardown_commands, ctx.trial_dir, "down")
+            except NearmetalError:
+                # a cancelled job starts no more steps (scancel, the time limit): undo this node's part here;
+                # the other nodes' devices carry the trial's name for `nearmetal cleanup RUN`
+                here = os.uname().nodename
+                index = self.nodes.index(here) if here in self.nodes else 0
+                for argv in self.teardown_commands[index]:
+                    with contextlib.suppress(NearmetalError):
+                        hostcmd.run(argv, 20)
             self.teardown_commands = []
 
 
@@ -261,6 +276,7 @@ class VxlanLayer(CrossNodeLayer):
         config: VxlanConfig = self.config  # type: ignore[assignment]
         alias = ctx.host_name(self.kind)
         self.path_iface = hostnet.short_ifname(alias, "x")
+        vni = config.vni or int(hashlib.sha256(alias.encode()).hexdigest()[:6], 16) % 16_777_215 + 1
         underlay = {node: link["addresses"][0].split("/")[0] for node, link in links.items()}
         link_mtu = min(int(link.get("mtu") or 1500) for link in links.values())
         mtu = config.mtu or link_mtu - VXLAN_OVERHEAD
@@ -269,7 +285,7 @@ class VxlanLayer(CrossNodeLayer):
         for node in self.nodes:
             dev = self.path_iface
             argvs = [
-                ["ip", "link", "add", dev, "type", "vxlan", "id", str(config.vni), "dstport", str(config.port),
+                ["ip", "link", "add", dev, "type", "vxlan", "id", str(vni), "dstport", str(config.port),
                  "local", underlay[node], "dev", config.iface, "nolearning"],
                 ["ip", "link", "set", dev, "alias", alias, "mtu", str(mtu)],
             ]  # fmt: skip
@@ -287,7 +303,7 @@ class VxlanLayer(CrossNodeLayer):
         # recorded before the devices exist: a set-up that fails half-way still removes what it made
         self.teardown_commands = [[["ip", "link", "delete", self.path_iface]] for _ in self.nodes]
         run_on_nodes(self.nodes, commands, ctx.trial_dir, "up")
-        return {"mtu": mtu, "underlay_mtu": link_mtu, "vni": config.vni, "udp_port": config.port,
+        return {"mtu": mtu, "underlay_mtu": link_mtu, "vni": vni, "udp_port": config.port,
                 "underlay_addresses": underlay}  # fmt: skip
 
 
