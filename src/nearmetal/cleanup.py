@@ -30,6 +30,7 @@ from nearmetal.leftovers import (
     Leftover,
     finder,
     host_prefix,
+    is_service_object,
     process_env,
     process_run_id,
     run_id_of,
@@ -187,7 +188,7 @@ def find_net_links(run_id: str | None = None) -> list[Leftover]:
             priority=60,
         )
         for link in hostnet.list_links()
-        if link.alias.startswith(prefix)
+        if link.alias.startswith(prefix) and not is_service_object(link.alias)
     ]
 
 
@@ -206,6 +207,7 @@ def find_netns(run_id: str | None = None) -> list[Leftover]:
     return [
         Leftover("netns", name, partial(_remove_netns, name), priority=70)
         for name in hostnet.list_netns(host_prefix(run_id))
+        if not is_service_object(name)
     ]
 
 

@@ -42,6 +42,16 @@ class Leftover:
 HOST_NAME_RE = re.compile(rf"{HOST_PREFIX}-(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]*?)-[0-9a-f]{{10}}-[wr]\d+")
 
 
+# objects of the services nearmetal's scripts start (scripts/services/slurm.sh --nodes 2: its nodes'
+# namespaces, bridge and links, ``nearmetal-slurm<port>-…``): they belong to no run and live across runs, so
+# no finder reports them and ``cleanup`` never removes them (the script's ``stop`` does)
+SERVICE_RE = re.compile(rf"^{HOST_PREFIX}-slurm\d+-(node\d+|mgmt|wire)")
+
+
+def is_service_object(name: str) -> bool:
+    return SERVICE_RE.match(name) is not None
+
+
 def run_id_of(leftover: Leftover) -> str | None:
     """The run a leftover belongs to, from its finder or from its name."""
     if leftover.run_id is not None:

@@ -37,6 +37,14 @@ def exec_trial(spec_path: Path, out_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
     started = time.time()
+    # a job on several nodes: their addresses and every interface's counters before and after, on each node
+    network = None
+    with contextlib.suppress(Exception):
+        from nearmetal.backends.nodes import NodeNetwork
+
+        network = NodeNetwork.of_job()
+        if network is not None:
+            network.start()
     try:
         outcome = execute_trial(spec)
     except KeyboardInterrupt:
@@ -52,6 +60,9 @@ def exec_trial(spec_path: Path, out_path: Path) -> int:
     # where it ran, as the scheduler describes it (node list, CPUs and GPUs per node)
     with contextlib.suppress(Exception):
         outcome.placement = {**outcome.placement, **placement_from_env()}
+    if network is not None:
+        with contextlib.suppress(Exception):
+            outcome.placement["network"] = network.finish()
     outcome.write(out_path)
     return 0
 

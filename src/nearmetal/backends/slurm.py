@@ -278,8 +278,10 @@ class SlurmBackend(RemoteBackend):
         if self.options.qos:
             opts.append(f"--qos={self.options.qos}")
         opts.append(f"--time={self.time_limit(spec)}")
-        opts.append(f"--nodes={r.get('nodes') or 1}")
-        opts.append(f"--ntasks={r.get('tasks') or 1}")
+        nodes = r.get("nodes") or 1
+        opts.append(f"--nodes={nodes}")
+        # at least a task per node: with fewer, Slurm shrinks the job to fewer nodes than asked
+        opts.append(f"--ntasks={max(r.get('tasks') or 1, nodes)}")
         if r.get("tasks_per_node"):
             opts.append(f"--ntasks-per-node={r['tasks_per_node']}")
         opts.append(f"--cpus-per-task={r.get('cpus_per_task') or 1}")

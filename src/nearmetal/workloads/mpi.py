@@ -248,8 +248,20 @@ class MpiParams(WorkloadParams):
 def mpi_env(params: MpiParams | OsuParams, ctx: WorkloadContext) -> dict[str, str]:
     if params.transport == "shm":
         return {}
-    iface = str(ctx.endpoints.get("iface", "lo"))
-    return {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self", "UCX_NET_DEVICES": iface}
+    env = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self"}
+    if "iface" in ctx.endpoints:
+        env["UCX_NET_DEVICES"] = str(ctx.endpoints["iface"])
+    elif ctx.mpi != "srun-pmix":
+        # both ranks on this host: loopback (under srun they may be on two nodes: UCX picks a path)
+        env["UCX_NET_DEVICES"] = "lo"
+    return env
+
+
+def srun_ranks(rank_argv: list[str], env: dict[str, str], ctx: WorkloadContext) -> ProcessSpec:
+    """The two ranks started by Slurm inside the job's allocation (on one node or two, as the job's
+    resources say): ``srun --mpi=pmi2`` (MPICH's ranks speak PMI-2 to slurmstepd; no hydra)."""
+    argv = ["srun", "--mpi=pmi2", "--ntasks=2", *rank_argv]
+    return ProcessSpec(argv=argv, env=env, cwd=ctx.trial_dir, name="srun")
 
 
 def two_ranks(launcher: str, rank_argv: list[str], env: dict[str, str], ctx: WorkloadContext) -> ProcessSpec:
@@ -301,7 +313,13 @@ class MpiWorkload(Workload):
         shim = ctx.trial_dir.resolve() / "mpich-abi"
         if (shim / "libmpi.so.12").exists() or find_library("libmpi.so.12") is None:
             env["LD_LIBRARY_PATH"] = str(shim)
+        if ctx.mpi == "srun-pmix":
+            return [srun_ranks(rank_argv, env, ctx)]
         return [two_ranks(params.mpiexec, rank_argv, env, ctx)]
+
+    def resources(self, params: MpiParams) -> dict[str, Any]:
+        # two ranks: two tasks (a plan's `resources: {nodes: 2}` puts one on each node)
+        return {"tasks": 2}
 
     def parse(self, output: TrialOutput, params: MpiParams | None = None) -> list[Metric]:
         return parse_osu(output.stdout)
@@ -387,4 +405,6 @@ class OsuWorkload(MpiWorkload):
     def processes(self, params: OsuParams, ctx: WorkloadContext) -> list[ProcessSpec]:  # type: ignore[override]
         rank_argv = [params.binary(), "-m", f"{params.min_size}:{params.max_size}"]
         rank_argv += ["-i", str(params.iterations), "-x", str(params.skip)]
+        if ctx.mpi == "srun-pmix":
+            return [srun_ranks(rank_argv, mpi_env(params, ctx), ctx)]
         return [two_ranks(params.mpiexec, rank_argv, mpi_env(params, ctx), ctx)]
