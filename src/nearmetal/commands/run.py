@@ -12,6 +12,7 @@ from nearmetal.commands.common import (
     AccountOption,
     AllowLargeOption,
     AllowPathOption,
+    AllowSharedWorkdirOption,
     BackendOption,
     DbOption,
     ImageOption,
@@ -60,6 +61,7 @@ def run(
     kubeconfig: KubeconfigOption = None,
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
+    allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
@@ -78,6 +80,7 @@ def run(
         backend=backend,
         backend_options=options,
         allow_large=allow_large,
+        allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
     )
 
@@ -117,6 +120,7 @@ def study(
     kubeconfig: KubeconfigOption = None,
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
+    allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
@@ -148,5 +152,6 @@ def study(
         backend=backend,
         backend_options=options,
         allow_large=allow_large,
+        allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
     )

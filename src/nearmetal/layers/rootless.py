@@ -36,7 +36,7 @@ from pydantic import Field
 from nearmetal.errors import PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
-from nearmetal.mountinfo import is_mounted, parse_mountinfo
+from nearmetal.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 # set in the child nearmetal that runs a rootless trial (nearmetal.asuser): it runs the trial itself
@@ -184,10 +184,7 @@ class RootlessLayer(Layer):
     def teardown(self, ctx: TrialContext) -> None:
         # the mount namespace goes with the trial's child process; unmounting is only tidiness
         if self.netns_tmpfs is not None and is_mounted(self.netns_tmpfs):
-            import subprocess
-
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(["umount", "-l", str(self.netns_tmpfs)], capture_output=True, timeout=10)
+            unmount_below(self.netns_tmpfs)
         self.netns_tmpfs = None
 
 

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
-from nearmetal.mountinfo import mounts_under
+from nearmetal.mountinfo import unmount_below
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -345,8 +345,9 @@ def remove_storage(path: Path) -> None:
         recorded = Path((path / RUNROOT_RECORD).read_text().strip())
         if recorded.parent in RUNROOT_BASES and recorded.name.startswith("nearmetal-rr-"):
             runroot = recorded
-    for point in [*mounts_under(path), *(mounts_under(runroot) if runroot else [])]:
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
+    for below in (path, runroot):
+        if below is not None:
+            unmount_below(below)
     for target in [p for p in (runroot, path) if p is not None and p.exists()]:
         # vfs/overlay layers contain read-only directories owned by mapped ids: rmtree as root copes
         shutil.rmtree(target, ignore_errors=True)
