@@ -6,10 +6,13 @@ code then runs unchanged as the namespace's root; their mounts and network names
 namespaces and go with them.
 
 Run by root, the child is started with ``setpriv`` as the layer's ``user``. The run's directory is root's
-(0700), so the child works in a directory the user owns on the same disk,
-``/var/tmp/nearmetal-<run>-<trial>-rootless`` (its trial directory, spec and outcome, and ``runtime/``, its
-``XDG_RUNTIME_DIR``); when the child is done its files are copied into the run's trial directory and the
-directory is removed. Run by an ordinary user, the child uses the trial directory itself.
+(0700), so the child works in a directory the user owns, ``nearmetal-<run>-<trial>-<random>-rootless`` in
+root's verified 0711 ``/var/lib/nearmetal/rootless`` (the user can pass through it to its own directory but
+neither list it nor make anything in it): its trial directory, spec and outcome, and ``runtime/``, its
+``XDG_RUNTIME_DIR``. When the child is done its files are copied into the run's trial directory through
+directory descriptors (``copy_back``: regular files only, never through a link, sparse files sparse, within
+``COPY_MAX_FILES``/``COPY_MAX_BYTES``), its ``outcome.json`` is read with a size cap and validated
+(``ChildOutcome``; its text cleaned of escapes and control characters), and the directory is removed. Run by an ordinary user, the child uses the trial directory itself.
 
 The child carries the run's ``NEARMETAL_RUN_ID`` (the runner's leak sweep and ``nearmetal cleanup`` find it and
 everything it started) and ``NEARMETAL_ROOTLESS_CHILD`` (it runs its trial itself).

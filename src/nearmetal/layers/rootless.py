@@ -215,7 +215,7 @@ def staging_name(run_id: str, trial_key: str) -> str:
     return f"{HOST_PREFIX}-{run_id}-{trial_key}-{secrets.token_hex(8)}-{STAGING_SUFFIX}"
 
 
-def _staging_names(base: Path, run_id: str | None, check: bool) -> list[str]:
+def _staging_names(base: Path, run_id: str | None) -> list[str]:
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     try:
         names = os.listdir(base)
@@ -229,7 +229,11 @@ def remove_staging(path: Path) -> None:
     followed; a directory removed through descriptors, never crossing a link)."""
     from nearmetal.safefs import open_dir, remove_entry
 
-    if path.parent not in (STAGING_BASE, LEGACY_STAGING_BASE) or "/" in path.name or path.name in ("", ".", ".."):
+    if (
+        path.parent not in (STAGING_BASE, LEGACY_STAGING_BASE)
+        or "/" in path.name
+        or path.name in ("", ".", "..")
+    ):
         return
     try:
         # the staging root is verified; /var/tmp is sticky and root's: both reached without a link
@@ -250,8 +254,8 @@ def remove_staging(path: Path) -> None:
 def staging_dirs(run_id: str | None = None) -> list[Path]:
     """What rootless trials left staged (under the staging root, and at the predictable /var/tmp names older
     versions used — or a user planted there), for one run or any."""
-    return [STAGING_BASE / n for n in _staging_names(STAGING_BASE, run_id, True)] + [
-        LEGACY_STAGING_BASE / n for n in _staging_names(LEGACY_STAGING_BASE, run_id, False)
+    return [STAGING_BASE / n for n in _staging_names(STAGING_BASE, run_id)] + [
+        LEGACY_STAGING_BASE / n for n in _staging_names(LEGACY_STAGING_BASE, run_id)
     ]
 
 
