@@ -357,7 +357,13 @@ def _read_outcome(dirfd: int, name: str) -> dict[str, Any] | str | None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return clean_text(f"its outcome file is not a trial outcome ({where}: {first.get('msg', '')})", 300)
+        # the message, not the input or the pattern (text with brackets a terminal printer might read as markup)
+        what = (
+            "has characters that are not allowed"
+            if first.get("type") == "string_pattern_mismatch"
+            else first.get("msg", "")
+        )
+        return clean_text(f"its outcome file is not a trial outcome ({where}: {what})", 300)
     out = checked.model_dump()
     out["placement"] = _clean(out["placement"])
     out["events"] = _clean(out["events"])
