@@ -39,7 +39,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic import Field as PydField
 
 from nearmetal import safefs
-from nearmetal.errors import PrivilegeError
+from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.interrupts import deferred
 from nearmetal.layers.rootless import (
     ROOTLESS_CHILD_ENV,
@@ -424,7 +424,13 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
     copied: CopyReport | None = None
     if as_root:
         pw = pwd.getpwnam(name)
-        staging_fd = staging_root()
+        try:
+            staging_fd = staging_root()
+        except (OSError, NearmetalError) as exc:
+            raise PrivilegeError(
+                f"cannot use {STAGING_BASE} for the rootless trial's files: {exc}",
+                fix=f"make {STAGING_BASE} a directory of root's (mode 0711), or remove what is there",
+            ) from None
         staged = staging_name(run_id, spec["trial_key"])
         # made and filled while it is still root's, then given to the user: root never writes into a
         # directory the user could have put a link in
