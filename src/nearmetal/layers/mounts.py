@@ -199,8 +199,10 @@ def find_mounts(run_id: str | None = None) -> list[Leftover]:
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []
-    # deepest first, so nested mounts go before the ones they sit on
-    for mount in sorted(mounts_or_none(), key=lambda m: -m.mount_point.count("/")):
+    # deepest first, so nested mounts go before the ones they sit on; of mounts stacked on one point, the
+    # last mounted (the one the path leads to) first
+    listed = list(enumerate(mounts_or_none()))
+    for _, mount in sorted(listed, key=lambda im: (-im[1].mount_point.count("/"), -im[0])):
         point, fstype = mount.mount_point, mount.fstype
         if _named_for(point, prefix):
 
