@@ -157,11 +157,12 @@ def _reopen(path_fd: int, flags: int) -> int:
 def _copy_file(src: int, size: int, dst_dir: int, name: str, budget: CopyReport, rel: str) -> None:
     """Copy a regular file's data, holes kept as holes (``SEEK_DATA``/``SEEK_HOLE``): a sparse file cannot
     fill the disk; at most what the byte budget has left."""
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-        os.unlink(name, dir_fd=dst_dir)
-    out = os.open(
-        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dst_dir
-    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        out = os.open(name, flags, 0o644, dir_fd=dst_dir)
+    except FileExistsError:
+        os.unlink(name, dir_fd=dst_dir)  # a directory there: IsADirectoryError, noted by the caller
+        out = os.open(name, flags, 0o644, dir_fd=dst_dir)
     try:
         pos, end_written = 0, 0
         while pos < size:
@@ -190,8 +191,8 @@ def _copy_file(src: int, size: int, dst_dir: int, name: str, budget: CopyReport,
                 start += len(chunk)
                 end_written = start
             pos = max(stop, pos + 1)
-        # the apparent size, as a hole (allocates nothing)
-        os.ftruncate(out, size)
+        if end_written < size:
+            os.ftruncate(out, size)  # the apparent size, as a hole (allocates nothing)
     finally:
         os.close(out)
 
