@@ -6,10 +6,13 @@ code then runs unchanged as the namespace's root; their mounts and network names
 namespaces and go with them.
 
 Run by root, the child is started with ``setpriv`` as the layer's ``user``. The run's directory is root's
-(0700), so the child works in a directory the user owns on the same disk,
-``/var/tmp/nearmetal-<run>-<trial>-rootless`` (its trial directory, spec and outcome, and ``runtime/``, its
-``XDG_RUNTIME_DIR``); when the child is done its files are copied into the run's trial directory and the
-directory is removed. Run by an ordinary user, the child uses the trial directory itself.
+(0700), so the child works in a directory the user owns, ``nearmetal-<run>-<trial>-<random>-rootless`` in
+root's verified 0711 ``/var/lib/nearmetal/rootless`` (the user can pass through it to its own directory but
+neither list it nor make anything in it): its trial directory, spec and outcome, and ``runtime/``, its
+``XDG_RUNTIME_DIR``. When the child is done its files are copied into the run's trial directory through
+directory descriptors (``copy_back``: regular files only, never through a link, sparse files sparse, within
+``COPY_MAX_FILES``/``COPY_MAX_BYTES``), its ``outcome.json`` is read with a size cap and validated
+(``ChildOutcome``; its text cleaned of escapes and control characters), and the directory is removed. Run by an ordinary user, the child uses the trial directory itself.
 
 The child carries the run's ``NEARMETAL_RUN_ID`` (the runner's leak sweep and ``nearmetal cleanup`` find it and
 everything it started) and ``NEARMETAL_ROOTLESS_CHILD`` (it runs its trial itself).
@@ -21,19 +24,32 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
+import re
 import signal
 import stat
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from nearmetal.errors import PrivilegeError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import Field as PydField
+
+from nearmetal import safefs
+from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.interrupts import deferred
-from nearmetal.layers.rootless import ROOTLESS_CHILD_ENV, remove_staging, staging_dir
+from nearmetal.layers.rootless import (
+    ROOTLESS_CHILD_ENV,
+    STAGING_BASE,
+    remove_staging,
+    staging_name,
+    staging_root,
+)
 from nearmetal.leftovers import RUN_ENV
+from nearmetal.safefs import remove_entry
 
 CHILD_ENV = ROOTLESS_CHILD_ENV
 # the child gets the trial's timeout plus this for its layers' set-up and teardown
@@ -89,56 +105,282 @@ def check_user_can_run(user: str) -> None:
         )
 
 
-def _chown(path: Path, pw: pwd.struct_passwd) -> None:
-    os.chown(path, pw.pw_uid, pw.pw_gid)
+# copy-back limits: what one rootless trial may bring back into root's run directory
+COPY_MAX_FILES = 20_000
+COPY_MAX_BYTES = 8 << 30  # data bytes (holes are kept as holes, not counted)
+COPY_MAX_DEPTH = 16
+OUTCOME_MAX_BYTES = 16 << 20
+_CHUNK = 1 << 20
 
 
-def _open_users_file(path: Path) -> int | None:
-    """A descriptor of a regular file the user's child wrote, never following a link it may have put there
-    (root reads it); None when it is not one."""
+@dataclass
+class CopyReport:
+    """What came back from the user's child, and what was left behind and why."""
+
+    files: int = 0
+    bytes: int = 0
+    left_out: list[str] = dc_field(default_factory=list)
+    truncated: bool = False
+
+    def note(self, rel: str, why: str) -> None:
+        self.left_out.append(f"{clean_text(rel, 200)}: {why}")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "left_out": len(self.left_out),
+            "left_out_first": self.left_out[:20],
+            "truncated": self.truncated,
+        }
+
+
+def _open_entry(dirfd: int, name: str) -> tuple[int, os.stat_result] | None:
+    """``name`` in ``dirfd`` as an ``O_PATH`` descriptor (opening nothing: a device or FIFO is never opened)
+    and its status; None for a link (``O_NOFOLLOW``) or what cannot be reached."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(name, safefs.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
         os.close(fd)
         return None
-    return fd
 
 
-def _copy_back(source: Path, trial_dir: Path, depth: int = 0) -> None:
-    """The child's regular files (and directories) into the run's trial directory, owned by root like every
-    other trial's; links the user's child made are left behind, never followed."""
-    if depth > 16 or source.is_symlink() or not source.is_dir():
+def _reopen(path_fd: int, flags: int) -> int:
+    """The very inode an ``O_PATH`` descriptor holds, opened for reading (no path is resolved again)."""
+    return os.open(f"/proc/self/fd/{path_fd}", flags | os.O_CLOEXEC)
+
+
+def _copy_file(src: int, size: int, dst_dir: int, name: str, budget: CopyReport, rel: str) -> None:
+    """Copy a regular file's data, holes kept as holes (``SEEK_DATA``/``SEEK_HOLE``): a sparse file cannot
+    fill the disk; at most what the byte budget has left."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        out = os.open(name, flags, 0o644, dir_fd=dst_dir)
+    except FileExistsError:
+        os.unlink(name, dir_fd=dst_dir)  # a directory there: IsADirectoryError, noted by the caller
+        out = os.open(name, flags, 0o644, dir_fd=dst_dir)
+    try:
+        pos, end_written = 0, 0
+        while pos < size:
+            try:
+                start = os.lseek(src, pos, os.SEEK_DATA)
+            except OSError:
+                break  # ENXIO: only a hole is left
+            if start >= size:
+                break
+            stop = min(os.lseek(src, start, os.SEEK_HOLE), size)
+            while start < stop:
+                room = COPY_MAX_BYTES - budget.bytes
+                if room <= 0:
+                    budget.truncated = True
+                    budget.note(
+                        rel, f"cut at {end_written} bytes: the copy-back limit ({COPY_MAX_BYTES} bytes)"
+                    )
+                    os.ftruncate(out, end_written)
+                    return
+                chunk = os.pread(src, min(_CHUNK, stop - start, room), start)
+                if not chunk:
+                    stop = start
+                    break
+                os.pwrite(out, chunk, start)
+                budget.bytes += len(chunk)
+                start += len(chunk)
+                end_written = start
+            pos = max(stop, pos + 1)
+        if end_written < size:
+            os.ftruncate(out, size)  # the apparent size, as a hole (allocates nothing)
+    finally:
+        os.close(out)
+
+
+def _copy_tree(src_dir: int, dst_dir: int, budget: CopyReport, rel: str = "", depth: int = 0) -> None:
+    try:
+        names = sorted(os.listdir(src_dir))
+    except OSError:
         return
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        target = trial_dir / entry.name
-        if entry.is_symlink():
+    for name in names:
+        here = f"{rel}{name}"
+        if budget.files >= COPY_MAX_FILES:
+            budget.truncated = True
+            budget.note(here, f"not copied: the copy-back limit ({COPY_MAX_FILES} files)")
+            return
+        opened = _open_entry(src_dir, name)
+        if opened is None:
+            budget.note(here, "unreadable: left behind")
             continue
-        if entry.is_dir():
-            _copy_back(entry, target, depth + 1)
-            continue
-        fd = _open_users_file(entry)
-        if fd is None:
-            continue
-        with contextlib.suppress(OSError), os.fdopen(fd, "rb") as src:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            with open(target, "xb") as dst:
-                shutil.copyfileobj(src, dst)
-
-
-def _read_outcome(path: Path) -> dict[str, Any] | None:
-    fd = _open_users_file(path)
-    if fd is None:
-        return None
-    with os.fdopen(fd, "rb") as f:
+        path_fd, st = opened
         try:
-            data = json.loads(f.read(64 << 20))
-        except ValueError:
-            return None
-    return data if isinstance(data, dict) else None
+            if stat.S_ISDIR(st.st_mode):
+                if depth >= COPY_MAX_DEPTH:
+                    budget.note(here, f"deeper than {COPY_MAX_DEPTH} directories: left behind")
+                    continue
+                sub = _reopen(path_fd, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=dst_dir)
+                    try:
+                        dst_sub = os.open(name, safefs.DIR_FLAGS, dir_fd=dst_dir)
+                    except OSError:
+                        budget.note(here, "its place in the trial directory is taken: left behind")
+                        continue
+                    try:
+                        _copy_tree(sub, dst_sub, budget, here + "/", depth + 1)
+                    finally:
+                        os.close(dst_sub)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_uid == 0:
+                    # the user's child cannot make root's files: a hard link to one of them
+                    budget.note(here, "owned by root, not made by the trial's user: left behind")
+                    continue
+                src = _reopen(path_fd, os.O_RDONLY)
+                try:
+                    _copy_file(src, st.st_size, dst_dir, name, budget, here)
+                    budget.files += 1
+                except OSError as exc:
+                    budget.note(here, f"not copied: {exc.strerror}")
+                finally:
+                    os.close(src)
+            elif stat.S_ISLNK(st.st_mode):
+                budget.note(here, "a symbolic link: left behind, never followed")
+            else:
+                budget.note(here, "not a regular file or directory (a device, FIFO or socket): left behind")
+        finally:
+            os.close(path_fd)
+
+
+def copy_back(staging_fd: int, name: str, trial_dir: Path) -> CopyReport:
+    """The user's child's trial directory (``name`` beneath the staging descriptor) into the run's trial
+    directory, owned by root like every other trial's: walked through descriptors, each entry opened
+    ``O_NOFOLLOW`` beneath its parent (a directory swapped for a link mid-copy, even with
+    ``renameat2(RENAME_EXCHANGE)``, is a link when opened: left behind), regular files and directories only,
+    at most ``COPY_MAX_FILES`` files and ``COPY_MAX_BYTES`` bytes, sparse files kept sparse."""
+    report = CopyReport()
+    try:
+        src = os.open(name, safefs.DIR_FLAGS, dir_fd=staging_fd)
+    except OSError:
+        report.note(name, "not a directory (a link?): nothing copied back")
+        return report
+    try:
+        dst = os.open(trial_dir, safefs.DIR_FLAGS)
+        try:
+            _copy_tree(src, dst, report)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return report
+
+
+# --- the child's outcome, validated before root uses any of it ---------------------------------------------
+
+_CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str, limit: int = 65536) -> str:
+    """Text from the user's child as plain text: terminal escape sequences and control characters (but
+    newlines and tabs) removed, at most ``limit`` characters."""
+    return _CONTROL.sub("", _CSI.sub("", text))[:limit]
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    if depth > 12:
+        return None
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k), 200): _clean(v, depth + 1) for k, v in list(value.items())[:1000]}
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value[:10000]]
+    return value
+
+
+CleanStr = Annotated[str, AfterValidator(clean_text)]
+# no markup, no escapes, no HTML: what a metric is called ends up in tables, reports and Markdown
+METRIC_NAME = r"^[^\x00-\x1f\x7f-\x9f<>&\"'`\[\]\\]{1,128}$"
+
+
+class _ChildMetric(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = PydField(pattern=METRIC_NAME)
+    value: float
+    unit: str = PydField("", pattern=r"^[^\x00-\x1f\x7f-\x9f<>&\"'`\[\]\\]{0,32}$")
+    direction: Literal["higher", "lower"]
+    source: str = PydField("workload", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    values: list[float] = PydField(default_factory=list, max_length=1_000_000)
+
+
+class ChildOutcome(BaseModel):
+    """What a rootless child may say about its trial (``trial.TrialOutcome`` as a dict), typed and bounded."""
+
+    model_config = ConfigDict(extra="ignore")
+    status: str = PydField(pattern=r"^[a-z][a-z-]{0,19}$")
+    wall_s: float = PydField(ge=0)
+    metrics: list[_ChildMetric] = PydField(default_factory=list, max_length=10_000)
+    error: CleanStr | None = None
+    exit_code: int | None = None
+    signal: CleanStr | None = PydField(None, max_length=64)
+    stderr_tail: CleanStr | None = None
+    placement: dict[str, Any] = PydField(default_factory=dict)
+    caveats: list[CleanStr] = PydField(default_factory=list, max_length=1000)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    abort: CleanStr | None = None
+    events: list[dict[str, Any]] = PydField(default_factory=list, max_length=100_000)
+
+
+def _read_outcome(dirfd: int, name: str) -> dict[str, Any] | str | None:
+    """The child's outcome file beneath ``dirfd``: a regular file (never a link, a FIFO cannot hang the
+    read), at most ``OUTCOME_MAX_BYTES``, JSON that ``ChildOutcome`` accepts; its cleaned dict, or one line
+    saying why not (None: there is none)."""
+    try:
+        fd = safefs.open_beneath(dirfd, name)
+    except FileNotFoundError:
+        return None
+    except (OSError, safefs.UnsafePathError) as exc:
+        return f"its outcome file is not a regular file ({clean_text(str(exc), 200)})"
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > OUTCOME_MAX_BYTES:
+            return f"its outcome file is larger than {OUTCOME_MAX_BYTES} bytes"
+        raw = f.read(OUTCOME_MAX_BYTES + 1)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return "its outcome file is not JSON"
+    try:
+        checked = ChildOutcome.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        # the message, not the input or the pattern (text with brackets a terminal printer might read as markup)
+        what = (
+            "has characters that are not allowed"
+            if first.get("type") == "string_pattern_mismatch"
+            else first.get("msg", "")
+        )
+        return clean_text(f"its outcome file is not a trial outcome ({where}: {what})", 300)
+    out = checked.model_dump()
+    out["placement"] = _clean(out["placement"])
+    out["events"] = _clean(out["events"])
+    return out
+
+
+def _read_outcome_path(path: Path) -> dict[str, Any] | str | None:
+    """:func:`_read_outcome` of a file in a directory of this user's own (a user's own rootless trial)."""
+    try:
+        fd = safefs.open_dir(path.parent, check=False)
+    except OSError:
+        return None
+    try:
+        return _read_outcome(fd, path.name)
+    finally:
+        os.close(fd)
 
 
 def _stop_child(proc: subprocess.Popen) -> None:
@@ -177,21 +419,38 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
     run_id = spec["run_id"]
     trial_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    staging: Path | None = None
+    staging_fd: int | None = None  # the staging root's descriptor (root, 0711, verified)
+    staged: str | None = None  # this trial's directory in it (unpredictable name, given to the user)
+    trial_fd: int | None = None
+    copied: CopyReport | None = None
     if as_root:
         pw = pwd.getpwnam(name)
-        staging = staging_dir(run_id, spec["trial_key"])
-        remove_staging(staging)
+        try:
+            staging_fd = staging_root()
+        except (OSError, NearmetalError) as exc:
+            raise PrivilegeError(
+                f"cannot use {STAGING_BASE} for the rootless trial's files: {exc}",
+                fix=f"make {STAGING_BASE} a directory of root's (mode 0711), or remove what is there",
+            ) from None
+        staged = staging_name(run_id, spec["trial_key"])
         # made and filled while it is still root's, then given to the user: root never writes into a
         # directory the user could have put a link in
-        staging.mkdir(mode=0o700)
+        os.mkdir(staged, 0o700, dir_fd=staging_fd)
+        trial_fd = os.open(staged, safefs.DIR_FLAGS, dir_fd=staging_fd)
+        staging = STAGING_BASE / staged
         child_trial, runtime = staging / "trial", staging / "runtime"
         spec_path, out_path = staging / "spec.json", staging / "outcome.json"
-        spec_path.write_text(json.dumps({**spec, "trial_dir": str(child_trial)}, indent=1))
-        for made in (child_trial, runtime):
-            made.mkdir(mode=0o700)
-        for made in (child_trial, runtime, spec_path, staging):
-            _chown(made, pw)
+        spec_text = json.dumps({**spec, "trial_dir": str(child_trial)}, indent=1).encode()
+        spec_fd = os.open(
+            "spec.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=trial_fd
+        )
+        with os.fdopen(spec_fd, "wb") as f:
+            f.write(spec_text)
+            os.fchown(f.fileno(), pw.pw_uid, pw.pw_gid)
+        for made in ("trial", "runtime"):
+            os.mkdir(made, 0o700, dir_fd=trial_fd)
+            os.chown(made, pw.pw_uid, pw.pw_gid, dir_fd=trial_fd, follow_symlinks=False)
+        os.fchown(trial_fd, pw.pw_uid, pw.pw_gid)
         argv = user_argv(name, _child_argv(spec_path, out_path, unshare), child_env(run_id, runtime))
         cwd = staging
     else:
@@ -205,7 +464,7 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
     log_path = trial_dir / "rootless-child.log"
     proc: subprocess.Popen | None = None
     try:
-        with open(log_path, "wb") as log:
+        with open(log_path, "wb", opener=safefs.nofollow_opener) as log:
             with deferred():
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, close_fds=True
@@ -214,25 +473,35 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
                 proc.wait(timeout=float(spec["timeout"]) + SETUP_MARGIN_S)
             except subprocess.TimeoutExpired:
                 _stop_child(proc)
-        found = _read_outcome(out_path)
-        if found is not None:
+        if trial_fd is not None:
+            found = _read_outcome(trial_fd, "outcome.json")
+        else:
+            found = _read_outcome_path(out_path)
+        if isinstance(found, dict):
             outcome = found
         else:
             said = log_path.read_text(errors="replace").strip().splitlines()
+            why = found or f"wrote no outcome (exit {proc.returncode})"
             outcome = {
                 "status": "error",
                 "wall_s": time.time() - started,
-                "error": f"the rootless trial (as {name}) wrote no outcome (exit {proc.returncode}): "
-                + (said[-1] if said else "no output"),
+                "error": f"the rootless trial (as {name}) {why}: "
+                + clean_text(said[-1] if said else "no output", 500),
                 "started_at": started,
                 "ended_at": time.time(),
             }
     finally:
         if proc is not None and proc.poll() is None:
             _stop_child(proc)
-        if staging is not None:
-            _copy_back(child_trial, trial_dir)
-            remove_staging(staging)
+        if trial_fd is not None:
+            copied = copy_back(trial_fd, "trial", trial_dir)
+            os.close(trial_fd)
+        if staging_fd is not None and staged is not None:
+            with contextlib.suppress(OSError):
+                remove_entry(staging_fd, staged)
+            os.close(staging_fd)
+            if staged is not None:
+                remove_staging(STAGING_BASE / staged)  # what removal through the descriptor could not
     outcome["output_dir"] = str(trial_dir)
     outcome["placement"] = {
         **outcome.get("placement", {}),
@@ -242,8 +511,16 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
             "started_by_root": as_root,
             "user_namespace": chosen,
             "child_exit": proc.returncode if proc else None,
+            **({"copy_back": copied.summary()} if copied is not None else {}),
         },
     }
+    if copied is not None and copied.left_out:
+        with (
+            contextlib.suppress(OSError),
+            open(trial_dir / "rootless-copy-back.txt", "w", opener=safefs.nofollow_opener) as note,
+        ):
+            note.write("left behind in the rootless trial's directory (not copied back):\n")
+            note.writelines(f"{line}\n" for line in copied.left_out[:1000])
     return outcome
 
 

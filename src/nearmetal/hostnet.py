@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError
+from nearmetal.mountinfo import unmount_below
 
 NETNS_DIR = Path("/run/netns")
 IFNAMSIZ = 15
@@ -105,7 +105,7 @@ def delete_netns(name: str) -> None:
         ip("netns", "delete", name, check=False)
     if netns_exists(name):  # a stale mount point left by a killed `ip netns add`
         with contextlib.suppress(OSError):
-            subprocess.run(["umount", "-l", str(NETNS_DIR / name)], capture_output=True, timeout=10)
+            unmount_below(NETNS_DIR / name)
             (NETNS_DIR / name).unlink()
 
 

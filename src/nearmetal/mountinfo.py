@@ -110,3 +110,40 @@ def mount_of(path: Path | str) -> Mount | None:
         if inside and (best is None or len(point) >= len(best.mount_point)):
             best = m
     return best
+
+
+def unmount_below(path: Path | str) -> list[str]:
+    """Unmount every mount at or below ``path`` (deepest first, lazily when one stays busy), each by what was
+    mounted: its mount ID as listed here, reached without following links (``safefs.unmount``), so a
+    directory another user swaps for a link meanwhile cannot turn it against another mount. The mount points
+    that are still there."""
+    from nearmetal.safefs import unmount_path
+
+    prefix = str(path).rstrip("/") or "/"
+    listed = [
+        m for m in mounts_or_none() if m.mount_point == prefix or m.mount_point.startswith(prefix + "/")
+    ]
+    # deepest first; of mounts stacked on one point, the last mounted (the one seen) first
+    order = sorted(enumerate(listed), key=lambda im: (im[1].mount_point.count("/"), im[0]), reverse=True)
+    for _, mount in order:
+        unmount_path(mount.mount_point, mount.mount_id)
+    left = {m.mount_id for m in mounts_or_none()}
+    return [m.mount_point for m in listed if m.mount_id in left]
+
+
+def unmount_mount(mount: Mount) -> None:
+    """Unmount exactly ``mount`` (as listed by :func:`read_mounts`); ``NearmetalError`` naming why not."""
+    from nearmetal.errors import NearmetalError
+    from nearmetal.safefs import UnsafePathError, unmount
+
+    try:
+        unmount(mount.mount_point, mount.mount_id)
+    except UnsafePathError:
+        raise
+    except OSError as exc:
+        if exc.errno != 16:  # EBUSY: detach it
+            raise NearmetalError(f"could not unmount {mount.mount_point}: {exc.strerror}") from None
+        try:
+            unmount(mount.mount_point, mount.mount_id, lazy=True)
+        except OSError as again:
+            raise NearmetalError(f"could not unmount {mount.mount_point}: {again.strerror}") from None

@@ -9,6 +9,7 @@ in ``nearmetal.run``; this module only puts them in order.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,7 @@ class Runner:
         resume: bool = False,
         allow_paths: Sequence[Path] = (),
         allow_large: bool = False,
+        allow_shared_workdir: bool = False,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
@@ -81,12 +83,16 @@ class Runner:
         self.progress: Progress = progress or NullProgress()
         self.allow_paths = list(allow_paths)
         self.allow_large = allow_large
+        # a workdir below a directory another user can write: only when asked (issue 26)
+        self.allow_shared_workdir = allow_shared_workdir
+        self.run_dir_fd: int | None = None
         self.resuming = resume
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         plan_seed = self.plan.seed if self.plan.seed is not None else secrets.randbelow(2**31)
         self.seed = seed if seed is not None else plan_seed
-        # absolute, so the stored paths still lead to the outputs when read from another directory
-        self.run_dir = (Path(workdir) / self.run_id).absolute()
+        # absolute, so the stored paths still lead to the outputs when read from another directory; resolved
+        # once, so a link on the way (which its owner could point elsewhere later) is not followed again
+        self.run_dir = Path(os.path.realpath(workdir)) / self.run_id
         self.energy = EnergyMeter(self.plan.energy)
         self.skipped: dict[str, str] = {}  # cell key → why it was left out (see skip_unavailable_cells)
         self.writer = TrialWriter(store, self.run_id, self.run_dir)
@@ -123,7 +129,7 @@ class Runner:
         cancels every job it still has."""
         if not isinstance(self.backend, RemoteBackend):
             for trial in trials:
-                fresh_trial_dir(self.run_dir, trial.key)
+                fresh_trial_dir(self.run_dir, trial.key, self.run_dir_fd)
                 self.progress.trial_started(trial, self.index)
                 outcome = execute_trial(self.trial_spec(trial), self.backend, energy=self.energy)
                 record = self.store_outcome(trial, outcome)
@@ -135,7 +141,7 @@ class Runner:
         reattached = self.backend.reattached_keys()  # their jobs keep writing into their trial directories
         for trial in trials:
             if trial.key not in reattached:
-                fresh_trial_dir(self.run_dir, trial.key)
+                fresh_trial_dir(self.run_dir, trial.key, self.run_dir_fd)
         by_key = {trial.key: trial for trial in trials}
         specs = [self.trial_spec(t) for t in trials]
         with contextlib.closing(
@@ -162,7 +168,7 @@ class Runner:
             self.skipped = skip_unavailable_cells(self.loaded)
         self.repeats.keep_only({c.cell_id for c in self.loaded.cells})
         preflight(self.loaded, self.backend, self.allow_paths)
-        check_workdir(self.run_dir)
+        check_workdir(self.run_dir, self.allow_shared_workdir)
         check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
@@ -177,6 +183,9 @@ class Runner:
                 return self._run_locked()
         finally:
             lock.release()
+            if self.run_dir_fd is not None:
+                os.close(self.run_dir_fd)
+                self.run_dir_fd = None
 
     def _run_exists(self) -> bool:
         try:
@@ -213,7 +222,7 @@ class Runner:
         reopen_run(self.store, self.run_id, stored, reattached)
 
     def _run_locked(self) -> RunResult:
-        make_run_dir(self.run_dir, self.resuming)
+        self.run_dir_fd = make_run_dir(self.run_dir, self.resuming, self.allow_shared_workdir)
         self.repeats.started = time.monotonic()
         self._resume() if self.resuming else self._start_run()
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
@@ -269,15 +278,21 @@ def run_plan(
     run_id: str | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    allow_shared_workdir: bool = False,
 ) -> RunResult:
     """Run a plan and store every trial. The library entry point under ``nearmetal run``.
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has."""
+    ``allow_large``: run even when the plan asks for more than the machine has;
+    ``allow_shared_workdir``: use a workdir below a directory another user can write (see SECURITY.md)."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        limits = {"allow_paths": tuple(allow_paths), "allow_large": allow_large}
+        limits = {
+            "allow_paths": tuple(allow_paths),
+            "allow_large": allow_large,
+            "allow_shared_workdir": allow_shared_workdir,
+        }
         return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
     except BaseException:
         if new_file is not None:
@@ -296,6 +311,7 @@ def resume_run(
     backend: Backend | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    allow_shared_workdir: bool = False,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -324,6 +340,7 @@ def resume_run(
             resume=True,
             allow_paths=allow_paths,
             allow_large=allow_large,
+            allow_shared_workdir=allow_shared_workdir,
         )
         return runner.run()
     finally:

@@ -248,7 +248,9 @@ def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
 def _main_outputs(run_dir: Path, run_id: str) -> list[Path]:
     """The workload's stdout: in the run's trial directory, or, for a rootless trial run by root, in the
     user's directory for it until the trial ends (``nearmetal.asuser``)."""
-    staged = Path("/var/tmp").glob(f"nearmetal-{run_id}-*-rootless/trial/main.stdout")
+    from nearmetal.layers.rootless import STAGING_BASE
+
+    staged = STAGING_BASE.glob(f"nearmetal-{run_id}-*-rootless/trial/main.stdout")
     return [*run_dir.glob("*/main.stdout"), *staged]
 
 

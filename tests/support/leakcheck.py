@@ -15,7 +15,14 @@ from pathlib import Path
 from nearmetal.cleanup import find_leftovers
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-TEMP_DIRS = [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run"), Path("/run/nearmetal")]
+TEMP_DIRS = [
+    Path("/tmp"),
+    Path("/var/tmp"),
+    Path("/dev/shm"),
+    Path("/run"),
+    Path("/run/nearmetal"),
+    Path("/var/lib/nearmetal/rootless"),  # rootless trials' staging (nearmetal.layers.rootless.STAGING_BASE)
+]
 
 
 def _read(path: Path) -> str:

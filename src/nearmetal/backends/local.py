@@ -25,6 +25,7 @@ import psutil
 
 from nearmetal.backends.base import Execution, HostBackend, ProcessResult, register_backend
 from nearmetal.interrupts import deferred
+from nearmetal.safefs import nofollow_opener
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
 from nearmetal.telemetry.process import _MAXRSS_TO_MIB
@@ -102,8 +103,9 @@ class LocalBackend(HostBackend):
             stdout_path=trial_dir / f"{label}.stdout",
             stderr_path=trial_dir / f"{label}.stderr",
         )
-        out = open(result.stdout_path, "wb")  # noqa: SIM115 - closed by the caller after the process ends
-        err = open(result.stderr_path, "wb")  # noqa: SIM115
+        # never through a link left in the trial directory (issue 26)
+        out = open(result.stdout_path, "wb", opener=nofollow_opener)  # noqa: SIM115 - closed by the caller
+        err = open(result.stderr_path, "wb", opener=nofollow_opener)  # noqa: SIM115
         files += [out, err]
         env = {**os.environ, **spec.env}
         argv = wrap_for_cgroups(spec.command(), spec.cgroup_procs)

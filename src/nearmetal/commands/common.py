@@ -160,6 +160,14 @@ AllowLargeOption = Annotated[
         help="run even when the plan asks for more CPUs, memory, disk or trials than this machine has",
     ),
 ]
+AllowSharedWorkdirOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-shared-workdir",
+        help="use a --workdir below a directory another (non-root) user can write, or own; such a user could "
+        "redirect the run's files (refused without this; see SECURITY.md)",
+    ),
+]
 AllowPathOption = Annotated[
     list[Path] | None,
     typer.Option(
@@ -233,6 +241,7 @@ def run_plan_command(
     loaded_plan: Any = None,
     junit: Path | None = None,
     fail_above: str | None = None,
+    allow_shared_workdir: bool = False,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``junit``: write the verdicts as JUnit XML there; ``fail_above``: exit 3 when a loss lies wholly above it.
@@ -271,6 +280,7 @@ def run_plan_command(
                 progress=progress,
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                allow_shared_workdir=allow_shared_workdir,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -286,6 +296,7 @@ def run_plan_command(
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                allow_shared_workdir=allow_shared_workdir,
             )
     except RunInterrupted as exc:
         err_console.print(

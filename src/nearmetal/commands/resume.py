@@ -9,6 +9,7 @@ import typer
 from nearmetal.commands.common import (
     AllowLargeOption,
     AllowPathOption,
+    AllowSharedWorkdirOption,
     DbOption,
     OptionalWorkdirOption,
     app,
@@ -24,6 +25,7 @@ def resume(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     allow_large: AllowLargeOption = False,
+    allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
@@ -37,5 +39,6 @@ def resume(
         as_json,
         resume=run_id,
         allow_large=allow_large,
+        allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
     )

@@ -51,6 +51,7 @@ from nearmetal.hostcmd import run
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
 from nearmetal.metrics import Metric
+from nearmetal.mountinfo import unmount_below
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 Action = Literal["kill", "pause", "link-down", "netem", "scale-to-zero", "kill-fuse"]
@@ -583,14 +584,14 @@ class FaultLayer(Layer):
         """Lazy-unmount the severed mount and start its daemon again with its own command line."""
         assert self.killed_mount is not None
         mountpoint = self.killed_mount["mountpoint"]
-        for argv in (
-            ["fusermount3", "-uz", mountpoint],
-            ["fusermount", "-uz", mountpoint],
-            ["umount", "-l", mountpoint],
-        ):
-            with contextlib.suppress(OSError, NearmetalError):
-                if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                    break
+        if os.geteuid() == 0:
+            # by what was mounted, never through a link swapped in on the way (issue 26)
+            unmount_below(mountpoint)
+        else:
+            for argv in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint]):
+                with contextlib.suppress(OSError, NearmetalError):
+                    if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
+                        break
         log = open(ctx.trial_dir / "fault-remount.log", "ab")  # noqa: SIM115
         try:
             self.remounted = subprocess.Popen(
@@ -669,14 +670,13 @@ class FaultLayer(Layer):
         if self.remounted is not None:
             mountpoint = self.killed_mount["mountpoint"] if self.killed_mount else ""
             if mountpoint and fuse_mount(mountpoint) is not None:
-                for argv in (
-                    ["fusermount3", "-u", mountpoint],
-                    ["fusermount3", "-uz", mountpoint],
-                    ["umount", "-l", mountpoint],
-                ):
-                    with contextlib.suppress(OSError, NearmetalError):
-                        if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                            break
+                if os.geteuid() == 0:
+                    unmount_below(mountpoint)
+                else:
+                    for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint]):
+                        with contextlib.suppress(OSError, NearmetalError):
+                            if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
+                                break
             try:
                 self.remounted.wait(timeout=5)
             except subprocess.TimeoutExpired:

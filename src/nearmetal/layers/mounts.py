@@ -25,7 +25,7 @@ from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
-from nearmetal.mountinfo import is_mounted, mounts_or_none
+from nearmetal.mountinfo import Mount, is_mounted, mounts_or_none, unmount_below, unmount_mount
 from nearmetal.userns import host_uid, in_user_namespace, uid_map
 
 MOUNT_TIMEOUT_S = 20.0
@@ -55,14 +55,9 @@ def run_tool(argv: list[str], what: str, timeout: float = MOUNT_TIMEOUT_S) -> No
 
 
 def unmount(path: Path) -> None:
-    """Unmount ``path`` (and anything mounted below it); lazily when it stays busy."""
-    target = str(path)
-    below = [p for p, _ in mounts() if p == target or p.startswith(target + "/")]
-    for point in reversed(below):
-        for argv in (["umount", point], ["umount", "-l", point]):
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                if subprocess.run(argv, capture_output=True, timeout=UMOUNT_TIMEOUT_S).returncode == 0:
-                    break
+    """Unmount ``path`` (and anything mounted below it); lazily when it stays busy. By what was mounted
+    (``mountinfo.unmount_below``): a link swapped in on the way never redirects it."""
+    unmount_below(path)
 
 
 def free_bytes(path: Path) -> int:
@@ -204,14 +199,19 @@ def find_mounts(run_id: str | None = None) -> list[Leftover]:
 
     prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
     found = []
-    # deepest first, so nested mounts go before the ones they sit on
-    for point, fstype in sorted(mounts(), key=lambda m: -m[0].count("/")):
+    # deepest first, so nested mounts go before the ones they sit on; of mounts stacked on one point, the
+    # last mounted (the one the path leads to) first
+    listed = list(enumerate(mounts_or_none()))
+    for _, mount in sorted(listed, key=lambda im: (-im[1].mount_point.count("/"), -im[0])):
+        point, fstype = mount.mount_point, mount.fstype
         if _named_for(point, prefix):
 
-            def remove(point: str = point) -> None:
-                unmount(Path(point))
-                if is_mounted(Path(point)):
-                    raise OSError(f"{point} is still mounted")
+            def remove(mount: Mount = mount) -> None:
+                # this mount, by its ID, reached without following links (issue 26: a parent directory
+                # swapped for a link made `umount PATH` unmount whatever the link pointed at)
+                unmount_mount(mount)
+                if mount.mount_id in {m.mount_id for m in mounts_or_none()}:
+                    raise OSError(f"{mount.mount_point} is still mounted")
 
             # after processes and containers (they keep mounts busy), before cgroups
             found.append(Leftover(f"mount ({fstype})", point, remove, priority=30))

@@ -36,7 +36,7 @@ from pydantic import Field
 from nearmetal.errors import PrivilegeError
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
-from nearmetal.mountinfo import is_mounted, parse_mountinfo
+from nearmetal.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 # set in the child nearmetal that runs a rootless trial (nearmetal.asuser): it runs the trial itself
@@ -184,49 +184,84 @@ class RootlessLayer(Layer):
     def teardown(self, ctx: TrialContext) -> None:
         # the mount namespace goes with the trial's child process; unmounting is only tidiness
         if self.netns_tmpfs is not None and is_mounted(self.netns_tmpfs):
-            import subprocess
-
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(["umount", "-l", str(self.netns_tmpfs)], capture_output=True, timeout=10)
+            unmount_below(self.netns_tmpfs)
         self.netns_tmpfs = None
 
 
 # --- leftovers ------------------------------------------------------------------------------------------
 
 
-# where a rootless trial run by root works (nearmetal.asuser): a directory the user owns, on a disk
-STAGING_BASE = Path("/var/tmp")
+# where a rootless trial run by root works (nearmetal.asuser): a directory root made (0711: a user can pass
+# through but not list it, and cannot make anything in it) holding one unpredictable directory per trial, which
+# root gives to the user (issue 26: a predictable /var/tmp name could be planted first by anyone)
+STAGING_BASE = Path("/var/lib/nearmetal/rootless")
+STAGING_MODE = 0o711
+# where older versions staged: still searched by cleanup, whatever was left or planted there removed safely
+LEGACY_STAGING_BASE = Path("/var/tmp")
 STAGING_SUFFIX = "rootless"
 
 
-def staging_dir(run_id: str, trial_key: str) -> Path:
-    return STAGING_BASE / f"{HOST_PREFIX}-{run_id}-{trial_key}-{STAGING_SUFFIX}"
+def staging_root() -> int:
+    """The verified staging directory's descriptor: root's, 0711, not a link, safe all the way up."""
+    from nearmetal.safefs import private_dir
+
+    return private_dir(STAGING_BASE, STAGING_MODE)
+
+
+def staging_name(run_id: str, trial_key: str) -> str:
+    """A new trial's staging directory name: the run and trial (cleanup finds it by them) and 64 random bits."""
+    import secrets
+
+    return f"{HOST_PREFIX}-{run_id}-{trial_key}-{secrets.token_hex(8)}-{STAGING_SUFFIX}"
+
+
+def _staging_names(base: Path, run_id: str | None) -> list[str]:
+    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix) and n.endswith(f"-{STAGING_SUFFIX}"))
 
 
 def remove_staging(path: Path) -> None:
-    if path.exists() or path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-        if path.exists():
-            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+    """Remove a staging directory (or whatever a user planted at its name: a link is unlinked, never
+    followed; a directory removed through descriptors, never crossing a link)."""
+    from nearmetal.safefs import open_dir, remove_entry
+
+    if (
+        path.parent not in (STAGING_BASE, LEGACY_STAGING_BASE)
+        or "/" in path.name
+        or path.name in ("", ".", "..")
+    ):
+        return
+    try:
+        # the staging root is verified; /var/tmp is sticky and root's: both reached without a link
+        base = open_dir(path.parent, check=path.parent == STAGING_BASE)
+    except OSError:
+        return
+    try:
+        remove_entry(base, path.name)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        # files a rootless build left read-only under mapped ids: rm copes; never crosses a filesystem
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+    finally:
+        os.close(base)
 
 
 def staging_dirs(run_id: str | None = None) -> list[Path]:
-    """The per-trial directories of rootless trials (``/var/tmp/nearmetal-<run>-…-rootless``)."""
-    prefix = f"{HOST_PREFIX}-{run_id}-" if run_id else f"{HOST_PREFIX}-"
-    try:
-        entries = sorted(STAGING_BASE.iterdir())
-    except OSError:
-        return []
-    return [
-        path
-        for path in entries
-        if path.name.startswith(prefix) and path.name.endswith(f"-{STAGING_SUFFIX}") and path.is_dir()
+    """What rootless trials left staged (under the staging root, and at the predictable /var/tmp names older
+    versions used — or a user planted there), for one run or any."""
+    return [STAGING_BASE / n for n in _staging_names(STAGING_BASE, run_id)] + [
+        LEGACY_STAGING_BASE / n for n in _staging_names(LEGACY_STAGING_BASE, run_id)
     ]
 
 
 @finder
 def find_rootless_trial_dirs(run_id: str | None = None) -> list[Leftover]:
-    """The per-trial directories a killed run's rootless trials left under /var/tmp (``nearmetal.asuser``)."""
+    """The per-trial directories a killed run's rootless trials left (``nearmetal.asuser``)."""
     return [
         Leftover("rootless-trial-dir", str(path), partial(remove_staging, path), priority=40)
         for path in staging_dirs(run_id)

@@ -271,9 +271,10 @@ def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False
         )
 
 
-def check_workdir(run_dir: Path) -> None:
+def check_workdir(run_dir: Path, allow_shared: bool = False) -> None:
     """The run's directory can be made and written: not in a kernel filesystem (/proc, /sys, /dev), not on a
-    read-only filesystem, not below a file; one line, before anything runs."""
+    read-only filesystem, not below a file, not below a directory another user can write or owns (unless
+    ``allow_shared``: issue 26); one line, before anything runs."""
     real = Path(os.path.realpath(run_dir))
     for pseudo in (Path("/proc"), Path("/sys"), Path("/dev")):
         if real == pseudo or pseudo in real.parents:
@@ -299,3 +300,18 @@ def check_workdir(run_dir: Path) -> None:
             f"the run directory {run_dir} cannot be made: {existing} {why}; nothing was run",
             fix="give --workdir a writable directory",
         )
+    if not allow_shared:
+        from nearmetal import safefs
+
+        try:
+            safefs.check_tree(existing)
+            if real.exists():
+                st = real.stat()
+                if st.st_uid != os.geteuid():
+                    raise safefs.UnsafePathError(f"{real} is owned by uid {st.st_uid}, not by this user")
+        except safefs.UnsafePathError as exc:
+            raise NearmetalError(
+                f"the run directory {run_dir} is not safe: {exc.message}; nothing was run",
+                fix="give --workdir a directory only root or you can write (or pass --allow-shared-workdir "
+                "if you trust every user who can)",
+            ) from None

@@ -8,37 +8,79 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from nearmetal import runlock
+from nearmetal import runlock, safefs
 from nearmetal.errors import NearmetalError
 from nearmetal.store import Store
 
 
-def make_run_dir(run_dir: Path, resuming: bool) -> None:
-    if run_dir.is_symlink():
+def make_run_dir(run_dir: Path, resuming: bool, allow_shared: bool = False) -> int:
+    """Make (or, resuming, reopen) the run's directory and return its descriptor: reached from / without
+    following a link, every directory above it one that only root or this user can change (unless
+    ``allow_shared``: ``--allow-shared-workdir``), itself owned by this user, mode 0700 (trial outputs may hold
+    what the workloads printed). Trial directories are then made through the descriptor
+    (:func:`fresh_trial_dir`), never by resolving the path again (issue 26)."""
+    try:
+        # the workdir and the directories above it (made where missing, one component at a time)
+        os.close(safefs.open_dir(run_dir.parent, create_mode=0o755, check=not allow_shared))
+        fd = safefs.private_dir(run_dir, 0o700, check_parents=not allow_shared)
+    except safefs.UnsafePathError as exc:
         raise NearmetalError(
-            f"the run directory {run_dir} is a symbolic link; nearmetal writes only into directories it created",
-            fix="remove the link, or give --workdir a real directory",
-        )
-    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
+            f"the run directory {run_dir}: {exc.message}",
+            fix="give --workdir a directory only root or you can write (or pass --allow-shared-workdir "
+            "if you trust every user who can)",
+        ) from None
+    if not resuming and os.listdir(fd):
+        os.close(fd)
         raise NearmetalError(
             f"the run directory {run_dir} already holds files of another run",
             fix="give another --run-id or --workdir",
         )
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # trial outputs may hold what the workloads printed: readable by the run's user only
-    run_dir.chmod(0o700)
+    return fd
 
 
-def fresh_trial_dir(run_dir: Path, trial_key: str) -> None:
+def check_run_dir(run_dir: Path, fd: int) -> None:
+    """The run's path still leads to the directory made at the start (a workdir another user can write,
+    allowed with ``--allow-shared-workdir``, could have been swapped meanwhile)."""
+    try:
+        same = os.path.samestat(os.stat(run_dir, follow_symlinks=False), os.fstat(fd))
+    except OSError:
+        same = False
+    if not same:
+        raise NearmetalError(
+            f"the run directory {run_dir} is no longer the directory this run made (moved or replaced); "
+            "stopped before writing there",
+            fix="find out who changed it; give --workdir a directory only root or you can write",
+        )
+
+
+def fresh_trial_dir(run_dir: Path, trial_key: str, run_fd: int | None = None) -> None:
     """A trial interrupted by a crash left a partial directory: keep it aside, start the new attempt in an
-    empty one (never write through whatever the old attempt left there)."""
-    trial_dir = run_dir / trial_key
-    if not (trial_dir.exists() or trial_dir.is_symlink()):
+    empty one (never write through whatever the old attempt left there). With the run directory's
+    descriptor, both happen through it, and the new trial directory is made there."""
+    if run_fd is None:
+        trial_dir = run_dir / trial_key
+        if not (trial_dir.exists() or trial_dir.is_symlink()):
+            return
+        attempt = 1
+        while (aside := run_dir / f"{trial_key}.attempt-{attempt}").exists() or aside.is_symlink():
+            attempt += 1
+        trial_dir.rename(aside)
         return
-    attempt = 1
-    while (aside := run_dir / f"{trial_key}.attempt-{attempt}").exists() or aside.is_symlink():
-        attempt += 1
-    trial_dir.rename(aside)
+    check_run_dir(run_dir, run_fd)
+
+    def there(name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=run_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    if there(trial_key):
+        attempt = 1
+        while there(f"{trial_key}.attempt-{attempt}"):
+            attempt += 1
+        os.rename(trial_key, f"{trial_key}.attempt-{attempt}", src_dir_fd=run_fd, dst_dir_fd=run_fd)
+    os.mkdir(trial_key, 0o755, dir_fd=run_fd)
 
 
 @contextlib.contextmanager

@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from nearmetal import safefs
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
-from nearmetal.mountinfo import mounts_under
+from nearmetal.mountinfo import unmount_below
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -187,10 +188,17 @@ class ImageBuildWorkload(Workload):
             (payload / f"file{i}").write_bytes(block)
         (context / "Containerfile").write_text(containerfile(params))
         storage = storage_dir(params, ctx)
-        if storage.exists():
+        if storage.exists() or storage.is_symlink():
             remove_storage(storage)
-        storage.mkdir(parents=True)
-        (storage / RUNROOT_RECORD).write_text(str(runroot_dir(storage)) + "\n")
+        # a predictable name in a shared directory: made (or verified) as this user's own, not a link, and
+        # written through its descriptor (issue 26)
+        fd = safefs.private_dir(storage, 0o755)
+        try:
+            record = safefs.open_beneath(fd, RUNROOT_RECORD, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(record, "w") as f:
+                f.write(str(runroot_dir(storage)) + "\n")
+        finally:
+            os.close(fd)
 
     def processes(self, params: ImageBuildParams, ctx: WorkloadContext) -> list[ProcessSpec]:
         context = ctx.trial_dir / "context"
@@ -341,13 +349,25 @@ def remove_storage(path: Path) -> None:
     """Unmount whatever the storage driver left mounted below ``path`` (and below its runroot), then delete
     both."""
     runroot = None
-    with contextlib.suppress(OSError):
-        recorded = Path((path / RUNROOT_RECORD).read_text().strip())
-        if recorded.parent in RUNROOT_BASES and recorded.name.startswith("nearmetal-rr-"):
+    # the record is read only from a real directory (never through a link planted at the name), and only a
+    # runroot derived from this storage path is believed (not another run's)
+    with contextlib.suppress(OSError, NearmetalError):
+        fd = safefs.open_dir(path, check=False)
+        try:
+            with os.fdopen(safefs.open_beneath(fd, RUNROOT_RECORD), "r") as f:
+                recorded = Path(f.read(4096).strip())
+        finally:
+            os.close(fd)
+        digest = runroot_dir(path).name
+        if recorded in [base / digest for base in RUNROOT_BASES]:
             runroot = recorded
-    for point in [*mounts_under(path), *(mounts_under(runroot) if runroot else [])]:
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
-    for target in [p for p in (runroot, path) if p is not None and p.exists()]:
+    for below in (path, runroot):
+        if below is not None:
+            unmount_below(below)
+    for target in [p for p in (runroot, path) if p is not None and (p.exists() or p.is_symlink())]:
+        if target.is_symlink():
+            target.unlink()  # planted at the name: the link goes, never what it points to
+            continue
         # vfs/overlay layers contain read-only directories owned by mapped ids: rmtree as root copes
         shutil.rmtree(target, ignore_errors=True)
         if target.exists():
