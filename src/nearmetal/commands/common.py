@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 import typer.core
-from rich.console import Console
 
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import SafeConsole, plain, strip_controls
 
 
 class _Commands(typer.core.TyperGroup):
@@ -42,10 +42,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="How near to bare metal does my workload run here, and if not, why not?",
 )
-console = Console()
+console = SafeConsole()
 if not console.is_terminal:  # piped into a file or a CI log: do not squeeze tables into 80 columns
     console.width = 150
-err_console = Console(stderr=True)
+err_console = SafeConsole(stderr=True)
 
 DbOption = Annotated[
     str | None,
@@ -117,23 +117,22 @@ def _main(
 
 
 def fail(exc: NearmetalError) -> None:
-    from rich.markup import escape
-
-    # messages carry plan values and paths: escaped, so "[...]" in them is text, not rich markup; not
+    # messages carry plan values, paths and stored text: escaped, so "[...]" in them is text, not rich
+    # markup, and control characters (ESC …) shown as \xNN, never sent to the terminal; not
     # wrapped, so a log keeps each problem on one line
     separator = "\n" if "\n" in exc.message else " "
     err_console.print(
-        f"[bold red]error:[/bold red]{separator}{escape(exc.message)}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/bold red]{separator}{plain(exc.message)}", highlight=False, soft_wrap=True
     )
     if exc.fix:
-        err_console.print(f"  [bold]fix:[/bold] {escape(exc.fix)}", highlight=False, soft_wrap=True)
+        err_console.print(f"  [bold]fix:[/bold] {plain(exc.fix)}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
 def plan_errors(exc: NearmetalError) -> None:
     # one line per problem, nothing else: file:line field.path: message
     for line in exc.message.splitlines():
-        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+        err_console.print(strip_controls(line), highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -202,7 +201,7 @@ def run_plan_command(
             )
     except RunInterrupted as exc:
         err_console.print(
-            f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}; "
+            f"[yellow]{plain(exc)}[/yellow]; see them with: nearmetal report {exc.run_id}; "
             f"continue with: nearmetal resume {exc.run_id}",
             highlight=False,
         )
@@ -237,9 +236,9 @@ def run_plan_command(
         if report:
             show_report(result.run_id, db, "terminal", None, None)
         if html_path and not quiet:
-            err_console.print(f"HTML report: {html_path}", highlight=False)
+            err_console.print(f"HTML report: {plain(html_path)}", highlight=False)
     if failure:
-        err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {plain(failure)}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -337,7 +336,9 @@ def show_report(
         images = written
         err_console.print(f"wrote {len(written)} figures to {png}/", highlight=False)
         for problem in problems:
-            err_console.print(f"[yellow]figure not drawn[/yellow]: {problem.builder}: {problem.error}")
+            err_console.print(
+                f"[yellow]figure not drawn[/yellow]: {plain(problem.builder)}: {plain(problem.error)}"
+            )
     if html is not None:
         from nearmetal.report.html import write_html_report
 

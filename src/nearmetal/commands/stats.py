@@ -12,6 +12,7 @@ import typer
 
 from nearmetal.commands.common import DbOption, WorkdirOption, app, console, err_console, fail, plan_errors
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import plain
 
 # exit status of `compare --fail-above` when a loss lies wholly above the threshold (errors use 1 and 2)
 REGRESSION_EXIT = 3
@@ -98,7 +99,7 @@ def compare(
             )
         if comparison.missing_metric:
             shown = ", ".join(c.key for c in comparison.missing_metric[:8])
-            console.print(f"[yellow]metric missing in one run[/yellow]: {shown}", highlight=False)
+            console.print(f"[yellow]metric missing in one run[/yellow]: {plain(shown)}", highlight=False)
         if not comparison.rows:
             why = (
                 "every cell in both runs has other parameters or layer options"
