@@ -52,3 +52,115 @@ def test_a_regex_with_a_closing_tag_that_matches_nothing_is_a_normal_failure(tmp
         assert "\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07" in out.replace("\n", "")
     for out in (proc.stdout, proc.stderr, report.stdout, report.stderr):
         assert "\x1b" not in out and "\x07" not in out
+
+
+# --- case 5: a crafted store file ---------------------------------------------------------------------
+
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A real store with one finished two-variant run (the file each crafted store starts from)."""
+    import subprocess
+
+    from conftest import nearmetal_argv
+
+    here = tmp_path_factory.mktemp("store")
+    plan = write_plan(
+        here,
+        f"""
+        name: small
+        workloads:
+          w:
+            kind: command
+            params:
+              argv: [{PY!r}, -c, "print('t=1.5')"]
+              metrics: [{{name: t_s, regex: 't=([0-9.]+)', direction: lower}}]
+        variants: {{base: [], other: []}}
+        baseline: base
+        repeats: 2
+        """,
+    )
+    db = here / "results.db"
+    proc = subprocess.run(
+        [*nearmetal_argv(), "run", str(plan), "--db", str(db), "-q", "--no-html"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(db) as conn:
+        (run_id,) = conn.execute("SELECT id FROM runs").fetchone()
+    return db, run_id
+
+
+def _crafted(stored_run: tuple[Path, str], tmp_path: Path, *sql: str) -> str:
+    db, run_id = stored_run
+    shutil.copy(db, tmp_path / "results.db")
+    conn = sqlite3.connect(tmp_path / "results.db")
+    for statement in sql:
+        conn.execute(statement.replace("RUN", run_id))
+    conn.commit()
+    conn.close()
+    return run_id
+
+
+def _one_line_refusal(proc, *words: str) -> None:  # type: ignore[no-untyped-def]
+    _no_traceback(proc)
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("  fix:")]
+    assert len(lines) == 1, proc.stderr
+    for word in words:
+        assert word in proc.stderr.replace("\n", " "), proc.stderr
+
+
+def test_a_run_id_that_climbs_out_never_becomes_a_path(stored_run, tmp_path: Path, run_cli) -> None:
+    _crafted(stored_run, tmp_path, "UPDATE runs SET id = '../../x' WHERE id = 'RUN'")
+    site = tmp_path / "a" / "b" / "site"
+    proc = run_cli("site", str(site), timeout=120)
+    _no_traceback(proc)
+    assert not list(tmp_path.rglob("x/report.html")) and not (tmp_path / "a" / "x").exists()
+    assert "'../../x'" in proc.stderr and "left out" in proc.stderr
+    listed = run_cli("runs", timeout=60)
+    _no_traceback(listed)
+    assert "../../x" not in listed.stdout and "an id nearmetal never creates" in listed.stderr
+    _one_line_refusal(run_cli("report", "../../x", timeout=60), "never creates")
+
+
+def test_a_recursive_view_is_refused_not_run(stored_run, tmp_path: Path, run_cli) -> None:
+    _crafted(
+        stored_run,
+        tmp_path,
+        "ALTER TABLE runs RENAME TO runs_kept",
+        "CREATE VIEW runs AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
+        "SELECT r.* FROM runs_kept r, c",
+    )
+    for args in (("runs",), ("report",)):
+        _one_line_refusal(run_cli(*args, timeout=60), "view 'runs'", "does not create")
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("UPDATE runs SET plan_text = '" + BOMB + "'", ("stored plan", "100,000 values")),
+        ("UPDATE runs SET info = 'not json {'", ("runs.info", "JSON object")),
+        ("UPDATE runs SET started_at = 'yesterday'", ("runs.started_at", "time")),
+    ],
+    ids=["alias-bomb", "info-not-json", "started-text"],
+)
+def test_a_crafted_value_is_one_line_naming_the_run(
+    stored_run, tmp_path: Path, run_cli, sql: str, words: tuple[str, ...]
+) -> None:
+    """The CLI end of tests/unit/test_hostile_stores.py (which covers every column and setting)."""
+    run_id = _crafted(stored_run, tmp_path, sql)
+    _one_line_refusal(run_cli("report", run_id, timeout=60), run_id, *words)

@@ -96,6 +96,23 @@ def trend_figures(history: list[tuple[Any, list[dict[str, Any]]]]) -> list[tuple
     return figures
 
 
+def report_path(out: Path, run_id: str) -> Path:
+    """``out/runs/<run>/report.html``, refused unless the run id is one nearmetal creates and the path,
+    links resolved, stays beneath ``out`` (the store that names the run may come from someone else)."""
+    from nearmetal.errors import NearmetalError
+    from nearmetal.store.validate import check_stored_run_id
+
+    check_stored_run_id(run_id, "the store")
+    path = out / "runs" / run_id / "report.html"
+    root = out.resolve()
+    if not path.resolve().is_relative_to(root / "runs"):
+        raise NearmetalError(
+            f"{path} leads outside {root / 'runs'} (a symbolic link?); the run's report is not written",
+            fix=f"remove the link from {out / 'runs'}",
+        )
+    return path
+
+
 def write_site(
     out_dir: str | Path, db: str | None = None, limit: int = 1000, reports: bool = True
 ) -> SiteSummary:
@@ -104,15 +121,16 @@ def write_site(
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db)
     runs = sorted(store.list_runs(limit), key=lambda r: (r.started_at, r.id))
+    # rows whose id nearmetal never creates (``../../x``) are left out by list_runs, with their reason
+    problems: list[str] = list(store.skipped)
     history: list[tuple[Any, list[dict[str, Any]]]] = []
-    problems: list[str] = []
     written = 0
     for run in runs:
         try:
             results = load_results(run.id, store=store)
             history.append((run, results.table()))
             if reports:
-                write_html_report(results, out / "runs" / run.id / "report.html")
+                write_html_report(results, report_path(out, run.id))
                 written += 1
         except Exception as exc:  # one run that cannot be read costs its own row, not the site
             problems.append(f"{run.id}: {type(exc).__name__}: {exc}")
