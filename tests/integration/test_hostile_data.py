@@ -164,3 +164,23 @@ def test_a_crafted_value_is_one_line_naming_the_run(
     """The CLI end of tests/unit/test_hostile_stores.py (which covers every column and setting)."""
     run_id = _crafted(stored_run, tmp_path, sql)
     _one_line_refusal(run_cli("report", run_id, timeout=60), run_id, *words)
+
+
+# --- case 9: limits before work ---------------------------------------------------------------------
+
+
+def test_check_refuses_a_ten_million_cell_plan_at_once(tmp_path: Path, run_cli) -> None:
+    """The cell count comes from the matrix's value counts: refused before expansion (it took 300 s and
+    7 GB before). The timeout is generous for a loaded CI machine; unloaded it takes about 2 s."""
+    import json
+
+    plan = tmp_path / "big.yaml"
+    plan.write_text(
+        "name: big\nworkloads:\n  w: {kind: command, params: {argv: [/bin/true]}}\nvariants: {a: []}\n"
+        f"matrix:\n  w.argv: {json.dumps([['/bin/true', str(i)] for i in range(10_000)])}\n"
+        f"  w.tool_package: {json.dumps([f'p{i}' for i in range(1_000)])}\n"
+    )
+    proc = run_cli("check", str(plan), timeout=60)
+    _no_traceback(proc)
+    assert proc.returncode == 2
+    assert "makes 10,000,000 cells" in proc.stderr + proc.stdout

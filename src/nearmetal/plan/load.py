@@ -24,6 +24,22 @@ MAX_PLAN_BYTES = 1 << 20
 MAX_PLAN_NODES = 100_000
 MAX_PLAN_DEPTH = 64
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+# libyaml's parser where PyYAML was built with it (Debian's and the wheels are): the document is parsed
+# once, into nodes, and the values are built from those nodes (no second parse); about ten times faster
+# than the pure-Python parser on a large plan (a refused 10⁷-cell matrix is refused in a second or two)
+_COMPOSE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def compose_plan(text: str) -> yaml.Node | None:
+    """The YAML node tree of a plan, with the safe loader (no tags that build objects)."""
+    return yaml.compose(text, Loader=_COMPOSE_LOADER)
+
+
+def construct_plan(root: yaml.Node | None) -> Any:
+    """The plan's values built from its checked node tree (the safe constructor: plain data only)."""
+    if root is None:
+        return None
+    return yaml.constructor.SafeConstructor().construct_document(root)
 
 
 @dataclass
@@ -181,11 +197,11 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
     if deep:
         raise PlanError([deep])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_plan(text)
         structure = check_structure(root, source)
         if structure:
             raise PlanError(structure)
-        data = yaml.safe_load(text)
+        data = construct_plan(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""

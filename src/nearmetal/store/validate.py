@@ -255,7 +255,13 @@ def stored_plan(text: object, run_id: str) -> dict[str, Any]:
     import yaml
 
     from nearmetal.errors import PlanError
-    from nearmetal.plan.load import MAX_PLAN_BYTES, check_structure, flow_depth_problem
+    from nearmetal.plan.load import (
+        MAX_PLAN_BYTES,
+        check_structure,
+        compose_plan,
+        construct_plan,
+        flow_depth_problem,
+    )
 
     source = f"run {run_id}: stored plan"
     if not isinstance(text, str):
@@ -266,11 +272,11 @@ def stored_plan(text: object, run_id: str) -> dict[str, Any]:
         problem = flow_depth_problem(text, source)
         if problem:
             raise PlanError([problem])
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_plan(text)
         problems = check_structure(root, source)
         if problems:
             raise PlanError(problems[:1])
-        data = yaml.safe_load(text)
+        data = construct_plan(root)
     except PlanError as exc:
         raise NearmetalError(
             one_line_text(exc.problems[0]), fix="the store row was not written by nearmetal"
