@@ -23,6 +23,7 @@ from nearmetal.backends.select import make_backend
 from nearmetal.errors import NearmetalError
 from nearmetal.interrupts import interrupts_as_exceptions
 from nearmetal.plan import LoadedPlan, Trial, load_plan
+from nearmetal.reach import check_network
 from nearmetal.run.hygiene import contention_preflight, sweep
 from nearmetal.run.preflight import check_resources, check_workdir, preflight, skip_unavailable_cells
 from nearmetal.run.records import (
@@ -73,6 +74,7 @@ class Runner:
         resume: bool = False,
         allow_paths: Sequence[Path] = (),
         allow_large: bool = False,
+        allow_network: bool = False,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
@@ -81,6 +83,7 @@ class Runner:
         self.progress: Progress = progress or NullProgress()
         self.allow_paths = list(allow_paths)
         self.allow_large = allow_large
+        self.allow_network = allow_network
         self.resuming = resume
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         plan_seed = self.plan.seed if self.plan.seed is not None else secrets.randbelow(2**31)
@@ -162,6 +165,7 @@ class Runner:
             self.skipped = skip_unavailable_cells(self.loaded)
         self.repeats.keep_only({c.cell_id for c in self.loaded.cells})
         preflight(self.loaded, self.backend, self.allow_paths)
+        check_network(self.loaded, self.allow_network)
         check_workdir(self.run_dir)
         check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
@@ -269,15 +273,21 @@ def run_plan(
     run_id: str | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    allow_network: bool = False,
 ) -> RunResult:
     """Run a plan and store every trial. The library entry point under ``nearmetal run``.
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has."""
+    ``allow_large``: run even when the plan asks for more than the machine has;
+    ``allow_network``: the runner may reach the URLs the plan names (energy.prometheus_url)."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        limits = {"allow_paths": tuple(allow_paths), "allow_large": allow_large}
+        limits = {
+            "allow_paths": tuple(allow_paths),
+            "allow_large": allow_large,
+            "allow_network": allow_network,
+        }
         return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
     except BaseException:
         if new_file is not None:
@@ -296,6 +306,7 @@ def resume_run(
     backend: Backend | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    allow_network: bool = False,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -324,6 +335,7 @@ def resume_run(
             resume=True,
             allow_paths=allow_paths,
             allow_large=allow_large,
+            allow_network=allow_network,
         )
         return runner.run()
     finally:

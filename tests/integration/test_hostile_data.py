@@ -184,3 +184,38 @@ def test_check_refuses_a_ten_million_cell_plan_at_once(tmp_path: Path, run_cli) 
     _no_traceback(proc)
     assert proc.returncode == 2
     assert "makes 10,000,000 cells" in proc.stderr + proc.stdout
+
+
+# --- case 12: reach ------------------------------------------------------------------------------------
+
+
+def test_network_reach_is_shown_by_check_and_needs_allow_network_to_run(tmp_path: Path, run_cli) -> None:
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: reach
+        workloads:
+          w: {{kind: command, params: {{argv: [{PY!r}, -c, "print(1)"]}}}}
+        variants: {{a: []}}
+        repeats: 1
+        energy: {{prometheus_url: "http://127.0.0.1:9/", sources: [kepler, estimated]}}
+        """,
+    )
+    check = run_cli("check", str(plan), timeout=120)
+    _no_traceback(check)
+    assert "this plan asks for:" in check.stdout
+    assert "network: energy.prometheus_url: the runner queries http://127.0.0.1:9/" in check.stdout
+    assert check.returncode == 2 and "--allow-network" in check.stderr
+    refused = run_cli("run", str(plan), "--no-html", timeout=120)
+    _one_line_refusal(refused, "reach the network", "nothing was run")
+    assert not (tmp_path / "nearmetal-runs").exists()
+    allowed = run_cli("run", str(plan), "--no-html", "-q", "--allow-network", timeout=120)
+    _no_traceback(allowed)
+    assert allowed.returncode == 0, allowed.stderr  # port 9 answers nothing: the trial notes it, runs on
+    bad = write_plan(
+        tmp_path, plan.read_text().replace("http://127.0.0.1:9/", "file:///etc/shadow"), "bad.yaml"
+    )
+    refused = run_cli("run", str(bad), "--no-html", "--allow-network", timeout=120)
+    assert (
+        refused.returncode == 2 and "energy.prometheus_url" in refused.stderr and "http://" in refused.stderr
+    )

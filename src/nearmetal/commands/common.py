@@ -90,6 +90,13 @@ AllowPathOption = Annotated[
         help="a directory outside the run's directory the plan may write into (fio.directory …); repeatable",
     ),
 ]
+AllowNetworkOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-network",
+        help="let the runner itself reach the network where the plan asks (energy.prometheus_url)",
+    ),
+]
 OptionalWorkdirOption = Annotated[
     Path | None,
     typer.Option(
@@ -151,6 +158,7 @@ def run_plan_command(
     backend_options: dict | None = None,
     allow_large: bool = False,
     allow_paths: list[Path] | None = None,
+    allow_network: bool = False,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
@@ -183,6 +191,7 @@ def run_plan_command(
                 progress=progress,
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                allow_network=allow_network,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -198,6 +207,7 @@ def run_plan_command(
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                allow_network=allow_network,
             )
     except RunInterrupted as exc:
         err_console.print(
