@@ -322,7 +322,9 @@ def resume_run(
         else:
             base = Path(run.workdir).parent if run.workdir else Path(DEFAULT_WORKDIR)
         if backend is None and run.backend and run.backend != "local":
-            backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
+            from nearmetal.store.validate import stored_backend_options
+
+            backend = make_backend(run.backend, stored.plan, **stored_backend_options(run.info, run.id))
         runner = Runner(
             # the given plan equals the stored one (checked above) but keeps the secrets the store lacks
             given if given is not None else stored,

@@ -252,3 +252,17 @@ def test_every_sqlite_query_is_bounded(tmp_path: Path) -> None:
             "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c"
         ).fetchall()
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize(
+    "info", [{"backend_options": "x"}, {"backend_options": {"a b": 1}}, {"backend_options": {"k": {}}}]
+)
+def test_stored_backend_options_are_plain_values(info: dict) -> None:
+    with pytest.raises(NearmetalError, match="stored backend options"):
+        validate.stored_backend_options(info, RUNS[0])
+    assert validate.stored_backend_options(
+        {"backend_options": {"partition": "debug", "parallel": 2}}, "r"
+    ) == {
+        "partition": "debug",
+        "parallel": 2,
+    }

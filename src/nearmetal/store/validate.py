@@ -299,6 +299,23 @@ def stored_plan(text: object, run_id: str) -> dict[str, Any]:
     return data
 
 
+def stored_backend_options(info: object, run_id: str) -> dict[str, Any]:
+    """The backend options a run was started with (``info.backend_options``), for its resume: a mapping of
+    option names to plain values, else one error (the backend's option model validates the values)."""
+    options = info.get("backend_options", {}) if isinstance(info, dict) else {}
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str)
+        and k.isidentifier()
+        and (v is None or isinstance(v, str | int | float | bool | list))
+        for k, v in options.items()
+    ):
+        raise NearmetalError(
+            f"run {run_id}: the stored backend options are not a mapping of option names to values",
+            fix="the store row was not written by nearmetal; start the run again instead of resuming it",
+        )
+    return dict(options)
+
+
 # the bounds of the plan model's `analysis:` section (plan.models.Analysis), applied again on read
 ANALYSIS_BOUNDS: dict[str, tuple[Callable[[Any], Any], float, float]] = {
     "confidence": (float, 0.5, 1.0),  # open interval
