@@ -245,7 +245,7 @@ def check_plan(
     # the preflight as the run calls it (it stops at its first refusal) ...
     if runner_backend is not None:
         try:
-            preflight(kept, runner_backend, allow_paths)
+            preflight(kept, runner_backend, allow_paths, allow_network)
         except NearmetalError as exc:
             first_preflight: NearmetalError | None = exc
         else:

@@ -23,7 +23,6 @@ from nearmetal.backends.select import make_backend
 from nearmetal.errors import NearmetalError
 from nearmetal.interrupts import interrupts_as_exceptions
 from nearmetal.plan import LoadedPlan, Trial, load_plan
-from nearmetal.reach import check_network
 from nearmetal.run.hygiene import contention_preflight, sweep
 from nearmetal.run.preflight import check_resources, check_workdir, preflight, skip_unavailable_cells
 from nearmetal.run.records import (
@@ -82,8 +81,7 @@ class Runner:
         self.backend: Backend = backend or LocalBackend()
         self.progress: Progress = progress or NullProgress()
         self.allow_paths = list(allow_paths)
-        self.allow_large = allow_large
-        self.allow_network = allow_network
+        self.allow_large, self.allow_network = allow_large, allow_network
         self.resuming = resume
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
         plan_seed = self.plan.seed if self.plan.seed is not None else secrets.randbelow(2**31)
@@ -164,8 +162,7 @@ class Runner:
             # only a local run knows what is installed where it runs; a cluster backend checks its nodes
             self.skipped = skip_unavailable_cells(self.loaded)
         self.repeats.keep_only({c.cell_id for c in self.loaded.cells})
-        preflight(self.loaded, self.backend, self.allow_paths)
-        check_network(self.loaded, self.allow_network)
+        preflight(self.loaded, self.backend, self.allow_paths, self.allow_network)
         check_workdir(self.run_dir)
         check_resources(self.loaded, self.run_dir, self.allow_large)
         if not self.resuming and self._run_exists():
@@ -275,19 +272,13 @@ def run_plan(
     allow_large: bool = False,
     allow_network: bool = False,
 ) -> RunResult:
-    """Run a plan and store every trial. The library entry point under ``nearmetal run``.
-    ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has;
-    ``allow_network``: the runner may reach the URLs the plan names (energy.prometheus_url)."""
+    """Run a plan and store every trial (the library entry point under ``nearmetal run``). ``allow_paths``,
+    ``allow_large``, ``allow_network``: as the command's --allow-path, --allow-large, --allow-network."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        limits = {
-            "allow_paths": tuple(allow_paths),
-            "allow_large": allow_large,
-            "allow_network": allow_network,
-        }
+        limits = dict(allow_paths=tuple(allow_paths), allow_large=allow_large, allow_network=allow_network)
         return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
     except BaseException:
         if new_file is not None:
@@ -322,9 +313,8 @@ def resume_run(
         else:
             base = Path(run.workdir).parent if run.workdir else Path(DEFAULT_WORKDIR)
         if backend is None and run.backend and run.backend != "local":
-            from nearmetal.store.validate import stored_backend_options
-
-            backend = make_backend(run.backend, stored.plan, **stored_backend_options(run.info, run.id))
+            backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
+        limits = dict(allow_paths=allow_paths, allow_large=allow_large, allow_network=allow_network)
         runner = Runner(
             # the given plan equals the stored one (checked above) but keeps the secrets the store lacks
             given if given is not None else stored,
@@ -335,9 +325,7 @@ def resume_run(
             run_id=run.id,
             seed=run.seed,
             resume=True,
-            allow_paths=allow_paths,
-            allow_large=allow_large,
-            allow_network=allow_network,
+            **limits,  # type: ignore[arg-type]
         )
         return runner.run()
     finally:

@@ -63,12 +63,21 @@ def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
     return skipped
 
 
-def preflight(loaded: LoadedPlan, backend: Backend | None = None, allow_paths: Sequence[Path] = ()) -> None:
+def preflight(
+    loaded: LoadedPlan,
+    backend: Backend | None = None,
+    allow_paths: Sequence[Path] = (),
+    allow_network: bool = False,
+) -> None:
     """Refuse, before anything runs, a plan this machine (or backend) cannot run: places it would write
     that are not allowed, layers the backend cannot apply, missing tools, missing privileges. A remote
     backend (Slurm, Kubernetes) runs the programs on its nodes or in its image: it checks tools and
-    privileges its own way (``backend.check``)."""
+    privileges its own way (``backend.check``). Network reach by the runner itself (energy.prometheus_url)
+    needs ``allow_network`` (``--allow-network``)."""
+    from nearmetal.reach import check_network
+
     check_plan_paths(loaded, allow_paths)
+    check_network(loaded, allow_network)
     backend_name = backend.name if backend is not None else "local"
     unsupported = sorted(
         {

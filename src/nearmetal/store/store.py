@@ -468,6 +468,7 @@ class Store:
             run = s.get(RunRow, found)
             if run is None:  # removed in between
                 raise NearmetalError(f"no run {found!r} in {self.display_url}")
+            validate.stored_backend_options(run.info, found)  # a resume passes them to the backend
             s.expunge(run)
             return run
 
