@@ -181,6 +181,7 @@ class Store:
         self.url = resolve_db_url(db)
         # what messages and reports show: never the password
         self.display_url = redact_url(self.url)
+        self.skipped: list[str] = []  # rows the last list_runs left out, one line each
         kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": validate.json_loads}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
@@ -487,7 +488,7 @@ class Store:
     def list_runs(self, limit: int = 50) -> list[RunSummary]:
         """The newest runs. A row whose id nearmetal never creates or whose fields are not of their types
         is left out, with one line in ``self.skipped`` (``nearmetal runs`` prints them)."""
-        self.skipped: list[str] = []
+        self.skipped = []
         with self._sessions() as s:
             counts = (
                 select(TrialRow.run_id, func.count(TrialRow.id).label("n"))
