@@ -94,9 +94,7 @@ def test_an_escape_past_the_last_code_point_is_one_line() -> None:
     with pytest.raises(PlanError) as info:
         parse_plan_text(text, "escape.yaml")
     (problem,) = info.value.problems
-    # libyaml (the parser used where PyYAML has it) names the line; the pure-Python one raised ValueError
-    assert problem.startswith(("escape.yaml: YAML error:", "escape.yaml:3: YAML syntax error:"))
-    assert "\n" not in problem
+    assert problem.startswith("escape.yaml: YAML error:") and "\n" not in problem
 
 
 def test_shell_metacharacters_in_plan_values_stay_text(tmp_path: Path, db_url: str) -> None:

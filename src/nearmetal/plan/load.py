@@ -24,10 +24,10 @@ MAX_PLAN_BYTES = 1 << 20
 MAX_PLAN_NODES = 100_000
 MAX_PLAN_DEPTH = 64
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
-# libyaml's parser where PyYAML was built with it (Debian's and the wheels are): the document is parsed
-# once, into nodes, and the values are built from those nodes (no second parse); about ten times faster
-# than the pure-Python parser on a large plan (a refused 10⁷-cell matrix is refused in a second or two)
-_COMPOSE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# the document is parsed once, into nodes, and the values are built from those nodes (no second parse).
+# PyYAML's own parser, not libyaml's (CSafeLoader, ten times faster): they differ at the edges (libyaml
+# takes a tab after "key:", so /proc/self/status parses as a mapping), and a plan means one thing
+_COMPOSE_LOADER: Any = yaml.SafeLoader
 
 
 def compose_plan(text: str) -> yaml.Node | None:

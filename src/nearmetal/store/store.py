@@ -210,13 +210,8 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 validate.check_sqlite_schema(conn, self.display_url)
-        except DatabaseError as exc:  # not a database at all; _migrate says so in its words
-            if "not a database" in str(exc).lower() or "malformed" in str(exc).lower():
-                raise NearmetalError(
-                    f"cannot open the result store {self.display_url}: {redact_url(str(exc.orig)).strip()}",
-                    fix="check the path or URL: --db takes a SQLite file nearmetal wrote or a database URL",
-                ) from None
-            raise
+        except DatabaseError:  # not a database, cannot be opened, busy: _migrate says so in its words
+            return
 
     # --- schema ---
     def _migrate(self) -> None:
