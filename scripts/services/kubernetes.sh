@@ -33,6 +33,19 @@ sysctls=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 daemons=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
 
 log() { echo "kubernetes.sh: $*" >&2; }
+# the state directory holds the cluster's keys, tokens and pid files that stop signals: it and its parent
+# must be root's and writable by nobody else (NEARMETAL_KUBE_DIR in /tmp would let a user plant them)
+check_state_dir() {
+  local dir
+  for dir in "$(dirname "$state")" "$state"; do
+    [[ -e "$dir" || "$dir" == "$state" ]] || { log "$dir does not exist"; exit 1; }
+    [[ -e "$dir" || -L "$dir" ]] || continue
+    if [[ -L "$dir" || ! -d "$dir" || "$(stat -c %u "$dir")" != 0 || $((8#$(stat -c %a "$dir") & 8#022)) != 0 ]]; then
+      log "$dir must be a directory owned by root and writable by nobody else (not a link); refusing to use $state"
+      exit 1
+    fi
+  done
+}
 pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 kctl() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" --cache-dir "$state/kubectl-cache" --request-timeout=10s "$@"; }
 ctr_() { timeout 60 ctr --address "$sock" --namespace k8s.io "$@"; }
@@ -95,8 +108,10 @@ EOF
 }
 
 write_config() {
-  mkdir -p "$state"/{pki,etc,log,run,etcd,kubelet,cni/net.d,cni/ipam,containerd/root,containerd/state}
+  check_state_dir
+  mkdir -m 0700 -p "$state"
   chmod 0700 "$state"
+  mkdir -p "$state"/{pki,etc,log,run,etcd,kubelet,cni/net.d,cni/ipam,containerd/root,containerd/state}
   openssl genrsa -out "$state/pki/ca.key" 2048 2>/dev/null
   openssl req -x509 -new -key "$state/pki/ca.key" -subj "/CN=nearmetal-kubernetes-ca" -days 30 \
     -out "$state/pki/ca.crt" 2>/dev/null
@@ -104,6 +119,10 @@ write_config() {
     "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   sign apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
   sign kubelet "system:node:$node" system:nodes "IP:$node_ip,IP:127.0.0.1,DNS:$node,DNS:localhost"
+  # etcd holds every secret and token of the cluster: TLS with client certificates on both its ports, so
+  # a local user cannot read it or write a privileged pod into it (it listened on plain http before)
+  sign etcd-server etcd "" "IP:127.0.0.1,DNS:localhost"
+  sign etcd-client kube-apiserver-etcd-client "" ""
   openssl genrsa -out "$state/pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$state/pki/sa.key" -pubout -out "$state/pki/sa.pub" 2>/dev/null
   # one random token per user (kube-apiserver --token-auth-file: token,user,uid,"groups")
@@ -267,11 +286,17 @@ start() {
   fi
 
   launch etcd etcd --name nearmetal --data-dir "$state/etcd" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
-    --initial-cluster "nearmetal=http://127.0.0.1:$((etcd_port + 1))"
-  launch kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --listen-client-urls "https://127.0.0.1:$etcd_port" --advertise-client-urls "https://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "https://127.0.0.1:$((etcd_port + 1))" \
+    --initial-advertise-peer-urls "https://127.0.0.1:$((etcd_port + 1))" \
+    --initial-cluster "nearmetal=https://127.0.0.1:$((etcd_port + 1))" \
+    --cert-file "$state/pki/etcd-server.crt" --key-file "$state/pki/etcd-server.key" \
+    --client-cert-auth --trusted-ca-file "$state/pki/ca.crt" \
+    --peer-cert-file "$state/pki/etcd-server.crt" --peer-key-file "$state/pki/etcd-server.key" \
+    --peer-client-cert-auth --peer-trusted-ca-file "$state/pki/ca.crt"
+  launch kube-apiserver "$bin/kube-apiserver" --etcd-servers "https://127.0.0.1:$etcd_port" \
+    --etcd-cafile "$state/pki/ca.crt" --etcd-certfile "$state/pki/etcd-client.crt" \
+    --etcd-keyfile "$state/pki/etcd-client.key" \
     --bind-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \
     --tls-cert-file "$state/pki/apiserver.crt" --tls-private-key-file "$state/pki/apiserver.key" \
     --client-ca-file "$state/pki/ca.crt" --token-auth-file "$state/pki/tokens.csv" \
@@ -464,9 +489,9 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
+  start) check_state_dir; start ;;
+  stop) check_state_dir; stop ;;
+  status) check_state_dir; status ;;
   *)
     echo "usage: $0 start|stop|status" >&2
     exit 2

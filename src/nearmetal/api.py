@@ -8,7 +8,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import yaml
 
 from nearmetal.analysis import (
     AnalysisConfig,
@@ -58,21 +57,36 @@ def with_primary_metrics(cells: list[CellInfo], plan: dict[str, Any]) -> list[Ce
     return [replace(c, primary_metric=str(chosen[c.workload])) if c.workload in chosen else c for c in cells]
 
 
-def analysis_config(plan: dict[str, Any], seed: int = 0) -> AnalysisConfig:
-    """The plan's ``analysis:`` section (as stored with the run) as the analysis' settings."""
+def analysis_config(plan: dict[str, Any], seed: int = 0, run: str = "the stored plan") -> AnalysisConfig:
+    """The plan's ``analysis:`` section (as stored with the run) as the analysis' settings, each checked
+    against the plan model's bounds again (a stored plan is data: ``bootstrap_resamples: 1e9`` is refused
+    with one line, not allocated)."""
     from nearmetal.analysis.stopping import first_stage, paired_order
+    from nearmetal.store.validate import analysis_setting
 
     section = plan.get("analysis") or {}
+    if not isinstance(section, dict):
+        raise NearmetalError(f"{run}: analysis is not a mapping", fix="the plan was not stored by nearmetal")
     wanted = section.get("interval_metrics") or None
+    if not (
+        wanted in (None, "all") or (isinstance(wanted, list) and all(isinstance(w, str) for w in wanted))
+    ):
+        raise NearmetalError(f"{run}: analysis.interval_metrics is not 'all' or a list of metric names")
+    statistic = section.get("statistic", "mean")
+    if statistic not in ("mean", "median"):
+        raise NearmetalError(f"{run}: analysis.statistic is neither 'mean' nor 'median'")
     repeats = plan.get("repeats")
-    repeats_min = int(repeats.get("min", 3)) if isinstance(repeats, dict) else 0
+    try:
+        repeats_min = int(repeats.get("min", 3)) if isinstance(repeats, dict) else 0
+    except (TypeError, ValueError, OverflowError):
+        raise NearmetalError(f"{run}: repeats.min is not a number") from None
     return AnalysisConfig(
-        confidence=float(section.get("confidence", 0.95)),
-        resamples=int(section.get("bootstrap_resamples", 9999)),
+        confidence=analysis_setting(section, "confidence", 0.95, run),
+        resamples=analysis_setting(section, "bootstrap_resamples", 9999, run),
         seed=seed,
-        statistic=str(section.get("statistic", "mean")),
-        outlier_k=float(section.get("outlier_mad_k", 3.5)),
-        cv_warning=float(section.get("cv_warning", 0.05)),
+        statistic=str(statistic),
+        outlier_k=analysis_setting(section, "outlier_mad_k", 3.5, run),
+        cv_warning=analysis_setting(section, "cv_warning", 0.05, run),
         interval_metrics=wanted if wanted in (None, "all") else tuple(wanted),
         paired=paired_order(str(plan.get("order", "interleaved"))),
         first_stage=first_stage(repeats_min, repeats_target(plan)),
@@ -138,11 +152,15 @@ class Results:
 
     @cached_property
     def plan(self) -> dict[str, Any]:
-        return yaml.safe_load(self.run.plan_text) or {}
+        """The stored plan as a mapping, parsed with the plan loader's limits (it is data: a store file
+        may come from someone else)."""
+        from nearmetal.store.validate import stored_plan
+
+        return stored_plan(self.run.plan_text, self.run.id)
 
     @cached_property
     def config(self) -> AnalysisConfig:
-        cfg = analysis_config(self.plan, self.run.seed or 0)
+        cfg = analysis_config(self.plan, self.run.seed or 0, run=f"run {self.run.id}: stored plan")
         extra = self.interval_metrics
         if extra is None:
             return cfg

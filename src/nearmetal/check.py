@@ -73,6 +73,8 @@ class CheckReport:
     plan: str
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # powers beyond running the workloads as this user (reach.plan_powers): shown as "this plan asks for:"
+    powers: list[str] = field(default_factory=list)
     cells: list[CellCheck] = field(default_factory=list)
     backend: str = "local"
     budget_s: float | None = None  # the plan's repeats.budget: an adaptive run stops adding blocks there
@@ -120,6 +122,7 @@ class CheckReport:
             "backend": self.backend,
             "problems": [asdict(p) for p in self.problems],
             "notes": self.notes,
+            "asks_for": self.powers,
             "cells": [asdict(c) for c in self.cells],
             "trials": {"min": self.trials_min, "max": self.trials_max},
             "duration": self.duration(),
@@ -187,6 +190,7 @@ def check_plan(
     allow_large: bool = False,
     workdir: Path | None = None,
     db: str | None = None,
+    allow_network: bool = False,
 ) -> CheckReport:
     """Every reason ``nearmetal run PLAN`` would refuse the plan here, and what the run would be."""
     from nearmetal.backends.base import RemoteBackend
@@ -214,6 +218,13 @@ def check_plan(
         return report
     report.plan = loaded.source
     report.budget_s = loaded.plan.repeats.budget
+    from nearmetal.reach import check_network, plan_powers
+
+    report.powers = plan_powers(loaded)
+    try:
+        check_network(loaded, allow_network)
+    except NearmetalError as exc:
+        _add(report, "network", exc)
 
     try:
         runner_backend = make_backend(backend, loaded.plan, **(backend_options or {}))
@@ -236,7 +247,7 @@ def check_plan(
     # the preflight as the run calls it (it stops at its first refusal) ...
     if runner_backend is not None:
         try:
-            preflight(kept, runner_backend, allow_paths)
+            preflight(kept, runner_backend, allow_paths, allow_network)
         except NearmetalError as exc:
             first_preflight: NearmetalError | None = exc
         else:

@@ -13,6 +13,7 @@ import sys
 import nearmetal.commands
 from nearmetal.commands.common import app, err_console
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import plain
 
 # help lists commands in the order they register: the main job (run, study) first, then the others by subject
 importlib.import_module("nearmetal.commands.run")
@@ -24,7 +25,7 @@ def main() -> None:
     try:
         app(prog_name="nearmetal")  # the same name (usage, completion) however it was started
     except NearmetalError as exc:  # anything a command did not catch itself
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {plain(exc)}", highlight=False)
         sys.exit(exc.exit_code)
     except SystemExit as exc:
         # click turns a closed stdout (EPIPE) into exit 1 after wrapping stdout to swallow the final flush;

@@ -12,7 +12,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from nearmetal.errors import NearmetalError
 from nearmetal.interrupts import interrupts_as_exceptions
 from nearmetal.plan import LoadedPlan, Trial, load_plan
 from nearmetal.run.hygiene import contention_preflight, sweep
-from nearmetal.run.preflight import check_resources, check_workdir, preflight, skip_unavailable_cells
+from nearmetal.run.preflight import Allowances, preflight, refuse_before_running, skip_unavailable_cells
 from nearmetal.run.records import (
     DEFAULT_WORKDIR,
     NullProgress,
@@ -72,19 +72,14 @@ class Runner:
         run_id: str | None = None,
         seed: int | None = None,
         resume: bool = False,
-        allow_paths: Sequence[Path] = (),
-        allow_large: bool = False,
-        allow_shared_workdir: bool = False,
+        allow: Allowances = Allowances(),
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
         self.store = store
         self.backend: Backend = backend or LocalBackend()
         self.progress: Progress = progress or NullProgress()
-        self.allow_paths = list(allow_paths)
-        self.allow_large = allow_large
-        # a workdir below a directory another user can write: only when asked (issue 26)
-        self.allow_shared_workdir = allow_shared_workdir
+        self.allow = allow
         self.run_dir_fd: int | None = None
         self.resuming = resume
         self.run_id = runlock.check_run_id(run_id) if run_id else new_run_id()
@@ -167,9 +162,7 @@ class Runner:
             # only a local run knows what is installed where it runs; a cluster backend checks its nodes
             self.skipped = skip_unavailable_cells(self.loaded)
         self.repeats.keep_only({c.cell_id for c in self.loaded.cells})
-        preflight(self.loaded, self.backend, self.allow_paths)
-        check_workdir(self.run_dir, self.allow_shared_workdir)
-        check_resources(self.loaded, self.run_dir, self.allow_large)
+        refuse_before_running(self.loaded, self.backend, self.run_dir, self.allow)
         if not self.resuming and self._run_exists():
             raise NearmetalError(
                 f"run {self.run_id} already exists in {self.store.url}",
@@ -222,7 +215,7 @@ class Runner:
         reopen_run(self.store, self.run_id, stored, reattached)
 
     def _run_locked(self) -> RunResult:
-        self.run_dir_fd = make_run_dir(self.run_dir, self.resuming, self.allow_shared_workdir)
+        self.run_dir_fd = make_run_dir(self.run_dir, self.resuming, self.allow.shared_workdir)
         self.repeats.started = time.monotonic()
         self._resume() if self.resuming else self._start_run()
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
@@ -276,24 +269,15 @@ def run_plan(
     seed: int | None = None,
     backend: Backend | None = None,
     run_id: str | None = None,
-    allow_paths: Sequence[Path] = (),
-    allow_large: bool = False,
-    allow_shared_workdir: bool = False,
+    allow: Allowances = Allowances(),
 ) -> RunResult:
-    """Run a plan and store every trial. The library entry point under ``nearmetal run``.
-    ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has;
-    ``allow_shared_workdir``: use a workdir below a directory another user can write (see SECURITY.md)."""
+    """Run a plan and store every trial (the library entry point under ``nearmetal run``). ``allow``: what
+    the command line allowed (--allow-path, --allow-large, --allow-shared-workdir, --allow-network)."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        limits = {
-            "allow_paths": tuple(allow_paths),
-            "allow_large": allow_large,
-            "allow_shared_workdir": allow_shared_workdir,
-        }
-        return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
+        return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, allow=allow).run()
     except BaseException:
         if new_file is not None:
             remove_if_empty(store, new_file)
@@ -309,9 +293,7 @@ def resume_run(
     workdir: str | Path | None = None,
     progress: Progress | None = None,
     backend: Backend | None = None,
-    allow_paths: Sequence[Path] = (),
-    allow_large: bool = False,
-    allow_shared_workdir: bool = False,
+    allow: Allowances = Allowances(),
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -338,9 +320,7 @@ def resume_run(
             run_id=run.id,
             seed=run.seed,
             resume=True,
-            allow_paths=allow_paths,
-            allow_large=allow_large,
-            allow_shared_workdir=allow_shared_workdir,
+            allow=allow,
         )
         return runner.run()
     finally:
@@ -349,6 +329,7 @@ def resume_run(
 
 __all__ = [
     "DEFAULT_WORKDIR",
+    "Allowances",
     "NullProgress",
     "PlanMismatchError",
     "Progress",

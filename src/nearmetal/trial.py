@@ -296,13 +296,23 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
         status = _status(execution)
         error = _failure_text(execution, cell.timeout)
         metrics = execution.metrics + metrics
+        # each output read once, bounded (backends.base.read_output), shared by stdout and processes
+        main = ProcessOutput(
+            execution.main.role,
+            execution.main.read_stdout(),
+            execution.main.read_stderr(),
+            execution.main.returncode,
+        )
         output = TrialOutput(
-            stdout=execution.main.read_stdout(),
-            stderr=execution.main.read_stderr(),
+            stdout=main.stdout,
+            stderr=main.stderr,
             files={p.name: p for p in trial_dir.iterdir() if p.is_file()},
             processes=[
-                ProcessOutput(r.role, r.read_stdout(), r.read_stderr(), r.returncode)
-                for r in [*execution.others, execution.main]
+                *(
+                    ProcessOutput(r.role, r.read_stdout(), r.read_stderr(), r.returncode)
+                    for r in execution.others
+                ),
+                main,
             ],
             wall_s=execution.wall_s,
         )

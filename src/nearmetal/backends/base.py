@@ -7,7 +7,9 @@ elsewhere, yielding their outcomes as its jobs end. The runner uses only these i
 
 from __future__ import annotations
 
+import os
 import signal as signal_mod
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -23,6 +25,65 @@ if TYPE_CHECKING:
     from nearmetal.trial import TrialOutcome, TrialSpec
 
 STDERR_TAIL_BYTES = 4000
+# a process's output goes to a file as it is written; what parsers see of it is at most this much: the
+# first OUTPUT_HEAD_BYTES and the rest from the end, with a line saying how much was left out between.
+# Memory stays flat in the output's size (a workload writing 2 GB to stdout costs the runner ~100 MB)
+OUTPUT_READ_BYTES = 32 << 20
+OUTPUT_HEAD_BYTES = 8 << 20
+
+
+def _open_output(path: Path) -> int | None:
+    """The output file opened for reading: a regular file, not followed through a symbolic link, never
+    a FIFO that would block; None when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, min(size, 1 << 20), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_output(path: Path, limit: int = OUTPUT_READ_BYTES, head: int = OUTPUT_HEAD_BYTES) -> str:
+    """At most ``limit`` bytes of an output file as text: all of it when it is smaller, else its first
+    ``head`` bytes, a line naming how many bytes were left out, and its last ``limit - head`` bytes."""
+    fd = _open_output(path)
+    if fd is None:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        if size <= limit:
+            return _read_at(fd, 0, limit).decode(errors="replace")
+        first = _read_at(fd, 0, head).decode(errors="replace")
+        last = _read_at(fd, size - (limit - head), limit - head).decode(errors="replace")
+        return f"{first}\n[nearmetal: {size - limit:,} bytes of this output left out here]\n{last}"
+    finally:
+        os.close(fd)
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of an output file as text (nothing before them is read)."""
+    fd = _open_output(path)
+    if fd is None:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        return _read_at(fd, max(0, size - limit), limit).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -52,14 +113,14 @@ class ProcessResult:
             return f"signal {self.signal}"
 
     def read_stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+        """The process's stdout, at most OUTPUT_READ_BYTES of it (its head and tail)."""
+        return read_output(self.stdout_path)
 
     def read_stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        return read_output(self.stderr_path)
 
     def stderr_tail(self, limit: int = STDERR_TAIL_BYTES) -> str:
-        text = self.read_stderr()
-        return text[-limit:]
+        return read_tail(self.stderr_path, limit)
 
 
 @dataclass

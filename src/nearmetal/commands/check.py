@@ -13,6 +13,7 @@ from rich.table import Table
 from nearmetal.commands.common import (
     AccountOption,
     AllowLargeOption,
+    AllowNetworkOption,
     AllowPathOption,
     BackendOption,
     DbOption,
@@ -70,6 +71,7 @@ def check(
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    allow_network: AllowNetworkOption = False,
 ) -> None:
     """Check a plan without running it: every problem `run` would refuse (plan, paths, backend, tools,
     privileges, sizes, what the store cannot keep), the cells and trials, the tools each cell needs and an
@@ -87,6 +89,7 @@ def check(
         allow_large=allow_large,
         workdir=workdir,
         db=db,
+        allow_network=allow_network,
     )
     if as_json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
@@ -137,6 +140,10 @@ def check(
             highlight=False,
         )
         console.print(f"[dim]estimate: {escape(d['heuristic'])}[/dim]", highlight=False)
+    if report.powers:  # what the plan may do beyond running its workloads as you (SECURITY.md)
+        console.print("[bold]this plan asks for:[/bold]", highlight=False)
+        for power in report.powers:
+            console.print(f"  - {escape(power)}", highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {escape(note)}", highlight=False)
     if report.ok:

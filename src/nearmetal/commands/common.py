@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 import typer.core
-from rich.console import Console
 
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import SafeConsole, plain, strip_controls
 
 
 def _range_words(low: Any, high: Any) -> str | None:
@@ -86,12 +86,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="How near to bare metal does my workload run here, and if not, why not?",
 )
-console = Console()
+console = SafeConsole()
 if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
     # piped into a file or a CI log with no COLUMNS: do not squeeze tables into 80 columns (a COLUMNS the
     # user or the CI sets is kept: rich reads it)
     console.width = 150
-err_console = Console(stderr=True)
+err_console = SafeConsole(stderr=True)
 
 DbOption = Annotated[
     str | None,
@@ -176,6 +176,13 @@ AllowPathOption = Annotated[
         help="a directory outside the run's directory the plan may write into (fio.directory …); repeatable",
     ),
 ]
+AllowNetworkOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-network",
+        help="let the runner itself reach the network where the plan asks (energy.prometheus_url)",
+    ),
+]
 OptionalWorkdirOption = Annotated[
     Path | None,
     typer.Option(
@@ -203,23 +210,22 @@ def _main(
 
 
 def fail(exc: NearmetalError) -> None:
-    from rich.markup import escape
-
-    # messages carry plan values and paths: escaped, so "[...]" in them is text, not rich markup; not
+    # messages carry plan values, paths and stored text: escaped, so "[...]" in them is text, not rich
+    # markup, and control characters (ESC …) shown as \xNN, never sent to the terminal; not
     # wrapped, so a log keeps each problem on one line
     separator = "\n" if "\n" in exc.message else " "
     err_console.print(
-        f"[bold red]error:[/bold red]{separator}{escape(exc.message)}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/bold red]{separator}{plain(exc.message)}", highlight=False, soft_wrap=True
     )
     if exc.fix:
-        err_console.print(f"  [bold]fix:[/bold] {escape(exc.fix)}", highlight=False, soft_wrap=True)
+        err_console.print(f"  [bold]fix:[/bold] {plain(exc.fix)}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
 def plan_errors(exc: NearmetalError) -> None:
     # one line per problem, nothing else: file:line field.path: message
     for line in exc.message.splitlines():
-        err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+        err_console.print(strip_controls(line), highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -242,6 +248,7 @@ def run_plan_command(
     junit: Path | None = None,
     fail_above: str | None = None,
     allow_shared_workdir: bool = False,
+    allow_network: bool = False,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``junit``: write the verdicts as JUnit XML there; ``fail_above``: exit 3 when a loss lies wholly above it.
@@ -252,7 +259,10 @@ def run_plan_command(
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
     from nearmetal.report.progress import JsonProgress
+    from nearmetal.run.preflight import Allowances
     from nearmetal.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
+
+    allow = Allowances(tuple(allow_paths or ()), allow_large, allow_shared_workdir, allow_network)
 
     loaded = loaded_plan
     try:
@@ -278,9 +288,7 @@ def run_plan_command(
                 plan=loaded,
                 workdir=workdir,
                 progress=progress,
-                allow_paths=allow_paths or (),
-                allow_large=allow_large,
-                allow_shared_workdir=allow_shared_workdir,
+                allow=allow,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -294,13 +302,11 @@ def run_plan_command(
                 seed=seed,
                 run_id=run_id,
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
-                allow_paths=allow_paths or (),
-                allow_large=allow_large,
-                allow_shared_workdir=allow_shared_workdir,
+                allow=allow,
             )
     except RunInterrupted as exc:
         err_console.print(
-            f"[yellow]{exc}[/yellow]; see them with: nearmetal report {exc.run_id}; "
+            f"[yellow]{plain(exc)}[/yellow]; see them with: nearmetal report {exc.run_id}; "
             f"continue with: nearmetal resume {exc.run_id}",
             highlight=False,
         )
@@ -335,9 +341,9 @@ def run_plan_command(
         if report:
             show_report(result.run_id, db, "terminal", None, None)
         if html_path and not quiet:
-            err_console.print(f"HTML report: {html_path}", highlight=False)
+            err_console.print(f"HTML report: {plain(html_path)}", highlight=False)
     if failure:
-        err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {plain(failure)}", highlight=False)
         raise typer.Exit(1)
     verdicts(result.run_id, db, junit, threshold)
 
@@ -507,7 +513,9 @@ def show_report(
         images = written
         err_console.print(f"wrote {len(written)} figures to {png}/", highlight=False)
         for problem in problems:
-            err_console.print(f"[yellow]figure not drawn[/yellow]: {problem.builder}: {problem.error}")
+            err_console.print(
+                f"[yellow]figure not drawn[/yellow]: {plain(problem.builder)}: {plain(problem.error)}"
+            )
     if html is not None:
         from nearmetal.report.html import write_html_report
 

@@ -11,6 +11,7 @@ import typer
 
 from nearmetal.commands.common import DbOption, app, complete_from, complete_run_id, err_console, fail
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import plain
 
 
 @app.command()
@@ -170,7 +171,7 @@ def site(
     except NearmetalError as exc:
         fail(exc)
     for problem in summary.problems:
-        err_console.print(f"[yellow]run left out[/yellow]: {problem}", highlight=False)
+        err_console.print(f"[yellow]run left out[/yellow]: {plain(problem)}", highlight=False)
     err_console.print(
         f"wrote {summary.path}: {summary.runs} runs, {summary.reports} reports, {summary.trends} trend figures",
         highlight=False,

@@ -17,12 +17,14 @@ from nearmetal.commands.common import (
     complete_from,
     complete_run_id,
     console,
+    err_console,
     fail,
     parse_threshold,
     show_report,
     verdicts,
 )
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import plain
 
 
 @app.command()
@@ -107,7 +109,10 @@ def runs(
 
     here = socket.gethostname()
     listed = []
-    for r in store.list_runs(limit):
+    stored = store.list_runs(limit)
+    for line in store.skipped:  # rows a crafted or damaged store holds: one line each, never a traceback
+        err_console.print(f"[yellow]skipped[/yellow]: {plain(line)}", highlight=False)
+    for r in stored:
         status, resumable = r.status, False
         if status == "running" and r.host == here and not is_live(r.id):
             status, resumable = "died", True  # its process is gone: killed, or the machine rebooted
@@ -141,5 +146,5 @@ def runs(
             status = "died (nearmetal resume)"
         elif resumable:
             status = f"{status} (nearmetal resume)"
-        table.add_row(r.id, r.name, status, started, str(r.trials), r.host)
+        table.add_row(*(plain(v) for v in (r.id, r.name, status, started, str(r.trials), r.host)))
     console.print(table)

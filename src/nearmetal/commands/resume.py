@@ -8,6 +8,7 @@ import typer
 
 from nearmetal.commands.common import (
     AllowLargeOption,
+    AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
     DbOption,
@@ -27,6 +28,7 @@ def resume(
     allow_large: AllowLargeOption = False,
     allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
+    allow_network: AllowNetworkOption = False,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
     cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
@@ -41,4 +43,5 @@ def resume(
         allow_large=allow_large,
         allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
+        allow_network=allow_network,
     )

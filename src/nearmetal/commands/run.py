@@ -11,6 +11,7 @@ from rich.table import Table
 from nearmetal.commands.common import (
     AccountOption,
     AllowLargeOption,
+    AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
     BackendOption,
@@ -67,6 +68,7 @@ def run(
     allow_path: AllowPathOption = None,
     junit: JunitOption = None,
     fail_above: FailAboveOption = None,
+    allow_network: AllowNetworkOption = False,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -99,6 +101,7 @@ def run(
         allow_paths=allow_path,
         junit=junit,
         fail_above=fail_above,
+        allow_network=allow_network,
     )
 
 
@@ -162,6 +165,7 @@ def study(
     allow_path: AllowPathOption = None,
     junit: JunitOption = None,
     fail_above: FailAboveOption = None,
+    allow_network: AllowNetworkOption = False,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -196,4 +200,5 @@ def study(
         allow_paths=allow_path,
         junit=junit,
         fail_above=fail_above,
+        allow_network=allow_network,
     )

@@ -22,6 +22,7 @@ from nearmetal.commands.common import (
     plan_errors,
 )
 from nearmetal.errors import NearmetalError
+from nearmetal.textsafe import plain
 
 
 def geometric_means(comparisons: list[Any]) -> list[dict[str, Any]]:
@@ -157,7 +158,8 @@ def _show_pair(comparison: Any, with_a: bool = True) -> None:
             continue
         head = dict(run_header(results))
         console.print(
-            f"[bold]run {label}[/bold]: {head['run']} — {head['plan']}, {head['status']}; {head['host']}",
+            f"[bold]run {label}[/bold]: "
+            + plain(f"{head['run']} — {head['plan']}, {head['status']}; {head['host']}"),
             highlight=False,
         )
     for table in compare_tables(comparison):
@@ -166,19 +168,19 @@ def _show_pair(comparison: Any, with_a: bool = True) -> None:
         if cells:
             shown = ", ".join(c.key for c in cells[:8]) + (" …" if len(cells) > 8 else "")
             console.print(
-                f"[yellow]only in run {label}[/yellow] ({len(cells)} cells): {shown}", highlight=False
+                f"[yellow]only in run {label}[/yellow] ({len(cells)} cells): {plain(shown)}", highlight=False
             )
     for cell, diffs in comparison.differing:
         console.print(
-            f"[yellow]not compared[/yellow]: {cell.key} measures something else in each run ("
-            + "; ".join(diffs[:6])
+            f"[yellow]not compared[/yellow]: {plain(cell.key)} measures something else in each run ("
+            + plain("; ".join(diffs[:6]))
             + (" …" if len(diffs) > 6 else "")
             + ")",
             highlight=False,
         )
     if comparison.missing_metric:
         shown = ", ".join(c.key for c in comparison.missing_metric[:8])
-        console.print(f"[yellow]metric missing in one run[/yellow]: {shown}", highlight=False)
+        console.print(f"[yellow]metric missing in one run[/yellow]: {plain(shown)}", highlight=False)
     if not comparison.rows:
         why = (
             "every cell in both runs has other parameters or layer options"

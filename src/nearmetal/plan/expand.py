@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,10 @@ from nearmetal.workloads import workload_class
 from nearmetal.workloads.base import WorkloadParams
 
 Loc = tuple[str | int, ...]
+# the most cells a plan may have: each cell is validated and becomes at least one trial, and a run has at
+# most run.preflight.MAX_TRIALS (20,000) trials unless --allow-large; the count is computed from the
+# matrix's value counts before any cell is built (10⁴ × 10³ values are refused at once, not expanded)
+MAX_CELLS = 20_000
 
 
 def canonical_json(value: Any) -> str:
@@ -166,6 +171,26 @@ def expand_cells(plan: BaseModel) -> Expansion:
                 )
 
     if out.problems:
+        return out
+
+    # the cell count from the value counts, before any cell is built
+    shapes = {
+        wname: [
+            *(len(values) for values, _ in axes[wname].values()),
+            sum(1 for v in variants.values() if v.only is None or wname in v.only),
+        ]
+        for wname in workloads
+    }
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if total > MAX_CELLS:
+        sizes = " + ".join(" × ".join(map(str, shape)) for shape in shapes.values())
+        out.problems.append(
+            (
+                ("matrix",),
+                f"the plan makes {total:,} cells ({sizes}: matrix values × variants), more than "
+                f"{MAX_CELLS:,}; split the plan or drop matrix values",
+            )
+        )
         return out
 
     for wname, spec in workloads.items():

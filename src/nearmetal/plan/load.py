@@ -25,6 +25,22 @@ MAX_PLAN_BYTES = 1 << 20
 MAX_PLAN_NODES = 100_000
 MAX_PLAN_DEPTH = 64
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+# the document is parsed once, into nodes, and the values are built from those nodes (no second parse).
+# PyYAML's own parser, not libyaml's (CSafeLoader, ten times faster): they differ at the edges (libyaml
+# takes a tab after "key:", so /proc/self/status parses as a mapping), and a plan means one thing
+_COMPOSE_LOADER: Any = yaml.SafeLoader
+
+
+def compose_plan(text: str) -> yaml.Node | None:
+    """The YAML node tree of a plan, with the safe loader (no tags that build objects)."""
+    return yaml.compose(text, Loader=_COMPOSE_LOADER)
+
+
+def construct_plan(root: yaml.Node | None) -> Any:
+    """The plan's values built from its checked node tree (the safe constructor: plain data only)."""
+    if root is None:
+        return None
+    return yaml.constructor.SafeConstructor().construct_document(root)
 
 
 @dataclass
@@ -182,11 +198,11 @@ def parse_plan_text(text: str, source: str = "plan.yaml") -> LoadedPlan:
     if deep:
         raise PlanError([deep])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_plan(text)
         structure = check_structure(root, source)
         if structure:
             raise PlanError(structure)
-        data = yaml.safe_load(text)
+        data = construct_plan(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""

@@ -13,10 +13,27 @@ from nearmetal.report.figures import FigureSpec
 from nearmetal.report.tables import (
     Table,
 )
+from nearmetal.textsafe import strip_controls
+
+# ASCII punctuation that starts a block when it opens a line (heading, quote, list, link definition …)
+_LINE_START = set("#>-+=*_`~[|<!")
 
 
-def _escape(cell: str) -> str:
-    return cell.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+def _escape(cell: str, line_start: bool = False) -> str:
+    """Text from a plan or a store as Markdown that shows it and does nothing else: no raw HTML (``<``,
+    ``>``, ``&`` become entities: no ``<script>``, ``<img onerror>``), no link or image (``](`` is broken:
+    no ``![](http://…)`` loaded by the reader's browser), no emphasis or code spans, no table cell
+    boundary (``|``), one line, control characters (ESC …) shown as ``\\xNN``. ``line_start``: the text
+    opens a line, where its first character could start a block."""
+    text = strip_controls(str(cell)).replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = text.replace("\\", "\\\\")
+    for char in "|`*":
+        text = text.replace(char, "\\" + char)
+    text = text.replace("](", "\\](")  # an inline link or image needs "](" (a reference one, a line start)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if line_start and text[:1] in _LINE_START:
+        text = "\\" + text
+    return text
 
 
 def markdown_table(table: Table) -> list[str]:
@@ -49,21 +66,21 @@ def markdown_report(
     ``details`` adds the environment and the plan in collapsed sections."""
     run = results.run
     content = assemble(results, metric)
-    lines = [f"# nearmetal run `{run.id}`: {run.name}", ""]
+    lines = [f"# nearmetal run {_escape(run.id)}: {_escape(run.name)}", ""]
     if run.description:
-        lines += [_escape(run.description.strip()), ""]
+        lines += [_escape(run.description.strip(), line_start=True), ""]
     for key, value in content.header:
-        lines.append(f"- **{key}**: {_escape(redact_text(value))}")
+        lines.append(f"- **{_escape(key)}**: {_escape(redact_text(value))}")
     images = images or []
     shown: set[Path] = set()
 
     def add_table(table: Table) -> None:
         nonlocal lines
-        lines += ["", f"## {table.title}", "", *markdown_table(table)]
+        lines += ["", f"## {_escape(table.title)}", "", *markdown_table(table)]
         lines += [line for note in table.notes for line in ("", f"_{_escape(note)}_")]
         if table.findings:
             lines += ["", "Possible causes found by `nearmetal doctor`:", ""]
-            lines += [f"- {_escape(f)}" for f in table.findings]
+            lines += [f"- {_escape(f, line_start=True)}" for f in table.findings]
 
     def add_images(chosen: list[tuple[FigureSpec, Path]]) -> None:
         for spec, path in chosen:
@@ -85,20 +102,31 @@ def markdown_report(
         lines += ["", "## Figures"]
         add_images(rest)
     if content.failures:
-        lines += ["", "## Failed trials", "", *[f"- {_escape(redact_text(f))}" for f in content.failures]]
+        lines += [
+            "",
+            "## Failed trials",
+            "",
+            *[f"- {_escape(redact_text(f), line_start=True)}" for f in content.failures],
+        ]
     if content.other_findings:
-        lines += ["", "## Other doctor findings", "", *[f"- {_escape(f)}" for f in content.other_findings]]
+        lines += [
+            "",
+            "## Other doctor findings",
+            "",
+            *[f"- {_escape(f, line_start=True)}" for f in content.other_findings],
+        ]
     if details:
         if content.environment:
             lines += ["", "<details><summary>Environment</summary>", "", "| key | value |", "| :--- | :--- |"]
-            lines += [f"| `{_escape(k)}` | {_escape(v)} |" for k, v in content.environment.items()]
+            lines += [f"| {_escape(k)} | {_escape(v)} |" for k, v in content.environment.items()]
             lines += ["", "</details>"]
         lines += [
             "",
             f"<details><summary>Plan ({_escape(run.plan_source)})</summary>",
             "",
             "```yaml",
-            redact_config_text(run.plan_text).rstrip("\n").replace("```", "'''"),
+            # inside a fence nothing is markup; only a fence of its own could end it
+            strip_controls(redact_config_text(run.plan_text)).rstrip("\n").replace("```", "'''"),
             "```",
             "",
             "</details>",

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from nearmetal.plan import Trial
 from nearmetal.run.records import TrialRecord
+from nearmetal.textsafe import SafeConsole, plain, strip_controls
 
 
 class EtaEstimator:
@@ -82,7 +83,7 @@ class EtaColumn(ProgressColumn):
 
 class RichProgress:
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or SafeConsole(stderr=True)
         self.failures = 0
         self.eta = EtaEstimator(0)
         self._progress: Progress | None = None
@@ -91,10 +92,11 @@ class RichProgress:
     def start(self, total: int, plan_name: str, run_id: str) -> None:
         self.eta = EtaEstimator(total)
         self.console.print(
-            f"[bold]nearmetal[/bold] run [cyan]{run_id}[/cyan]: {plan_name}, {total} trials", highlight=False
+            f"[bold]nearmetal[/bold] run [cyan]{plain(run_id)}[/cyan]: {plain(plan_name)}, {total} trials",
+            highlight=False,
         )
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a cell key is data
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[failed]}"),
@@ -116,7 +118,7 @@ class RichProgress:
         self.eta.trial_started()
         if self._progress is not None:
             label = trial.cell.key + (" (warm-up)" if trial.warmup else f" #{trial.index}")
-            self._progress.update(self._task, description=label[:60])
+            self._progress.update(self._task, description=strip_controls(label[:60]))
 
     def trial_finished(self, record: TrialRecord, index: int) -> None:
         self.eta.trial_finished(record.trial.cell.key, record.wall_s)
@@ -124,8 +126,8 @@ class RichProgress:
             self.failures += 1
             reason = (record.error or record.status).splitlines()[0][:160]
             self.console.print(
-                f"[yellow]trial {record.trial.cell.key} #{record.trial.index} {record.status}[/yellow]:"
-                f" {reason}",
+                f"[yellow]trial {plain(record.trial.cell.key)} #{record.trial.index} {plain(record.status)}"
+                f"[/yellow]: {plain(reason)}",
                 highlight=False,
                 markup=True,
             )
@@ -139,7 +141,7 @@ class RichProgress:
 
     def note(self, text: str) -> None:
         """A warning before the trials start (the contention preflight of a CPU study)."""
-        self.console.print(f"[yellow]warning[/yellow]: {text}", highlight=False, markup=True)
+        self.console.print(f"[yellow]warning[/yellow]: {plain(text)}", highlight=False, markup=True)
 
     def finish(self) -> None:
         if self._progress is not None:

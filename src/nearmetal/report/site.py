@@ -108,6 +108,23 @@ def trend_figures(history: list[tuple[Any, list[dict[str, Any]]]]) -> list[tuple
     return figures
 
 
+def report_path(out: Path, run_id: str) -> Path:
+    """``out/runs/<run>/report.html``, refused unless the run id is one nearmetal creates and the path,
+    links resolved, stays beneath ``out`` (the store that names the run may come from someone else)."""
+    from nearmetal.errors import NearmetalError
+    from nearmetal.store.validate import check_stored_run_id
+
+    check_stored_run_id(run_id, "the store")
+    path = out / "runs" / run_id / "report.html"
+    root = out.resolve()
+    if not path.resolve().is_relative_to(root / "runs"):
+        raise NearmetalError(
+            f"{path} leads outside {root / 'runs'} (a symbolic link?); the run's report is not written",
+            fix=f"remove the link from {out / 'runs'}",
+        )
+    return path
+
+
 def write_site(
     out_dir: str | Path, db: str | None = None, limit: int = 1000, reports: bool = True
 ) -> SiteSummary:
@@ -117,8 +134,9 @@ def write_site(
     out.mkdir(parents=True, exist_ok=True)
     write_plotly_js(out / STATIC)  # one copy for every page of the site
     runs = sorted(store.list_runs(limit), key=lambda r: (r.started_at, r.id))
+    # rows whose id nearmetal never creates (``../../x``) are left out by list_runs, with their reason
+    problems: list[str] = list(store.skipped)
     history: list[tuple[Any, list[dict[str, Any]]]] = []
-    problems: list[str] = []
     written = 0
     for run in runs:
         try:
@@ -127,7 +145,7 @@ def write_site(
             if reports:
                 write_html_report(
                     results,
-                    out / "runs" / run.id / "report.html",
+                    report_path(out, run.id),
                     plotly_src=f"../../{STATIC}/{PLOTLY_JS_NAME}",
                 )
                 written += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table as RichTable
 
 from nearmetal.api import Results
@@ -11,29 +10,30 @@ from nearmetal.report.assemble import assemble
 from nearmetal.report.tables import (
     Table,
 )
+from nearmetal.textsafe import SafeConsole, plain, strip_controls
 
 
 def print_table(table: Table, console: Console) -> None:
-    rich_table = RichTable(title=table.title, title_justify="left", show_lines=False)
+    rich_table = RichTable(title=plain(table.title), title_justify="left", show_lines=False)
     last = len(table.headers) - 1
     for i, header in enumerate(table.headers):
         # the verdict and the loss with its interval are what a reader scans for: never broken in two
         # the first column (variant, cell) is a name: never broken either ("bare-met / al")
         keep_whole = i in (0, last) or header.startswith(("loss %", "B vs A loss %"))
         rich_table.add_column(
-            header, justify="left" if i in (0, last) else "right", overflow="fold", no_wrap=keep_whole
+            plain(header), justify="left" if i in (0, last) else "right", overflow="fold", no_wrap=keep_whole
         )
     for row, sig in zip(table.rows, table.significance, strict=True):
         style = "bold red" if sig else None
         # cells are text, not markup: "[n too small]" would otherwise vanish as an unknown style
-        rich_table.add_row(*(escape(cell) for cell in row), style=style)
+        rich_table.add_row(*(plain(cell) for cell in row), style=style)
     console.print()
     if _narrowest(table) > console.width:
         print_vertical(table, console)  # too narrow for the columns (COLUMNS=60, a phone): one block a row
     else:
         console.print(rich_table)
     for note in table.notes:
-        console.print(f"[dim]{escape(note)}[/dim]", highlight=False)
+        console.print(f"[dim]{plain(note)}[/dim]", highlight=False)
 
 
 def _narrowest(table: Table) -> int:
@@ -55,18 +55,18 @@ def _narrowest(table: Table) -> int:
 
 def print_vertical(table: Table, console: Console) -> None:
     """The narrow form of a table: each row as its name, then one ``header: value`` line per column."""
-    console.print(f"[bold]{escape(table.title)}[/bold]", highlight=False)
+    console.print(f"[bold]{plain(table.title)}[/bold]", highlight=False)
     for row, sig in zip(table.rows, table.significance, strict=True):
-        console.print(escape(row[0]), style="bold red" if sig else "bold", highlight=False)
+        console.print(plain(row[0]), style="bold red" if sig else "bold", highlight=False)
         for header, cell in zip(table.headers[1:], row[1:], strict=True):
-            console.print(f"  {escape(header)}: {escape(cell)}", highlight=False)
+            console.print(f"  {plain(header)}: {plain(cell)}", highlight=False)
 
 
 def print_report(results: Results, console: Console | None = None, metric: str | None = None) -> None:
-    console = console or Console()
+    console = console or SafeConsole()
     content = assemble(results, metric)
     for key, value in content.header:
-        console.print(f"[bold]{key}[/bold]: {escape(value)}", highlight=False)
+        console.print(f"[bold]{key}[/bold]: {plain(value)}", highlight=False)
     for table in content.tables:
         print_table(table, console)
         print_findings(console, "possible causes (nearmetal doctor)", table.findings)
@@ -77,7 +77,7 @@ def print_report(results: Results, console: Console | None = None, metric: str |
             "\n[bold yellow]failed trials[/bold yellow] (kept in the store, left out of the statistics):"
         )
         for line in content.failures:
-            console.print(f"  {line}", highlight=False, markup=False)
+            console.print(f"  {strip_controls(line)}", highlight=False, markup=False)
     print_findings(console, "other doctor findings", content.other_findings)
 
 
@@ -89,4 +89,4 @@ def print_findings(console: Console, heading: str, lines: list[str]) -> None:
         style = (
             "red" if line.startswith("[critical]") else "yellow" if line.startswith("[warning]") else "cyan"
         )
-        console.print(f"  {line}", style=style, highlight=False, markup=False)
+        console.print(f"  {strip_controls(line)}", style=style, highlight=False, markup=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nearmetal.backends.base import Backend, RemoteBackend
@@ -17,6 +18,19 @@ from nearmetal.plan import Cell, LoadedPlan
 from nearmetal.plan.paths import check_plan_paths
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import Requirement
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """What the person running nearmetal allowed on its command line, never a plan: ``paths``
+    (``--allow-path``: places outside the run's directory the plan may write), ``large`` (``--allow-large``:
+    more than the machine has), ``shared_workdir`` (``--allow-shared-workdir``: a workdir below a directory
+    another user can write, issue 26), ``network`` (``--allow-network``: fetch ``energy.prometheus_url``)."""
+
+    paths: tuple[Path, ...] = ()
+    large: bool = False
+    shared_workdir: bool = False
+    network: bool = False
 
 
 def _cell_requirements(cell: Cell) -> list[Requirement]:
@@ -63,12 +77,29 @@ def skip_unavailable_cells(loaded: LoadedPlan) -> dict[str, str]:
     return skipped
 
 
-def preflight(loaded: LoadedPlan, backend: Backend | None = None, allow_paths: Sequence[Path] = ()) -> None:
+def refuse_before_running(loaded: LoadedPlan, backend: Backend, run_dir: Path, allow: Allowances) -> None:
+    """Every refusal a run makes before anything runs: the plan's reach (``preflight``), the workdir's
+    owners, the machine's size."""
+    preflight(loaded, backend, allow.paths, allow.network)
+    check_workdir(run_dir, allow.shared_workdir)
+    check_resources(loaded, run_dir, allow.large)
+
+
+def preflight(
+    loaded: LoadedPlan,
+    backend: Backend | None = None,
+    allow_paths: Sequence[Path] = (),
+    allow_network: bool = False,
+) -> None:
     """Refuse, before anything runs, a plan this machine (or backend) cannot run: places it would write
     that are not allowed, layers the backend cannot apply, missing tools, missing privileges. A remote
     backend (Slurm, Kubernetes) runs the programs on its nodes or in its image: it checks tools and
-    privileges its own way (``backend.check``)."""
+    privileges its own way (``backend.check``). Network reach by the runner itself (energy.prometheus_url)
+    needs ``allow_network`` (``--allow-network``)."""
+    from nearmetal.reach import check_network
+
     check_plan_paths(loaded, allow_paths)
+    check_network(loaded, allow_network)
     backend_name = backend.name if backend is not None else "local"
     unsupported = sorted(
         {

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
 from nearmetal.redact import redact_url
+from nearmetal.store import validate
 from nearmetal.store.schema import (
     Base,
     EnvironmentRow,
@@ -101,7 +102,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # next to a trial); NORMAL could lose the last commits, and a resume would run them again
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # SQL in the schema (a view, a trigger, a default) may not call functions with side effects; a store
+    # with views or triggers is refused anyway (validate.check_sqlite_schema)
+    cursor.execute("PRAGMA trusted_schema=OFF")
     cursor.close()
+
+
+def _sqlite_deadline(conn: Any, *_args: Any) -> None:
+    """Before every statement on a SQLite store: bound its time (a crafted file cannot hang a read)."""
+    validate.arm_deadline(conn.connection.dbapi_connection)
 
 
 def _json_ready(value: Any) -> Any:
@@ -195,7 +204,8 @@ class Store:
         self.display_url = redact_url(self.url)
         if not create:
             _must_exist(self.url)
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
+        self.skipped: list[str] = []  # rows the last list_runs left out, one line each
+        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": validate.json_loads}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
@@ -212,8 +222,19 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             _create_private(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "before_cursor_execute", _sqlite_deadline)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.engine.dialect.name == "sqlite":
+            self._check_schema()
         self._migrate()
+
+    def _check_schema(self) -> None:
+        """A SQLite file holds only nearmetal's tables and indexes (before any query reads them)."""
+        try:
+            with self.engine.connect() as conn:
+                validate.check_sqlite_schema(conn, self.display_url)
+        except DatabaseError:  # not a database, cannot be opened, busy: _migrate says so in its words
+            return
 
     # --- schema ---
     def _migrate(self) -> None:
@@ -434,29 +455,47 @@ class Store:
 
     # --- reading ---
     def get_run(self, run_id: str) -> RunRow:
+        """The run (its id or a unique prefix of it), after its stored values were checked as data: a run
+        id nearmetal never creates, a typed column holding another type, JSON that is not JSON or not the
+        expected shape, a plan text over the plan size limit are one error naming the run and the column."""
+        matches: list[str] = []
         with self._sessions() as s:
-            run = s.get(RunRow, run_id)
-            if run is None:
+            found = s.scalar(select(RunRow.id).where(RunRow.id == run_id))
+            if found is None:
                 pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                matches = s.scalars(
-                    select(RunRow.id).where(RunRow.id.like(f"{pattern}%", escape="\\")).order_by(RunRow.id)
-                ).all()
-                # SQLite's LIKE ignores case, PostgreSQL's does not: the same answer on both
-                matches = [m for m in matches if m.startswith(run_id)]
-                if len(matches) == 1:
-                    run = s.get(RunRow, matches[0])
-            if run is None:
-                raise NearmetalError(
-                    f"no run {run_id!r} in {self.display_url}"
-                    + (f" ({len(matches)} runs start with it)" if len(matches) > 1 else ""),
-                    fix="list runs with `nearmetal runs`, or point --db at the right store",
+                matches = list(
+                    s.scalars(
+                        select(RunRow.id)
+                        .where(RunRow.id.like(f"{pattern}%", escape="\\"))
+                        .order_by(RunRow.id)
+                    ).all()
                 )
+                # SQLite's LIKE ignores case, PostgreSQL's does not: the same answer on both
+                matches = [m for m in matches if isinstance(m, str) and m.startswith(run_id)]
+                if len(matches) == 1:
+                    found = matches[0]
+        if found is None:
+            raise NearmetalError(
+                f"no run {validate.shown_id(run_id)} in {self.display_url}"
+                + (f" ({len(matches)} runs start with it)" if len(matches) > 1 else ""),
+                fix="list runs with `nearmetal runs`, or point --db at the right store",
+            )
+        found = validate.check_stored_run_id(found, self.display_url)
+        with self.engine.connect() as conn:
+            validate.check_run_columns(conn, self.engine.dialect.name, found, self.display_url)
+        with self._sessions() as s:
+            run = s.get(RunRow, found)
+            if run is None:  # removed in between
+                raise NearmetalError(f"no run {found!r} in {self.display_url}")
+            validate.stored_backend_options(run.info, found)  # a resume passes them to the backend
             s.expunge(run)
             return run
 
     def latest_run_id(self) -> str:
         with self._sessions() as s:
             run_id = s.scalar(select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1))
+        if run_id is not None:
+            validate.check_stored_run_id(run_id, self.display_url)
         if run_id is None:
             raise NearmetalError(
                 f"the store {self.display_url} has no runs yet",
@@ -465,6 +504,9 @@ class Store:
         return run_id
 
     def list_runs(self, limit: int = 50) -> list[RunSummary]:
+        """The newest runs. A row whose id nearmetal never creates or whose fields are not of their types
+        is left out, with one line in ``self.skipped`` (``nearmetal runs`` prints them)."""
+        self.skipped = []
         with self._sessions() as s:
             counts = (
                 select(TrialRow.run_id, func.count(TrialRow.id).label("n"))
@@ -472,14 +514,35 @@ class Store:
                 .subquery()
             )
             rows = s.execute(
-                select(RunRow, counts.c.n)
+                select(
+                    RunRow.id,
+                    RunRow.name,
+                    RunRow.status,
+                    RunRow.started_at,
+                    RunRow.ended_at,
+                    RunRow.host,
+                    counts.c.n,
+                )
                 .outerjoin(counts, counts.c.run_id == RunRow.id)
                 .order_by(RunRow.started_at.desc(), RunRow.id.desc())
                 .limit(limit)
             ).all()
-            return [
-                RunSummary(r.id, r.name, r.status, r.started_at, r.ended_at, r.host, n or 0) for r, n in rows
-            ]
+        out = []
+        for run_id, name, status, started, ended, host, n in rows:
+            problem = None
+            if not validate.valid_run_id(run_id):
+                problem = "an id nearmetal never creates"
+            elif not validate.is_time(started) or not (ended is None or validate.is_time(ended)):
+                problem = "runs.started_at or ended_at is not a time (epoch seconds)"
+            elif not all(isinstance(v, str) for v in (name, status)) or not isinstance(host, str | None):
+                problem = "runs.name, status or host is not text"
+            if problem:
+                self.skipped.append(
+                    f"run {validate.shown_id(run_id)} in {self.display_url} left out: {problem}"
+                )
+                continue
+            out.append(RunSummary(run_id, name, status, float(started), ended, host or "", n or 0))
+        return out
 
     def trials(self, run_id: str) -> list[TrialRow]:
         with self._sessions() as s:

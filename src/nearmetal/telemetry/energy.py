@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nearmetal.metrics import Metric
 
@@ -68,6 +68,15 @@ class EnergyConfig(BaseModel):
     kepler_query: str = Field(
         "sum(kepler_node_platform_joules_total)", description="PromQL counter of joules to difference"
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        # the runner fetches it (as root, on the node): http(s) only, and only with --allow-network
+        from nearmetal.reach import check_url
+
+        return None if value is None else check_url(value)
+
     watts_per_core: float | None = Field(None, gt=0, description="override the model's per-core power")
     sources: list[str] = Field(
         default_factory=lambda: ["rapl", "nvml", "kepler", "estimated"],
@@ -195,6 +204,17 @@ class Reading:
         return out
 
 
+def _env_prometheus_url() -> str | None:
+    """NEARMETAL_PROMETHEUS_URL, when it is an http(s) URL (anything else is ignored: never file://)."""
+    from nearmetal.reach import check_url
+
+    value = os.environ.get("NEARMETAL_PROMETHEUS_URL")
+    try:
+        return check_url(value) if value else None
+    except ValueError:
+        return None
+
+
 class EnergyMeter:
     """Measures one trial at a time: ``with meter.measure() as reading: …``, then
     ``reading_metrics = meter.finish(reading, cpu_s)``."""
@@ -207,9 +227,7 @@ class EnergyMeter:
         self.rapl = rapl_zones(powercap) if "rapl" in sources else []
         self.nvml = _nvml_handles() if "nvml" in sources else []
         self.prometheus_url = (
-            (self.config.prometheus_url or os.environ.get("NEARMETAL_PROMETHEUS_URL"))
-            if "kepler" in sources
-            else None
+            (self.config.prometheus_url or _env_prometheus_url()) if "kepler" in sources else None
         )
         if cpu_model is None:
             from nearmetal.telemetry.environment import cpu_model as read_cpu_model
