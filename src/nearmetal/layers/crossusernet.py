@@ -247,7 +247,8 @@ def _main(argv: list[str]) -> int:
         for pid in pids:
             hostnet.stop_pid(pid, grace_s=1.0)
         remove_end(args.netns)
-    return rc
+    # a program ended by a signal exits as a shell reports it (128 + the signal)
+    return 128 - rc if rc < 0 else rc
 
 
 if __name__ == "__main__":
