@@ -239,6 +239,9 @@ def _main(argv: list[str]) -> int:
     except hostnet.HostNetError as exc:
         print(f"{os.uname().nodename}: {exc}", file=sys.stderr)
         rc = 1
+    except OSError as exc:  # the program (or ip, slirp4netns) cannot be started
+        print(f"{os.uname().nodename}: {exc}", file=sys.stderr)
+        rc = 127
     finally:
         with contextlib.suppress(Exception):
             after = hostnet.link_stats(args.netns, args.tap)
