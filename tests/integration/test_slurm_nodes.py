@@ -1,7 +1,8 @@
 """Two Slurm nodes on one machine (scripts/services/slurm.sh start --nodes 2, started by scripts/test.sh as
 scripts/services/slurm-2nodes.sh): the cluster itself, a 2-node job through ``nearmetal run --backend slurm``
 on the wire and the VXLAN overlay (placement lists both nodes, MPI ranks ran on both, the path's counters
-moved), LAMMPS with a rank on each node, doctor naming a node that is down, and cleanup of links a killed
+moved), the user-mode path (each end behind slirp4netns on its node: both TAPs' counters moved, nothing left),
+LAMMPS with a rank on each node, doctor naming a node that is down, and cleanup of links a killed
 job left inside the nodes."""
 
 from __future__ import annotations
