@@ -1,7 +1,8 @@
 """Two Slurm nodes on one machine (scripts/services/slurm.sh start --nodes 2, started by scripts/test.sh as
 scripts/services/slurm-2nodes.sh): the cluster itself, a 2-node job through ``nearmetal run --backend slurm``
 on the wire and the VXLAN overlay (placement lists both nodes, MPI ranks ran on both, the path's counters
-moved), LAMMPS with a rank on each node, doctor naming a node that is down, and cleanup of links a killed
+moved), the user-mode path (each end behind slirp4netns on its node: both TAPs' counters moved, nothing left),
+LAMMPS with a rank on each node, doctor naming a node that is down, and cleanup of links a killed
 job left inside the nodes."""
 
 from __future__ import annotations
@@ -189,3 +190,58 @@ def test_cleanup_removes_links_a_killed_job_left_in_the_nodes(cluster: tuple[str
         assert "wire0" in links.stdout and "mgmt0" in links.stdout  # the cluster's own links stay
     # and the cluster still runs jobs
     assert sorted(slurm(conf, "srun", "-N2", "hostname").stdout.split()) == ["node1", "node2"]
+
+
+USERNET_PLAN = """
+name: usernet-nodes
+workloads:
+  tcp-rr:
+    kind: tcp-rr
+    params: {{size: 1, transactions: 1000, warmup: 50, python: "{py}"}}
+    resources: {{nodes: 2, tasks_per_node: 1}}
+variants:
+  usernet: [{{layer: usernet}}]
+slurm: {{poll_s: 0.5}}
+repeats: 1
+"""
+
+
+def test_the_user_mode_path_between_nodes_carries_the_traffic_through_both_taps(
+    cluster: tuple[str, str], tmp_path: Path
+) -> None:
+    """Client behind slirp4netns on node1, server behind slirp4netns on node2 with a forwarded port: every
+    transaction crossed both TAP devices and the wire, and no namespace or stack of the run is left."""
+    conf, partition = cluster
+    plan = write_plan(tmp_path, USERNET_PLAN.format(py=PY))
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    proc = subprocess.run(
+        [*nearmetal_argv(), "run", str(plan), "--backend", "slurm", "--partition", partition,
+         "--db", db, "--workdir", str(tmp_path / "runs"), "--run-id", "usernetnodes"],
+        env={**os.environ, "SLURM_CONF": conf}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (trial,) = nearmetal.load_results("usernetnodes", db=db).trials
+    assert trial.status == "ok", trial.error
+    path = trial.placement["path"]
+    assert path["layer"] == "usernet" and path["stack"] == "slirp4netns" and path["server_node"] == "node2"
+    tap, counters = path["iface"], path["counters"]
+    client_tap, server_tap = counters["node1"][tap], counters["node2"][tap]
+    assert client_tap["kind"] == "tap" and client_tap["node"] == "node1" and server_tap["node"] == "node2"
+    # each transaction is a request out of the client's namespace and one into the server's (and back)
+    assert client_tap["tx_packets"] >= 1000 and client_tap["rx_packets"] >= 1000, counters
+    assert server_tap["rx_packets"] >= 1000 and server_tap["tx_packets"] >= 1000, counters
+    # and between the stacks the segments crossed the nodes' link
+    assert (
+        counters["node1"]["wire0"]["tx_packets"] >= 1000 and counters["node2"]["wire0"]["rx_packets"] >= 1000
+    )
+    # nothing of the run is left: namespaces (the nodes share the host's /run/netns), stacks, sockets
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20).stdout
+    assert "usernetnodes" not in netns
+    stacks = subprocess.run(
+        ["pgrep", "-af", "slirp4netns"], capture_output=True, text=True, timeout=20
+    ).stdout
+    assert "usernetnodes" not in stacks
+    from nearmetal import hostnet
+
+    for ns in path["netns"].values():
+        assert not hostnet.api_socket_path(ns).exists()

@@ -67,6 +67,62 @@ def stack_version(package: str) -> str | None:
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
+def slirp4netns_api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """One request to a slirp4netns API socket (``add_hostfwd`` …); its reply, or HostNetError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode())
+        s.shutdown(socket.SHUT_WR)
+        reply = json.loads(s.recv(65536) or b"{}")
+    if "error" in reply or "return" not in reply:
+        raise hostnet.HostNetError(f"slirp4netns API {request['execute']} failed: {reply}")
+    return reply
+
+
+def start_slirp4netns(
+    netns: str,
+    ifname: str,
+    mtu: int,
+    api_socket: Path,
+    log: Path,
+    forwards: list[tuple[str, str, int, int]],
+    pids: list[int],
+) -> None:
+    """Start slirp4netns for the named namespace (its TAP ``ifname`` configured 10.0.2.100/24) in this
+    process's network namespace, and forward each (proto, host address, host port, guest port) into it.
+    The stack's pid is appended to ``pids`` as soon as it exists, so a caller stops it on every exit path."""
+    argv = [
+        "slirp4netns", "--configure", f"--mtu={mtu}", "--api-socket", str(api_socket),
+        "--netns-type=path", str(hostnet.NETNS_DIR / netns), ifname,
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    pids.append(proc.pid)
+    try:
+        hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)
+    except hostnet.HostNetError as exc:
+        raise hostnet.HostNetError(f"slirp4netns did not configure {ifname}: {exc}; see {log}") from None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not api_socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for proto, host_addr, host_port, guest_port in forwards:
+        slirp4netns_api(
+            api_socket,
+            {
+                "execute": "add_hostfwd",
+                "arguments": {
+                    "proto": proto,
+                    "host_addr": host_addr,
+                    "host_port": host_port,
+                    "guest_port": guest_port,
+                },
+            },
+        )
+
+
 class UserNetConfig(LayerConfig):
     mtu: int = Field(65520, ge=1280, le=65520, description="MTU of the namespace's TAP device")
     topology: Topology = Field(
@@ -269,50 +325,15 @@ class Slirp4netnsLayer(UserNetLayer):
         # the API socket path must fit sockaddr_un (108 bytes): a short name under /run
         api_socket = hostnet.api_socket_path(netns)
         self.files.append(api_socket)
-        log = ctx.trial_dir / f"slirp4netns-{ifname}.log"
-        argv = [
-            "slirp4netns", "--configure", f"--mtu={self.config.mtu}", "--api-socket", str(api_socket),
-            "--netns-type=path", str(hostnet.NETNS_DIR / netns), ifname,
-        ]  # fmt: skip
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-            )
-        self.pids.append(proc.pid)
-        try:
-            hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)
-        except hostnet.HostNetError as exc:
-            raise hostnet.HostNetError(f"slirp4netns did not configure {ifname}: {exc}; see {log}") from None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not api_socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for proto, forward in (("udp", udp_forward), ("tcp", tcp_forward)):
-            if forward:
-                host_port, guest_port = forward
-                self._api(
-                    api_socket,
-                    {
-                        "execute": "add_hostfwd",
-                        "arguments": {
-                            "proto": proto,
-                            "host_addr": "127.0.0.1",
-                            "host_port": host_port,
-                            "guest_port": guest_port,
-                        },
-                    },
-                )
-
-    @staticmethod
-    def _api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(str(path))
-            s.sendall(json.dumps(request).encode())
-            s.shutdown(socket.SHUT_WR)
-            reply = json.loads(s.recv(65536) or b"{}")
-        if "error" in reply or "return" not in reply:
-            raise hostnet.HostNetError(f"slirp4netns API {request['execute']} failed: {reply}")
-        return reply
+        forwards = [
+            (proto, "127.0.0.1", *forward)
+            for proto, forward in (("udp", udp_forward), ("tcp", tcp_forward))
+            if forward
+        ]
+        start_slirp4netns(
+            netns, ifname, self.config.mtu, api_socket, ctx.trial_dir / f"slirp4netns-{ifname}.log",
+            forwards, self.pids,
+        )  # fmt: skip
 
 
 @register_layer

@@ -133,6 +133,12 @@ def crossnode_table(results: Results) -> Table | None:
         "cells: mean (loss % against the baseline path [95% interval], direction-aware: positive = the path "
         "costs), then the answer to: is it the path or the CPU limit?",
     ]
+    if any(p.get("layer") == "usernet" for trials in paths.values() for p in trials):
+        notes.append(
+            "usernet: the device is the client's TAP behind slirp4netns (the server's TAP on the last node is "
+            "in placement.path.counters); the link carries the stacks' host sockets, so its packets are "
+            "those of the link's MTU, not the TAP's"
+        )
     caveats = sorted({c for t in results.trials for c in (t.caveats or []) if "netem" in c})
     notes += [f"⚠ {c}" for c in caveats]
     headers = ["path", "device", "packets/trial", "MB/trial on device", "MB/trial on link"]
