@@ -45,6 +45,7 @@ from nearmetal.run.resume import (
     stored_records,
 )
 from nearmetal.run.schedule import schedule
+from nearmetal.run.shield import Shield, shield_name
 from nearmetal.run.workdir import (
     fresh_trial_dir,
     make_run_dir,
@@ -73,6 +74,7 @@ class Runner:
         resume: bool = False,
         allow_paths: Sequence[Path] = (),
         allow_large: bool = False,
+        shield: bool = False,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
@@ -101,6 +103,9 @@ class Runner:
         self.resume_state: ResumeState | None = None
         self.index = 0
         self._abort: str | None = None
+        # every trial in a cgroup of the highest CPU weight (run.shield): asked for here or by the plan
+        self.want_shield = shield or bool(getattr(self.plan, "shield", False))
+        self.shield: Shield | None = None
 
     # trials ------------------------------------------------------------------------------------------
     def trial_spec(self, trial: Trial) -> TrialSpec:
@@ -109,6 +114,8 @@ class Runner:
         spec.resources = resources_for(trial.cell, self.plan)
         # a node measures the trial's energy with the plan's sources (RAPL, NVML, Kepler …)
         spec.energy = self.plan.energy.model_dump(mode="json")
+        if self.shield is not None and self.shield.group is not None:
+            spec.shield = {"parent": self.shield.name, "procs": self.shield.procs_files()}
         return spec
 
     def store_outcome(self, trial: Trial, outcome: TrialOutcome) -> TrialRecord:
@@ -174,9 +181,49 @@ class Runner:
         lock = runlock.RunLock(self.run_id).acquire()
         try:
             with marked_environment(self.run_id):
+                self._open_shield()
                 return self._run_locked()
         finally:
+            # on every exit path (an error, Ctrl-C, SIGTERM): the shield goes with the run
+            if self.shield is not None:
+                with contextlib.suppress(Exception):
+                    self.shield.remove()
             lock.release()
+
+    def _open_shield(self) -> None:
+        """Create the run's shield when asked for, or when the run being resumed had one."""
+        stored = False
+        if self.resuming:
+            with contextlib.suppress(NearmetalError):
+                stored = bool((self.store.get_run(self.run_id).info or {}).get("shield"))
+            if self.want_shield and not stored:
+                raise NearmetalError(
+                    f"run {self.run_id} was started without a shield and a resumed run keeps how it measured",
+                    fix="drop --shield, or start a new run with --shield",
+                )
+        if not (self.want_shield or stored):
+            return
+        if isinstance(self.backend, RemoteBackend):
+            raise NearmetalError(
+                f"--shield works with the local backend only (this run uses {self.backend.name})",
+                fix="drop --shield; on a cluster, ask the scheduler for whole nodes instead",
+            )
+        rootless = sorted(
+            {c.variant for c in self.loaded.cells if any(x.layer == "rootless" for x in c.layers)}
+        )
+        if rootless:
+            raise NearmetalError(
+                f"--shield cannot hold rootless trials (variants {', '.join(rootless)} run as another user)",
+                fix="drop --shield or the rootless variants",
+            )
+        if self.resuming:
+            # the dead process's shield (SIGKILL leaves it): the lock is ours, so it is no one else's
+            from nearmetal.cleanup import find_cgroups
+
+            for leftover in find_cgroups(self.run_id):
+                if leftover.name.endswith("/" + shield_name(self.run_id)):
+                    leftover.remove()
+        self.shield = Shield(self.run_id).create()
 
     def _run_exists(self) -> bool:
         try:
@@ -187,6 +234,8 @@ class Runner:
 
     def _start_run(self) -> None:
         info = {"backend_options": self.backend.options_record(), "skipped": self.skipped}
+        if self.shield is not None:
+            info["shield"] = self.shield.record()
         record_new_run(self.store, self.loaded, self.run_id, self.run_dir, self.backend.name, self.seed, info)
         self.store.set_environment(
             self.run_id, {**self.environment(), "energy.source": self.energy.describe()}
@@ -269,15 +318,17 @@ def run_plan(
     run_id: str | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    shield: bool = False,
 ) -> RunResult:
     """Run a plan and store every trial. The library entry point under ``nearmetal run``.
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has."""
+    ``allow_large``: run even when the plan asks for more than the machine has; ``shield``: every trial in
+    a cgroup of the highest CPU weight (``run.shield``; also the plan's ``shield: true``)."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        limits = {"allow_paths": tuple(allow_paths), "allow_large": allow_large}
+        limits = {"allow_paths": tuple(allow_paths), "allow_large": allow_large, "shield": shield}
         return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, **limits).run()  # type: ignore[arg-type]
     except BaseException:
         if new_file is not None:
@@ -296,6 +347,7 @@ def resume_run(
     backend: Backend | None = None,
     allow_paths: Sequence[Path] = (),
     allow_large: bool = False,
+    shield: bool = False,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -324,6 +376,7 @@ def resume_run(
             resume=True,
             allow_paths=allow_paths,
             allow_large=allow_large,
+            shield=shield,
         )
         return runner.run()
     finally:

@@ -28,6 +28,8 @@ from nearmetal.interrupts import deferred
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
 from nearmetal.telemetry.process import _MAXRSS_TO_MIB
+from nearmetal.telemetry.schedwait import DEFAULT_INTERVAL_S as WAIT_INTERVAL_S
+from nearmetal.telemetry.schedwait import WaitSampler
 from nearmetal.workloads.base import ProcessSpec
 
 # Joins a process to cgroups before it execs its program. The script is a constant; the cgroup files and
@@ -79,11 +81,16 @@ class LocalBackend(HostBackend):
     name = "local"
 
     def __init__(
-        self, sample_interval_s: float | None = 1.0, host_interval_s: float | None = DEFAULT_INTERVAL_S
+        self,
+        sample_interval_s: float | None = 1.0,
+        host_interval_s: float | None = DEFAULT_INTERVAL_S,
+        wait_interval_s: float | None = WAIT_INTERVAL_S,
     ) -> None:
         self.sample_interval_s = sample_interval_s
         # what else used the CPU during the trial (telemetry.contention); None turns it off
         self.host_interval_s = host_interval_s
+        # how long the trial's threads waited for a CPU (telemetry.schedwait); None turns it off
+        self.wait_interval_s = wait_interval_s
 
     def _spawn(
         self,
@@ -206,6 +213,8 @@ class LocalBackend(HostBackend):
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
         host: HostSampler | None = None
+        waiter: WaitSampler | None = None
+        wait_evidence = None
         reaped = False
         # from here on an interrupt (SIGTERM to the runner right after the workload started, as a busy
         # host makes likely) must reach the finally below, or the process would outlive the run
@@ -230,12 +239,24 @@ class LocalBackend(HostBackend):
                 if self.sample_interval_s:
                     sampler = TreeSampler(proc.pid, self.sample_interval_s)
                     sampler.__enter__()
+                if self.wait_interval_s and os.path.exists(f"/proc/{proc.pid}/schedstat"):
+                    waiter = WaitSampler(proc.pid, self.wait_interval_s).start()
+            if waiter is not None:
+                # exited but not reaped: the tree's last counters are still there to read
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                wall_s = time.perf_counter() - t0
+                with contextlib.suppress(OSError, ValueError):
+                    waiter.sample()
             _, status, usage = os.wait4(proc.pid, 0)
             reaped = True
-            wall_s = time.perf_counter() - t0
+            if waiter is None:
+                wall_s = time.perf_counter() - t0
         finally:
             if timer is not None:
                 timer.cancel()
+            if waiter is not None:
+                wait_evidence = waiter.stop()
             if sampler is not None:
                 sampler.__exit__(None, None, None)
             if host is not None:
@@ -276,6 +297,10 @@ class LocalBackend(HostBackend):
             evidence = host.evidence()
             metrics += evidence.metrics()
             placement["outside"] = evidence.to_dict()
+        if wait_evidence is not None and wait_evidence.samples:
+            # beside the outside-CPU evidence: what the trial waited is the verdict, who ran the explanation
+            metrics += wait_evidence.metrics()
+            placement.setdefault("outside", {}).update(wait_evidence.to_dict())
         if started:
             # the evidence that every background process (a co-located neighbour) was running from
             # before the measured process started until after it ended

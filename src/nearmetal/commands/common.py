@@ -75,6 +75,14 @@ ImageOption = Annotated[
         help="kubernetes: image with the workload programs (nearmetal image build makes one)",
     ),
 ]
+ShieldOption = Annotated[
+    bool,
+    typer.Option(
+        "--shield",
+        help="every trial (baseline included) in a cgroup of the highest CPU and I/O weight, above the layers'"
+        " cgroups (a quota still binds): conclusive on a busy host; recorded on the run (local backend, root)",
+    ),
+]
 AllowLargeOption = Annotated[
     bool,
     typer.Option(
@@ -152,6 +160,7 @@ def run_plan_command(
     backend_options: dict | None = None,
     allow_large: bool = False,
     allow_paths: list[Path] | None = None,
+    shield: bool = False,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
@@ -184,6 +193,7 @@ def run_plan_command(
                 progress=progress,
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                shield=shield,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -199,6 +209,7 @@ def run_plan_command(
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
                 allow_paths=allow_paths or (),
                 allow_large=allow_large,
+                shield=shield,
             )
     except RunInterrupted as exc:
         err_console.print(

@@ -11,6 +11,7 @@ from nearmetal.commands.common import (
     AllowPathOption,
     DbOption,
     OptionalWorkdirOption,
+    ShieldOption,
     app,
     run_plan_command,
 )
@@ -25,6 +26,7 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="progress and results as JSON lines")] = False,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    shield: ShieldOption = False,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
     cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
@@ -38,4 +40,5 @@ def resume(
         resume=run_id,
         allow_large=allow_large,
         allow_paths=allow_path,
+        shield=shield,
     )

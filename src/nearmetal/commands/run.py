@@ -20,6 +20,7 @@ from nearmetal.commands.common import (
     OptionalWorkdirOption,
     ParallelOption,
     PartitionOption,
+    ShieldOption,
     TimeOption,
     app,
     backend_options,
@@ -61,6 +62,7 @@ def run(
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    shield: ShieldOption = False,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -79,6 +81,7 @@ def run(
         backend_options=options,
         allow_large=allow_large,
         allow_paths=allow_path,
+        shield=shield,
     )
 
 
@@ -118,6 +121,7 @@ def study(
     image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
+    shield: ShieldOption = False,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -149,4 +153,5 @@ def study(
         backend_options=options,
         allow_large=allow_large,
         allow_paths=allow_path,
+        shield=shield,
     )

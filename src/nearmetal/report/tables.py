@@ -27,6 +27,8 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     # the noise evidence of each cell (telemetry.contention): CPU that processes outside the run used while
     # its trials ran, in % of one CPU; what made a cell contended is named in the notes
     ("outside_cpu_pct", "outside CPU %"),
+    # the trial's own wait for a CPU, % of its runnable time (telemetry.schedwait): what the verdict uses
+    ("cpu_wait_pct", "CPU wait %"),
 ]
 # columns shown for cells of one workload kind only: (metric, header)
 KIND_COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -229,6 +231,8 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             )
             sig.append(None if comp is None or verdict.startswith("contended") else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
+        if results.shield:
+            title += " · shielded (every trial in a top-weight cgroup)"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
         notes = [method_note(results, direction, estimates)]
         for cell in cells:
@@ -327,6 +331,10 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         *preflight_lines(results),
     ]
     info = run.info or {}
+    if info.get("shield"):
+        from nearmetal.run.shield import describe as describe_shield
+
+        header.append(("shield", describe_shield(info["shield"])))
     repeats = info.get("repeats") or {}
     if repeats:
         target = results.target

@@ -1,0 +1,144 @@
+"""The shield (issue 29): every trial of a run — baseline included — in one cgroup with the highest CPU weight
+the hierarchy allows (and the highest I/O weight where the host has an I/O weight), so work outside the run
+gets the CPU only when the trial does not want it.
+
+A weight is not a limit: the layers' own cgroups (a CPU quota, a cpuset) are created *inside* the shield
+(``TrialContext.cgroup_parent``), so a quota still binds — it caps the trial's share of what the shield won.
+Processes join the shield's groups first and then the layer's (``cgroup_procs`` in that order), so in every
+v1 hierarchy a process ends up in the deepest group that exists there.
+
+The shield is named ``nearmetal-<run id>-shield`` and removed at the end of the run on every exit path; a
+run killed by SIGKILL leaves it to ``nearmetal cleanup`` / the next ``resume`` (the cgroup finder matches
+the run id prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nearmetal.errors import PrivilegeError
+from nearmetal.layers import cgroups
+from nearmetal.layers.base import HOST_PREFIX
+
+V1_MAX_SHARES = 262144  # kernel MAX_SHARES (1 << 18); the default is 1024
+V2_MAX_WEIGHT = 10000  # cpu.weight and io.weight range 1–10000; the default is 100
+# I/O weight files by preference, with their maximum: v1 CFQ/BFQ, v2 io / BFQ
+IO_WEIGHTS_V1 = (("blkio.bfq.weight", 1000), ("blkio.weight", 1000))
+IO_WEIGHTS_V2 = (("io.weight", 10000), ("io.bfq.weight", 1000))
+
+
+def shield_name(run_id: str) -> str:
+    return f"{HOST_PREFIX}-{run_id}-shield"
+
+
+@dataclass
+class Shield:
+    """The shield cgroup of one run (``create`` … ``remove``; a context manager)."""
+
+    run_id: str
+    root: Path = cgroups.DEFAULT_ROOT
+    group: cgroups.Cgroup | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # file → value written
+    leaf: Path | None = None  # v2: where processes go that no layer places
+
+    @property
+    def name(self) -> str:
+        return shield_name(self.run_id)
+
+    def create(self) -> Shield:
+        hierarchy = cgroups.detect(self.root, ("cpu",))
+        try:
+            if hierarchy.version == 1:
+                self._create_v1(hierarchy)  # type: ignore[arg-type]
+            else:
+                self._create_v2(hierarchy)  # type: ignore[arg-type]
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def _create_v1(self, hierarchy: cgroups.CgroupV1) -> None:
+        controllers = ["cpu"]
+        # cpuacct and blkio are separate hierarchies on some hosts: the shield is there too, so a layer's
+        # group in them nests under it as well
+        for extra in ("cpuacct", "blkio"):
+            with contextlib.suppress(PrivilegeError):
+                if hierarchy.mount_of(extra) != hierarchy.mount_of("cpu"):
+                    controllers.append(extra)
+        self.group = hierarchy.create(self.name, controllers)
+        self.group.write("cpu", "cpu.shares", str(V1_MAX_SHARES))
+        self.settings["cpu.shares"] = str(V1_MAX_SHARES)
+        blkio = self.group.dirs.get("blkio")
+        for name, top in IO_WEIGHTS_V1:
+            if blkio is not None and (blkio / name).exists():
+                with contextlib.suppress(OSError):
+                    (blkio / name).write_text(str(top))
+                    self.settings[name] = str(top)
+                    break
+
+    def _create_v2(self, hierarchy: cgroups.CgroupV2) -> None:
+        wanted = ["cpu"]
+        available = set((hierarchy.root / "cgroup.controllers").read_text().split())
+        if "io" in available:
+            wanted.append("io")
+        self.group = hierarchy.create(self.name, wanted)
+        path = self.group.paths[0]
+        self.group.write_file(path / "cpu.weight", str(V2_MAX_WEIGHT))
+        self.settings["cpu.weight"] = str(V2_MAX_WEIGHT)
+        for name, top in IO_WEIGHTS_V2:
+            if (path / name).exists():
+                with contextlib.suppress(OSError):
+                    (path / name).write_text(f"default {top}" if name == "io.weight" else str(top))
+                    self.settings[name] = str(top)
+                    break
+        # v2 lets no process sit in a group whose children have controllers: trials without a layer group
+        # go into a leaf of the shield, the layers' groups beside it
+        hierarchy._enable(wanted, path)
+        self.leaf = path / f"{self.name}-trials"
+        self.leaf.mkdir()
+
+    def procs_files(self) -> list[str]:
+        if self.group is None:
+            return []
+        if self.leaf is not None:
+            return [str(self.leaf / "cgroup.procs")]
+        return [str(p) for p in self.group.procs_files()]
+
+    def remove(self) -> None:
+        """Kill what is left in it and remove it with every group inside (idempotent)."""
+        if self.group is not None:
+            self.group.remove()
+            self.group = None
+            self.leaf = None
+
+    def record(self) -> dict[str, Any]:
+        """What the run stores about its shield (and the table header shows)."""
+        return {
+            "cgroup": self.name,
+            "paths": [str(p) for p in self.group.paths] if self.group is not None else [],
+            "settings": dict(self.settings),
+            "io_weight": any(k != "cpu.shares" and k != "cpu.weight" for k in self.settings),
+        }
+
+    def __enter__(self) -> Shield:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def describe(record: dict[str, Any] | None) -> str:
+    """The header line of a shielded run: 'on: cgroup nearmetal-…-shield, cpu.shares 262144 (the highest);
+    no I/O weight on this host'."""
+    if not record:
+        return "off"
+    settings = record.get("settings") or {}
+    parts = ", ".join(f"{k} {v}" for k, v in settings.items())
+    io = "" if record.get("io_weight") else "; no I/O weight on this host"
+    return (
+        f"on: every trial (baseline included) in cgroup {record.get('cgroup', '?')} with {parts} (the highest);"
+        f" layers' cgroups nested inside{io}"
+    )
