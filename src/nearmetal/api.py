@@ -328,7 +328,8 @@ class Results:
         return {
             "measured_ok": sum(n for (status, warm), n in counts.items() if status == "ok" and not warm),
             "warmup": sum(n for (_, warm), n in counts.items() if warm),
-            "failed": sum(n for (status, _), n in counts.items() if status != "ok"),
+            "failed": sum(n for (status, _), n in counts.items() if status not in ("ok", "repaired")),
+            "repaired": sum(n for (status, _), n in counts.items() if status == "repaired"),
         }
 
     def failed_trials(self, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
@@ -397,6 +398,7 @@ class Results:
                     contended_trials=noise.contended,
                     contended=noise.is_contended,
                     outside_processes=[name for name, _ in noise.top[:5]],
+                    cpu_wait_pct=noise.mean_wait_pct if noise.by_wait else None,
                 )
             rows.append(row)
         return rows

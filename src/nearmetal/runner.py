@@ -34,6 +34,7 @@ from nearmetal.run.records import (
     TrialRecord,
     new_run_id,
 )
+from nearmetal.run.repair import REPAIRED, RepairPolicy, blocks_to_repair, waits_by_block
 from nearmetal.run.repeats import Repeats
 from nearmetal.run.resume import (
     KEPT_ON_RESUME,
@@ -285,6 +286,7 @@ class Runner:
                     for _record in self.run_trials([t for t in trials if t.key not in self.done]):
                         if self._abort:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
+                self._repair_blocks()
             except KeyboardInterrupt:
                 with contextlib.suppress(Exception):
                     self.repeats.store_stop_info(INTERRUPTED)
@@ -297,6 +299,30 @@ class Runner:
                 raise
         self._end(status)
         return RunResult(self.run_id, self.store.url, self.records, status, self.run_dir)
+
+    def _repair_blocks(self) -> None:
+        """Run again, as new blocks, the blocks in which one trial waited for a CPU far more than its
+        partners (``run.repair``); their first trials are kept, marked ``repaired``."""
+        policy = RepairPolicy(max_blocks=self.plan.analysis.max_repaired_blocks)
+        if policy.max_blocks <= 0 or isinstance(self.backend, RemoteBackend):
+            return
+        rows = self.store.trials(self.run_id)
+        done: list[dict[str, Any]] = list((self.store.get_run(self.run_id).info or {}).get("repaired") or [])
+        bad = blocks_to_repair(waits_by_block(rows), policy, {int(d["block"]) for d in done})
+        measured_blocks = [r.block for r in rows if not r.is_warmup]
+        next_block = max([*measured_blocks, *(int(d["rerun_as"]) for d in done)], default=0) + 1
+        for offset, block in enumerate(bad):
+            again = next_block + offset
+            in_block = [r for r in rows if r.block == block.block and not r.is_warmup and r.status == "ok"]
+            ids = {r.cell_id for r in in_block}
+            cells = [c for c in self.loaded.cells if c.cell_id in ids]
+            trials = schedule(cells, self.plan.order, 0, again, 1, self.seed)
+            for _record in self.run_trials([t for t in trials if t.key not in self.done]):
+                if self._abort:
+                    raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
+            self.store.set_trial_status([r.id for r in in_block], REPAIRED)
+            done.append({**block.to_dict(), "rerun_as": again})
+            self.store.update_run_info(self.run_id, {"repaired": done})
 
     def _end(self, status: str, detail: dict[str, Any] | None = None) -> None:
         sweep(self.store, self.run_id, "end of run")

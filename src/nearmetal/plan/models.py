@@ -124,6 +124,13 @@ class Analysis(StrictModel):
         description="outside CPU use (plus steal), % of one CPU on average over a trial, above which the"
         " trial counts as contended when it has no wait evidence (records from before cpu_wait_pct)",
     )
+    max_repaired_blocks: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="blocks in which one trial waited for a CPU far more than its partners (3× their median"
+        " and 10 points more) are run again at the end, at most this many and a fifth of the blocks (0: never)",
+    )
     max_cpu_wait_pct: float = Field(
         10.0,
         gt=0,

@@ -331,6 +331,8 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         *preflight_lines(results),
     ]
     info = run.info or {}
+    if info.get("repaired"):
+        header.append(("repaired blocks", repaired_line(info["repaired"], results)))
     if info.get("shield"):
         from nearmetal.run.shield import describe as describe_shield
 
@@ -352,6 +354,18 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         else:
             header.append(("repeats", f"fixed: {repeats.get('min')} per cell; order {order}"))
     return header
+
+
+def repaired_line(repaired: list[dict[str, Any]], results: Results) -> str:
+    """'2 run again (block 3: lammps/limit-1.2 waited 45% of its runnable time, its partners 3%; …)'."""
+    keys = {c.cell_id: c.key for c in results.cells}
+    shown = "; ".join(
+        f"block {d.get('block')}: {keys.get(str(d.get('cell_id')), d.get('cell_id'))} waited"
+        f" {d.get('cpu_wait_pct', 0):.0f}% of its runnable time, its partners {d.get('partners_cpu_wait_pct', 0):.0f}%"
+        f" (run again as block {d.get('rerun_as')})"
+        for d in repaired
+    )
+    return f"{len(repaired)} run again, their first trials left out ({shown})"
 
 
 def preflight_lines(results: Results) -> list[tuple[str, str]]:

@@ -124,7 +124,7 @@ class Shield:
         }
 
     def __enter__(self) -> Shield:
-        return self.create()
+        return self if self.group is not None else self.create()
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
