@@ -269,7 +269,13 @@ class Runner:
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
         self.progress.start(total, self.plan.name, self.run_id)
         if self.plan.analysis.contention_guard and not isinstance(self.backend, RemoteBackend):
-            contention_preflight(self.loaded, self.store, self.run_id, getattr(self.progress, "note", None))
+            contention_preflight(
+                self.loaded,
+                self.store,
+                self.run_id,
+                getattr(self.progress, "note", None),
+                shielded=self.shield is not None,
+            )
         set_total = getattr(self.progress, "set_total", None)
         ran_here = lambda: sum(1 for r in self.records if not r.resumed)  # noqa: E731
         status = "finished"

@@ -139,6 +139,8 @@ class CellContention:
             f"outside processes used {self.mean_outside_pct:.0f}% of one CPU on average"
             f" (max {self.max_outside_pct:.0f}%; {self.names()}), steal {self.mean_steal_pct:.1f}%,"
             f" load average {self.mean_loadavg:.1f}"
+            if math.isfinite(self.mean_outside_pct)
+            else "no outside-CPU evidence (trials shorter than the sampler's first scan)"
         )
         if self.by_wait:
             return (

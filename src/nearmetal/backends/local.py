@@ -213,6 +213,7 @@ class LocalBackend(HostBackend):
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
         host: HostSampler | None = None
+        host_evidence = None
         waiter: WaitSampler | None = None
         wait_evidence = None
         reaped = False
@@ -225,7 +226,7 @@ class LocalBackend(HostBackend):
                 if self.host_interval_s and os.path.exists("/proc/stat"):
                     # evidence, never a reason for a trial to fail (a /proc mounted hidepid, say)
                     with contextlib.suppress(OSError, ValueError):
-                        host = HostSampler(self.host_interval_s).__enter__()
+                        host = HostSampler(self.host_interval_s).start_in_thread()
                 t0 = time.perf_counter()
                 proc, result = self._spawn(spec, trial_dir, files)
 
@@ -260,8 +261,7 @@ class LocalBackend(HostBackend):
             if sampler is not None:
                 sampler.__exit__(None, None, None)
             if host is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    host.__exit__(None, None, None)
+                host_evidence = host.stop_in_thread()
             if proc is not None and not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole tree down before leaving
                 kill_tree(proc.pid, grace_s=1.0)
@@ -293,11 +293,11 @@ class LocalBackend(HostBackend):
                 if bresult.role == "neighbour":
                     error = f"{bresult.label} ended ({bproc.returncode}) before the measured process finished"
         placement = self._placement()
-        if host is not None:
-            evidence = host.evidence()
-            metrics += evidence.metrics()
-            placement["outside"] = evidence.to_dict()
+        if host_evidence is not None:
+            metrics += host_evidence.metrics()
+            placement["outside"] = host_evidence.to_dict()
         if wait_evidence is not None and wait_evidence.samples:
+            wait_evidence.tree_cpu_s = usage.ru_utime + usage.ru_stime
             # beside the outside-CPU evidence: what the trial waited is the verdict, who ran the explanation
             metrics += wait_evidence.metrics()
             placement.setdefault("outside", {}).update(wait_evidence.to_dict())
