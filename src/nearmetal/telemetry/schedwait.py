@@ -227,10 +227,11 @@ class WaitSampler:
                         self._retired_run += old[0]
                         self._retired_wait += old[1]
                     self._last[key] = got
-            if self._stat_path is None:
-                self._stat_path = _cpu_cgroup_stat(self.pid)
-            if self._stat_path is not None:
-                self._throttled = max(self._throttled, throttled_s(self._stat_path))
+            # looked up at every sample: the first may come before the process joined its layer's group
+            stat_path = _cpu_cgroup_stat(self.pid) or self._stat_path
+            if stat_path is not None:
+                self._stat_path = stat_path
+                self._throttled = max(self._throttled, throttled_s(stat_path))
             self.samples += 1
         self._cpu_s += time.thread_time() - cpu0
 
