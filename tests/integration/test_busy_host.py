@@ -163,3 +163,47 @@ def test_a_killed_runs_shield_is_found_and_removed_by_cleanup() -> None:
     cleanup(run_id, include_live=True)
     assert not _cgroup_dirs(run_id)
     shield.group = None
+
+
+@needs_cpu_cgroup
+@needs_tool("stress-ng")
+def test_a_block_whose_trial_waited_far_more_is_run_again(tmp_path: Path) -> None:
+    """The first trial oversubscribes the CPUs itself (4 workers on this run's 2-CPU budget: it waits about half
+    its runnable time), its partners do not: that block is run again and its first trials are left out."""
+    from nearmetal.api import load_results
+    from nearmetal.report.tables import run_header
+
+    marker = tmp_path / "first"
+    marker.touch()
+    script = (
+        f'if rm {marker} 2>/dev/null; then n=4; else n=1; fi; exec stress-ng --cpu "$n" --cpu-method int64'
+        " --timeout 0.6 --quiet"
+    )
+    plan = write_plan(
+        tmp_path,
+        f"""
+        name: repair
+        workloads:
+          w: {{kind: command, params: {{argv: [/bin/sh, -c, '{script}']}}}}
+        variants:
+          a: []
+          b: []
+        baseline: a
+        repeats: 5
+        timeout: 60s
+        """,
+    )
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    run_id = f"repair-{os.getpid()}"
+    nearmetal.run_plan(plan, db=db, workdir=tmp_path / "runs", run_id=run_id, shield=True)
+    results = load_results(run_id, db=db)
+    repaired = (results.run.info or {}).get("repaired") or []
+    assert len(repaired) == 1, [
+        (t.block, t.placement.get("outside", {}).get("cpu_wait_pct")) for t in results.trials
+    ]
+    assert repaired[0]["block"] == 0 and repaired[0]["cpu_wait_pct"] > 30
+    statuses = sorted(t.status for t in results.trials)
+    assert statuses.count("repaired") == 2 and statuses.count("ok") == 10, statuses
+    assert results.trial_counts()["failed"] == 0
+    assert all(results.analysis.metric(c.cell_id, "wall_s").summary.n == 5 for c in results.cells)  # type: ignore[union-attr]
+    assert "run again as block" in dict(run_header(results))["repaired blocks"]

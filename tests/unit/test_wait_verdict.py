@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from nearmetal.analysis.contention import (
     CONTENDED,
@@ -65,3 +66,24 @@ def test_shield_header_line() -> None:
         {"cgroup": "nearmetal-r1-shield", "settings": {"cpu.shares": "262144"}, "io_weight": False}
     )
     assert "nearmetal-r1-shield" in line and "cpu.shares 262144" in line and "no I/O weight" in line
+
+
+def test_plan_shield_and_wait_threshold_and_spec_round_trip() -> None:
+    from nearmetal.plan import Trial, parse_plan_text
+    from nearmetal.trial import TrialSpec
+
+    loaded = parse_plan_text(
+        "name: s\nworkloads: {w: {kind: command, params: {argv: [/bin/true]}}}\nvariants: {a: []}\n"
+        "shield: true\nanalysis: {max_cpu_wait_pct: 15, max_repaired_blocks: 0}\n"
+    )
+    assert loaded.plan.shield is True
+    assert loaded.plan.analysis.max_cpu_wait_pct == 15 and loaded.plan.analysis.max_repaired_blocks == 0
+    spec = TrialSpec.from_trial(Trial(loaded.cells[0], 0), "r1", Path("/tmp/x"), 1)
+    spec.shield = {
+        "parent": "nearmetal-r1-shield",
+        "procs": ["/sys/fs/cgroup/cpu/nearmetal-r1-shield/cgroup.procs"],
+    }
+    assert TrialSpec.from_dict(spec.to_dict()).shield == spec.shield
+    # a spec written before the shield existed still reads
+    old = {k: v for k, v in spec.to_dict().items() if k != "shield"}
+    assert TrialSpec.from_dict(old).shield == {}
