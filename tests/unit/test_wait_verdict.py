@@ -41,13 +41,13 @@ def test_cell_describes_the_wait_and_names_neighbours_in_cpus() -> None:
 
 
 def test_noise_from_placement_with_wait_only_and_with_both() -> None:
-    only_wait = TrialNoise.from_placement({"outside": {"cpu_wait_pct": 12.5}})
-    assert only_wait is not None and only_wait.cpu_wait_pct == 12.5 and math.isnan(only_wait.outside_cpu_pct)
+    only_wait = TrialNoise.from_placement({"outside": {"cpu_wait_pct": 22.5}})
+    assert only_wait is not None and only_wait.cpu_wait_pct == 22.5 and math.isnan(only_wait.outside_cpu_pct)
     assert trial_contended(only_wait)
     both = TrialNoise.from_placement({"outside": {"outside_cpu_pct": 90.0, "cpu_wait_pct": None}})
     assert both is not None and not both.has_wait and trial_contended(both)
     cell = assess_cell([only_wait, both])
-    assert cell.trials == 2 and cell.mean_wait_pct == 12.5
+    assert cell.trials == 2 and cell.mean_wait_pct == 22.5
 
 
 def test_quota_throttling_is_not_interference() -> None:

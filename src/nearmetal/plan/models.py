@@ -132,7 +132,7 @@ class Analysis(StrictModel):
         " and 10 points more) are run again at the end, at most this many and a fifth of the blocks (0: never)",
     )
     max_cpu_wait_pct: float = Field(
-        10.0,
+        20.0,
         gt=0,
         le=100,
         description="share of a trial's runnable time its threads waited for a CPU (cpu_wait_pct, quota"
