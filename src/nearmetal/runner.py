@@ -225,6 +225,8 @@ class Runner:
                 if leftover.name.endswith("/" + shield_name(self.run_id)):
                     leftover.remove()
         self.shield = Shield(self.run_id).create()
+        # the runner's samplers beside the trials, not below them (see Shield.enter)
+        self.shield.enter()
 
     def _run_exists(self) -> bool:
         try:

@@ -26,7 +26,7 @@ from nearmetal.cleanup import find_cgroups
 from nearmetal.run.shield import Shield, shield_name
 from nearmetal.workloads.base import ProcessSpec
 
-BURN = ["stress-ng", "--cpu", "2", "--cpu-method", "int64", "--timeout", "1.5", "--quiet"]
+BURN = ["stress-ng", "--cpu", "1", "--cpu-method", "int64", "--timeout", "1", "--quiet"]
 
 
 def _trial(tmp_path: Path, shield: Shield | None = None) -> dict:
@@ -49,8 +49,9 @@ def _cgroup_dirs(run_id: str) -> list[Path]:
 def test_cpu_wait_is_low_shielded_and_high_beside_a_neighbour_and_the_verdict_follows(tmp_path: Path) -> None:
     run_id = f"wait-{os.getpid()}"
     with Shield(run_id) as shield:
-        # idle-ish: whatever else runs on the host is below the shield's weight (best of two on a busy host)
-        quiet = min((_trial(tmp_path, shield) for _ in range(2)), key=lambda o: o["cpu_wait_pct"])
+        shield.enter()  # as the runner does: its samplers beside the trial, not below the shield's weight
+        # idle-ish: whatever else runs on the host is below the shield's weight (best of three on a busy host)
+        quiet = min((_trial(tmp_path, shield) for _ in range(3)), key=lambda o: o["cpu_wait_pct"] or 100.0)
     neighbour = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "60", "--quiet"])
     try:
         time.sleep(0.3)
@@ -61,8 +62,8 @@ def test_cpu_wait_is_low_shielded_and_high_beside_a_neighbour_and_the_verdict_fo
     assert not _cgroup_dirs(run_id)
     assert quiet["cpu_wait_pct"] < 5, quiet
     assert busy["cpu_wait_pct"] > 30, busy
-    # every thread of the tree was seen: stress-ng's parent and its two workers
-    assert busy["wait_tasks"] >= 3 and busy["cpu_run_s"] > 0.02 and busy["wait_coverage"] >= 0.7, busy
+    # every thread of the tree was seen: stress-ng's parent and its worker
+    assert busy["wait_tasks"] >= 2 and busy["cpu_run_s"] > 0.02 and busy["wait_coverage"] >= 0.7, busy
     assert not trial_contended(TrialNoise.from_placement({"outside": quiet}))  # type: ignore[arg-type]
     assert trial_contended(TrialNoise.from_placement({"outside": busy}))  # type: ignore[arg-type]
 
@@ -70,7 +71,7 @@ def test_cpu_wait_is_low_shielded_and_high_beside_a_neighbour_and_the_verdict_fo
 QUOTA_PLAN = """
     name: shielded-quota
     workloads:
-      burn: {kind: command, params: {argv: [stress-ng, --cpu, "2", --cpu-method, int64, --timeout, "1.5", --quiet]}}
+      burn: {kind: command, params: {argv: [stress-ng, --cpu, "1", --cpu-method, int64, --timeout, "1", --quiet]}}
     variants:
       bare: []
       half: [{layer: cpu-quota, cpus: 0.5}]
@@ -168,7 +169,7 @@ def test_a_killed_runs_shield_is_found_and_removed_by_cleanup() -> None:
 @needs_cpu_cgroup
 @needs_tool("stress-ng")
 def test_a_block_whose_trial_waited_far_more_is_run_again(tmp_path: Path) -> None:
-    """The first trial oversubscribes the CPUs itself (4 workers on this run's 2-CPU budget: it waits about half
+    """The first trial oversubscribes the CPUs itself (4 workers on 2 CPUs: it waits about half
     its runnable time), its partners do not: that block is run again and its first trials are left out."""
     from nearmetal.api import load_results
     from nearmetal.report.tables import run_header
@@ -177,7 +178,7 @@ def test_a_block_whose_trial_waited_far_more_is_run_again(tmp_path: Path) -> Non
     marker.touch()
     script = (
         f'if rm {marker} 2>/dev/null; then n=4; else n=1; fi; exec stress-ng --cpu "$n" --cpu-method int64'
-        " --timeout 0.6 --quiet"
+        " --timeout 1 --quiet"
     )
     plan = write_plan(
         tmp_path,

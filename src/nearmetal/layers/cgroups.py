@@ -351,7 +351,8 @@ class Cgroup:
     def kill_all(self, timeout_s: float = 5.0) -> None:
         """SIGKILL every process still in the group (workloads that escaped their process group)."""
         deadline = time.monotonic() + timeout_s
-        while (pids := self.pids()) and time.monotonic() < deadline:
+        # never this process (a runner that joined the group it removes: run.shield)
+        while (pids := self.pids() - {os.getpid()}) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
