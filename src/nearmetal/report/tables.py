@@ -325,7 +325,8 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         ),
         (
             "trials",
-            f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
+            f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed"
+            + (f", {counts['repaired']} repaired (run again)" if counts.get("repaired") else ""),
         ),
         *skipped_lines(results),
         *preflight_lines(results),
