@@ -34,7 +34,6 @@ from nearmetal.run.records import (
     TrialRecord,
     new_run_id,
 )
-from nearmetal.run.repair import REPAIRED, RepairPolicy, blocks_to_repair, waits_by_block
 from nearmetal.run.repeats import Repeats
 from nearmetal.run.resume import (
     KEPT_ON_RESUME,
@@ -46,7 +45,7 @@ from nearmetal.run.resume import (
     stored_records,
 )
 from nearmetal.run.schedule import schedule
-from nearmetal.run.shield import Shield, shield_name
+from nearmetal.run.shield import Shield, close_shield, open_shield, repair_blocks
 from nearmetal.run.workdir import (
     fresh_trial_dir,
     make_run_dir,
@@ -54,12 +53,10 @@ from nearmetal.run.workdir import (
     new_sqlite_file,
     remove_if_empty,
 )
-from nearmetal.run.writer import JobRecorder, TrialWriter, record_new_run
+from nearmetal.run.writer import JobRecorder, TrialWriter, record_new_run, run_environment
 from nearmetal.store import Store
-from nearmetal.telemetry import capture_environment
 from nearmetal.telemetry.energy import EnergyMeter
 from nearmetal.trial import TrialOutcome, TrialSpec, execute_trial, resources_for
-from nearmetal.workloads import get_workload
 
 
 class Runner:
@@ -104,8 +101,7 @@ class Runner:
         self.resume_state: ResumeState | None = None
         self.index = 0
         self._abort: str | None = None
-        # every trial in a cgroup of the highest CPU weight (run.shield): asked for here or by the plan
-        self.want_shield = shield or bool(getattr(self.plan, "shield", False))
+        self.want_shield = shield or self.plan.shield  # run.shield
         self.shield: Shield | None = None
 
     # trials ------------------------------------------------------------------------------------------
@@ -115,8 +111,7 @@ class Runner:
         spec.resources = resources_for(trial.cell, self.plan)
         # a node measures the trial's energy with the plan's sources (RAPL, NVML, Kepler …)
         spec.energy = self.plan.energy.model_dump(mode="json")
-        if self.shield is not None and self.shield.group is not None:
-            spec.shield = {"parent": self.shield.name, "procs": self.shield.procs_files()}
+        spec.shield = self.shield.spec() if self.shield is not None else {}
         return spec
 
     def store_outcome(self, trial: Trial, outcome: TrialOutcome) -> TrialRecord:
@@ -182,51 +177,11 @@ class Runner:
         lock = runlock.RunLock(self.run_id).acquire()
         try:
             with marked_environment(self.run_id):
-                self._open_shield()
+                self.shield = open_shield(self)  # run.shield: the run's top-weight cgroup, or None
                 return self._run_locked()
         finally:
-            # on every exit path (an error, Ctrl-C, SIGTERM): the shield goes with the run
-            if self.shield is not None:
-                with contextlib.suppress(Exception):
-                    self.shield.remove()
+            close_shield(self.shield)  # on every exit path (an error, Ctrl-C, SIGTERM)
             lock.release()
-
-    def _open_shield(self) -> None:
-        """Create the run's shield when asked for, or when the run being resumed had one."""
-        stored = False
-        if self.resuming:
-            with contextlib.suppress(NearmetalError):
-                stored = bool((self.store.get_run(self.run_id).info or {}).get("shield"))
-            if self.want_shield and not stored:
-                raise NearmetalError(
-                    f"run {self.run_id} was started without a shield and a resumed run keeps how it measured",
-                    fix="drop --shield, or start a new run with --shield",
-                )
-        if not (self.want_shield or stored):
-            return
-        if isinstance(self.backend, RemoteBackend):
-            raise NearmetalError(
-                f"--shield works with the local backend only (this run uses {self.backend.name})",
-                fix="drop --shield; on a cluster, ask the scheduler for whole nodes instead",
-            )
-        rootless = sorted(
-            {c.variant for c in self.loaded.cells if any(x.layer == "rootless" for x in c.layers)}
-        )
-        if rootless:
-            raise NearmetalError(
-                f"--shield cannot hold rootless trials (variants {', '.join(rootless)} run as another user)",
-                fix="drop --shield or the rootless variants",
-            )
-        if self.resuming:
-            # the dead process's shield (SIGKILL leaves it): the lock is ours, so it is no one else's
-            from nearmetal.cleanup import find_cgroups
-
-            for leftover in find_cgroups(self.run_id):
-                if leftover.name.endswith("/" + shield_name(self.run_id)):
-                    leftover.remove()
-        self.shield = Shield(self.run_id).create()
-        # the runner's samplers beside the trials, not below them (see Shield.enter)
-        self.shield.enter()
 
     def _run_exists(self) -> bool:
         try:
@@ -236,22 +191,11 @@ class Runner:
         return True
 
     def _start_run(self) -> None:
-        info = {"backend_options": self.backend.options_record(), "skipped": self.skipped}
-        if self.shield is not None:
-            info["shield"] = self.shield.record()
+        info: dict[str, Any] = {"backend_options": self.backend.options_record(), "skipped": self.skipped}
+        info["shield"] = self.shield.record() if self.shield is not None else None
         record_new_run(self.store, self.loaded, self.run_id, self.run_dir, self.backend.name, self.seed, info)
-        self.store.set_environment(
-            self.run_id, {**self.environment(), "energy.source": self.energy.describe()}
-        )
-
-    def environment(self) -> dict[str, str]:
-        tool_versions: dict[str, str] = {}
-        for kind in {c.kind for c in self.loaded.cells}:
-            with contextlib.suppress(Exception):
-                tool_versions.update(get_workload(kind).tool_versions())
-        plan_path = getattr(self.loaded, "path", None)
-        plan_dir = plan_path.parent if plan_path else None
-        return capture_environment(tool_versions, plan_dir=plan_dir, store_url=self.store.url)
+        environment = run_environment(self.loaded, self.store.url)
+        self.store.set_environment(self.run_id, {**environment, "energy.source": self.energy.describe()})
 
     def _resume(self) -> None:
         """Reopen the stored run: keep its finished trials, tidy what the dead process left, go on."""
@@ -271,13 +215,7 @@ class Runner:
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
         self.progress.start(total, self.plan.name, self.run_id)
         if self.plan.analysis.contention_guard and not isinstance(self.backend, RemoteBackend):
-            contention_preflight(
-                self.loaded,
-                self.store,
-                self.run_id,
-                getattr(self.progress, "note", None),
-                shielded=self.shield is not None,
-            )
+            contention_preflight(self.loaded, self.store, self.run_id, getattr(self.progress, "note", None))
         set_total = getattr(self.progress, "set_total", None)
         ran_here = lambda: sum(1 for r in self.records if not r.resumed)  # noqa: E731
         status = "finished"
@@ -294,7 +232,7 @@ class Runner:
                     for _record in self.run_trials([t for t in trials if t.key not in self.done]):
                         if self._abort:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
-                self._repair_blocks()
+                repair_blocks(self)  # run.repair: uneven blocks run again
             except KeyboardInterrupt:
                 with contextlib.suppress(Exception):
                     self.repeats.store_stop_info(INTERRUPTED)
@@ -307,30 +245,6 @@ class Runner:
                 raise
         self._end(status)
         return RunResult(self.run_id, self.store.url, self.records, status, self.run_dir)
-
-    def _repair_blocks(self) -> None:
-        """Run again, as new blocks, the blocks in which one trial waited for a CPU far more than its
-        partners (``run.repair``); their first trials are kept, marked ``repaired``."""
-        policy = RepairPolicy(max_blocks=self.plan.analysis.max_repaired_blocks)
-        if policy.max_blocks <= 0 or isinstance(self.backend, RemoteBackend):
-            return
-        rows = self.store.trials(self.run_id)
-        done: list[dict[str, Any]] = list((self.store.get_run(self.run_id).info or {}).get("repaired") or [])
-        bad = blocks_to_repair(waits_by_block(rows), policy, {int(d["block"]) for d in done})
-        measured_blocks = [r.block for r in rows if not r.is_warmup]
-        next_block = max([*measured_blocks, *(int(d["rerun_as"]) for d in done)], default=0) + 1
-        for offset, block in enumerate(bad):
-            again = next_block + offset
-            in_block = [r for r in rows if r.block == block.block and not r.is_warmup and r.status == "ok"]
-            ids = {r.cell_id for r in in_block}
-            cells = [c for c in self.loaded.cells if c.cell_id in ids]
-            trials = schedule(cells, self.plan.order, 0, again, 1, self.seed)
-            for _record in self.run_trials([t for t in trials if t.key not in self.done]):
-                if self._abort:
-                    raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
-            self.store.set_trial_status([r.id for r in in_block], REPAIRED)
-            done.append({**block.to_dict(), "rerun_as": again})
-            self.store.update_run_info(self.run_id, {"repaired": done})
 
     def _end(self, status: str, detail: dict[str, Any] | None = None) -> None:
         sweep(self.store, self.run_id, "end of run")
@@ -356,8 +270,7 @@ def run_plan(
 ) -> RunResult:
     """Run a plan and store every trial. The library entry point under ``nearmetal run``.
     ``allow_paths``: places outside the run's directory the plan may write (fio.directory …);
-    ``allow_large``: run even when the plan asks for more than the machine has; ``shield``: every trial in
-    a cgroup of the highest CPU weight (``run.shield``; also the plan's ``shield: true``)."""
+    ``allow_large``: run even when the plan asks for more than the machine has; ``shield``: run.shield."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)

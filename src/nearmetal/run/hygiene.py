@@ -21,13 +21,16 @@ def contention_preflight(
     store: Store,
     run_id: str,
     note: Callable[[str], None] | None = None,
-    shielded: bool = False,
+    shielded: bool | None = None,
 ) -> None:
     """A CPU study (``analysis.contention_guard``) first measures what else uses the CPU for a second: a busy
     host is named before an hour of trials, and the reading is stored as a ``contention-preflight`` event.
     The per-trial evidence (``telemetry.contention``) decides the verdicts; this only warns."""
     from nearmetal.telemetry.contention import measure_host
 
+    if shielded is None:  # the run's record says (run.shield)
+        with contextlib.suppress(Exception):
+            shielded = bool((store.get_run(run_id).info or {}).get("shield"))
     try:
         evidence = measure_host(PREFLIGHT_S, run_id=run_id)
     except OSError:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 REPAIRED = "repaired"  # the stored status of a trial whose block was run again
 
@@ -92,3 +93,30 @@ def waits_by_block(trials: Iterable[object]) -> dict[int, dict[str, float]]:
             continue
         out.setdefault(int(block), {})[str(t.cell_id)] = float(wait)  # type: ignore[attr-defined]
     return out
+
+
+def repair_blocks(
+    store: Any, run_id: str, loaded: Any, seed: int, run_blocks: Callable[[list[Any]], None], backend: Any
+) -> None:
+    """After the run's last block: run the uneven blocks again as new blocks (``run_blocks`` runs and stores
+    trials), then mark their first trials ``repaired`` and record each in the run's ``info["repaired"]``."""
+    from nearmetal.backends.base import RemoteBackend
+    from nearmetal.run.schedule import schedule
+
+    policy = RepairPolicy(max_blocks=loaded.plan.analysis.max_repaired_blocks)
+    if policy.max_blocks <= 0 or isinstance(backend, RemoteBackend):
+        return
+    rows = store.trials(run_id)
+    done: list[dict[str, Any]] = list((store.get_run(run_id).info or {}).get("repaired") or [])
+    bad = blocks_to_repair(waits_by_block(rows), policy, {int(d["block"]) for d in done})
+    measured_blocks = [r.block for r in rows if not r.is_warmup]
+    next_block = max([*measured_blocks, *(int(d["rerun_as"]) for d in done)], default=0) + 1
+    for offset, block in enumerate(bad):
+        again = next_block + offset
+        in_block = [r for r in rows if r.block == block.block and not r.is_warmup and r.status == "ok"]
+        ids = {r.cell_id for r in in_block}
+        cells = [c for c in loaded.cells if c.cell_id in ids]
+        run_blocks(schedule(cells, loaded.plan.order, 0, again, 1, seed))
+        store.set_trial_status([r.id for r in in_block], REPAIRED)
+        done.append({**block.to_dict(), "rerun_as": again})
+        store.update_run_info(run_id, {"repaired": done})

@@ -103,6 +103,11 @@ class Shield:
         self.leaf = path / f"{self.name}-trials"
         self.leaf.mkdir()
 
+    def spec(self) -> dict[str, Any]:
+        """What a trial needs (``TrialSpec.shield``): the group its layers' cgroups go inside, and the
+        cgroup.procs files each process joins first."""
+        return {"parent": self.name, "procs": self.procs_files()} if self.group is not None else {}
+
     def procs_files(self) -> list[str]:
         if self.group is None:
             return []
@@ -166,6 +171,70 @@ class Shield:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def open_shield(runner: Any) -> Shield | None:
+    """The shield of ``runner``'s run when asked for, or when the run being resumed had one (None otherwise);
+    the runner joins it. A resumed run keeps how it measured; the local backend only; no rootless variants."""
+    from nearmetal.backends.base import RemoteBackend
+    from nearmetal.errors import NearmetalError
+
+    run_id, store, loaded, backend = runner.run_id, runner.store, runner.loaded, runner.backend
+    wanted, resuming = runner.want_shield, runner.resuming
+    stored = False
+    if resuming:
+        with contextlib.suppress(NearmetalError):
+            stored = bool((store.get_run(run_id).info or {}).get("shield"))
+        if wanted and not stored:
+            raise NearmetalError(
+                f"run {run_id} was started without a shield and a resumed run keeps how it measured",
+                fix="drop --shield, or start a new run with --shield",
+            )
+    if not (wanted or stored):
+        return None
+    if isinstance(backend, RemoteBackend):
+        raise NearmetalError(
+            f"--shield works with the local backend only (this run uses {backend.name})",
+            fix="drop --shield; on a cluster, ask the scheduler for whole nodes instead",
+        )
+    rootless = sorted({c.variant for c in loaded.cells if any(x.layer == "rootless" for x in c.layers)})
+    if rootless:
+        raise NearmetalError(
+            f"--shield cannot hold rootless trials (variants {', '.join(rootless)} run as another user)",
+            fix="drop --shield or the rootless variants",
+        )
+    if resuming:
+        # the dead process's shield (SIGKILL leaves it): the run's lock is held, so it is no one else's
+        from nearmetal.cleanup import find_cgroups
+
+        for leftover in find_cgroups(run_id):
+            if leftover.name.endswith("/" + shield_name(run_id)):
+                leftover.remove()
+    shield = Shield(run_id).create()
+    # the runner's samplers beside the trials, not below them (see Shield.enter)
+    shield.enter()
+    return shield
+
+
+def close_shield(shield: Shield | None) -> None:
+    """Remove the run's shield (the runner moves out first); never raises: the run's own outcome counts."""
+    if shield is not None:
+        with contextlib.suppress(Exception):
+            shield.remove()
+
+
+def repair_blocks(runner: Any) -> None:
+    """``run.repair.repair_blocks`` for a runner (kept here so the runner stays short)."""
+    from nearmetal.run.repair import repair_blocks as repair
+
+    def run_blocks(trials: list[Any]) -> None:
+        from nearmetal.errors import NearmetalError
+
+        for _record in runner.run_trials([t for t in trials if t.key not in runner.done]):
+            if runner._abort:
+                raise NearmetalError(f"run {runner.run_id} stopped: {runner._abort}")
+
+    repair(runner.store, runner.run_id, runner.loaded, runner.seed, run_blocks, runner.backend)
 
 
 def _own_cgroups() -> dict[str, str]:
