@@ -209,7 +209,7 @@ def contention_warning(cell_key: str, cell: CellContention, guard: bool) -> str 
     if not cell.is_contended:
         return None
     consequence = (
-        "its comparisons are not interpretable (stop those programs, or run on an idle host)"
+        "its comparisons are not interpretable (run with --shield, stop those programs, or run on an idle host)"
         if guard
         else "its loss may be noise, not the layer"
     )
