@@ -192,6 +192,7 @@ def test_a_block_whose_trial_waited_far_more_is_run_again(tmp_path: Path) -> Non
         baseline: a
         repeats: 5
         timeout: 60s
+        analysis: {{max_repaired_blocks: 2}}
         """,
     )
     db = f"sqlite:///{tmp_path / 'r.db'}"

@@ -58,6 +58,11 @@ def test_quota_throttling_is_not_interference() -> None:
     # throttling read larger than the wait (another CPU's throttled period): never negative
     assert WaitEvidence(1.0, 0.1, 0.5, 1, 1, 1.0).cpu_wait_pct == 0.0
     assert {m.name for m in ev.metrics()} >= {"cpu_wait_pct", "cpu_wait_s"}
+    # runnable for 4 ms (a sleep, a ping): its share is chance, not evidence
+    assert math.isnan(WaitEvidence(0.002, 0.002, 0.0, 1, 3, 0.5).cpu_wait_pct)
+    # samples that saw a third of the tree's CPU time (threads that ended between them): not trusted
+    short_sighted = WaitEvidence(1.0, 0.5, 0.0, 2, 3, 2.0, tree_cpu_s=3.0)
+    assert short_sighted.coverage == 1 / 3 and math.isnan(short_sighted.cpu_wait_pct)
 
 
 def test_shield_header_line() -> None:

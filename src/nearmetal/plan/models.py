@@ -125,11 +125,12 @@ class Analysis(StrictModel):
         " trial counts as contended when it has no wait evidence (records from before cpu_wait_pct)",
     )
     max_repaired_blocks: int = Field(
-        2,
+        0,
         ge=0,
         le=100,
         description="blocks in which one trial waited for a CPU far more than its partners (3× their median"
-        " and 10 points more) are run again at the end, at most this many and a fifth of the blocks (0: never)",
+        " and 10 points more) are run again at the end, at most this many and a fifth of the blocks (0: never;"
+        " the cpu-quota study: 2)",
     )
     max_cpu_wait_pct: float = Field(
         20.0,

@@ -87,7 +87,7 @@ def waits_by_block(trials: Iterable[object]) -> dict[int, dict[str, float]]:
         if getattr(t, "status", None) != "ok" or getattr(t, "is_warmup", False):
             continue
         outside = (getattr(t, "placement", None) or {}).get("outside") or {}
-        wait = outside.get("cpu_wait_pct")
+        wait = outside.get("cpu_wait_pct")  # None where too short to tell (telemetry.schedwait)
         block = getattr(t, "block", None)
         if wait is None or block is None:
             continue

@@ -38,6 +38,7 @@ SAMPLER_NICE = -10
 # below this share of the tree's CPU time (rusage) seen in the samples, the wait is not trusted: the sampler
 # missed threads that ended between its samples (``coverage`` in the evidence)
 MIN_COVERAGE = 0.7
+MIN_RUNNABLE_S = 0.1
 
 
 def read_schedstat(path: str) -> tuple[int, int] | None:
@@ -126,7 +127,9 @@ class WaitEvidence:
 
     @property
     def trusted(self) -> bool:
-        return not (self.coverage < MIN_COVERAGE)
+        """Enough runnable time for a share to mean something (a trial that was runnable for a few
+        milliseconds — a sleep, a ping — waits 50% by chance) and samples that saw most of it."""
+        return self.run_s + self.contended_wait_s >= MIN_RUNNABLE_S and not (self.coverage < MIN_COVERAGE)
 
     @property
     def contended_wait_s(self) -> float:
