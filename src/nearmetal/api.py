@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -267,6 +268,11 @@ class Results:
 
     # --- contention: what else used the CPU while each cell ran (issue 16 item 9, issue 17 item 3) ------
     @property
+    def shield(self) -> dict[str, Any] | None:
+        """The run's shield (``run.shield``: every trial in a top-weight cgroup), None when it had none."""
+        return (self.run.info or {}).get("shield") or None
+
+    @property
     def contention_guard(self) -> bool:
         return bool((self.plan.get("analysis") or {}).get("contention_guard", False))
 
@@ -278,13 +284,28 @@ class Results:
                 "max_outside_cpu_pct", contention_analysis.DEFAULT_MAX_OUTSIDE_CPU_PCT
             )
         )
+        wait_threshold = float(
+            (self.plan.get("analysis") or {}).get(
+                "max_cpu_wait_pct", contention_analysis.DEFAULT_MAX_CPU_WAIT_PCT
+            )
+        )
         noises: dict[str, list[contention_analysis.TrialNoise | None]] = {}
+        seconds: dict[str, float] = {}
         for t in self.trials:
             if t.status == "ok" and not t.is_warmup:
                 noises.setdefault(t.cell_id, []).append(
                     contention_analysis.TrialNoise.from_placement(t.placement)
                 )
-        out = {cid: contention_analysis.assess_cell(n, threshold) for cid, n in noises.items()}
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    seconds[t.cell_id] = seconds.get(t.cell_id, 0.0) + float(
+                        ((t.placement or {}).get("outside") or {}).get("seconds") or 0.0
+                    )
+        out = {
+            cid: contention_analysis.assess_cell(
+                n, threshold, wait_threshold, seconds=seconds.get(cid) or math.nan
+            )
+            for cid, n in noises.items()
+        }
         return {cid: c for cid, c in out.items() if c.trials}
 
     def contention_verdict(self, cell: CellInfo) -> str | None:
@@ -325,7 +346,8 @@ class Results:
         return {
             "measured_ok": sum(n for (status, warm), n in counts.items() if status == "ok" and not warm),
             "warmup": sum(n for (_, warm), n in counts.items() if warm),
-            "failed": sum(n for (status, _), n in counts.items() if status != "ok"),
+            "failed": sum(n for (status, _), n in counts.items() if status not in ("ok", "repaired")),
+            "repaired": sum(n for (status, _), n in counts.items() if status == "repaired"),
         }
 
     def failed_trials(self, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
@@ -394,6 +416,7 @@ class Results:
                     contended_trials=noise.contended,
                     contended=noise.is_contended,
                     outside_processes=[name for name, _ in noise.top[:5]],
+                    cpu_wait_pct=noise.mean_wait_pct if noise.by_wait else None,
                 )
             rows.append(row)
         return rows

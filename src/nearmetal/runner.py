@@ -46,6 +46,7 @@ from nearmetal.run.resume import (
     stored_records,
 )
 from nearmetal.run.schedule import schedule
+from nearmetal.run.shield import Shield, close_shield, open_shield, repair_blocks
 from nearmetal.run.workdir import (
     fresh_trial_dir,
     make_run_dir,
@@ -53,12 +54,10 @@ from nearmetal.run.workdir import (
     new_sqlite_file,
     remove_if_empty,
 )
-from nearmetal.run.writer import JobRecorder, TrialWriter, record_new_run
+from nearmetal.run.writer import JobRecorder, TrialWriter, record_new_run, run_environment
 from nearmetal.store import Store
-from nearmetal.telemetry import capture_environment
 from nearmetal.telemetry.energy import EnergyMeter
 from nearmetal.trial import TrialOutcome, TrialSpec, execute_trial, resources_for
-from nearmetal.workloads import get_workload
 
 
 class Runner:
@@ -73,6 +72,7 @@ class Runner:
         seed: int | None = None,
         resume: bool = False,
         allow: Allowances = Allowances(),
+        shield: bool = False,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
@@ -102,6 +102,8 @@ class Runner:
         self.resume_state: ResumeState | None = None
         self.index = 0
         self._abort: str | None = None
+        self.want_shield = shield or self.plan.shield  # run.shield
+        self.shield: Shield | None = None
 
     # trials ------------------------------------------------------------------------------------------
     def trial_spec(self, trial: Trial) -> TrialSpec:
@@ -110,6 +112,7 @@ class Runner:
         spec.resources = resources_for(trial.cell, self.plan)
         # a node measures the trial's energy with the plan's sources (RAPL, NVML, Kepler …)
         spec.energy = self.plan.energy.model_dump(mode="json")
+        spec.shield = self.shield.spec() if self.shield is not None else {}
         return spec
 
     def store_outcome(self, trial: Trial, outcome: TrialOutcome) -> TrialRecord:
@@ -173,8 +176,10 @@ class Runner:
         lock = runlock.RunLock(self.run_id).acquire()
         try:
             with marked_environment(self.run_id):
+                self.shield = open_shield(self)  # run.shield: the run's top-weight cgroup, or None
                 return self._run_locked()
         finally:
+            close_shield(self.shield)  # on every exit path (an error, Ctrl-C, SIGTERM)
             lock.release()
             if self.run_dir_fd is not None:
                 os.close(self.run_dir_fd)
@@ -188,20 +193,11 @@ class Runner:
         return True
 
     def _start_run(self) -> None:
-        info = {"backend_options": self.backend.options_record(), "skipped": self.skipped}
+        info: dict[str, Any] = {"backend_options": self.backend.options_record(), "skipped": self.skipped}
+        info["shield"] = self.shield.record() if self.shield is not None else None
         record_new_run(self.store, self.loaded, self.run_id, self.run_dir, self.backend.name, self.seed, info)
-        self.store.set_environment(
-            self.run_id, {**self.environment(), "energy.source": self.energy.describe()}
-        )
-
-    def environment(self) -> dict[str, str]:
-        tool_versions: dict[str, str] = {}
-        for kind in {c.kind for c in self.loaded.cells}:
-            with contextlib.suppress(Exception):
-                tool_versions.update(get_workload(kind).tool_versions())
-        plan_path = getattr(self.loaded, "path", None)
-        plan_dir = plan_path.parent if plan_path else None
-        return capture_environment(tool_versions, plan_dir=plan_dir, store_url=self.store.url)
+        environment = run_environment(self.loaded, self.store.url)
+        self.store.set_environment(self.run_id, {**environment, "energy.source": self.energy.describe()})
 
     def _resume(self) -> None:
         """Reopen the stored run: keep its finished trials, tidy what the dead process left, go on."""
@@ -238,6 +234,7 @@ class Runner:
                     for _record in self.run_trials([t for t in trials if t.key not in self.done]):
                         if self._abort:
                             raise NearmetalError(f"run {self.run_id} stopped: {self._abort}")
+                repair_blocks(self)  # run.repair: uneven blocks run again
             except KeyboardInterrupt:
                 with contextlib.suppress(Exception):
                     self.repeats.store_stop_info(INTERRUPTED)
@@ -270,14 +267,18 @@ def run_plan(
     backend: Backend | None = None,
     run_id: str | None = None,
     allow: Allowances = Allowances(),
+    shield: bool = False,
 ) -> RunResult:
     """Run a plan and store every trial (the library entry point under ``nearmetal run``). ``allow``: what
-    the command line allowed (--allow-path, --allow-large, --allow-shared-workdir, --allow-network)."""
+    the command line allowed (--allow-path, --allow-large, --allow-shared-workdir, --allow-network);
+    ``shield``: run every trial in one top-weight cgroup (``run.shield``)."""
     loaded = plan if isinstance(plan, LoadedPlan) else load_plan(plan)
     new_file = new_sqlite_file(db)
     store = Store(db)
     try:
-        return Runner(loaded, store, Path(workdir), backend, progress, run_id, seed, allow=allow).run()
+        return Runner(
+            loaded, store, Path(workdir), backend, progress, run_id, seed, allow=allow, shield=shield
+        ).run()
     except BaseException:
         if new_file is not None:
             remove_if_empty(store, new_file)
@@ -294,6 +295,7 @@ def resume_run(
     progress: Progress | None = None,
     backend: Backend | None = None,
     allow: Allowances = Allowances(),
+    shield: bool = False,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
@@ -321,6 +323,7 @@ def resume_run(
             seed=run.seed,
             resume=True,
             allow=allow,
+            shield=shield,
         )
         return runner.run()
     finally:

@@ -60,6 +60,9 @@ class TrialSpec:
     mpi: str = "mpirun"
     # the plan's energy: section (telemetry.energy.EnergyConfig), so a node measures with the same sources
     energy: dict[str, Any] = field(default_factory=dict)
+    # the run's shield (run.shield): {"parent": group name the layers' cgroups go inside, "procs": the
+    # cgroup.procs files every process joins first}; {} without one
+    shield: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
 
     @classmethod
@@ -256,7 +259,9 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
         trial_key=spec.trial_key,
         trial_dir=trial_dir,
         endpoints={"server_host": "127.0.0.1"},
+        cgroup_parent=str(spec.shield.get("parent", "")),
     )
+    shield_procs = [Path(p) for p in spec.shield.get("procs", ())]
     wctx = WorkloadContext(
         trial_dir=trial_dir,
         is_root=ctx.is_root,
@@ -287,6 +292,9 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
             processes = [*ctx.background, *workload.processes(cell.params, wctx)]
             for layer in layers:
                 processes = [layer.wrap(p, ctx) for p in processes]
+            for process in processes:
+                # the shield first: a layer's group (inside the shield) then takes the process further down
+                process.cgroup_procs[:0] = shield_procs
             with energy.measure() as reading:
                 execution = backend.execute(processes, trial_dir, cell.timeout)
             cpu_s = next((m.value for m in execution.metrics if m.name == "cpu_s"), None)

@@ -29,6 +29,8 @@ from nearmetal.safefs import nofollow_opener
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
 from nearmetal.telemetry.process import _MAXRSS_TO_MIB
+from nearmetal.telemetry.schedwait import DEFAULT_INTERVAL_S as WAIT_INTERVAL_S
+from nearmetal.telemetry.schedwait import WaitSampler
 from nearmetal.workloads.base import ProcessSpec
 
 # Joins a process to cgroups before it execs its program. The script is a constant; the cgroup files and
@@ -80,11 +82,16 @@ class LocalBackend(HostBackend):
     name = "local"
 
     def __init__(
-        self, sample_interval_s: float | None = 1.0, host_interval_s: float | None = DEFAULT_INTERVAL_S
+        self,
+        sample_interval_s: float | None = 1.0,
+        host_interval_s: float | None = DEFAULT_INTERVAL_S,
+        wait_interval_s: float | None = WAIT_INTERVAL_S,
     ) -> None:
         self.sample_interval_s = sample_interval_s
         # what else used the CPU during the trial (telemetry.contention); None turns it off
         self.host_interval_s = host_interval_s
+        # how long the trial's threads waited for a CPU (telemetry.schedwait); None turns it off
+        self.wait_interval_s = wait_interval_s
 
     def _spawn(
         self,
@@ -208,6 +215,9 @@ class LocalBackend(HostBackend):
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
         host: HostSampler | None = None
+        host_evidence = None
+        waiter: WaitSampler | None = None
+        wait_evidence = None
         reaped = False
         # from here on an interrupt (SIGTERM to the runner right after the workload started, as a busy
         # host makes likely) must reach the finally below, or the process would outlive the run
@@ -218,7 +228,7 @@ class LocalBackend(HostBackend):
                 if self.host_interval_s and os.path.exists("/proc/stat"):
                     # evidence, never a reason for a trial to fail (a /proc mounted hidepid, say)
                     with contextlib.suppress(OSError, ValueError):
-                        host = HostSampler(self.host_interval_s).__enter__()
+                        host = HostSampler(self.host_interval_s).start_in_thread()
                 t0 = time.perf_counter()
                 proc, result = self._spawn(spec, trial_dir, files)
 
@@ -232,17 +242,28 @@ class LocalBackend(HostBackend):
                 if self.sample_interval_s:
                     sampler = TreeSampler(proc.pid, self.sample_interval_s)
                     sampler.__enter__()
+                if self.wait_interval_s and os.path.exists(f"/proc/{proc.pid}/schedstat"):
+                    waiter = WaitSampler(proc.pid, self.wait_interval_s).start()
+            if waiter is not None:
+                # exited but not reaped: the tree's last counters are still there to read
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                wall_s = time.perf_counter() - t0
+                with contextlib.suppress(OSError, ValueError):
+                    waiter.sample()
             _, status, usage = os.wait4(proc.pid, 0)
             reaped = True
-            wall_s = time.perf_counter() - t0
+            if waiter is None:
+                wall_s = time.perf_counter() - t0
         finally:
             if timer is not None:
                 timer.cancel()
+            if waiter is not None:
+                wait_evidence = waiter.stop()
             if sampler is not None:
                 sampler.__exit__(None, None, None)
             if host is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    host.__exit__(None, None, None)
+                host_evidence = host.stop_in_thread()
             if proc is not None and not reaped:
                 # interrupted (Ctrl-C, SIGTERM to the runner): take the whole tree down before leaving
                 kill_tree(proc.pid, grace_s=1.0)
@@ -274,10 +295,14 @@ class LocalBackend(HostBackend):
                 if bresult.role == "neighbour":
                     error = f"{bresult.label} ended ({bproc.returncode}) before the measured process finished"
         placement = self._placement()
-        if host is not None:
-            evidence = host.evidence()
-            metrics += evidence.metrics()
-            placement["outside"] = evidence.to_dict()
+        if host_evidence is not None:
+            metrics += host_evidence.metrics()
+            placement["outside"] = host_evidence.to_dict()
+        if wait_evidence is not None and wait_evidence.samples:
+            wait_evidence.tree_cpu_s = usage.ru_utime + usage.ru_stime
+            # beside the outside-CPU evidence: what the trial waited is the verdict, who ran the explanation
+            metrics += wait_evidence.metrics()
+            placement.setdefault("outside", {}).update(wait_evidence.to_dict())
         if started:
             # the evidence that every background process (a co-located neighbour) was running from
             # before the measured process started until after it ended

@@ -153,6 +153,14 @@ ImageOption = Annotated[
         help="kubernetes: image with the workload programs (nearmetal image build makes one)",
     ),
 ]
+ShieldOption = Annotated[
+    bool,
+    typer.Option(
+        "--shield",
+        help="every trial (baseline included) in a cgroup of the highest CPU and I/O weight, above the layers'"
+        " cgroups (a quota still binds): conclusive on a busy host; recorded on the run (local backend, root)",
+    ),
+]
 AllowLargeOption = Annotated[
     bool,
     typer.Option(
@@ -249,6 +257,7 @@ def run_plan_command(
     fail_above: str | None = None,
     allow_shared_workdir: bool = False,
     allow_network: bool = False,
+    shield: bool = False,
 ) -> None:
     """Run a plan, or (``resume``) continue a stored run, optionally checking ``plan`` is its plan.
     ``junit``: write the verdicts as JUnit XML there; ``fail_above``: exit 3 when a loss lies wholly above it.
@@ -289,6 +298,7 @@ def run_plan_command(
                 workdir=workdir,
                 progress=progress,
                 allow=allow,
+                shield=shield,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -303,6 +313,7 @@ def run_plan_command(
                 run_id=run_id,
                 backend=make_backend(backend, loaded.plan, **(backend_options or {})),
                 allow=allow,
+                shield=shield,
             )
     except RunInterrupted as exc:
         err_console.print(

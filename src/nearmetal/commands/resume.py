@@ -13,6 +13,7 @@ from nearmetal.commands.common import (
     AllowSharedWorkdirOption,
     DbOption,
     OptionalWorkdirOption,
+    ShieldOption,
     app,
     run_plan_command,
 )
@@ -29,6 +30,7 @@ def resume(
     allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
     allow_network: AllowNetworkOption = False,
+    shield: ShieldOption = False,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
     cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
@@ -44,4 +46,5 @@ def resume(
         allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
         allow_network=allow_network,
+        shield=shield,
     )

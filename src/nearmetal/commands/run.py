@@ -24,6 +24,7 @@ from nearmetal.commands.common import (
     OptionalWorkdirOption,
     ParallelOption,
     PartitionOption,
+    ShieldOption,
     TimeOption,
     app,
     backend_options,
@@ -69,6 +70,7 @@ def run(
     junit: JunitOption = None,
     fail_above: FailAboveOption = None,
     allow_network: AllowNetworkOption = False,
+    shield: ShieldOption = False,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -102,6 +104,7 @@ def run(
         junit=junit,
         fail_above=fail_above,
         allow_network=allow_network,
+        shield=shield,
     )
 
 
@@ -166,6 +169,7 @@ def study(
     junit: JunitOption = None,
     fail_above: FailAboveOption = None,
     allow_network: AllowNetworkOption = False,
+    shield: ShieldOption = False,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -201,4 +205,5 @@ def study(
         junit=junit,
         fail_above=fail_above,
         allow_network=allow_network,
+        shield=shield,
     )

@@ -62,6 +62,8 @@ class TrialContext:
     # host objects a fault can be aimed at, by name ("cluster:c1", "link:c1", "lb"): a topology layer
     # registers them (``layers/targets.py``), the fault layer resolves them
     targets: dict[str, Any] = field(default_factory=dict)
+    # the group a layer's own cgroup goes inside (the run's shield, ``run.shield``): "" for the top level
+    cgroup_parent: str = ""
 
     def add_event(self, kind: str, detail: dict[str, Any] | None = None, at: float | None = None) -> None:
         import time
@@ -73,6 +75,12 @@ class TrialContext:
     def host_name(self, *parts: str) -> str:
         """A name for a host object that carries the run id, so leftovers can be traced to their run."""
         return "-".join([HOST_PREFIX, self.run_id, self.trial_key, *parts])
+
+    def cgroup_name(self, *parts: str) -> str:
+        """``host_name`` for a cgroup: inside ``cgroup_parent`` when the run has one (its shield), so the
+        layer's limits nest under the shield's weight and still bind."""
+        name = self.host_name(*parts)
+        return f"{self.cgroup_parent}/{name}" if self.cgroup_parent else name
 
 
 class Layer(ABC):

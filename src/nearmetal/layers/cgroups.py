@@ -115,7 +115,7 @@ class CgroupV1(CgroupHierarchy):
         )
 
     def create(self, name: str, controllers: list[str]) -> Cgroup:
-        dirs = {c: self.mount_of(c) / name for c in controllers}
+        dirs = {c: nested(self.mount_of(c), name) for c in controllers}
         return _mkdirs(self.version, dirs)
 
     def parent_cpuset(self) -> tuple[str, str]:
@@ -132,8 +132,12 @@ class CgroupV2(CgroupHierarchy):
 
     def create(self, name: str, controllers: list[str]) -> Cgroup:
         v2_controllers = [c for c in controllers if c != "cpuacct"]  # cpu.stat carries usage in v2
+        path = nested(self.root, name)
         self._enable(v2_controllers)
-        path = self.root / name
+        # a group nested in another (a layer's group inside the run's shield) needs the controllers
+        # enabled in every group above it too
+        for parent in reversed(path.relative_to(self.root).parents[:-1]):
+            self._enable(v2_controllers, self.root / parent)
         return _mkdirs(self.version, {c: path for c in [*v2_controllers, "cpuacct"] if c in controllers})
 
     def parent_cpuset(self) -> tuple[str, str]:
@@ -142,8 +146,8 @@ class CgroupV2(CgroupHierarchy):
         mems = _first_existing(self.root, ("cpuset.mems.effective", "cpuset.mems"))
         return cpus, mems
 
-    def _enable(self, controllers: list[str]) -> None:
-        control = self.root / "cgroup.subtree_control"
+    def _enable(self, controllers: list[str], group: Path | None = None) -> None:
+        control = (group or self.root) / "cgroup.subtree_control"
         try:
             enabled = set(_read(control).split())
         except FileNotFoundError:
@@ -157,6 +161,16 @@ class CgroupV2(CgroupHierarchy):
                     f"cannot enable {missing} in {control}: {exc.strerror}",
                     fix="run as root, or delegate these controllers to nearmetal's cgroup",
                 ) from None
+
+
+def nested(mount: Path, name: str) -> Path:
+    """Where group ``name`` goes under a hierarchy's ``mount``: a name ``parent/leaf`` nests under the parent
+    group when the parent exists in this hierarchy (the run's shield, see ``run.shield``), else the leaf goes
+    at the top, as without a parent (a v1 hierarchy the parent was not created in, such as cpuset)."""
+    parent, _, leaf = name.rpartition("/")
+    if not parent:
+        return mount / name
+    return mount / name if (mount / parent).is_dir() else mount / leaf
 
 
 def _first_existing(directory: Path, names: tuple[str, ...]) -> str:
@@ -337,7 +351,8 @@ class Cgroup:
     def kill_all(self, timeout_s: float = 5.0) -> None:
         """SIGKILL every process still in the group (workloads that escaped their process group)."""
         deadline = time.monotonic() + timeout_s
-        while (pids := self.pids()) and time.monotonic() < deadline:
+        # never this process (a runner that joined the group it removes: run.shield)
+        while (pids := self.pids() - {os.getpid()}) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)

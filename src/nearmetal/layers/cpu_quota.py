@@ -55,7 +55,7 @@ class CpuQuotaLayer(Layer):
 
     def setup(self, ctx: TrialContext) -> None:
         hierarchy = self.hierarchy()
-        self.group = hierarchy.create(ctx.host_name("cpu"), ["cpu", "cpuacct"])
+        self.group = hierarchy.create(ctx.cgroup_name("cpu"), ["cpu", "cpuacct"])
         quota_us, period_us = self.group.set_cpu_quota(self.config.cpus, self.config.period_us)
         ctx.placement["cpu_quota"] = {
             "cgroup_version": hierarchy.version,

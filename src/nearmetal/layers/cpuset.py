@@ -111,7 +111,7 @@ class CpusetLayer(Layer):
         parent_cpus, parent_mems = hierarchy.parent_cpuset()
         cpus = choose_cpus(self.config.cpus, cgroups.parse_cpu_list(parent_cpus))
         mems = self.config.mems or parent_mems
-        self.group = hierarchy.create(ctx.host_name("cpuset"), ["cpuset"])
+        self.group = hierarchy.create(ctx.cgroup_name("cpuset"), ["cpuset"])
         self.group.set_cpuset(cgroups.format_cpu_list(cpus), mems)
         ctx.placement["cpuset"] = {
             "cgroup_version": hierarchy.version,

@@ -121,14 +121,30 @@ class Analysis(StrictModel):
     )
     contention_guard: bool = Field(
         False,
-        description="a comparison whose variant or baseline ran while outside processes took more than"
-        " max_outside_cpu_pct of one CPU gets the verdict 'contended — not interpretable' (CPU studies)",
+        description="a comparison whose variant or baseline waited for the CPU more than max_cpu_wait_pct of"
+        " its runnable time gets the verdict 'contended — not interpretable' (CPU studies)",
     )
     max_outside_cpu_pct: float = Field(
         25.0,
         gt=0,
         description="outside CPU use (plus steal), % of one CPU on average over a trial, above which the"
-        " trial counts as contended (shown in every table; the verdict changes only with contention_guard)",
+        " trial counts as contended when it has no wait evidence (records from before cpu_wait_pct)",
+    )
+    max_repaired_blocks: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="blocks in which one trial waited for a CPU far more than its partners (3× their median"
+        " and 10 points more) are run again at the end, at most this many and a fifth of the blocks (0: never;"
+        " the cpu-quota study: 2)",
+    )
+    max_cpu_wait_pct: float = Field(
+        20.0,
+        gt=0,
+        le=100,
+        description="share of a trial's runnable time its threads waited for a CPU (cpu_wait_pct, quota"
+        " throttling excluded) above which the trial counts as contended (the verdict changes only with"
+        " contention_guard)",
     )
     primary_metric: dict[str, str] = Field(
         default_factory=dict,
@@ -227,6 +243,11 @@ def plan_model() -> type[BaseModel]:
             None, ge=0, le=MAX_SEED, description="seed for trial order and resampling (recorded)"
         )
         analysis: Analysis = Field(default_factory=Analysis)
+        shield: bool = Field(
+            False,
+            description="every trial (baseline included) in a cgroup of the highest CPU and I/O weight, above"
+            " the layers' own cgroups (a quota still binds): conclusive on a busy host (local backend, root)",
+        )
         energy: EnergyConfig = Field(
             default_factory=EnergyConfig,
             description="energy sources per trial and the carbon footprint's factors",

@@ -27,6 +27,8 @@ CONTEXT_COLUMNS: list[tuple[str, str]] = [
     # the noise evidence of each cell (telemetry.contention): CPU that processes outside the run used while
     # its trials ran, in % of one CPU; what made a cell contended is named in the notes
     ("outside_cpu_pct", "outside CPU %"),
+    # the trial's own wait for a CPU, % of its runnable time (telemetry.schedwait): what the verdict uses
+    ("cpu_wait_pct", "CPU wait %"),
 ]
 # columns shown for cells of one workload kind only: (metric, header)
 KIND_COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -229,6 +231,8 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
             )
             sig.append(None if comp is None or verdict.startswith("contended") else comp.loss.significant)
         title = f"{workload}" + (f" ({point})" if point else "") + f": {name}"
+        if results.shield:
+            title += " · shielded (every trial in a top-weight cgroup)"
         direction = next((cm.direction for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
         notes = [method_note(results, direction, estimates)]
         for cell in cells:
@@ -321,12 +325,19 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         ),
         (
             "trials",
-            f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed",
+            f"{counts['measured_ok']} measured ok, {counts['warmup']} warm-up, {counts['failed']} failed"
+            + (f", {counts['repaired']} repaired (run again)" if counts.get("repaired") else ""),
         ),
         *skipped_lines(results),
         *preflight_lines(results),
     ]
     info = run.info or {}
+    if info.get("repaired"):
+        header.append(("repaired blocks", repaired_line(info["repaired"], results)))
+    if info.get("shield"):
+        from nearmetal.run.shield import describe as describe_shield
+
+        header.append(("shield", describe_shield(info["shield"])))
     repeats = info.get("repeats") or {}
     if repeats:
         target = results.target
@@ -344,6 +355,18 @@ def run_header(results: Results) -> list[tuple[str, str]]:
         else:
             header.append(("repeats", f"fixed: {repeats.get('min')} per cell; order {order}"))
     return header
+
+
+def repaired_line(repaired: list[dict[str, Any]], results: Results) -> str:
+    """'2 run again (block 3: lammps/limit-1.2 waited 45% of its runnable time, its partners 3%; …)'."""
+    keys = {c.cell_id: c.key for c in results.cells}
+    shown = "; ".join(
+        f"block {d.get('block')}: {keys.get(str(d.get('cell_id')), d.get('cell_id'))} waited"
+        f" {d.get('cpu_wait_pct', 0):.0f}% of its runnable time, its partners {d.get('partners_cpu_wait_pct', 0):.0f}%"
+        f" (run again as block {d.get('rerun_as')})"
+        for d in repaired
+    )
+    return f"{len(repaired)} run again, their first trials left out ({shown})"
 
 
 def preflight_lines(results: Results) -> list[tuple[str, str]]:

@@ -17,13 +17,20 @@ PREFLIGHT_S = 1.0
 
 
 def contention_preflight(
-    loaded: LoadedPlan, store: Store, run_id: str, note: Callable[[str], None] | None = None
+    loaded: LoadedPlan,
+    store: Store,
+    run_id: str,
+    note: Callable[[str], None] | None = None,
+    shielded: bool | None = None,
 ) -> None:
     """A CPU study (``analysis.contention_guard``) first measures what else uses the CPU for a second: a busy
     host is named before an hour of trials, and the reading is stored as a ``contention-preflight`` event.
     The per-trial evidence (``telemetry.contention``) decides the verdicts; this only warns."""
     from nearmetal.telemetry.contention import measure_host
 
+    if shielded is None:  # the run's record says (run.shield)
+        with contextlib.suppress(Exception):
+            shielded = bool((store.get_run(run_id).info or {}).get("shield"))
     try:
         evidence = measure_host(PREFLIGHT_S, run_id=run_id)
     except OSError:
@@ -34,10 +41,15 @@ def contention_preflight(
     )
     store.add_event(run_id, "contention-preflight", {**evidence.to_dict(), "busy": busy})
     if busy:
+        wait = loaded.plan.analysis.max_cpu_wait_pct
         text = (
-            f"the host is busy: {evidence.describe()}. Trials that run beside more than {threshold:g}% of"
-            " one CPU of outside work will read 'contended — not interpretable'; stop those programs"
-            " (`nearmetal doctor --check host-contention` names them) or run on an idle host"
+            f"the host is busy: {evidence.describe()}. The shield holds every trial above that work; a trial"
+            f" that still waits for a CPU more than {wait:g}% of its runnable time reads 'contended'"
+            if shielded
+            else f"the host is busy: {evidence.describe()}. Trials whose threads wait for a CPU more than {wait:g}%"
+            " of their runnable time will read 'contended — not interpretable'; run with --shield (every"
+            " trial above that work), stop those programs (`nearmetal doctor --check host-contention` names"
+            " them) or run on an idle host"
         )
         if note is not None:
             note(text)

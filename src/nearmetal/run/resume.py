@@ -22,7 +22,7 @@ JOB_EVENT = "backend-job"
 
 # statuses a resumed run keeps: the trial ran and its outcome is a measurement (a crash and a timeout are
 # outcomes too). "error" means nearmetal could not run it (a layer's set-up failed): it is run again.
-KEPT_ON_RESUME = frozenset({"ok", "failed", "timeout", "invalid"})
+KEPT_ON_RESUME = frozenset({"ok", "failed", "timeout", "invalid", "repaired"})
 
 
 @dataclass

@@ -130,3 +130,20 @@ class JobRecorder:
         trial = self.trials.get(spec.trial_key)
         if trial is not None:
             self._started(trial)
+
+
+def run_environment(loaded: LoadedPlan, store_url: str) -> dict[str, str]:
+    """What a new run records about where it ran: the host (``capture_environment``) and the versions of the
+    tools its workloads use."""
+    import contextlib
+
+    from nearmetal.telemetry import capture_environment
+    from nearmetal.workloads import get_workload
+
+    tool_versions: dict[str, str] = {}
+    for kind in {c.kind for c in loaded.cells}:
+        with contextlib.suppress(Exception):
+            tool_versions.update(get_workload(kind).tool_versions())
+    plan_path = getattr(loaded, "path", None)
+    plan_dir = plan_path.parent if plan_path else None
+    return capture_environment(tool_versions, plan_dir=plan_dir, store_url=store_url)

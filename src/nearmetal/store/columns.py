@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, or_, select
 
 from nearmetal.store.schema import MetricRow, MetricValueRow, TrialRow
 
@@ -139,7 +139,12 @@ def measured_table(store: Store, run_id: str) -> MeasuredTable:
 
     with snapshot(store) as conn:
         trial_stmt = select(
-            TrialRow.id, TrialRow.cell_id, TrialRow.status == "ok", TrialRow.is_warmup, TrialRow.block
+            TrialRow.id,
+            TrialRow.cell_id,
+            TrialRow.status == "ok",
+            # a trial whose block was run again (run.repair) is, like a warm-up, neither measured nor failed
+            or_(TrialRow.is_warmup, TrialRow.status == "repaired"),
+            TrialRow.block,
         ).where(TrialRow.run_id == run_id)
         result = conn.execute(trial_stmt)
         trials = sorted(result.cursor.fetchall())  # raw tuples: no row object per trial
@@ -228,7 +233,7 @@ def trial_counts(store: Store, run_id: str) -> dict[tuple[str, bool], int]:
 
 def failed_trials(store: Store, run_id: str, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
     """The first ``limit`` trials that did not succeed, and how many there are in all."""
-    where = (TrialRow.run_id == run_id, TrialRow.status != "ok")
+    where = (TrialRow.run_id == run_id, TrialRow.status.notin_(("ok", "repaired")))
     stmt = (
         select(TrialRow.cell_key, TrialRow.repeat_index, TrialRow.is_warmup, TrialRow.status, TrialRow.error)
         .where(*where)

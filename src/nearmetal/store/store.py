@@ -419,6 +419,16 @@ class Store:
         return out
 
     @_retry_writes
+    def set_trial_status(self, trial_ids: Iterable[int], status: str) -> None:
+        """Change stored trials' status (``run.repair`` marks a re-run block's first trials ``repaired``)."""
+        ids = list(trial_ids)
+        if not ids:
+            return
+        with self.session() as s:
+            for row in s.scalars(select(TrialRow).where(TrialRow.id.in_(ids))):
+                row.status = status
+
+    @_retry_writes
     def update_run_info(self, run_id: str, info: dict[str, Any]) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)

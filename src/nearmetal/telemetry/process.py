@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import threading
-
-import psutil
 
 from nearmetal.metrics import Metric
 
@@ -30,11 +29,45 @@ def rusage_metrics(usage: resource.struct_rusage, wall_s: float) -> list[Metric]
     return metrics
 
 
+_PAGE = resource.getpagesize()
+MAX_TREE = 4096  # a fork bomb in a trial must not turn a sampler into one
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants, from ``/proc/<pid>/task/<tid>/children`` (empty when root is gone)."""
+    if not os.path.isdir(f"/proc/{root}"):
+        return []
+    if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+        # a kernel without CONFIG_PROC_CHILDREN: psutil's scan of every process's parent
+        import psutil
+
+        try:
+            return [root, *(c.pid for c in psutil.Process(root).children(recursive=True))]
+        except psutil.Error:
+            return []
+    out: list[int] = []
+    todo = [root]
+    while todo and len(out) < MAX_TREE:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return out
+
+
 class TreeSampler:
     """Samples the summed RSS and thread count of a process tree every ``interval_s`` in a thread.
 
-    Reads /proc only; at the default 1 s interval its cost is below the noise of any trial (see
-    benchmarks/overhead.py)."""
+    Reads /proc only (the tree's own files); at the default 1 s interval its cost is below the noise of any
+    trial (see benchmarks/overhead.py)."""
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         self.pid = pid
@@ -55,16 +88,17 @@ class TreeSampler:
             self._thread.join(timeout=5)
 
     def _sample(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        # the tree from /proc/<pid>/task/<tid>/children and each process's resident pages from statm: a few
+        # small files per process, not a scan of every process on the host (psutil's children())
+        pids = tree_pids(self.pid)
+        if not pids:
             return
         total = 0
-        for proc in procs:
+        for pid in pids:
             try:
-                total += proc.memory_info().rss
-            except psutil.Error:
+                with open(f"/proc/{pid}/statm", "rb") as f:
+                    total += int(f.read().split()[1]) * _PAGE
+            except (OSError, ValueError, IndexError):
                 continue
         self.peak_rss_bytes = max(self.peak_rss_bytes, total)
         self.samples += 1
