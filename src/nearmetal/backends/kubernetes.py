@@ -127,6 +127,8 @@ class KubernetesBackend(RemoteBackend):
         self._windows: dict[str, dict[str, Any]] = {}
         self._cgroups: dict[str, tuple[int, Path]] = {}
         self._calls: dict[str, dict[str, int]] = {}
+        # trial key -> when its Job was created, its pod first seen Running and seen ended (monotonic)
+        self._timeline: dict[str, dict[str, float]] = {}
         # the CPU request every pod of the plan shares (``prepare``; options.fair_requests)
         self.common_cpu: float | None = None
 
@@ -411,6 +413,7 @@ class KubernetesBackend(RemoteBackend):
         version: str | None = None
         calls = {"lists": 0, "watches": 0, "events": 0, "job_reads": 0}
         self._calls[spec.trial_key] = calls
+        self._timeline[spec.trial_key] = {"waited_at": now}
         while True:
             if version is None:
                 listing = core.list_namespaced_pod(ns, label_selector=selector)
@@ -534,6 +537,7 @@ class KubernetesBackend(RemoteBackend):
         """The first sight of the Pod Running: read the node (on it) or the kubelet's summary (off it)."""
         if spec.trial_key in self._windows or not pod.metadata or not pod.metadata.uid:
             return
+        self._timeline.setdefault(spec.trial_key, {})["running_at"] = time.monotonic()
         uid = pod.metadata.uid
         found = find_pod_cgroup(uid)
         window: dict[str, Any] = {"uid": uid, "cgroup": found, "node": pod.spec.node_name}
@@ -547,6 +551,7 @@ class KubernetesBackend(RemoteBackend):
         self._observe_node(spec, pod)  # the quota and shares now, in case the cgroup is gone at the end
 
     def _window_end(self, spec: TrialSpec, pod: Any) -> None:
+        self._timeline.setdefault(spec.trial_key, {}).setdefault("ended_at", time.monotonic())
         window = self._windows.get(spec.trial_key)
         if window is None or "noise" in window:
             return
@@ -726,6 +731,14 @@ class KubernetesBackend(RemoteBackend):
         calls = self._calls.pop(spec.trial_key, None)
         if calls is not None:
             placement["kubernetes"]["api_calls"] = calls
+        marks = self._timeline.pop(spec.trial_key, {})
+        if "waited_at" in marks:
+            # the pod's own overhead: Job created → pod seen Running (scheduling, sandbox, image, start)
+            placement["kubernetes"]["timeline"] = {
+                f"{name}_s": round(marks[at] - marks["waited_at"], 3)
+                for name, at in (("to_running", "running_at"), ("to_ended", "ended_at"))
+                if at in marks
+            }
         window = self._windows.pop(spec.trial_key, None) or {}
         noise = window.get("noise")
         if noise is not None:
