@@ -645,8 +645,12 @@ def test_the_nodes_outside_cpu_is_everything_but_the_pod_split_by_who_took_it() 
     assert noise_read is not None and trial_contended(noise_read)
     names = {m.name for m in noise.metrics()}
     assert {"outside_cpu_pct", "steal_pct", "loadavg_1m", "node_control_plane_cpu_pct"} <= names
-    # without the pod's CPU time at both ends (its cgroup gone): no evidence, nothing invented
-    assert node_noise(_snapshot(0, 0, 0, 0, {}, 5.0), _snapshot(1, 9, 0, 9, {}, None), "uid") is None
+    # without the pod's CPU time at both ends (its cgroup gone): the container's own count, else nothing
+    gone = _snapshot(1.0, int(2.4 * t), 0, 2 * t, end, None)
+    assert node_noise(_snapshot(0, 0, 0, 0, start, 5.0), gone, "uid") is None
+    fallback = node_noise(_snapshot(0, 0, 0, 0, start, 5.0), gone, "uid", pod_cpu_s=0.9)
+    assert fallback is not None and fallback.outside_cpu_pct == pytest.approx(140.0)
+    assert "container's cgroup" in fallback.source
 
 
 def test_off_the_node_the_kubelets_stats_summary_gives_the_outside_cpu() -> None:

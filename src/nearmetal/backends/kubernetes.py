@@ -558,7 +558,8 @@ class KubernetesBackend(RemoteBackend):
         noise = None
         if window.get("start") is not None:
             with contextlib.suppress(OSError):
-                noise = node_noise(window["start"], NodeSnapshot.take(window["cgroup"]), window["uid"])
+                window["end"] = NodeSnapshot.take(window["cgroup"])
+                noise = node_noise(window["start"], window["end"], window["uid"])
         elif window.get("summary") is not None and window.get("node"):
             end = read_summary(self._client(), window["node"], window["uid"])
             noise = summary_noise(window["summary"], end) if end is not None else None
@@ -640,7 +641,10 @@ class KubernetesBackend(RemoteBackend):
         if found is not None:
             self._cgroups.setdefault(spec.trial_key, found)
             with contextlib.suppress(OSError):
-                self._node_evidence[spec.trial_key] = read_pod_cgroup(*found)
+                reading = read_pod_cgroup(*found)
+                # a cgroup the kubelet removed since the last reading reads empty: keep the last one
+                if reading.get("period_us") or spec.trial_key not in self._node_evidence:
+                    self._node_evidence[spec.trial_key] = reading
 
     @staticmethod
     def _record_quota(
@@ -658,13 +662,13 @@ class KubernetesBackend(RemoteBackend):
             }
         if node:
             record["pod_cgroup"] = dict(node)
-        source = node or evidence
+        source = node if node and node.get("period_us") else evidence
         if source.get("period_us") if source else False:
             placement["cpu_quota"] = {
                 "written_by": "kubelet",
-                "read_from": "pod cgroup" if node else "container cgroup",
+                "read_from": "pod cgroup" if source is node else "container cgroup",
                 "cgroup_version": source.get("cgroup_version"),
-                "cgroup": [node["cgroup"]] if node else [],
+                "cgroup": [node["cgroup"]] if node and source is node else [],
                 "quota_us": source.get("quota_us"),
                 "period_us": source.get("period_us"),
             }
@@ -741,6 +745,9 @@ class KubernetesBackend(RemoteBackend):
             }
         window = self._windows.pop(spec.trial_key, None) or {}
         noise = window.get("noise")
+        if noise is None and window.get("end") is not None and evidence.get("usage_s") is not None:
+            # the kubelet removed the pod's cgroup before the pod was seen ended: its container's own count
+            noise = node_noise(window["start"], window["end"], window["uid"], pod_cpu_s=evidence["usage_s"])
         if noise is not None:
             placement["outside"] = noise.to_dict()
         elif pod is not None:

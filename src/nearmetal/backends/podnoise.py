@@ -223,15 +223,24 @@ class NodeNoise:
         return out
 
 
-def node_noise(start: NodeSnapshot, end: NodeSnapshot, pod_uid: str) -> NodeNoise | None:
-    """The outside CPU between two snapshots of this node (None without the pod's CPU time at both ends)."""
-    if start.pod_cpu_s is None or end.pod_cpu_s is None:
+def node_noise(
+    start: NodeSnapshot, end: NodeSnapshot, pod_uid: str, pod_cpu_s: float | None = None
+) -> NodeNoise | None:
+    """The outside CPU between two snapshots of this node. The pod's CPU time over the window comes from its
+    cgroup at both ends, else from ``pod_cpu_s`` (the container's own count over the program, when the
+    kubelet removed the pod's cgroup before the pod was seen ended); None without either."""
+    source = "node /proc and the pod's cgroup"
+    if start.pod_cpu_s is not None and end.pod_cpu_s is not None:
+        pod_s = max(0.0, end.pod_cpu_s - start.pod_cpu_s)
+    elif pod_cpu_s is not None:
+        pod_s = max(0.0, pod_cpu_s)
+        source = "node /proc and the container's cgroup (the pod's was gone at the end)"
+    else:
         return None
     seconds = max(end.t - start.t, 1e-9)
     busy = (end.cpu[0] - start.cpu[0]) / _TICK
     total = end.cpu[2] - start.cpu[2]
     steal = 100.0 * (end.cpu[1] - start.cpu[1]) / total if total > 0 else float("nan")
-    pod_s = max(0.0, end.pod_cpu_s - start.pod_cpu_s)
     own_pid = str(os.getpid())
     split = dict.fromkeys(SPLIT, 0.0)
     kernel = 0
@@ -274,7 +283,7 @@ def node_noise(start: NodeSnapshot, end: NodeSnapshot, pod_uid: str) -> NodeNois
         steal_pct=steal,
         loadavg=(start.loadavg + end.loadavg) / 2,
         cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-        source="node /proc and the pod's cgroup",
+        source=source,
         split_s=split,
         processes=named,
         top=[{"name": name, "processes": n, "cpu_s": round(t / _TICK, 2)} for name, (t, n) in top],
