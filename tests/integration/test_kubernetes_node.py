@@ -238,7 +238,7 @@ def test_cpu_quota_study_runs_every_trial_as_a_pod_and_reports_the_kubelets_quot
         if "outside" in trial.placement:
             outside = trial.placement["outside"]
             assert set(outside["split_pct"]) >= {"control_plane", "kubelet", "containerd", "rest"}
-            assert outside["outside_cpu_pct"] == trial.metrics["outside_cpu_pct"]
+            assert outside["outside_cpu_pct"] == pytest.approx(trial.metrics["outside_cpu_pct"], abs=0.01)
     # the window is the pod seen Running until seen ended: only a pod that ended before the kubelet reported
     # it running has none (the quick study's 1-s trials, now and then)
     assert sum("outside" in t.placement for t in trials) >= len(trials) // 2, [
