@@ -123,6 +123,37 @@ def test_burstable_pod_with_a_limit_gets_the_1_to_1_mapping_advice(tmp_path: Pat
     assert kubernetes_qos("0::/kubepods/pod1/abc\n") == "guaranteed"
 
 
+def test_inside_a_pod_doctor_shows_qos_shares_quota_and_that_burstable_does_not_lift_a_limit(
+    tmp_path: Path,
+) -> None:
+    # what a container sees on a cgroup v1 node: its own cgroup mounted at /sys/fs/cgroup/cpu, the host's
+    # kubepods path in /proc/self/cgroup (the files the kubelet and the runtime write, as they write them)
+    root = tmp_path / "cg"
+    cpu = root / "cpu"
+    cpu.mkdir(parents=True)
+    (cpu / "cpu.cfs_quota_us").write_text("120000\n")
+    (cpu / "cpu.cfs_period_us").write_text("100000\n")
+    (cpu / "cpu.shares").write_text("819\n")
+    (cpu / "cpu.stat").write_text("nr_periods 40\nnr_throttled 30\nthrottled_time 9000000\n")
+    proc_cgroup = "4:cpu,cpuacct:/kubepods/burstable/pod27/0123abcd\n"
+    finding = check_k8s_cpu_limits(root, proc_cgroup)[0]
+    assert finding.severity == "warning" and "Burstable QoS" in finding.title and "1.20 CPUs" in finding.title
+    assert "cpu.shares 819 ≈ requests.cpu 0.80" in finding.evidence
+    assert "throttled in 30 of 40 periods" in finding.evidence
+    assert "Burstable pods are capped by their limit too" in finding.evidence
+    assert "incorrectly thought that Burstable QoS" in finding.evidence  # the seed's own words
+    # no limit: Burstable is fine; BestEffort (shares 2) loses the CPU to any other work on the node
+    (cpu / "cpu.cfs_quota_us").write_text("-1\n")
+    assert check_k8s_cpu_limits(root, proc_cgroup)[0].severity == "ok"
+    (cpu / "cpu.shares").write_text("2\n")
+    best = check_k8s_cpu_limits(root, "4:cpu,cpuacct:/kubepods/besteffort/pod27/0123abcd\n")[0]
+    assert best.severity == "warning" and "BestEffort" in best.title and "requests.cpu" in best.fix
+    # a cgroup namespace hides the kubepods path: in a pod all the same (the kubelet's environment)
+    hidden = check_k8s_cpu_limits(root, "4:cpu,cpuacct:/\n", in_pod=True)[0]
+    assert "BestEffort" in hidden.title
+    assert check_k8s_cpu_limits(root, "4:cpu,cpuacct:/\n", in_pod=False)[0].title == "not in a Kubernetes pod"
+
+
 # --- rlimits --------------------------------------------------------------------------------------------
 
 

@@ -274,7 +274,9 @@ def test_submission_watch_pending_detection_and_cleanup_by_label(tmp_path: Path,
     assert _labelled(kubeconfig, run_id) == []
     trials = store.trials(run_id)
     modes = {t.variant: t.placement["kubernetes"]["resources_mode"] for t in trials}
-    assert modes == {"bare": "none", "limit": "limits"}
+    # fair variants: the pod without a limit asks for the limited pod's request (Burstable, same shares)
+    assert modes == {"bare": "requests", "limit": "limits"}
+    assert {t.placement["kubernetes"]["requests"]["cpu"] for t in trials} == {"800m"}
     assert {e["detail"]["job"] for e in store.events(run_id) if e["kind"] == "backend-job"}
 
 
@@ -355,6 +357,9 @@ def test_a_pod_that_ends_without_a_kubelet_to_serve_its_log_is_reported(
     assert placement["host"] == "nearmetal-test-node"
     assert placement["kubernetes"]["qos_class"] == "Burstable"
     assert placement["kubernetes"]["requests"] == {"cpu": "1"}
+    # a quiet wait: one list and a watch from its resourceVersion, not a loop of calls while the pod lives
+    calls = placement["kubernetes"]["api_calls"]
+    assert calls["lists"] <= 2 and calls["watches"] <= 3, calls
     assert _labelled(kubeconfig, run_id) == []
 
 

@@ -413,3 +413,286 @@ def test_a_localhost_image_is_never_pulled_unless_the_plan_says_so(tmp_path: Pat
     assert KubernetesBackend(KubernetesOptions(image=IMAGE)).pull_policy() == "IfNotPresent"
     told = KubernetesOptions(image="localhost/x:1", image_pull_policy="IfNotPresent")
     assert KubernetesBackend(told).pull_policy() == "IfNotPresent"
+
+
+# --- issue 27: fair variants, the quiet watch, the pod's QoS evidence, the node's outside CPU -------------
+
+
+def test_fair_variants_give_every_pod_the_limited_pods_request(tmp_path: Path, backend) -> None:
+    loaded, specs = _specs(tmp_path, study_path("cpu-quota"), backend)
+    backend.prepare(loaded)  # what check() does before a run: the request every pod shares
+    assert backend.common_cpu == 0.8
+    for spec in specs:
+        container = _job_of(backend.manifests(spec))["spec"]["template"]["spec"]["containers"][0]
+        limit = {"bare-metal": None, "limit-1.6": "1600m", "limit-1.2": "1200m", "limit-0.8": "800m"}
+        # the unlimited baseline is Burstable with the same request (cpu.shares 819) as every limited pod:
+        # the only difference between the variants is the limit
+        assert container["resources"]["requests"] == {"cpu": "800m"}, spec.variant
+        assert container["resources"].get("limits") == (
+            {"cpu": limit[spec.variant]} if limit[spec.variant] else None
+        )
+        assert backend.build(spec)[2].record()["common_cpu_request"] == "800m"
+    # turned off, a variant without layers is a pod without resources (BestEffort), as before
+    plain = KubernetesBackend(KubernetesOptions(image=IMAGE, fair_requests=False))
+    plain.prepare(loaded)
+    bare = next(s for s in specs if s.variant == "bare-metal")
+    assert "resources" not in _job_of(plain.manifests(bare))["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_qos_study_shapes_one_pod_per_qos_class(tmp_path: Path, backend) -> None:
+    loaded, specs = _specs(tmp_path, study_path("pod-qos"), backend)
+    backend.prepare(loaded)
+    assert backend.common_cpu is None  # the pod layers set the resources: nothing is added
+    resources = {}
+    for spec in specs:
+        container = _job_of(backend.manifests(spec))["spec"]["template"]["spec"]["containers"][0]
+        resources[spec.variant] = container.get("resources")
+    assert resources == {
+        "besteffort": None,
+        "burstable-requests": {"requests": {"cpu": "800m"}},
+        "burstable-limit": {"requests": {"cpu": "800m"}, "limits": {"cpu": "1200m"}},
+        "guaranteed": {
+            "requests": {"cpu": "1200m", "memory": "1024Mi"},
+            "limits": {"cpu": "1200m", "memory": "1024Mi"},
+        },
+    }
+    with pytest.raises(Exception, match="below the request"):
+        LAYERS["pod"].Config.model_validate(
+            {"layer": "pod", "resources": "requests", "cpu": 2, "cpu_limit": 1}
+        )
+
+
+class _WatchResponse:
+    """What urllib3 returns for a watch request: newline-separated JSON events (the client reads stream())."""
+
+    def __init__(self, events: list[dict], hold_s: float) -> None:
+        self.events, self.hold_s = events, hold_s
+
+    def stream(self, amt=None, decode_content=False):
+        import json
+        import time
+
+        for event in self.events:
+            yield (json.dumps(event) + "\n").encode()
+        if not self.events:
+            time.sleep(self.hold_s)  # the API server holds an idle watch open until its timeout
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _pod(phase: str, version: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "nm-trial-x", "uid": "00000000-aaaa-bbbb-cccc-27", "resourceVersion": version},
+        "spec": {"containers": [{"name": "trial", "image": IMAGE}]},
+        "status": {"phase": phase},
+    }
+
+
+class _PodApi:
+    """The two calls ``wait`` may make for the trial's pods — a list, and a watch from a resourceVersion —
+    answered from a script of watch streams, and every call recorded."""
+
+    def __init__(self, listed: list[dict], streams: list[list[dict]], list_version: str = "100") -> None:
+        self.listed, self.streams, self.list_version = listed, streams, list_version
+        self.lists = 0
+        self.watches: list[dict] = []
+
+    def list_namespaced_pod(  # the client's signature; the return type tells the watch what it streams
+        self,
+        namespace,
+        label_selector=None,
+        watch=False,
+        resource_version=None,
+        timeout_seconds=None,
+        _preload_content=True,
+        _request_timeout=None,
+    ):
+        """:rtype: V1PodList"""  # what the client's watch reads to know the events' type
+        from kubernetes import client
+
+        if not watch:
+            self.lists += 1
+            api = client.ApiClient()
+            items = [api._ApiClient__deserialize(p, "V1Pod") for p in self.listed]
+            return client.V1PodList(
+                items=items, metadata=client.V1ListMeta(resource_version=self.list_version)
+            )
+        self.watches.append({"resource_version": resource_version, "timeout_seconds": timeout_seconds})
+        return _WatchResponse(self.streams.pop(0) if self.streams else [], hold_s=0.2)
+
+
+def _watching(api: _PodApi, tmp_path: Path, pending_s: float = 30) -> tuple[KubernetesBackend, object]:
+    backend = KubernetesBackend(KubernetesOptions(image=IMAGE, pending_timeout_s=pending_s))
+    backend._core = lambda: api  # type: ignore[method-assign]
+    _, specs = _specs(tmp_path, write_plan(tmp_path, EVERY_POD_SETTING), backend)
+    job = type("Job", (), {"metadata": type("Meta", (), {"name": "nm-trial-x"})})()
+    return backend, (specs[0], job)
+
+
+def test_wait_lists_once_then_follows_one_watch_from_the_lists_version(tmp_path: Path) -> None:
+    events = [
+        {"type": "MODIFIED", "object": _pod("Running", "101")},
+        {"type": "MODIFIED", "object": _pod("Succeeded", "102")},
+    ]
+    api = _PodApi([_pod("Pending", "100")], [events])
+    backend, (spec, job) = _watching(api, tmp_path)
+    ended, pod, why = backend.wait(spec, job)
+    assert (ended, why, pod.metadata.resource_version) == ("Succeeded", "", "102")
+    # one list, one watch from the list's resourceVersion: nothing is asked while the pod runs
+    assert api.lists == 1 and [w["resource_version"] for w in api.watches] == ["100"]
+    assert 25 <= api.watches[0]["timeout_seconds"] <= 31  # held open up to the pending deadline (30 s)
+    assert backend._calls[spec.trial_key] == {"lists": 1, "watches": 1, "events": 2, "job_reads": 0}
+    # a pod already ended when listed: no watch at all
+    api = _PodApi([_pod("Failed", "100")], [])
+    backend, (spec, job) = _watching(api, tmp_path)
+    assert backend.wait(spec, job)[0] == "Failed" and api.watches == []
+
+
+def test_wait_lists_again_when_the_watchs_version_is_too_old(tmp_path: Path) -> None:
+    expired = {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"},
+    }
+    api = _PodApi(
+        [_pod("Running", "100")], [[expired], [{"type": "MODIFIED", "object": _pod("Succeeded", "300")}]]
+    )
+    api.list_version = "250"
+    backend, (spec, job) = _watching(api, tmp_path)
+    assert backend.wait(spec, job)[0] == "Succeeded"
+    assert api.lists == 2 and [w["resource_version"] for w in api.watches] == ["250", "250"]
+
+
+def test_an_idle_watch_is_held_open_until_the_deadline_not_polled(tmp_path: Path) -> None:
+    class _Batch:
+        reads = 0
+
+        def read_namespaced_job_status(self, name, namespace):
+            _Batch.reads += 1
+            return type("Job", (), {"status": None})()
+
+    api = _PodApi([], [])  # no pod is ever created (no job controller)
+    backend, (spec, job) = _watching(api, tmp_path, pending_s=1)
+    backend._batch = lambda: _Batch()  # type: ignore[method-assign]
+    ended, pod, why = backend.wait(spec, job)
+    assert ended == "Pending" and pod is None and "no Pod was created" in why
+    # the server holds each watch ~its timeout (here 0.2 s, ``hold_s``): a handful, not a busy loop; the Job is
+    # read once, at the deadline
+    assert api.lists == 1 and 1 <= len(api.watches) <= 8 and _Batch.reads == 1
+
+
+def test_the_containers_evidence_has_its_cpu_weight() -> None:
+    from nearmetal.backends.podevidence import container_evidence
+
+    after = {**V1_AFTER, "cpu/cpu.shares": "819\n"}
+    assert container_evidence({"before": V1_BEFORE, "after": after})["cpu_shares"] == 819
+    v2 = container_evidence({"before": {"time_ns": "0"}, "after": {**V2_AFTER, "cpu.weight": "32\n"}})
+    assert v2["cpu_weight"] == 32 and "cpu_shares" not in v2
+    assert "cpu_shares" not in container_evidence({"before": V1_BEFORE, "after": V1_AFTER})
+    assert "cpu/cpu.shares" in ENTRYPOINT and "cpu.weight" in ENTRYPOINT
+
+
+def _snapshot(t: float, busy: int, steal: int, total: int, procs: dict, pod_s: float, self_s: float = 0.0):
+    from nearmetal.backends.podnoise import NodeSnapshot
+
+    return NodeSnapshot(t, (busy, steal, total), procs, self_s, pod_s, 1.0)
+
+
+def test_the_nodes_outside_cpu_is_everything_but_the_pod_split_by_who_took_it() -> None:
+    from nearmetal.analysis.contention import TrialNoise, trial_contended
+    from nearmetal.backends.podnoise import _TICK, node_noise
+
+    own = str(os.getpid())
+    start = {
+        ("100", 1): ("kube-apiserver", 0, False),
+        ("101", 1): ("etcd", 0, False),
+        ("102", 1): ("kubelet", 0, False),
+        ("103", 1): ("containerd-shim", 0, False),
+        ("104", 1): ("stress-ng-cpu", 0, False),
+        ("105", 1): ("kworker/0:1", 0, True),
+        (own, 1): ("nearmetal", 0, False),
+    }
+    t = _TICK  # one second of one CPU in ticks
+    end = {
+        ("100", 1): ("kube-apiserver", t // 10, False),  # 10% of one CPU over 1 s
+        ("101", 1): ("etcd", t // 20, False),
+        ("102", 1): ("kubelet", t // 20, False),
+        ("103", 1): ("containerd-shim", t // 50, False),
+        ("104", 1): ("stress-ng-cpu", t, False),  # a CPU hog outside the cluster
+        ("105", 1): ("kworker/0:1", t // 10, True),  # kernel threads are left out, as locally
+        (own, 1): ("nearmetal", t // 100, False),
+    }
+    # the node was busy 2.4 CPU-s over 1 s, of which the pod's cgroup took 1.0 CPU-s
+    noise = node_noise(
+        _snapshot(0.0, 0, 0, 0, start, 5.0), _snapshot(1.0, int(2.4 * t), 0, 2 * t, end, 6.0), "uid"
+    )
+    assert noise is not None
+    record = noise.to_dict()
+    assert record["outside_cpu_pct"] == pytest.approx(130.0)  # 240 − 100 (pod) − 10 (kernel threads)
+    split = record["split_pct"]
+    assert split["control_plane"] == pytest.approx(15.0) and split["kubelet"] == pytest.approx(5.0)
+    assert split["containerd"] == pytest.approx(2.0) and split["nearmetal"] == pytest.approx(1.0)
+    assert split["rest"] == pytest.approx(107.0)  # stress-ng 100 + what no scan saw (ended processes) 7
+    assert record["top"][0]["name"] == "stress-ng-cpu"
+    assert record["processes"]["control_plane"] == {"kube-apiserver": 0.1, "etcd": 0.05}
+    # the local backend's rule reads it from the same place: contended
+    noise_read = TrialNoise.from_placement({"outside": record})
+    assert noise_read is not None and trial_contended(noise_read)
+    names = {m.name for m in noise.metrics()}
+    assert {"outside_cpu_pct", "steal_pct", "loadavg_1m", "node_control_plane_cpu_pct"} <= names
+    # without the pod's CPU time at both ends (its cgroup gone): the container's own count, else nothing
+    gone = _snapshot(1.0, int(2.4 * t), 0, 2 * t, end, None)
+    assert node_noise(_snapshot(0, 0, 0, 0, start, 5.0), gone, "uid") is None
+    fallback = node_noise(_snapshot(0, 0, 0, 0, start, 5.0), gone, "uid", pod_cpu_s=0.9)
+    assert fallback is not None and fallback.outside_cpu_pct == pytest.approx(140.0)
+    assert "container's cgroup" in fallback.source
+
+
+def test_off_the_node_the_kubelets_stats_summary_gives_the_outside_cpu() -> None:
+    from nearmetal.backends.podnoise import parse_summary, summary_noise
+
+    def summary(when: str, node_s: float, pod_s: float) -> dict:
+        return {
+            "node": {
+                "cpu": {"time": when, "usageCoreNanoSeconds": int(node_s * 1e9)},
+                "systemContainers": [{"name": "kubelet", "cpu": {"usageCoreNanoSeconds": int(node_s * 1e8)}}],
+            },
+            "pods": [
+                {"podRef": {"name": "x", "uid": "other"}, "cpu": {"usageCoreNanoSeconds": 1}},
+                {"podRef": {"name": "nm", "uid": "u27"}, "cpu": {"usageCoreNanoSeconds": int(pod_s * 1e9)}},
+            ],
+        }
+
+    start = parse_summary(summary("2026-12-07T06:00:00Z", 100.0, 1.0), "u27")
+    end = parse_summary(summary("2026-12-07T06:00:10Z", 118.0, 9.0), "u27")
+    assert start is not None and end is not None
+    noise = summary_noise(start, end)
+    assert noise is not None and noise.source == "kubelet stats summary"
+    assert noise.outside_cpu_pct == pytest.approx(100.0)  # (18 − 8) CPU-s over 10 s
+    assert noise.to_dict()["split_pct"]["kubelet"] == pytest.approx(18.0)
+    assert parse_summary({"node": {}}, "u27") is None
+    assert summary_noise(start, parse_summary(summary("2026-12-07T06:00:10Z", 118.0, 9.0), "gone")) is None
+
+
+def test_the_pod_table_shows_qos_shares_quota_throttling_and_outside_cpu() -> None:
+    from nearmetal.report.studies.pods import outside_text, shares_text
+
+    placements = [
+        {
+            "cpu_quota": {"quota_us": None, "period_us": 100_000, "cpu_shares": 819},
+            "outside": {"outside_cpu_pct": 20.0, "split_pct": {"control_plane": 6.0, "kubelet": 2.0}},
+        },
+        {
+            "cpu_quota": {"quota_us": None, "period_us": 100_000, "cpu_shares": 819},
+            "outside": {"outside_cpu_pct": 30.0, "split_pct": {"control_plane": 8.0, "containerd": 2.0}},
+        },
+    ]
+    assert shares_text(placements) == "819"
+    assert outside_text(placements) == "25.0 (cluster 9.0)"
+    assert shares_text([{"kubernetes": {"pod_cgroup": {"cpu_weight": 1}}}]) == "weight 1"
+    assert outside_text([{}]) == "–" and shares_text([{}]) == "–"

@@ -40,7 +40,8 @@ from nearmetal.backends.podevidence import (
     read_pod_cgroup,
     split_evidence,
 )
-from nearmetal.backends.podmaps import LAYER_MAPPINGS, PodShape, pod_shape
+from nearmetal.backends.podmaps import LAYER_MAPPINGS, PodShape, common_cpu_request, pod_shape
+from nearmetal.backends.podnoise import NodeSnapshot, node_noise, read_summary, summary_noise
 from nearmetal.errors import NearmetalError
 from nearmetal.leftovers import Leftover, finder
 from nearmetal.trial import TrialOutcome, TrialSpec
@@ -122,6 +123,14 @@ class KubernetesBackend(RemoteBackend):
         self._api_client = api_client
         # trial key -> the last reading of the pod's cgroup on this node (podevidence.read_pod_cgroup)
         self._node_evidence: dict[str, dict[str, Any]] = {}
+        # trial key -> the node window of its pod (podnoise), its pod cgroup, the API calls its wait made
+        self._windows: dict[str, dict[str, Any]] = {}
+        self._cgroups: dict[str, tuple[int, Path]] = {}
+        self._calls: dict[str, dict[str, int]] = {}
+        # trial key -> when its Job was created, its pod first seen Running and seen ended (monotonic)
+        self._timeline: dict[str, dict[str, float]] = {}
+        # the CPU request every pod of the plan shares (``prepare``; options.fair_requests)
+        self.common_cpu: float | None = None
 
     def pull_policy(self) -> str:
         """The options' pull policy; for an image named ``localhost/…`` (built on the node, in no registry)
@@ -172,7 +181,7 @@ class KubernetesBackend(RemoteBackend):
                 f"workload {cell.kind} runs {len(processes)} processes; the Kubernetes backend runs one per pod",
                 fix="run this workload with --backend local or slurm",
             )
-        return mains[0], inputs, pod_shape(spec)
+        return mains[0], inputs, pod_shape(spec, self.common_cpu)
 
     def build(self, spec: TrialSpec) -> tuple[Any, Any | None, PodShape]:
         """(V1Job, V1ConfigMap or None, shape) for one trial, built with the official client models."""
@@ -290,7 +299,13 @@ class KubernetesBackend(RemoteBackend):
         return [sanitize(o) for o in (config_map, job) if o is not None]
 
     # --- checks before anything runs -------------------------------------------------------------------
+    def prepare(self, loaded: Any) -> None:
+        """What the backend learns from the whole plan before building any pod: the CPU request its pods
+        share (fair variants: the only difference between them is the limit)."""
+        self.common_cpu = common_cpu_request(loaded.cells) if self.options.fair_requests else None
+
     def check(self, loaded: Any) -> None:
+        self.prepare(loaded)
         unmapped: dict[str, list[str]] = {}
         for cell in loaded.cells:
             for config in cell.layers:
@@ -378,75 +393,202 @@ class KubernetesBackend(RemoteBackend):
         return self._core().list_namespaced_pod(self.options.namespace, label_selector=selector).items
 
     def wait(self, spec: TrialSpec, job: Any) -> tuple[str, Any | None, str]:
-        """Watch the Job and its Pod until the Pod ends, the Job fails, or nothing happens for too long.
-        Returns (how it ended, the last Pod seen, why)."""
+        """Follow the trial's Pod until it ends, the Job fails, or nothing happens for too long. Returns (how
+        it ended, the last Pod seen, why).
+
+        Quiet by design (issue 27: a loop of list/read/watch calls took 30–45% of a CPU from the pod under
+        test, and as much again in the API server): one list, then one watch stream from that list's
+        ``resourceVersion`` that blocks until the API server sends a change or the next deadline comes; the
+        Job is read only when a deadline passes or the Pod is gone. While the Pod runs, nothing is asked."""
         from kubernetes import watch
 
         ns = self.options.namespace
         name = job.metadata.name
-        deadline_pending = time.monotonic() + self.options.pending_timeout_s
-        deadline_total = time.monotonic() + self.options.pending_timeout_s + spec.timeout + 60
-        pod = None
+        core = self._core()
+        selector = f"{RUN_LABEL}={k8s_name(spec.run_id)},{TRIAL_LABEL}={k8s_name(spec.trial_key)}"
+        now = time.monotonic()
+        deadline_pending = now + self.options.pending_timeout_s
+        deadline_total = now + self.options.pending_timeout_s + spec.timeout + 60
+        pod: Any | None = None
+        version: str | None = None
+        calls = {"lists": 0, "watches": 0, "events": 0, "job_reads": 0}
+        self._calls[spec.trial_key] = calls
+        self._timeline[spec.trial_key] = {"waited_at": now}
         while True:
-            pods = self._pods(spec)
-            pod = pods[0] if pods else pod
-            if pod is not None:
-                self._observe_node(spec, pod)
-                phase = pod.status.phase if pod.status else None
-                if phase in ("Succeeded", "Failed"):
-                    return phase, pod, ""
-                if phase == "Running":
-                    deadline_pending = deadline_total
-                stuck = _never_starts(pod)
-                if stuck:
-                    return "Pending", pod, stuck
-            current = self._batch().read_namespaced_job_status(name, ns)
-            for cond in (current.status.conditions or []) if current.status else []:
-                if cond.type in ("Failed", "Complete") and cond.status == "True":
-                    # the pod may have ended between the pod list above and this read (the job controller
-                    # marks the Job as soon as its pod ends): the pod's own phase is the outcome then
-                    pods = self._pods(spec)
-                    pod = pods[0] if pods else pod
-                    phase = pod.status.phase if pod is not None and pod.status else None
-                    if phase in ("Succeeded", "Failed"):
-                        self._observe_node(spec, pod)
-                        return phase, pod, ""
-                    return cond.type, pod, f"{cond.reason or ''}: {cond.message or ''}".strip(": ")
+            if version is None:
+                listing = core.list_namespaced_pod(ns, label_selector=selector)
+                calls["lists"] += 1
+                version = listing.metadata.resource_version
+                pod = listing.items[0] if listing.items else pod
+                if pod is not None:
+                    decided = self._judge(spec, pod)
+                    if decided is not None:
+                        return decided
+            if pod is not None and pod.status is not None and pod.status.phase == "Running":
+                deadline_pending = deadline_total
             now = time.monotonic()
-            if now > deadline_pending:
-                if pod is None:
-                    why = (
-                        f"no Pod was created for Job {name} within {self.options.pending_timeout_s:g}s "
-                        "(is the job controller — kube-controller-manager — running?)"
-                    )
-                else:
-                    why = f"Pod {pod.metadata.name} stayed {pod.status.phase} for {self.options.pending_timeout_s:g}s"
-                    reasons = [
-                        f"{c.reason}: {c.message}"
-                        for c in (pod.status.conditions or [])
-                        if c.status != "True" and (c.reason or c.message)
-                    ]
-                    if reasons:
-                        why += " (" + "; ".join(reasons) + ")"
-                    elif not pod.spec.node_name:
-                        why += " (no node was assigned: is a scheduler running, and does a node fit?)"
-                    else:
-                        why += f" on node {pod.spec.node_name} (its kubelet never started it)"
-                    why += self._pod_warning(pod)
-                return "Pending", pod, why
-            if now > deadline_total:
+            if now > deadline_pending or now > deadline_total:
+                ended = self._job_ended(spec, name, pod, calls)
+                if ended is not None:
+                    return ended
+                if now > deadline_pending:
+                    return "Pending", pod, self._pending_why(name, pod)
                 return "Timeout", pod, "the trial did not end within its timeout"
-            # a watch wakes us as soon as anything about the trial's pods changes
+            wait_s = min(deadline_pending, deadline_total) - now
             w = watch.Watch()
-            with contextlib.suppress(Exception):
-                for _ in w.stream(
-                    self._core().list_namespaced_pod,
+            gone = False
+            calls["watches"] += 1
+            try:
+                for event in w.stream(
+                    core.list_namespaced_pod,
                     ns,
-                    label_selector=f"{TRIAL_LABEL}={k8s_name(spec.trial_key)}",
-                    timeout_seconds=max(1, int(self.options.poll_s)),
+                    label_selector=selector,
+                    resource_version=version,
+                    timeout_seconds=max(1, min(int(wait_s) + 1, 3600)),
+                    _request_timeout=max(1, min(int(wait_s) + 1, 3600)) + 30,
                 ):
-                    break
-            w.stop()
+                    calls["events"] += 1
+                    obj = event["object"]
+                    version = getattr(getattr(obj, "metadata", None), "resource_version", None) or version
+                    if event["type"] == "DELETED":
+                        gone = True  # the job controller or someone else deleted it: the Job says why
+                        break
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
+                    pod = obj
+                    decided = self._judge(spec, pod)
+                    if decided is not None:
+                        return decided
+                    if pod.status is not None and pod.status.phase == "Running":
+                        deadline_pending = deadline_total
+            except Exception as exc:
+                # 410 Gone (the version is too old) or a broken stream: list again, after a pause so that an
+                # API server that refuses at once is not asked in a loop
+                version = None
+                if getattr(exc, "status", None) != 410:
+                    time.sleep(1.0)
+            finally:
+                w.stop()
+            if gone:
+                ended = self._job_ended(spec, name, pod, calls)
+                if ended is not None:
+                    return ended
+                version = None
+
+    def _judge(self, spec: TrialSpec, pod: Any) -> tuple[str, Any, str] | None:
+        """The end of the trial from one view of its Pod (None: not yet). Starts the node window when the
+        Pod is first seen Running and closes it when the Pod is seen ended."""
+        phase = pod.status.phase if pod.status else None
+        if phase == "Running":
+            self._window_start(spec, pod)
+        if phase in ("Succeeded", "Failed"):
+            self._window_end(spec, pod)
+            self._observe_node(spec, pod)
+            return phase, pod, ""
+        stuck = _never_starts(pod)
+        if stuck:
+            return "Pending", pod, stuck
+        return None
+
+    def _job_ended(
+        self, spec: TrialSpec, name: str, pod: Any | None, calls: dict[str, int]
+    ) -> tuple[str, Any | None, str] | None:
+        """The Job's own verdict when it has one (Failed: its deadline, a pod deleted under it)."""
+        calls["job_reads"] += 1
+        try:
+            current = self._batch().read_namespaced_job_status(name, self.options.namespace)
+        except Exception:
+            return None
+        for cond in (current.status.conditions or []) if current.status else []:
+            if cond.type in ("Failed", "Complete") and cond.status == "True":
+                # the pod may have ended just before: its own phase is the outcome then
+                pods = self._pods(spec)
+                pod = pods[0] if pods else pod
+                phase = pod.status.phase if pod is not None and pod.status else None
+                if phase in ("Succeeded", "Failed"):
+                    self._window_end(spec, pod)
+                    self._observe_node(spec, pod)
+                    return phase, pod, ""
+                return cond.type, pod, f"{cond.reason or ''}: {cond.message or ''}".strip(": ")
+        return None
+
+    def _pending_why(self, name: str, pod: Any | None) -> str:
+        if pod is None:
+            return (
+                f"no Pod was created for Job {name} within {self.options.pending_timeout_s:g}s "
+                "(is the job controller — kube-controller-manager — running?)"
+            )
+        why = f"Pod {pod.metadata.name} stayed {pod.status.phase} for {self.options.pending_timeout_s:g}s"
+        reasons = [
+            f"{c.reason}: {c.message}"
+            for c in (pod.status.conditions or [])
+            if c.status != "True" and (c.reason or c.message)
+        ]
+        if reasons:
+            why += " (" + "; ".join(reasons) + ")"
+        elif not pod.spec.node_name:
+            why += " (no node was assigned: is a scheduler running, and does a node fit?)"
+        else:
+            why += f" on node {pod.spec.node_name} (its kubelet never started it)"
+        return why + self._pod_warning(pod)
+
+    # --- the node around a pod trial: outside CPU, the pod's teardown -----------------------------------
+    def _window_start(self, spec: TrialSpec, pod: Any) -> None:
+        """The first sight of the Pod Running: read the node (on it) or the kubelet's summary (off it)."""
+        if spec.trial_key in self._windows or not pod.metadata or not pod.metadata.uid:
+            return
+        self._timeline.setdefault(spec.trial_key, {})["running_at"] = time.monotonic()
+        uid = pod.metadata.uid
+        found = find_pod_cgroup(uid)
+        window: dict[str, Any] = {"uid": uid, "cgroup": found, "node": pod.spec.node_name}
+        if found is not None:
+            with contextlib.suppress(OSError):
+                window["start"] = NodeSnapshot.take(found)
+                self._cgroups[spec.trial_key] = found
+        elif pod.spec.node_name:
+            window["summary"] = read_summary(self._client(), pod.spec.node_name, uid)
+        self._windows[spec.trial_key] = window
+        self._observe_node(spec, pod)  # the quota and shares now, in case the cgroup is gone at the end
+
+    def _window_end(self, spec: TrialSpec, pod: Any) -> None:
+        self._timeline.setdefault(spec.trial_key, {}).setdefault("ended_at", time.monotonic())
+        window = self._windows.get(spec.trial_key)
+        if window is None or "noise" in window:
+            return
+        noise = None
+        if window.get("start") is not None:
+            with contextlib.suppress(OSError):
+                window["end"] = NodeSnapshot.take(window["cgroup"])
+                noise = node_noise(window["start"], window["end"], window["uid"])
+        elif window.get("summary") is not None and window.get("node"):
+            end = read_summary(self._client(), window["node"], window["uid"])
+            noise = summary_noise(window["summary"], end) if end is not None else None
+        window["noise"] = noise
+
+    def _teardown(self, spec: TrialSpec) -> dict[str, Any]:
+        """After the trial's objects are deleted: wait (up to ``teardown_timeout_s``) until its Pod is gone
+        from the API server and its cgroup from the node (sandbox, containers, cgroup removed), so the next
+        trial does not share the node with this one's teardown. The wait is recorded, not measured."""
+        started = time.monotonic()
+        deadline = started + self.options.teardown_timeout_s
+        cgroup = self._cgroups.pop(spec.trial_key, None)
+        pod_gone = cgroup_gone = False
+        next_api = started
+        while True:
+            now = time.monotonic()
+            if not pod_gone and now >= next_api:
+                with contextlib.suppress(Exception):
+                    pod_gone = not self._pods(spec)
+                next_api = now + 1.0  # the API server at most once a second
+            cgroup_gone = cgroup is None or not cgroup[1].exists()
+            if (pod_gone and cgroup_gone) or now >= deadline:
+                break
+            time.sleep(0.25)
+        return {
+            "wait_s": round(time.monotonic() - started, 2),
+            "pod_gone": pod_gone,
+            "cgroup_gone": cgroup_gone if cgroup is not None else None,
+        }
 
     def _read_log(self, pod: Any, settle: bool) -> tuple[str, dict[str, Any]]:
         """The finished container's log, read again (up to ``log_settle_s``) until it has the entry point's
@@ -495,10 +637,14 @@ class KubernetesBackend(RemoteBackend):
         uid = pod.metadata.uid if pod.metadata else None
         if not uid:
             return
-        found = find_pod_cgroup(uid)
+        found = self._cgroups.get(spec.trial_key) or find_pod_cgroup(uid)
         if found is not None:
+            self._cgroups.setdefault(spec.trial_key, found)
             with contextlib.suppress(OSError):
-                self._node_evidence[spec.trial_key] = read_pod_cgroup(*found)
+                reading = read_pod_cgroup(*found)
+                # a cgroup the kubelet removed since the last reading reads empty: keep the last one
+                if reading.get("period_us") or spec.trial_key not in self._node_evidence:
+                    self._node_evidence[spec.trial_key] = reading
 
     @staticmethod
     def _record_quota(
@@ -510,20 +656,25 @@ class KubernetesBackend(RemoteBackend):
         record = placement["kubernetes"]
         if evidence:
             record["container_cgroup"] = {
-                k: evidence[k] for k in ("cgroup_version", "quota_us", "period_us") if k in evidence
+                k: evidence[k]
+                for k in ("cgroup_version", "quota_us", "period_us", "cpu_shares", "cpu_weight")
+                if k in evidence
             }
         if node:
             record["pod_cgroup"] = dict(node)
-        source = node or evidence
+        source = node if node and node.get("period_us") else evidence
         if source.get("period_us") if source else False:
             placement["cpu_quota"] = {
                 "written_by": "kubelet",
-                "read_from": "pod cgroup" if node else "container cgroup",
+                "read_from": "pod cgroup" if source is node else "container cgroup",
                 "cgroup_version": source.get("cgroup_version"),
-                "cgroup": [node["cgroup"]] if node else [],
+                "cgroup": [node["cgroup"]] if node and source is node else [],
                 "quota_us": source.get("quota_us"),
                 "period_us": source.get("period_us"),
             }
+            for key in ("cpu_shares", "cpu_weight"):
+                if source.get(key) is not None:
+                    placement["cpu_quota"][key] = source[key]
 
     def outcome(
         self, spec: TrialSpec, ended: str, pod: Any | None, why: str, shape: PodShape
@@ -581,6 +732,30 @@ class KubernetesBackend(RemoteBackend):
             started, ended_at = ended_at - evidence["wall_s"], ended_at  # the program's own time, in ns
         node = self._node_evidence.pop(spec.trial_key, None)
         self._record_quota(placement, evidence, node)
+        calls = self._calls.pop(spec.trial_key, None)
+        if calls is not None:
+            placement["kubernetes"]["api_calls"] = calls
+        marks = self._timeline.pop(spec.trial_key, {})
+        if "waited_at" in marks:
+            # the pod's own overhead: Job created → pod seen Running (scheduling, sandbox, image, start)
+            placement["kubernetes"]["timeline"] = {
+                f"{name}_s": round(marks[at] - marks["waited_at"], 3)
+                for name, at in (("to_running", "running_at"), ("to_ended", "ended_at"))
+                if at in marks
+            }
+        window = self._windows.pop(spec.trial_key, None) or {}
+        noise = window.get("noise")
+        if noise is None and window.get("end") is not None and evidence.get("usage_s") is not None:
+            # the kubelet removed the pod's cgroup before the pod was seen ended: its container's own count
+            noise = node_noise(window["start"], window["end"], window["uid"], pod_cpu_s=evidence["usage_s"])
+        if noise is not None:
+            placement["outside"] = noise.to_dict()
+        elif pod is not None:
+            placement["kubernetes"]["outside_missing"] = (
+                "the pod was never seen Running (it ended before the kubelet reported it running)"
+                if not window
+                else "the node's counters could not be read at both ends of the pod's run"
+            )
         stdout, files = split_log(log)
         (trial_dir / "main.stdout").write_text(stdout)
         for name, content in files.items():
@@ -618,6 +793,8 @@ class KubernetesBackend(RemoteBackend):
                 return TrialOutcome(status="failed", error=f"output not understood: {exc}", **base)
             named = {m.name for m in metrics}
             metrics += [m for m in evidence_metrics(evidence) if m.name not in named]
+            if noise is not None:
+                metrics += noise.metrics()
             return TrialOutcome(status="ok", metrics=metrics, **base)
         if ended == "Failed":
             return TrialOutcome(
@@ -653,6 +830,10 @@ class KubernetesBackend(RemoteBackend):
                     outcome = self.outcome(spec, ended, pod, why, shape)
                 finally:
                     self.delete_trial(spec)
+                # the next trial starts on a node without this one's pod (recorded, not measured)
+                teardown = self._teardown(spec)
+                if isinstance(outcome.placement.get("kubernetes"), dict):
+                    outcome.placement["kubernetes"]["teardown"] = teardown
                 yield spec, outcome
         finally:
             for run_id in run_ids:

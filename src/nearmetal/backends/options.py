@@ -126,6 +126,19 @@ class KubernetesOptions(StrictOptions):
     pending_timeout_s: float = Field(
         600.0, gt=0, description="a pod still unscheduled after this long is reported and deleted"
     )
+    fair_requests: bool = Field(
+        True,
+        description="every pod whose resources no pod layer sets asks for the same CPU request (the plan's "
+        "smallest cpu-quota limit): the unlimited baseline is Burstable with the limited pods' cpu.shares, "
+        "so the variants differ only in their limit (false: a pod without layers is BestEffort)",
+    )
+    teardown_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description="how long to wait after a trial for its pod to be gone from the API server and its "
+        "cgroup from the node before the next trial starts (the wait is recorded, not measured)",
+    )
     log_settle_s: float = Field(
         15.0,
         ge=0,

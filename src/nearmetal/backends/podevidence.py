@@ -31,8 +31,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 END_MARK = "=== nearmetal-end"  # closes a section of the container's log (evidence or a written file)
 # the files the entry point prints, relative to the container's /sys/fs/cgroup (v1 names, then v2 names)
 CGROUP_FILES_TEXT = (
-    "cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.stat cpuacct/cpuacct.usage cpuacct/cpuacct.stat "
-    "cpu.max cpu.stat"
+    "cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.shares cpu/cpu.stat cpuacct/cpuacct.usage "
+    "cpuacct/cpuacct.stat cpu.max cpu.weight cpu.stat"
 )
 CGROUP_FILES = tuple(CGROUP_FILES_TEXT.split())
 # Shell that defines ``nm_evidence WHEN``: print the cgroup files and the time between markers. A constant
@@ -67,6 +67,17 @@ def quota_of(files: dict[str, str]) -> tuple[int | None, int | None, int | None]
         if len(parts) == 2:
             return 2, _int(parts[0]) if parts[0] != "max" else None, _int(parts[1])
     return None, None, None
+
+
+def shares_of(files: dict[str, str]) -> dict[str, int]:
+    """The cgroup's CPU weight: v1 ``cpu.shares`` (the kubelet writes requests × 1024, 2 for BestEffort),
+    v2 ``cpu.weight`` (1–10000), as ``{"cpu_shares": …}`` / ``{"cpu_weight": …}`` ({} when unread)."""
+    out: dict[str, int] = {}
+    for key, name in (("cpu/cpu.shares", "cpu_shares"), ("cpu.weight", "cpu_weight")):
+        value = _int(files.get(key))
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def counters_of(files: dict[str, str]) -> dict[str, float]:
@@ -124,6 +135,7 @@ def container_evidence(sections: dict[str, dict[str, str]]) -> dict[str, Any]:
         return {}
     version, quota, period = quota_of(after)
     record: dict[str, Any] = {"cgroup_version": version, "quota_us": quota, "period_us": period}
+    record.update(shares_of(after))
     start, end = _int(before.get("time_ns")), _int(after.get("time_ns"))
     if start is not None and end is not None and end >= start:
         record["wall_s"] = (end - start) / 1e9
@@ -184,9 +196,9 @@ def read_pod_cgroup(version: int, path: Path) -> dict[str, Any]:
     files: dict[str, str] = {}
     names = (
         {"cpu/cpu.cfs_quota_us": "cpu.cfs_quota_us", "cpu/cpu.cfs_period_us": "cpu.cfs_period_us"}
-        | {"cpu/cpu.stat": "cpu.stat"}
+        | {"cpu/cpu.stat": "cpu.stat", "cpu/cpu.shares": "cpu.shares"}
         if version == 1
-        else {"cpu.max": "cpu.max", "cpu.stat": "cpu.stat"}
+        else {"cpu.max": "cpu.max", "cpu.stat": "cpu.stat", "cpu.weight": "cpu.weight"}
     )
     for key, name in names.items():
         with contextlib.suppress(OSError):
@@ -201,5 +213,6 @@ def read_pod_cgroup(version: int, path: Path) -> dict[str, Any]:
         "cgroup_version": version,
         "quota_us": quota,
         "period_us": period,
+        **shares_of(files),
         **counters_of(files),
     }

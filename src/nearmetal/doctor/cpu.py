@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,17 +169,46 @@ def kubernetes_qos(proc_cgroup: str) -> str | None:
     return None
 
 
+SEED_000_QUOTE = (
+    '"I had incorrectly thought that Burstable QoS meant that you could go over those limits" (seed 000): '
+    "Burstable only means requests < limits (or no limit); a CPU limit is a CFS quota whatever the QoS class"
+)
+
+
+def cpu_weight(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None) -> tuple[str, int] | None:
+    """The innermost visible ``cpu.shares`` (v1) or ``cpu.weight`` (v2) of this process's cgroup:
+    ("cpu.shares", 819) — the kubelet writes requests × 1024 / 1000 per milli-CPU (2 for BestEffort)."""
+    levels = quota_chain(root, proc_cgroup)
+    for level in levels:
+        for name in ("cpu.shares", "cpu.weight"):
+            with contextlib.suppress(OSError, ValueError):
+                return name, int((level.path / name).read_text())
+    return None
+
+
+def _in_a_pod() -> bool:
+    """Inside a container a pod runs (cgroup namespace: no kubepods path to see): the API server's
+    address the kubelet puts in every container's environment."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
 @check(
     "k8s-cpu-limits",
-    inspects="/proc/self/cgroup (kubepods QoS path) and the CPU quota chain",
+    inspects="/proc/self/cgroup (kubepods QoS path), cpu.shares/cpu.weight and the CPU quota chain",
     explains=("cpu",),
 )
 def check_k8s_cpu_limits(
-    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None, in_pod: bool | None = None
 ) -> list[Finding]:
+    """Inside a pod: its QoS class, CPU weight (requests), quota (limit) — and that Burstable does not lift a
+    limit. Run ``nearmetal doctor`` in the pod (``kubectl exec``) to see what the pod's processes get."""
     if proc_cgroup is None:
         proc_cgroup = Path("/proc/self/cgroup").read_text()
     qos = kubernetes_qos(proc_cgroup)
+    weight = cpu_weight(root, proc_cgroup)
+    if qos is None and (in_pod if in_pod is not None else _in_a_pod()):
+        # a cgroup namespace hides the kubepods path; the weight still tells BestEffort (shares 2, weight 1)
+        qos = "besteffort" if weight in (("cpu.shares", 2), ("cpu.weight", 1)) else "unknown"
     if qos is None:
         return [
             Finding(
@@ -188,26 +219,55 @@ def check_k8s_cpu_limits(
                 lesson=LESSON_000,
             )
         ]
+    qos_name = {"besteffort": "BestEffort", "burstable": "Burstable", "guaranteed": "Guaranteed"}.get(
+        qos, "unknown"
+    )
     limited = [lvl for lvl in quota_chain(root, proc_cgroup) if lvl.quota_us is not None]
+    shares = ""
+    if weight is not None:
+        name, value = weight
+        requested = f" ≈ requests.cpu {value / 1024:.2f}" if name == "cpu.shares" and value > 2 else ""
+        shares = f"; {name} {value}{requested}"
     if not limited:
+        if qos == "besteffort":
+            return [
+                Finding(
+                    "k8s-cpu-limits",
+                    "warning",
+                    "Kubernetes pod (BestEffort QoS) without a CPU limit: no quota, but the lowest CPU weight "
+                    "on the node — any other work there wins the CPU over it",
+                    evidence=f"QoS {qos_name}{shares}; no quota on the pod's cgroups",
+                    fix="set resources.requests.cpu (no limit): a Burstable pod keeps no quota and gets its "
+                    "share when the node is busy",
+                    lesson=LESSON_000,
+                )
+            ]
         return [
             Finding(
                 "k8s-cpu-limits",
                 "ok",
-                f"Kubernetes pod ({qos} QoS) without a CPU limit",
-                evidence=f"QoS {qos}; no quota on the pod's cgroups",
+                f"Kubernetes pod ({qos_name} QoS) without a CPU limit",
+                evidence=f"QoS {qos_name}{shares}; no quota on the pod's cgroups",
                 lesson=LESSON_000,
             )
         ]
-    cpus = min(lvl.cpus or 0 for lvl in limited)
+    tightest = min(limited, key=lambda lvl: lvl.cpus or 0)
+    cpus = tightest.cpus or 0
+    throttled = (100.0 * tightest.nr_throttled / tightest.nr_periods) if tightest.nr_periods else 0.0
+    evidence = (
+        f"QoS {qos_name}{shares}; quota {tightest.quota_us} µs per {tightest.period_us} µs = {cpus:.2f} CPUs "
+        f"at {tightest.path}; throttled in {tightest.nr_throttled} of {tightest.nr_periods} periods "
+        f"({throttled:.0f}%)"
+    )
+    if qos == "burstable":
+        evidence += "; Burstable pods are capped by their limit too: " + SEED_000_QUOTE
     return [
         Finding(
             "k8s-cpu-limits",
             "warning",
-            f"Kubernetes pod ({qos} QoS) with a CPU limit of {cpus:.2f} CPUs: requests/limits are not a "
+            f"Kubernetes pod ({qos_name} QoS) with a CPU limit of {cpus:.2f} CPUs: requests/limits are not a "
             "1:1 pod-to-node mapping, they cap the CPU",
-            evidence=f"QoS {qos}; tightest quota {cpus:.2f} CPUs"
-            + ("; Burstable pods are capped by their limit too" if qos == "burstable" else ""),
+            evidence=evidence,
             fix="to give a pod a whole node use nodeSelector/affinity plus pod anti-affinity (or a "
             "topologySpreadConstraint) and set only resources.requests.cpu; drop resources.limits.cpu, or use "
             "the static CPU manager policy with integer CPUs for exclusive cores",

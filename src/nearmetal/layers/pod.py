@@ -64,6 +64,12 @@ class PodConfig(LayerConfig):
         "quota); none: no resources at all (BestEffort)",
     )
     cpu: float | None = Field(None, gt=0, le=100_000, description="CPUs to request (and limit, with limits)")
+    cpu_limit: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="a CPU limit above the request (Burstable with limit > request): requests cpu, limits this",
+    )
     memory: str | None = Field(None, description="memory to request (and limit), e.g. 4Gi")
     runtime_class: str | None = Field(
         None, pattern=K8S_NAME, description="runtimeClassName: runc, kata-qemu, kata-qemu-virtiofs, gvisor …"
@@ -124,6 +130,10 @@ class PodConfig(LayerConfig):
     def _shape(self) -> PodConfig:
         if self.resources != "none" and self.cpu is None and self.memory is None:
             raise ValueError(f"resources: {self.resources} needs cpu and/or memory")
+        if self.cpu_limit is not None and (self.cpu is None or self.resources == "none"):
+            raise ValueError("cpu_limit needs resources: requests or limits and a cpu request")
+        if self.cpu_limit is not None and self.cpu is not None and self.cpu_limit < self.cpu:
+            raise ValueError(f"cpu_limit {self.cpu_limit:g} is below the request cpu {self.cpu:g}")
         if sum(x is not None for x in (self.gpus, self.gpu_shared, self.mig_profile)) > 1:
             raise ValueError("pick one of gpus, gpu_shared and mig_profile")
         return self

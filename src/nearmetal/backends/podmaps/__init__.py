@@ -43,6 +43,11 @@ class PodShape:
     mounts: list[Any] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the CPU limit a cpu-quota layer asked for (CPUs); whether a pod layer set the resources itself
+    cpu_limit: float | None = None
+    resources_fixed: bool = False
+    # the CPU request every pod of the plan shares (fair variants), when it was given to this one
+    common_cpu_request: str | None = None
 
     def record(self) -> dict[str, Any]:
         """What is stored with the trial: how the pod was shaped."""
@@ -52,6 +57,7 @@ class PodShape:
             "limits": dict(self.limits),
             "runtime_class": self.runtime_class,
             "host_users": self.host_users,
+            "common_cpu_request": self.common_cpu_request,
             "notes": list(self.notes),
         }
 
@@ -68,11 +74,27 @@ def memory_quantity(value: str | int) -> str:
     return f"{parse_memory_mib(value)}Mi"
 
 
-def pod_shape(spec: TrialSpec) -> PodShape:
-    """The trial's layers, each through its mapping, then the plan's scheduler resources."""
+def common_cpu_request(cells: Any) -> float | None:
+    """The CPU request every pod of a plan shares so that its variants differ only in their CPU limit: the
+    smallest limit its cpu-quota layers ask for (a request cannot exceed a limit). None: no cpu-quota layer."""
+    limits = [c.cpus for cell in cells for c in cell.layers if c.layer == "cpu-quota"]
+    return min(limits) if limits else None
+
+
+def pod_shape(spec: TrialSpec, common_cpu: float | None = None) -> PodShape:
+    """The trial's layers, each through its mapping, then the plan's scheduler resources.
+
+    ``common_cpu`` (``common_cpu_request``): a pod whose resources no pod layer set gets that CPU request,
+    a limited one too — so the unlimited baseline is a Burstable pod with the limited pods' request and
+    ``cpu.shares``, not a BestEffort pod with shares 2 that loses to every daemon (issue 27)."""
     shape = PodShape()
     for config in spec.cell().layers:
         LAYER_MAPPINGS[config.layer](config, shape)
+    if common_cpu is not None and not shape.resources_fixed:
+        request = common_cpu if shape.cpu_limit is None else min(common_cpu, shape.cpu_limit)
+        shape.requests["cpu"] = shape.common_cpu_request = cpu_quantity(request)
+        if shape.resources_mode == "none":
+            shape.resources_mode = "requests"
     resources = spec.resources
     # the plan's scheduler resources ask for what the layers did not already
     if resources.get("gpus") and not any(k.startswith("nvidia.com/") for k in shape.limits):

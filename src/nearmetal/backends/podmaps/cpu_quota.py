@@ -13,6 +13,7 @@ def map_cpu_quota(config: Any, shape: PodShape) -> None:
     cpu = cpu_quantity(config.cpus)
     shape.limits["cpu"] = cpu
     shape.requests.setdefault("cpu", cpu)
+    shape.cpu_limit = config.cpus
     shape.resources_mode = "limits"
     if config.period_us != 100_000:
         shape.notes.append(

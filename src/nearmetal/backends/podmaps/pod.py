@@ -13,6 +13,8 @@ def map_pod(config: Any, shape: PodShape) -> None:
     from kubernetes import client
 
     shape.resources_mode = config.resources
+    # resources the plan set itself (the QoS study's forms) are kept as they are: no common request
+    shape.resources_fixed = shape.resources_fixed or bool({"resources", "cpu"} & config.model_fields_set)
     amounts: dict[str, str] = {}
     if config.cpu is not None:
         amounts["cpu"] = cpu_quantity(config.cpu)
@@ -22,6 +24,10 @@ def map_pod(config: Any, shape: PodShape) -> None:
         shape.requests.update(amounts)
     if config.resources == "limits":
         shape.limits.update(amounts)
+    if config.cpu_limit is not None:
+        shape.limits["cpu"] = cpu_quantity(config.cpu_limit)
+    if config.cpu_limit is not None or (config.resources == "limits" and config.cpu is not None):
+        shape.cpu_limit = config.cpu_limit or config.cpu
     # extended resources (devices) must be limits; requests default to them
     if config.gpus:
         shape.limits["nvidia.com/gpu"] = str(config.gpus)
