@@ -31,6 +31,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import time
 
 import numpy as np
@@ -257,10 +258,13 @@ def main() -> None:
     results: dict[tuple[str, str, str], list[float]] = {}
     family: dict[tuple[str, str, str, int], float] = {}
     with multiprocessing.Pool(args.jobs) as pool:
+        # each cell as it ends (stderr), so a run cut short still says what it measured
         for key, cells in pool.imap_unordered(coverage_cell, cov_jobs):
             results[key] = cells
+            print("cell", "/".join(key), " ".join(f"{x:.4f}" for x in cells), file=sys.stderr, flush=True)
         for fkey, rate in pool.imap_unordered(family_cell, fam_jobs):
             family[fkey] = rate
+            print("family", "/".join(map(str, fkey)), f"{rate:.4f}", file=sys.stderr, flush=True)
     worst_cov, worst_fp, worst_fam = 1.0, 0.0, 0.0
     if results:
         sizes = [s for s in SIZES if any(k[2] == s for k in results)]
