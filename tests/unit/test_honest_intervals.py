@@ -80,9 +80,9 @@ def test_the_resolution_is_read_from_the_values(values: list[float], quantum: fl
 def test_tied_coarse_values_give_an_interval_as_wide_as_the_resolution_allows() -> None:
     """10, 10, 10 ms against 11, 11, 11 ms: the true means can be anywhere in [9.5, 10.5] and [10.5, 11.5],
     so the interval covers at least [+7.5%, +12.5%], and the row is not 'significant'."""
-    for unit_scale in (1.0, 0.001):  # ms, or the same in seconds
+    for unit_scale, paired in ((1.0, True), (0.001, True), (1.0, False)):  # ms or s; by block or not
         table = _table({"base": [10 * unit_scale] * 3, "v": [11 * unit_scale] * 3})
-        est = analyse(table, _cells("base", "v")).comparison("v", "m").loss
+        est = analyse(table, _cells("base", "v"), paired=paired).comparison("v", "m").loss
         assert est.low is not None and est.high is not None
         assert est.low <= 0.075 and est.high >= 0.125, est
         assert est.loss == pytest.approx(0.10)

@@ -420,7 +420,7 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
     paired_idx: list[int] = []
     block_values: list[tuple[np.ndarray, np.ndarray]] = []
     unpaired_idx: list[int] = []
-    variants, bases, notes = [], [], []
+    variants, bases, notes, quanta = [], [], [], []
     for i, (_, _, vm, bm) in enumerate(pairs):
         d, why = block_pairs(vm, bm) if cfg.paired else (None, "sequential order")
         if d is not None:
@@ -432,6 +432,7 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
         variants.append(vm.sample or Sample.of(vm.values))
         bases.append(base_sample)
         notes.append("; ".join(x for x in (f"unpaired: {why}", restricted) if x))
+        quanta.append(comparison_resolution(vm, bm, cfg.resolution.get(vm.metric)))
     estimates: dict[int, LossEstimate] = {}
     if paired_idx:
         found = paired_loss_intervals(
@@ -457,6 +458,7 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
             cfg.seed,
             cfg.statistic,
             notes=notes,
+            resolutions=quanta,
         )
         estimates.update(zip(unpaired_idx, found, strict=True))
     # family-wise control: Holm over the rows a reader reads together (``analysis.family``)

@@ -470,6 +470,7 @@ def loss_intervals(
     method: str = "bca",
     expand: bool = True,
     notes: Sequence[str] | None = None,
+    resolutions: Sequence[float] | None = None,
 ) -> list[LossEstimate]:
     """Losses of many (variant, baseline) pairs of independent samples at once: a bootstrap interval on the
     ratio (BCa, widened for small samples) over trial means, and Welch's t on the logs as a cross-check.
@@ -498,9 +499,18 @@ def loss_intervals(
             iv = Interval(
                 iv.estimate, min(iv.low, check[0]), max(iv.high, check[1]), f"{iv.method}+welch-log"
             )
+        q = float(resolutions[i]) if resolutions is not None else 0.0
+        if q > 0 and iv.low is not None and iv.high is not None and iv.low > 0:
+            # tied or coarse values: bounds move out by what rounding can do to each mean (``paired.py``)
+            down, up = resolution_shifts(v.values, b.values, q, confidence)
+            if down + up > 1e-9:
+                iv = Interval(
+                    iv.estimate, iv.low * math.exp(-down), iv.high * math.exp(up), f"{iv.method}+resolution"
+                )
         nested = variants[i].hierarchical or baselines[i].hierarchical
         note = notes[i] if notes is not None else ""
-        out.append(estimate_from_interval(iv, d, confidence, statistic, check, nested, note))
+        est = estimate_from_interval(iv, d, confidence, statistic, check, nested, note)
+        out.append(replace(est, resolution=q))
     return out
 
 
