@@ -161,13 +161,15 @@ class LossEstimate:
     low: float | None  # interval bounds (fractions); None when it cannot be computed
     high: float | None
     confidence: float
-    method: str  # signed-rank | t (paired), bca | percentile (unpaired), +stage-1, +welch-log, exact, none
-    statistic: str = "mean"  # unpaired: ratio of means or of medians; paired: "per-block ratio"
+    # delta-t | sign-test (paired), bca | percentile (unpaired), +stage-1, +welch-log, +resolution, exact, none
+    method: str
+    # "mean": ratio of means; "median": of medians (unpaired) or the median per-block ratio (paired)
+    statistic: str = "mean"
     check_low: float | None = None  # an independent interval on the log scale: a cross-check (unpaired)
     check_high: float | None = None
     reason: str = ""  # why there is no interval
     hierarchical: bool = False  # the metric has several values per trial (the interval is over trial means)
-    design: str = "unpaired"  # paired (per-block log ratios) | unpaired (every trial of each side)
+    design: str = "unpaired"  # paired (block by block) | unpaired (every trial of each side)
     pairs: int = 0  # blocks with a trial of both cells (paired), else 0
     direction: str = "lower"  # of the metric: how the loss was made from the ratio
     note: str = ""  # why the unpaired form was used, or which baseline trials were used
