@@ -11,12 +11,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from paths import REPO
 
 
 def _known_work():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("known_work", ROOT / "benchmarks" / "known_work.py")
+    spec = importlib.util.spec_from_file_location("known_work", REPO / "benchmarks" / "known_work.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
