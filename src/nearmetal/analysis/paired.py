@@ -1,28 +1,31 @@
 """Intervals for a variant against its baseline from trials run side by side in the same blocks.
 
-An interleaved run puts one trial of every cell in each block, in a shuffled order, so a variant's trial and
-its baseline's trial of the same block saw the same machine (the same slow drift, the same noisy minute). The
-per-block log ratio ``d_i = log v_i − log b_i`` cancels what the block shares, and since the order inside a
-block is random, what is left is symmetric about the log of the true ratio even when the noise is skewed or
-heavy-tailed (a difference of two draws of the same distribution is symmetric). Hence:
+An interleaved run puts one trial of every cell in each block (mirrored pairs of blocks, ``run.schedule``), so a
+variant's trial and its baseline's trial of the same block saw the same machine (the same slow drift, the same
+noisy minute). What the tables print is the ratio of the cells' means (loss t/t₀ − 1 for a time, 1 − v/v₀ for a
+rate), and the interval is on that same quantity (issue 28: an interval on another quantity — the
+Hodges–Lehmann centre of the log ratios — missed the table's loss when the variant was noisier than the
+baseline):
 
-* **Six pairs or more: Wilcoxon's signed-rank interval** (the Walsh averages between the exact order statistics
-  of the signed-rank distribution; the estimate is their median, Hodges–Lehmann). Its coverage is at least the
-  nominal level for any continuous symmetric distribution — heavy tails and single outliers included — and it
-  is as efficient as the t interval for normal data (95.5%). Below six pairs it cannot reach 95% at all (with
-  five pairs the widest interval, [min, max], covers 93.75%).
-* ``statistic: median`` asks for the median per-block ratio: the sign test's interval (order statistics of
-  the log ratios; no symmetry assumed), from six pairs on.
-* **Fewer pairs: Student's t on the log ratios** (exact for log-normal noise; conservative for symmetric heavy
-  tails, Efron 1969).
+* **Ratio of means, paired delta method** (``ratio_of_means_interval``): log(v̄/b̄) ± t(n−1)·sd(u)/√n with
+  u_i = v_i/v̄ − b_i/b̄, the first-order term of the log ratio of means, paired so what a block shares cancels.
+  Under the multiplicative model u is a difference of two draws of one shape, hence symmetric even for skewed
+  or heavy-tailed noise; heavy tails make it wide (the mean is then an uncertain quantity), not wrong.
+* ``statistic: median`` asks for the median per-block ratio: the sign test's interval on the log ratios
+  (``log_ratio_interval``; no symmetry assumed), from six pairs on (t below).
 * **Adaptive repeats** stop when the interval looks narrow enough, which selects runs whose variance was
-  under-estimated (measured: 88–93% coverage at a nominal 95%). With ``first_stage = n0`` the reported
-  interval is the hull of the above and Stein's two-stage interval, whose spread comes from the first ``n0``
-  blocks only (``mean(d) ± t(n0−1)·s0/√n``): the stop rule can then no longer pick a lucky variance.
-  ``benchmarks/validity.py`` measures all three.
+  under-estimated. With ``first_stage = n0`` the reported interval is the hull with Stein's two-stage interval,
+  whose spread comes from the first ``n0`` blocks only: the stop rule cannot pick a lucky variance.
+* **Resolution**: values printed at a quantum q (a 1 ms timer, 2 decimals) tie; each mean can then be off by up
+  to q/2 (less when the values spread over several quanta), and the bounds move out by that
+  (``resolution_shifts``), the spread never taken below the rounding's own. No interval is zero-wide unless the
+  values are resolution-free and the per-block terms all agree.
+* Every interval can be recomputed at another confidence (``PairedInterval.at``) and carries the p-value of
+  "ratio = 1" that agrees with it: Holm's family-wise verdicts and simultaneous intervals use them.
 
-Bounds are computed on the log scale and mapped back with ``exp``, so a ratio interval is always positive: a
-time loss never below −100 %, a rate loss never above +100 %.
+``benchmarks/validity.py`` measures coverage and A/A rates (docs/validity.md). Bounds are computed on the log
+scale and mapped back with ``exp``, so a ratio interval is always positive: a time loss never below −100 %, a
+rate loss never above +100 %.
 """
 
 from __future__ import annotations
