@@ -304,3 +304,18 @@ def test_the_drift_plan_of_issue_28_reads_an_identical_variant_as_no_difference(
         est = analyse(_table(values), infos, first_stage=3).comparison(v1, "m").loss
         quiet += est.significant is False
     assert quiet >= 19, quiet
+
+
+def test_the_p_value_agrees_with_the_interval_and_the_first_stage_widens_it() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        base = 1 + 0.1 * rng.standard_normal(7)
+        var = (1 + 0.1 * rng.uniform(-0.5, 1.5)) * (1 + 0.1 * rng.standard_normal(7))
+        iv = ratio_of_means_interval(var, base)
+        assert iv.p_value is not None and iv.low is not None and iv.high is not None
+        assert (iv.p_value <= 0.05) == (iv.low > 1 or iv.high < 1), iv
+    calm_later = np.array([1.3, 0.9, 1.2, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1])
+    plain = ratio_of_means_interval(calm_later, np.ones(10))
+    staged = ratio_of_means_interval(calm_later, np.ones(10), first_stage=3)
+    assert staged.method.startswith("delta-t+stage-1")
+    assert staged.low < plain.low and staged.high > plain.high
