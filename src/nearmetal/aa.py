@@ -106,11 +106,13 @@ def false_positive_rate(results: Results, metric: str | None = None) -> AASummar
         comp = analysis.comparison(cell.cell_id, metric or cell.primary_metric)
         if comp is None:
             continue
-        if comp.loss.significant is None:
+        # each row's own interval (not the family-wise verdict): what the nominal level promises per row
+        row_significant = comp.loss.row_significant
+        if row_significant is None:
             missing += 1
             continue
         total += 1
-        significant += int(comp.loss.significant)
+        significant += int(row_significant)
         rows.append(
             {
                 "cell": cell.key,
@@ -118,7 +120,7 @@ def false_positive_rate(results: Results, metric: str | None = None) -> AASummar
                 "loss_pct": comp.loss.loss * 100,
                 "ci_low_pct": comp.loss.low * 100,  # type: ignore[operator]
                 "ci_high_pct": comp.loss.high * 100,  # type: ignore[operator]
-                "false_positive": bool(comp.loss.significant),
+                "false_positive": bool(row_significant),
             }
         )
     if total:

@@ -91,6 +91,8 @@ def analysis_config(plan: dict[str, Any], seed: int = 0, run: str = "the stored 
         interval_metrics=wanted if wanted in (None, "all") else tuple(wanted),
         paired=paired_order(str(plan.get("order", "interleaved"))),
         first_stage=first_stage(repeats_min, repeats_target(plan)),
+        family=str(section.get("family", "variants")),
+        resolution={str(k): float(v) for k, v in (section.get("resolution") or {}).items()},
     )
 
 
@@ -244,6 +246,8 @@ class Results:
             cv_warning=cfg.cv_warning,
             paired=cfg.paired,
             first_stage=cfg.first_stage,
+            family=cfg.family,
+            resolution=cfg.resolution,
         )
 
     def with_intervals(self, metric: str | None) -> Results:

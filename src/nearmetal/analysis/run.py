@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from nearmetal.analysis.bootstrap import Interval, Sample, statistic_intervals
+from nearmetal.analysis.paired import infer_resolution
 from nearmetal.analysis.stats import (
     DEFAULT_OUTLIER_K,
     LossEstimate,
     Summary,
     VarianceComponents,
+    family_adjust,
     grouped_statistics,
     loss_intervals,
     paired_loss_intervals,
@@ -102,6 +104,11 @@ class AnalysisConfig:
     # adaptive repeats: the blocks run before the stop rule could act (the paired interval is then hulled
     # with Stein's, whose spread comes from those blocks only); None for a fixed number of repeats
     first_stage: int | None = None
+    # family-wise control of the verdicts: "variants" (the rows of one table: every variant against the
+    # same baseline), "all" (every row of a metric in the run) or "none" (each row alone)
+    family: str = "variants"
+    # metric name → the quantum its values are printed at (else inferred from the values)
+    resolution: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,20 +225,24 @@ def analyse(
     own_intervals: bool = True,
     paired: bool = True,
     first_stage: int | None = None,
+    family: str = "variants",
+    resolution: dict[str, float] | None = None,
 ) -> RunAnalysis:
     """Summaries of every cell and metric; losses of every non-baseline cell against the baseline cell with
     the same workload and matrix point, with intervals for each cell's primary metric plus ``metrics``
     (names, or "all"). ``own_intervals``: cells nothing is compared with get an interval on their own
     statistic (the stop rule of single-variant plans uses its relative half-width). ``paired``: compare
-    block by block where the table knows the blocks; ``first_stage``: see ``AnalysisConfig``."""
+    block by block where the table knows the blocks; ``first_stage``, ``family``, ``resolution``: see
+    ``AnalysisConfig``."""
     if isinstance(table, dict):
         table = MeasuredTable.from_columns(table)
     wanted: tuple[str, ...] | str | None = (
         metrics if isinstance(metrics, str) or metrics is None else tuple(metrics)
     )
     config = AnalysisConfig(
-        confidence, resamples, seed, statistic, outlier_k, cv_warning, wanted, paired, first_stage
-    )
+        confidence, resamples, seed, statistic, outlier_k, cv_warning, wanted, paired, first_stage, family,
+        dict(resolution or {}),
+    )  # fmt: skip
     result = RunAnalysis(cells=cells, config=config)
     if table.trial_id.size == 0:
         return result
@@ -339,8 +350,11 @@ def _per_block(cm: CellMetric) -> tuple[np.ndarray, np.ndarray]:
     return blocks, sums / np.bincount(inverse, minlength=blocks.size)
 
 
-def block_log_ratios(variant: CellMetric, baseline: CellMetric) -> tuple[np.ndarray | None, str]:
-    """Per-block log ratios variant/baseline in block order, or None and why the pair is not paired."""
+def block_pairs(
+    variant: CellMetric, baseline: CellMetric
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """(variant, baseline) values of the blocks that hold both, in block order, or None and why the pair
+    is not paired."""
     if variant.blocks is None or baseline.blocks is None:
         return None, "the trials' blocks are not known"
     if (variant.values <= 0).any() or (baseline.values <= 0).any():
@@ -351,7 +365,23 @@ def block_log_ratios(variant: CellMetric, baseline: CellMetric) -> tuple[np.ndar
     smaller = min(v_blocks.size, b_blocks.size)
     if common.size < MIN_PAIRS or common.size < MIN_PAIRED_SHARE * smaller:
         return None, f"only {common.size} of {smaller} blocks have a trial of both cells"
-    return np.log(v_values[v_at]) - np.log(b_values[b_at]), ""
+    return (v_values[v_at], b_values[b_at]), ""
+
+
+def block_log_ratios(variant: CellMetric, baseline: CellMetric) -> tuple[np.ndarray | None, str]:
+    """Per-block log ratios variant/baseline in block order, or None and why the pair is not paired."""
+    pair, why = block_pairs(variant, baseline)
+    if pair is None:
+        return None, why
+    return np.log(pair[0]) - np.log(pair[1]), ""
+
+
+def comparison_resolution(variant: CellMetric, baseline: CellMetric, stated: float | None = None) -> float:
+    """The quantum a comparison's values were printed at: the plan's ``analysis.resolution`` for the metric,
+    else inferred from the values of both cells (``paired.infer_resolution``)."""
+    if stated is not None:
+        return float(stated)
+    return infer_resolution(np.concatenate([variant.values, baseline.values]))
 
 
 def baseline_of_own_blocks(variant: CellMetric, baseline: CellMetric) -> tuple[Sample, str]:
@@ -388,29 +418,34 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
         return
     cfg = result.config
     paired_idx: list[int] = []
-    log_ratios: list[np.ndarray] = []
+    block_values: list[tuple[np.ndarray, np.ndarray]] = []
     unpaired_idx: list[int] = []
-    variants, bases, notes = [], [], []
+    variants, bases, notes, quanta = [], [], [], []
     for i, (_, _, vm, bm) in enumerate(pairs):
-        d, why = block_log_ratios(vm, bm) if cfg.paired else (None, "sequential order")
+        d, why = block_pairs(vm, bm) if cfg.paired else (None, "sequential order")
         if d is not None:
             paired_idx.append(i)
-            log_ratios.append(d)
+            block_values.append(d)
             continue
         unpaired_idx.append(i)
         base_sample, restricted = baseline_of_own_blocks(vm, bm)
         variants.append(vm.sample or Sample.of(vm.values))
         bases.append(base_sample)
         notes.append("; ".join(x for x in (f"unpaired: {why}", restricted) if x))
+        quanta.append(comparison_resolution(vm, bm, cfg.resolution.get(vm.metric)))
     estimates: dict[int, LossEstimate] = {}
     if paired_idx:
         found = paired_loss_intervals(
-            log_ratios,
+            block_values,
             [pairs[i][2].direction for i in paired_idx],
             cfg.confidence,
             cfg.first_stage,
             [pairs[i][2].variance is not None or pairs[i][3].variance is not None for i in paired_idx],
             statistic=cfg.statistic,
+            resolutions=[
+                comparison_resolution(pairs[i][2], pairs[i][3], cfg.resolution.get(pairs[i][2].metric))
+                for i in paired_idx
+            ],
         )
         estimates.update(zip(paired_idx, found, strict=True))
     if unpaired_idx:
@@ -423,8 +458,18 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
             cfg.seed,
             cfg.statistic,
             notes=notes,
+            resolutions=quanta,
         )
         estimates.update(zip(unpaired_idx, found, strict=True))
+    # family-wise control: Holm over the rows a reader reads together (``analysis.family``)
+    if cfg.family != "none":
+        families: dict[tuple[str, str], list[int]] = {}
+        for i, (_, base, vm, _) in enumerate(pairs):
+            key = (vm.metric, base.cell_id if cfg.family == "variants" else "")
+            families.setdefault(key, []).append(i)
+        for members in families.values():
+            adjusted = family_adjust([estimates[i] for i in members])
+            estimates.update(zip(members, adjusted, strict=True))
     for i, (cell, base, vm, bm) in enumerate(pairs):
         result.comparisons.append(
             Comparison(cell, base, vm.metric, vm.unit, vm.direction, vm.summary, bm.summary, estimates[i])

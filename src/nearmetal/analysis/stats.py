@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import stats as sps
 
 from nearmetal.analysis.bootstrap import Interval, Sample, ratio_intervals
-from nearmetal.analysis.paired import log_ratio_interval, welch_log_interval
+from nearmetal.analysis.paired import (
+    log_ratio_interval,
+    p_value_of,
+    ratio_of_means_interval,
+    resolution_shifts,
+    welch_log_interval,
+)
 
 # median ± k·MAD flags an outlier; MAD is scaled by 1.4826 so it estimates σ for normal data, and k = 3.5
 # is Iglewicz & Hoaglin's cut-off for the modified z-score
@@ -155,22 +161,61 @@ class LossEstimate:
     low: float | None  # interval bounds (fractions); None when it cannot be computed
     high: float | None
     confidence: float
-    method: str  # signed-rank | t (paired), bca | percentile (unpaired), +stage-1, +welch-log, exact, none
-    statistic: str = "mean"  # unpaired: ratio of means or of medians; paired: "per-block ratio"
+    # delta-t | sign-test (paired), bca | percentile (unpaired), +stage-1, +welch-log, +resolution, exact, none
+    method: str
+    # "mean": ratio of means; "median": of medians (unpaired) or the median per-block ratio (paired)
+    statistic: str = "mean"
     check_low: float | None = None  # an independent interval on the log scale: a cross-check (unpaired)
     check_high: float | None = None
     reason: str = ""  # why there is no interval
     hierarchical: bool = False  # the metric has several values per trial (the interval is over trial means)
-    design: str = "unpaired"  # paired (per-block log ratios) | unpaired (every trial of each side)
+    design: str = "unpaired"  # paired (block by block) | unpaired (every trial of each side)
     pairs: int = 0  # blocks with a trial of both cells (paired), else 0
     direction: str = "lower"  # of the metric: how the loss was made from the ratio
     note: str = ""  # why the unpaired form was used, or which baseline trials were used
+    resolution: float = 0.0  # the quantum the values were printed at (0: resolution-free)
+    p_value: float | None = None  # of "no difference", consistent with the row's interval
+    # family-wise control over the rows of a metric (``analysis.family``): the rows in the family, Holm's
+    # verdict for this row, and its simultaneous (Bonferroni, confidence 1 − α/k) interval
+    family: int = 1
+    family_significant: bool | None = None
+    family_low: float | None = None
+    family_high: float | None = None
+    # the row's interval on the log ratio scale at another confidence (paired rows; None: approximated)
+    at: Callable[[float], tuple[float, float] | None] | None = field(default=None, compare=False, repr=False)
 
     @property
-    def significant(self) -> bool | None:
+    def row_significant(self) -> bool | None:
+        """Whether this row's own interval excludes 0 (the verdict when it is alone in its family)."""
         if self.low is None or self.high is None:
             return None
         return self.low > 0 or self.high < 0
+
+    @property
+    def significant(self) -> bool | None:
+        """The verdict: Holm's over the row's family when it has more than one row, else the row's own."""
+        if self.family > 1 and self.family_significant is not None:
+            return self.family_significant
+        return self.row_significant
+
+    @property
+    def ratio_bounds(self) -> tuple[float, float] | None:
+        """The interval as ratios variant/baseline (low, high)."""
+        if self.low is None or self.high is None:
+            return None
+        if self.direction == "lower":
+            return 1.0 + self.low, 1.0 + self.high
+        return 1.0 - self.high, 1.0 - self.low
+
+    @property
+    def relative_half_width(self) -> float | None:
+        """Half-width of the interval relative to the ratio, as a fraction: exp(half-width of the log ratio
+        interval) − 1. The same for a +90% rate loss and a +900% time loss of the same precision; what the
+        adaptive target (``±4%``) is compared with."""
+        bounds = self.ratio_bounds
+        if bounds is None or bounds[0] <= 0 or bounds[1] <= 0:
+            return None
+        return math.expm1((math.log(bounds[1]) - math.log(bounds[0])) / 2)
 
     @property
     def half_width(self) -> float | None:
@@ -218,6 +263,13 @@ class LossEstimate:
             "hierarchical": self.hierarchical,
             "reason": self.reason,
             "note": self.note,
+            "resolution": self.resolution,
+            "p_value": self.p_value,
+            "row_significant": self.row_significant,
+            "family": self.family,
+            "family_low": self.family_low,
+            "family_high": self.family_high,
+            "relative_half_width": self.relative_half_width,
         }
 
 
@@ -305,19 +357,29 @@ def estimate_from_interval(
 
 
 def paired_loss_intervals(
-    log_ratios: Sequence[np.ndarray],
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     directions: Sequence[str],
     confidence: float = 0.95,
     first_stage: int | None = None,
     hierarchical: Sequence[bool] | None = None,
     notes: Sequence[str] | None = None,
     statistic: str = "mean",
+    resolutions: Sequence[float] | None = None,
 ) -> list[LossEstimate]:
-    """Losses from per-block log ratios (block order), one array per comparison (see ``paired.py``)."""
-    label = "median" if statistic == "median" else "per-block ratio"
+    """Losses from one (variant, baseline) value per block in block order, one pair of arrays per
+    comparison: the ratio of means by the paired delta method (``statistic="mean"``), or the median
+    per-block ratio by the sign test (``"median"``); see ``paired.py``. ``resolutions``: the quantum each
+    comparison's values were printed at (0: none), which widens the interval by what rounding can do."""
+    label = "median" if statistic == "median" else "mean"
     out = []
-    for i, (d, direction) in enumerate(zip(log_ratios, directions, strict=True)):
-        iv = log_ratio_interval(d, confidence, first_stage, statistic)
+    for i, ((v, b), direction) in enumerate(zip(pairs, directions, strict=True)):
+        v, b = np.asarray(v, dtype=float), np.asarray(b, dtype=float)
+        q = float(resolutions[i]) if resolutions is not None else 0.0
+        if statistic == "median":
+            shifts = resolution_shifts(v, b, q, confidence) if q > 0 else (0.0, 0.0)
+            iv = log_ratio_interval(np.log(v) - np.log(b), confidence, first_stage, "median", shifts)
+        else:
+            iv = ratio_of_means_interval(v, b, confidence, first_stage, q)
         point = float(loss_from_ratio(iv.estimate, direction))
         nested = bool(hierarchical[i]) if hierarchical is not None else False
         note = notes[i] if notes is not None else ""
@@ -325,14 +387,73 @@ def paired_loss_intervals(
             est = LossEstimate(
                 point, None, None, confidence, "none", label, reason=iv.reason,
                 hierarchical=nested, design="paired", pairs=iv.pairs, direction=direction, note=note,
+                resolution=q,
             )  # fmt: skip
         else:
             low, high = _loss_bounds(iv.low, iv.high, direction)
+            p = iv.p_value
+            if p is None and iv.at is not None:
+                p = p_value_of(iv.at, confidence)
             est = LossEstimate(
                 point, low, high, confidence, iv.method, label, hierarchical=nested,
-                design="paired", pairs=iv.pairs, direction=direction, note=note,
+                design="paired", pairs=iv.pairs, direction=direction, note=note, resolution=q, p_value=p,
+                at=iv.at,
             )  # fmt: skip
         out.append(est)
+    return out
+
+
+def _log_bounds_at(est: LossEstimate, level: float) -> tuple[float, float] | None:
+    """The estimate's interval on the log ratio scale at another confidence: the paired row's own method,
+    else (bootstrap rows) a normal approximation on the log scale fitted to its interval."""
+    if est.at is not None:
+        return est.at(level)
+    bounds = est.ratio_bounds
+    if bounds is None or bounds[0] <= 0:
+        return None
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    z = float(sps.norm.ppf(0.5 + est.confidence / 2))
+    centre, se = (lo + hi) / 2, (hi - lo) / (2 * z)
+    half = float(sps.norm.ppf(0.5 + level / 2)) * se
+    return centre - half, centre + half
+
+
+def _p_of(est: LossEstimate) -> float | None:
+    if est.low is None or est.high is None:
+        return None
+    if est.p_value is not None:
+        return est.p_value
+    return p_value_of(lambda level: _log_bounds_at(est, level), est.confidence)
+
+
+def family_adjust(estimates: Sequence[LossEstimate]) -> list[LossEstimate]:
+    """Holm's step-down verdicts over a family of rows (one metric's rows a reader reads together), each
+    with its simultaneous interval at confidence 1 − α/k (Bonferroni: its rows exclude 0 only where Holm
+    also finds the row significant; Holm may find more). Rows without an interval are not counted."""
+    counted = [i for i, e in enumerate(estimates) if e.low is not None and e.high is not None]
+    k = len(counted)
+    out = list(estimates)
+    if k <= 1:
+        return out
+    alpha = 1 - estimates[counted[0]].confidence
+    ps: dict[int, float] = {}
+    for i in counted:
+        p = _p_of(estimates[i])
+        ps[i] = 1.0 if p is None else p
+    order = sorted(counted, key=lambda i: ps[i])
+    rejecting = True
+    for rank, i in enumerate(order):
+        p = ps[i]
+        rejecting = rejecting and p <= alpha / (k - rank)
+        est = estimates[i]
+        level = 1 - alpha / k
+        log_bounds = _log_bounds_at(est, level)
+        f_low = f_high = None
+        if log_bounds is not None:
+            f_low, f_high = _loss_bounds(math.exp(log_bounds[0]), math.exp(log_bounds[1]), est.direction)
+        out[i] = replace(
+            est, p_value=p, family=k, family_significant=rejecting, family_low=f_low, family_high=f_high
+        )
     return out
 
 
@@ -351,6 +472,7 @@ def loss_intervals(
     method: str = "bca",
     expand: bool = True,
     notes: Sequence[str] | None = None,
+    resolutions: Sequence[float] | None = None,
 ) -> list[LossEstimate]:
     """Losses of many (variant, baseline) pairs of independent samples at once: a bootstrap interval on the
     ratio (BCa, widened for small samples) over trial means, and Welch's t on the logs as a cross-check.
@@ -379,9 +501,18 @@ def loss_intervals(
             iv = Interval(
                 iv.estimate, min(iv.low, check[0]), max(iv.high, check[1]), f"{iv.method}+welch-log"
             )
+        q = float(resolutions[i]) if resolutions is not None else 0.0
+        if q > 0 and iv.low is not None and iv.high is not None and iv.low > 0:
+            # tied or coarse values: bounds move out by what rounding can do to each mean (``paired.py``)
+            down, up = resolution_shifts(v.values, b.values, q, confidence)
+            if down + up > 1e-9:
+                iv = Interval(
+                    iv.estimate, iv.low * math.exp(-down), iv.high * math.exp(up), f"{iv.method}+resolution"
+                )
         nested = variants[i].hierarchical or baselines[i].hierarchical
         note = notes[i] if notes is not None else ""
-        out.append(estimate_from_interval(iv, d, confidence, statistic, check, nested, note))
+        est = estimate_from_interval(iv, d, confidence, statistic, check, nested, note)
+        out.append(replace(est, resolution=q))
     return out
 
 
@@ -402,20 +533,48 @@ def loss_interval(
     return loss_intervals([v], [b], [direction], confidence, resamples, seed, statistic, method)[0]
 
 
+def fmt_bound(fraction: float) -> str:
+    """A bound in percent with one decimal, or as many more as it takes not to round it to 0 or across it
+    ('+0.04' for 0.0004, never '+0.0' beside a significant loss)."""
+    pct = fraction * 100
+    if pct == 0 or not math.isfinite(pct):
+        return f"{pct:+.1f}"
+    for digits in range(1, 7):
+        text = f"{pct:+.{digits}f}"
+        if float(text) != 0:
+            return text
+    return f"{pct:+.2e}"
+
+
+def fmt_interval(low: float, high: float) -> str:
+    """'+14.9, +25.0' (percent) with ``fmt_bound``'s digits."""
+    return f"{fmt_bound(low)}, {fmt_bound(high)}"
+
+
 def describe_loss(est: LossEstimate) -> str:
-    """Words for a loss: significant only when the interval excludes 0."""
+    """Words for a loss: significant only when the interval excludes 0 (Holm's verdict over the row's family
+    when it has several rows)."""
     pct = est.loss * 100
     if est.significant is None:
         why = est.reason or "too few trials"
         return f"{pct:+.1f}% (no interval: {why})" if math.isfinite(pct) else f"no estimate ({why})"
-    low, high = est.low * 100, est.high * 100  # type: ignore[operator]
+    assert est.low is not None and est.high is not None
+    bounds = f"{fmt_bound(est.low)}%, {fmt_bound(est.high)}%"
     level = f"{est.confidence:.0%}"
     of = "" if est.statistic in ("mean", "per-block ratio") else f" ({est.statistic}s)"
+    family = ""
+    if est.family > 1:
+        family = f"; family-wise over {est.family} rows (Holm)"
     if not est.significant:
-        return f"no significant difference{of} ({level} interval [{low:+.1f}%, {high:+.1f}%] includes 0)"
+        if est.row_significant:
+            return (
+                f"no significant difference{of} once {est.family} rows are read together ({level} interval"
+                f" [{bounds}] of this row alone excludes 0{family})"
+            )
+        return f"no significant difference{of} ({level} interval [{bounds}] includes 0{family})"
     if pct > 0:
-        return f"costs {pct:.1f}%{of}, {fmt_slowdown(est)} ({level} interval [{low:+.1f}%, {high:+.1f}%] excludes 0)"
-    return f"gains {-pct:.1f}%{of}, {fmt_slowdown(est)} ({level} interval [{low:+.1f}%, {high:+.1f}%] excludes 0)"
+        return f"costs {pct:.1f}%{of}, {fmt_slowdown(est)} ({level} interval [{bounds}] excludes 0{family})"
+    return f"gains {-pct:.1f}%{of}, {fmt_slowdown(est)} ({level} interval [{bounds}] excludes 0{family})"
 
 
 # --- levels of variation -------------------------------------------------------------------------------

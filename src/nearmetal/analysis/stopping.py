@@ -1,7 +1,9 @@
 """The stop rule of adaptive repeats, as plain functions of a run's analysis (no I/O).
 
 A cell is *done* when the interval it is judged by is at most ± target wide:
-* a variant: the half-width of its loss interval (primary metric) against the baseline;
+* a variant: the relative precision of its ratio against the baseline (primary metric): exp of the
+  half-width of the log ratio interval, less 1 — so a rate variant at +90% loss (ratio 0.1) and a time
+  variant at +150% (ratio 2.5) stop on the same footing, not on loss points;
 * a baseline: done when every variant compared with it is done (it must keep running beside them, so the
   blocks stay interleaved);
 * a cell nothing is compared with (a plan with one variant): the half-width of the interval of its own
@@ -47,7 +49,8 @@ def paired_order(order: str) -> bool:
 @dataclass(frozen=True)
 class CellPrecision:
     cell_id: str
-    half_width: float | None  # what the target is compared with (a fraction); None: no interval yet
+    # relative precision of the ratio (a fraction) compared with the target; None: no interval yet
+    half_width: float | None
     judged_by: str  # "loss" | "group" (a baseline: its variants) | "own" (relative interval of its statistic)
 
     def met(self, target: float) -> bool:
@@ -73,7 +76,7 @@ def cell_precisions(
             if comp.loss.design == "paired"
             else min(comp.variant_summary.n, comp.baseline_summary.n)
         )
-        width = comp.loss.half_width if measured >= minimum else None
+        width = comp.loss.relative_half_width if measured >= minimum else None
         out[cell.cell_id] = CellPrecision(cell.cell_id, width, "loss")
         group_of_baseline.setdefault(comp.baseline.cell_id, []).append(width)
     for cell in cells:

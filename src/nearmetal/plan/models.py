@@ -43,7 +43,9 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_target(value: Any) -> float:
-    """``"±2%"``, ``"2%"``, ``0.02`` → 0.02 (the half-width of the loss interval, as a fraction)."""
+    """``"±2%"``, ``"2%"``, ``0.02`` → 0.02: the relative precision of the ratio variant/baseline that adaptive
+    repeats stop at — exp(half-width of the log ratio interval) − 1 — the same footing for a +90% rate loss
+    and a +150% time loss."""
     if isinstance(value, bool):
         raise ValueError("must be a percentage such as ±2%")
     if isinstance(value, int | float):
@@ -150,6 +152,17 @@ class Analysis(StrictModel):
         default_factory=dict,
         description="workload name → the metric its tables lead with and adaptive repeats judge"
         " (default: the workload kind's own, e.g. wall_s for command)",
+    )
+    family: Literal["none", "variants", "all"] = Field(
+        "variants",
+        description="family-wise control of the verdicts (Holm): 'variants' = the rows of one table (every"
+        " variant against the same baseline), 'all' = every row of a metric in the run, 'none' = each row"
+        " alone (the per-row 95% interval is shown in every case)",
+    )
+    resolution: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="metric name → the quantum its values are printed at, in the metric's unit (e.g."
+        " {loop_s: 0.01}); default: inferred from the values (the fewest decimals that write them all)",
     )
 
 

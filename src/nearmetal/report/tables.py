@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
-from nearmetal.analysis.stats import fmt_slowdown, loss_definition
+from nearmetal.analysis.stats import fmt_interval, fmt_slowdown, loss_definition
 from nearmetal.api import Results
 from nearmetal.compare import RunComparison
 from nearmetal.registry import Registry
@@ -72,7 +72,8 @@ def fmt_estimate(est: LossEstimate) -> str:
         if not math.isfinite(est.loss):
             return f"– [{est.reason or 'no data'}]"
         return f"{est.loss * 100:+.1f}% [no interval: {est.reason or 'n too small'}]"
-    return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
+    # a bound gets more digits rather than round to 0 (or across it) against the verdict
+    return f"{est.loss * 100:+.1f}% [{fmt_interval(est.low, est.high)}]"
 
 
 def fmt_factor(comp: Comparison | None) -> str:
@@ -94,7 +95,10 @@ def verdict_of(est: LossEstimate) -> str:
     if sig is None:
         return "no interval"
     if not sig:
-        return "no significant difference"
+        # Holm over the table's rows: this row's own interval excludes 0, the family's reading does not
+        return (
+            "no significant difference (family-wise)" if est.row_significant else "no significant difference"
+        )
     return "significant loss" if est.loss > 0 else "significant gain"
 
 
@@ -126,13 +130,28 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
         methods = sorted({e.method for e in paired})
         low, high = min(e.pairs for e in paired), max(e.pairs for e in paired)
         blocks = f"{low}" if low == high else f"{low}–{high}"
-        how = (
-            f"{conf} interval on per-block log ratios of trials run side by side (paired, {blocks} blocks;"
-            " Wilcoxon signed-rank from 6 blocks, Student's t below"
-        )
+        if results.statistic == "median":
+            how = (
+                f"{conf} interval on the median per-block ratio of trials run side by side (paired,"
+                f" {blocks} blocks; sign test)"
+            )
+        else:
+            how = (
+                f"{conf} interval on the ratio of means from trials run side by side (paired, {blocks}"
+                " blocks; delta method on the log ratio of means, Student's t over blocks"
+            )
         if any("stage-1" in m for m in methods):
             how += "; hulled with Stein's first-stage interval, since repeats stopped adaptively"
-        parts.append(how + ")")
+        if results.statistic != "median":
+            how += ")"
+        parts.append(how)
+        coarse = sorted({e.resolution for e in paired if "resolution" in e.method})
+        if coarse:
+            parts.append(
+                "values printed at a resolution of "
+                + ", ".join(f"{q:g}" for q in coarse)
+                + " (tied or coarse): bounds widened by what rounding can do to each mean"
+            )
     if unpaired or not estimates:
         of = "means" if results.statistic == "mean" else "medians"
         parts.append(
@@ -147,7 +166,15 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
     if any(e.hierarchical for e in estimates):
         parts.append("a trial with several values counts as its mean")
     parts.append("bounds are computed on the log scale, so always physically possible")
-    parts.append("significant only when the interval excludes 0")
+    families = sorted({e.family for e in estimates if e.family > 1})
+    if families:
+        k = "/".join(str(f) for f in families)
+        parts.append(
+            f"{k} rows; family-wise {conf} (Holm): a row is significant only when Holm's step-down test over"
+            " its family rejects; the interval shown is the row's own"
+        )
+    else:
+        parts.append("significant only when the interval excludes 0")
     return "; ".join(parts)
 
 

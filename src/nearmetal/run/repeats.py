@@ -122,6 +122,8 @@ class Repeats:
             own_intervals=True,
             paired=paired_order(self.plan.order),
             first_stage=first_stage(self.plan.repeats.min, self.plan.repeats.target),
+            family=cfg.family,
+            resolution=cfg.resolution,
         )
 
     def apply_stop_rule(self, block: int, final: bool = False) -> None:

@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nearmetal.analysis.bootstrap import Sample
-from nearmetal.analysis.run import baseline_of_own_blocks, block_log_ratios
+from nearmetal.analysis.run import baseline_of_own_blocks, block_pairs, comparison_resolution
 from nearmetal.analysis.stats import loss_intervals, paired_loss_intervals
 from nearmetal.report.tables import Table, fmt_estimate, fmt_number, study_table, verdict_of
 
@@ -113,10 +113,11 @@ def tables(results: Results) -> list[Table]:
         return []
     estimates = []
     for _, _, vm, bm in found:
-        d, why = block_log_ratios(vm, bm) if cfg.paired else (None, "sequential order")
+        d, why = block_pairs(vm, bm) if cfg.paired else (None, "sequential order")
         if d is not None:
+            q = comparison_resolution(vm, bm, cfg.resolution.get(vm.metric))
             est = paired_loss_intervals(
-                [d], [vm.direction], cfg.confidence, cfg.first_stage, statistic=cfg.statistic
+                [d], [vm.direction], cfg.confidence, cfg.first_stage, statistic=cfg.statistic, resolutions=[q]
             )
         else:
             base, _ = baseline_of_own_blocks(vm, bm)
