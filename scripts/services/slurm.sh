@@ -231,7 +231,7 @@ start() {
     chmod 0755 /run/munge
     if [[ ! -s /etc/munge/munge.key ]]; then
       if command -v mungekey >/dev/null; then mungekey --create --keyfile /etc/munge/munge.key
-      else dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none; fi
+      else (umask 077 && dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none); fi
     fi
     # the key is munge's alone, whoever made it
     chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
