@@ -255,14 +255,17 @@ def test_every_sqlite_query_is_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "info", [{"backend_options": "x"}, {"backend_options": {"a b": 1}}, {"backend_options": {"k": {}}}]
+    "info",
+    [
+        {"backend_options": "x"},
+        {"backend_options": {"a b": 1}},
+        {"backend_options": {"k": {1: "not a text key"}}},
+        {"backend_options": {"k": {"a": {"b": {"c": {"d": {"e": 1}}}}}}},  # deeper than any option
+    ],
 )
 def test_stored_backend_options_are_plain_values(info: dict) -> None:
     with pytest.raises(NearmetalError, match="stored backend options"):
         validate.stored_backend_options(info, RUNS[0])
-    assert validate.stored_backend_options(
-        {"backend_options": {"partition": "debug", "parallel": 2}}, "r"
-    ) == {
-        "partition": "debug",
-        "parallel": 2,
-    }
+    # what nearmetal itself stores: plain values, and mappings such as Kubernetes' node_selector
+    options = {"partition": "debug", "parallel": 2, "node_selector": {"kubernetes.io/os": "linux"}}
+    assert validate.stored_backend_options({"backend_options": options}, "r") == options

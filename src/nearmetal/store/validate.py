@@ -299,15 +299,26 @@ def stored_plan(text: object, run_id: str) -> dict[str, Any]:
     return data
 
 
+def _plain_value(value: object, depth: int = 0) -> bool:
+    """JSON's plain values: None, text, numbers, booleans, and lists or text-keyed mappings of them (an
+    option such as the Kubernetes ``node_selector`` is a mapping), at most 4 levels deep."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if depth >= 4:
+        return False
+    if isinstance(value, list):
+        return all(_plain_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def stored_backend_options(info: object, run_id: str) -> dict[str, Any]:
     """The backend options a run was started with (``info.backend_options``), for its resume: a mapping of
     option names to plain values, else one error (the backend's option model validates the values)."""
     options = info.get("backend_options", {}) if isinstance(info, dict) else {}
     if not isinstance(options, dict) or not all(
-        isinstance(k, str)
-        and k.isidentifier()
-        and (v is None or isinstance(v, str | int | float | bool | list))
-        for k, v in options.items()
+        isinstance(k, str) and k.isidentifier() and _plain_value(v) for k, v in options.items()
     ):
         raise NearmetalError(
             f"run {run_id}: the stored backend options are not a mapping of option names to values",
