@@ -155,11 +155,12 @@ def _as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def nobody_dir():
-    """A directory user nobody can write (pytest's own temporary tree is root's alone)."""
+    """A directory of user nobody's own (pytest's own temporary tree is root's alone): owned by it and 0700,
+    as a user's working directory is — a world-writable one is refused as a workdir (issue 26)."""
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="nearmetal-nobody-"))
-    os.chmod(work, 0o777)
+    os.chown(work, 65534, 65534)
     yield work
     shutil.rmtree(work, ignore_errors=True)
 
