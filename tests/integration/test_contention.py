@@ -162,7 +162,9 @@ def test_noise_from_a_stored_placement() -> None:
 GUARDED_PLAN = """
     name: contended
     workloads:
-      burn: {kind: stress-ng, params: {workers: 1, ops: 300}}
+      # long enough to be judged beside the neighbour (≥ 1 s): the host scan samples once a second from 0.1 s
+      # after the start, and a wait over less than 0.1 s of runnable time is not trusted
+      burn: {kind: stress-ng, params: {workers: 1, ops: 3000}}
     variants:
       disabled: []
       one-cpu: [{layer: cpuset, cpus: 1}]
