@@ -80,7 +80,9 @@ class ClustersConfig(LayerConfig):
     delay_ms: dict[str, float] = Field(
         default_factory=dict, description="netem delay on a cluster's link, e.g. {c2: 5} (a remote cluster)"
     )
-    python: str = Field(default_factory=lambda: sys.executable, description="Python that runs the built-in server")
+    python: str = Field(
+        default_factory=lambda: sys.executable, description="Python that runs the built-in server"
+    )
 
     @field_validator("clusters")
     @classmethod

@@ -234,7 +234,9 @@ class MpiParams(WorkloadParams):
         "default, shared memory between ranks on one host (no network at all)",
     )
     mpiexec: str = Field("mpiexec.hydra", pattern=r"^[A-Za-z0-9_./-]+$", description="MPICH hydra launcher")
-    python: str = Field(default_factory=lambda: sys.executable, description="Python interpreter with mpi4py (≥ 4, MPICH ABI)")
+    python: str = Field(
+        default_factory=lambda: sys.executable, description="Python interpreter with mpi4py (≥ 4, MPICH ABI)"
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> MpiParams:

@@ -56,7 +56,9 @@ class ResilienceParams(WorkloadParams):
         description="recovered = the first success that starts an error-free stretch this long; steady "
         "state = a window this long as good as before the fault",
     )
-    python: str = Field(default_factory=lambda: sys.executable, description="Python interpreter that runs the nearmetal tools")
+    python: str = Field(
+        default_factory=lambda: sys.executable, description="Python interpreter that runs the nearmetal tools"
+    )
 
 
 class HttpLoadParams(ResilienceParams):

@@ -38,7 +38,10 @@ class TcpRrParams(WorkloadParams):
     seconds: float | None = Field(None, gt=0, le=3600, description="or: run for this long")
     warmup: int = Field(200, ge=0, le=1_000_000, description="unmeasured round trips first")
     port: int | None = Field(None, ge=1024, le=65535, description="server port (default: a free one)")
-    python: str = Field(default_factory=lambda: sys.executable, description="Python interpreter that runs nearmetal.tools.tcprr")
+    python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="Python interpreter that runs nearmetal.tools.tcprr",
+    )
 
     @model_validator(mode="after")
     def _amount(self) -> TcpRrParams:
