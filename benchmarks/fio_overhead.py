@@ -21,7 +21,7 @@ import numpy as np
 
 from nearmetal.analysis.stats import loss_interval
 from nearmetal.plan import parse_plan_text
-from nearmetal.runner import Runner
+from nearmetal.run.runner import Runner
 from nearmetal.store import Store
 from nearmetal.workloads.fio import FioParams, drop_caches, job_options, parse_fio_json
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nearmetal.backends.local import LocalBackend
 from nearmetal.plan import parse_plan_text
-from nearmetal.runner import Runner
+from nearmetal.run.runner import Runner
 from nearmetal.store import Store
 
 PLAN = """

@@ -3,7 +3,7 @@
     python benchmarks/rootless_copy_back.py [--files 2000] [--mib 256]
 
 Builds a child trial directory (``--files`` small files in 20 directories, one ``--mib`` MiB file, one sparse
-1 TiB file), copies it back with ``nearmetal.asuser.copy_back`` (each entry opened ``O_PATH|O_NOFOLLOW``
+1 TiB file), copies it back with ``nearmetal.run.asuser.copy_back`` (each entry opened ``O_PATH|O_NOFOLLOW``
 beneath its parent, sparse files kept sparse) and prints the time, the throughput, and the space the sparse
 file takes in the copy. Compare: ``cp -a`` of the same tree.
 """
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nearmetal.asuser import copy_back
+from nearmetal.run.asuser import copy_back
 
 
 def build(child: Path, files: int, mib: int) -> None:

@@ -74,7 +74,7 @@ make_state_dir() {
   fi
 }
 
-ifname() {  # ifname FULL-NAME ROLE: a ≤15-character interface name, as nearmetal.hostnet.short_ifname makes
+ifname() {  # ifname FULL-NAME ROLE: a ≤15-character interface name, as nearmetal.host.hostnet.short_ifname makes
   echo "nm$(printf %s "$1" | sha256sum | cut -c1-10)$2"
 }
 node_ns() { echo "$tag-node$1"; }

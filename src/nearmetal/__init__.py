@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nearmetal.api import Results, load_results
-    from nearmetal.runner import RunResult, run_plan
+    from nearmetal.run.runner import RunResult, run_plan
 
 __all__ = ["Results", "RunResult", "__version__", "load_results", "run_plan"]
 
@@ -23,8 +23,8 @@ __all__ = ["Results", "RunResult", "__version__", "load_results", "run_plan"]
 _LAZY = {
     "Results": "nearmetal.api",
     "load_results": "nearmetal.api",
-    "RunResult": "nearmetal.runner",
-    "run_plan": "nearmetal.runner",
+    "RunResult": "nearmetal.run.runner",
+    "run_plan": "nearmetal.run.runner",
 }
 
 

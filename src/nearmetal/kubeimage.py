@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 IMAGE_REPO = "localhost/nearmetal/workloads"
 DEFAULT_CACHE = Path("/var/cache/nearmetal/kubernetes")

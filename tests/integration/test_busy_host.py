@@ -22,7 +22,7 @@ from helpers import write_plan
 import nearmetal
 from nearmetal.analysis.contention import TrialNoise, trial_contended
 from nearmetal.backends.local import LocalBackend
-from nearmetal.cleanup import find_cgroups
+from nearmetal.host.cleanup import find_cgroups
 from nearmetal.run.shield import Shield, shield_name
 from nearmetal.workloads.base import ProcessSpec
 
@@ -109,7 +109,7 @@ def test_shield_nests_above_the_quota_which_still_binds_and_is_removed(tmp_path:
 
 @needs_cpu_cgroup
 def test_shield_is_removed_after_ctrl_c(tmp_path: Path) -> None:
-    from nearmetal.runner import RunInterrupted
+    from nearmetal.run.runner import RunInterrupted
 
     ready = tmp_path / "ready"
     plan = write_plan(
@@ -155,7 +155,7 @@ def test_shield_is_removed_after_ctrl_c(tmp_path: Path) -> None:
 
 @needs_cpu_cgroup
 def test_a_killed_runs_shield_is_found_and_removed_by_cleanup() -> None:
-    from nearmetal.cleanup import cleanup
+    from nearmetal.host.cleanup import cleanup
 
     run_id = f"shieldk-{os.getpid()}"
     shield = Shield(run_id).create()  # as a SIGKILLed run leaves it

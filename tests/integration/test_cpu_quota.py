@@ -14,7 +14,7 @@ from conftest import nearmetal_cgroups, needs_cpu_cgroup, needs_tool
 from helpers import write_plan
 
 from nearmetal.errors import PrivilegeError
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 from nearmetal.layers.base import TrialContext
 from nearmetal.layers.cpu_quota import CpuQuotaConfig, CpuQuotaLayer
 from nearmetal.workloads.base import ProcessSpec

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import nearmetal_argv
 
-from nearmetal import hostnet
-from nearmetal.ports import free_tcp_port
+from nearmetal.host import hostnet
+from nearmetal.host.ports import free_tcp_port
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slirp4netns") is None, reason="needs root and slirp4netns"

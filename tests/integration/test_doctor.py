@@ -13,7 +13,7 @@ from conftest import needs_cpu_cgroup
 
 from nearmetal.doctor.cpu import check_cpu_quota, own_cgroup_paths
 from nearmetal.doctor.limits import check_memlock
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 
 
 def test_quota_found_in_a_v2_layout(tmp_path: Path) -> None:

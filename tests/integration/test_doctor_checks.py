@@ -37,8 +37,8 @@ from nearmetal.doctor.mounts import (
     check_stale_mounts,
 )
 from nearmetal.doctor.namespaces import check_user_namespaces
-from nearmetal.layers import cgroups
-from nearmetal.mountinfo import parse_mountinfo
+from nearmetal.host import cgroups
+from nearmetal.host.mountinfo import parse_mountinfo
 
 DOCTOR = [sys.executable, "-m", "nearmetal.cli", "doctor", "--json"]
 

@@ -13,7 +13,7 @@ from conftest import needs_cpu_cgroup
 from helpers import write_plan
 
 import nearmetal
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 
 PY = sys.executable
 

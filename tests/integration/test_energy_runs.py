@@ -15,7 +15,7 @@ import pytest
 from helpers import write_plan
 
 import nearmetal
-from nearmetal.ports import free_tcp_port
+from nearmetal.host.ports import free_tcp_port
 from nearmetal.telemetry.energy import (
     EnergyConfig,
     EnergyMeter,

@@ -132,7 +132,7 @@ USED_RUN_IDS: list[str] = []
 def remove_what_a_failing_test_left():
     """A test that finds a leak fails, and then removes the leak: the machine is shared."""
     yield
-    from nearmetal.cleanup import cleanup
+    from nearmetal.host.cleanup import cleanup
 
     while USED_RUN_IDS:
         cleanup(USED_RUN_IDS.pop(), include_live=True)
@@ -247,7 +247,7 @@ def _setup_errors(kind: str, plan: Path, db: str, tmp_path: Path) -> None:
 
 def _main_outputs(run_dir: Path, run_id: str) -> list[Path]:
     """The workload's stdout: in the run's trial directory, or, for a rootless trial run by root, in the
-    user's directory for it until the trial ends (``nearmetal.asuser``)."""
+    user's directory for it until the trial ends (``nearmetal.run.asuser``)."""
     from nearmetal.layers.rootless import STAGING_BASE
 
     staged = STAGING_BASE.glob(f"nearmetal-{run_id}-*-rootless/trial/main.stdout")
@@ -273,7 +273,7 @@ def _wait_ready(run_dir: Path, proc: subprocess.Popen, timeout_s: float = 90) ->
 def test_interrupted_runner_leaves_nothing(kind: str, path: str, tmp_path: Path) -> None:
     import threading
 
-    from nearmetal.runner import RunInterrupted
+    from nearmetal.run.runner import RunInterrupted
 
     config = layer_config(kind)
     db = f"sqlite:///{tmp_path / 'results.db'}"

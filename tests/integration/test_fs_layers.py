@@ -14,8 +14,8 @@ import pytest
 from conftest import is_root, needs_tool
 
 from nearmetal.backends.local import LocalBackend
-from nearmetal.cleanup import cleanup, find_leftovers
 from nearmetal.errors import NearmetalError
+from nearmetal.host.cleanup import cleanup, find_leftovers
 from nearmetal.layers import make_layer
 from nearmetal.layers.base import TrialContext
 from nearmetal.layers.container import ContainerConfig, ContainerLayer, cgroup_hybrid_with_v2_controllers

@@ -20,11 +20,11 @@ import pytest
 from conftest import is_root, nearmetal_argv
 from helpers import write_plan
 
-from nearmetal import runlock
-from nearmetal.asuser import copy_back
 from nearmetal.errors import NearmetalError
+from nearmetal.host import runlock
+from nearmetal.host.mountinfo import is_mounted
 from nearmetal.layers.rootless import LEGACY_STAGING_BASE, TEST_USER_ENV
-from nearmetal.mountinfo import is_mounted
+from nearmetal.run.asuser import copy_back
 
 TEST_USER = os.environ.get(TEST_USER_ENV, "nearmetal-test")
 PY = sys.executable
@@ -106,7 +106,7 @@ def nearmetal(*args: str, cwd: Path, db: Path, timeout: float = 120) -> subproce
 
 @pytest.mark.skipif(not shutil.which("bindfs"), reason="needs bindfs")
 def test_cleanup_never_unmounts_through_a_parent_swapped_for_a_link(tmp_path: Path, user_dir: Path) -> None:
-    from nearmetal.cleanup import find_leftovers
+    from nearmetal.host.cleanup import find_leftovers
 
     run_id = f"hu1-{secrets.token_hex(3)}"
     named = user_dir / f"nearmetal-{run_id}-0123456789-w0-x"

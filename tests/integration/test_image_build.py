@@ -16,7 +16,7 @@ from conftest import needs_root, needs_tool
 from paths import DATA
 
 import nearmetal
-from nearmetal.cleanup import cleanup, find_leftovers
+from nearmetal.host.cleanup import cleanup, find_leftovers
 from nearmetal.studies import study_path
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import ParseError, TrialOutput, WorkloadContext

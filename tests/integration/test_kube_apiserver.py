@@ -32,7 +32,7 @@ from kube_plans import EVERY_POD_SETTING, IMAGE
 from nearmetal.backends.kubernetes import RUN_LABEL, KubernetesBackend, k8s_name
 from nearmetal.backends.options import KubernetesOptions
 from nearmetal.plan import load_plan
-from nearmetal.runner import Runner, schedule
+from nearmetal.run.runner import Runner, schedule
 from nearmetal.store import Store
 
 # the test API server's certificate is self-signed (--cert-dir): the client is told not to verify it

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import nearmetal_argv, needs_root, needs_tool
 
-from nearmetal import runlock
-from nearmetal.cleanup import UNKNOWN_OWNER, find_leftovers, partition_live
 from nearmetal.doctor.leftovers import check_leftovers
+from nearmetal.host import runlock
+from nearmetal.host.cleanup import UNKNOWN_OWNER, find_leftovers, partition_live
 from nearmetal.layers.mounts import is_mounted, unmount
 
 pytestmark = [

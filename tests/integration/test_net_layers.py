@@ -18,8 +18,8 @@ from conftest import is_root, nearmetal_argv, needs_tool
 from helpers import write_plan
 
 import nearmetal
-from nearmetal import hostnet
-from nearmetal.cleanup import find_leftovers
+from nearmetal.host import hostnet
+from nearmetal.host.cleanup import find_leftovers
 from nearmetal.layers import layer_class
 
 PY = sys.executable

@@ -19,7 +19,7 @@ from conftest import REPO
 from nearmetal.errors import MissingToolError
 from nearmetal.layers import all_layer_classes
 from nearmetal.plan import parse_plan_text
-from nearmetal.runner import preflight
+from nearmetal.run.runner import preflight
 from nearmetal.workloads import all_workload_classes
 
 EXTRA_PARAMS: dict[str, dict[str, Any]] = {"command": {"argv": ["nearmetal-no-such-program"]}}

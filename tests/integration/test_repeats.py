@@ -18,7 +18,7 @@ import nearmetal
 from nearmetal.api import Results
 from nearmetal.plan import parse_plan_text
 from nearmetal.report import markdown_report
-from nearmetal.runner import schedule
+from nearmetal.run.runner import schedule
 from nearmetal.store import Store
 
 PY = sys.executable

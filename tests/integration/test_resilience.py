@@ -23,9 +23,8 @@ from conftest import is_root
 from helpers import write_plan
 
 import nearmetal
-from nearmetal import hostnet
-from nearmetal.cleanup import cleanup, find_leftovers
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups, hostnet
+from nearmetal.host.cleanup import cleanup, find_leftovers
 
 pytestmark = pytest.mark.skipif(
     not is_root(), reason="network namespaces, freezer cgroups and mounts need root"

@@ -20,11 +20,11 @@ from conftest import nearmetal_argv, nearmetal_cgroups, needs_cpu_cgroup
 from helpers import write_plan
 
 import nearmetal
-from nearmetal import runlock
-from nearmetal.cleanup import find_processes
 from nearmetal.errors import NearmetalError
+from nearmetal.host import runlock
+from nearmetal.host.cleanup import find_processes
 from nearmetal.plan import parse_plan_text
-from nearmetal.runner import RunInterrupted, schedule
+from nearmetal.run.runner import RunInterrupted, schedule
 
 PY = sys.executable
 KILL_LOOPS = int(os.environ.get("NEARMETAL_KILL_LOOPS", "20"))
@@ -206,7 +206,7 @@ def test_resume_after_interrupt_keeps_trials_and_finishes(tmp_path: Path, db_url
     first = nearmetal.load_results(run_id, db=db_url)
     assert first.run.status == "interrupted" and len(first.trials) == 2
     kept = {t.trial_key: t.id for t in first.trials}
-    result = nearmetal.runner.resume_run(run_id, db=db_url)
+    result = nearmetal.run.runner.resume_run(run_id, db=db_url)
     assert result.status == "finished"
     assert sum(r.resumed for r in result.records) == 2
     final = nearmetal.load_results(run_id, db=db_url)
@@ -219,7 +219,7 @@ def test_resume_after_interrupt_keeps_trials_and_finishes(tmp_path: Path, db_url
     assert events[1]["detail"]["kept_trials"] == 2
     assert final.run.info["resumes"][0]["previous_status"] == "interrupted"
     # resuming a finished run does nothing
-    again = nearmetal.runner.resume_run(run_id, db=db_url)
+    again = nearmetal.run.runner.resume_run(run_id, db=db_url)
     assert again.records == [] and again.status == "finished"
 
 
@@ -324,7 +324,7 @@ def test_a_sigkilled_run_leaves_processes_that_resume_removes(tmp_path: Path, db
     orphans = find_processes(run_id)
     assert orphans, "the workload should outlive its SIGKILLed runner"
     flag.touch()
-    result = nearmetal.runner.resume_run(run_id, db=db_url)
+    result = nearmetal.run.runner.resume_run(run_id, db=db_url)
     assert result.status == "finished"
     assert not find_processes(run_id)
     events = nearmetal.load_results(run_id, db=db_url).store.events(run_id)
@@ -378,7 +378,7 @@ def test_run_ids_are_checked() -> None:
 
 
 def test_an_interrupt_while_a_process_starts_waits_until_it_is_recorded() -> None:
-    from nearmetal.interrupts import deferred, interrupts_as_exceptions
+    from nearmetal.host.interrupts import deferred, interrupts_as_exceptions
 
     steps = []
     with interrupts_as_exceptions() as caught, pytest.raises(KeyboardInterrupt):

@@ -67,7 +67,7 @@ def user_dir():
 def run_id():
     rid = f"rl-{os.getpid()}-{secrets.token_hex(3)}"
     yield rid
-    from nearmetal.cleanup import cleanup
+    from nearmetal.host.cleanup import cleanup
 
     cleanup(rid, include_live=True)  # a failing test leaves nothing on the shared machine
 
@@ -395,7 +395,7 @@ def test_a_failing_rootless_mount_and_a_killed_rootless_run_leave_nothing(
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-        from nearmetal.cleanup import cleanup as remove
+        from nearmetal.host.cleanup import cleanup as remove
 
         remove(killed_id, include_live=True)
 

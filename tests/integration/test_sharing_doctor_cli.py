@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nearmetal.doctor import run_checks
-from nearmetal.gpu import nvml_status
+from nearmetal.host.gpu import nvml_status
 
 
 @pytest.mark.skipif(nvml_status()[0], reason="NVML answers on this host")

@@ -15,8 +15,8 @@ from paths import DATA
 import nearmetal
 from nearmetal.backends.local import LocalBackend
 from nearmetal.errors import MissingToolError, NearmetalError
-from nearmetal.gpu import parse_gpu_list
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
+from nearmetal.host.gpu import parse_gpu_list
 from nearmetal.layers.base import TrialContext
 from nearmetal.layers.cpuset import CpusetConfig, CpusetLayer, choose_cpus
 from nearmetal.layers.gpu import GpuConfig, GpuLayer, select_device

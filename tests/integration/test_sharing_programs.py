@@ -13,7 +13,7 @@ from helpers import run_program, write_plan
 
 import nearmetal
 from nearmetal.errors import MissingToolError
-from nearmetal.gpu import cuda_status
+from nearmetal.host.gpu import cuda_status
 from nearmetal.workloads.programs import program_path
 
 CUDA_OK, CUDA_WHY = cuda_status()

@@ -13,7 +13,7 @@ from conftest import nearmetal_cgroups
 
 import nearmetal
 from nearmetal.errors import NearmetalError
-from nearmetal.gpu import cuda_status
+from nearmetal.host.gpu import cuda_status
 from nearmetal.plan import load_plan
 from nearmetal.report.figures import build_figures
 from nearmetal.report.markdown import markdown_report

@@ -28,10 +28,10 @@ from nearmetal.backends.slurm import (
     placement_from_env,
 )
 from nearmetal.plan import load_plan
-from nearmetal.runner import Runner
+from nearmetal.run.runner import Runner
+from nearmetal.run.trial import TrialOutcome, TrialSpec
 from nearmetal.store import Store
 from nearmetal.studies import study_path
-from nearmetal.trial import TrialOutcome, TrialSpec
 
 PY = sys.executable
 
@@ -272,7 +272,7 @@ def test_a_job_pending_forever_is_cancelled_and_recorded(tmp_path: Path, db_url:
 
 
 def plan_trials(loaded):
-    from nearmetal.runner import schedule
+    from nearmetal.run.runner import schedule
 
     return schedule(loaded.cells, "sequential", 0, 0, loaded.plan.repeats.min, 1)
 

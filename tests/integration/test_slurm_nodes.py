@@ -241,7 +241,7 @@ def test_the_user_mode_path_between_nodes_carries_the_traffic_through_both_taps(
         ["pgrep", "-af", "slirp4netns"], capture_output=True, text=True, timeout=20
     ).stdout
     assert "usernetnodes" not in stacks
-    from nearmetal import hostnet
+    from nearmetal.host import hostnet
 
     for ns in path["netns"].values():
         assert not hostnet.api_socket_path(ns).exists()

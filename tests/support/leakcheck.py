@@ -3,7 +3,7 @@
 Only objects that carry the run's id are looked at (other engineers' tests and runs create nearmetal-*
 objects on the same machine at the same time). Interface names cannot hold a run id (15 characters), so a
 link counts when its name or its alias (``ip link set … alias``) holds it. Every finder registered in
-``nearmetal.cleanup.FINDERS`` is asked as well, so a new kind of host object is covered as soon as its
+``nearmetal.host.cleanup.FINDERS`` is asked as well, so a new kind of host object is covered as soon as its
 layer registers a finder.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nearmetal.cleanup import find_leftovers
+from nearmetal.host.cleanup import find_leftovers
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TEMP_DIRS = [

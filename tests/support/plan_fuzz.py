@@ -29,7 +29,7 @@ from nearmetal.errors import NearmetalError, PlanError
 from nearmetal.layers import all_layer_classes
 from nearmetal.plan import parse_plan_text
 from nearmetal.plan.paths import check_plan_paths
-from nearmetal.runner import schedule
+from nearmetal.run.runner import schedule
 from nearmetal.workloads import all_workload_classes
 
 SOURCE = "fuzz.yaml"

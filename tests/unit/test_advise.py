@@ -18,7 +18,7 @@ from nearmetal.advise import (
 )
 from nearmetal.advise.gpu_sharing import USE_CASES, parse_layout, resolve_card
 from nearmetal.advise.manifests import DevicePluginConfig, MigPartedConfig, dump_yaml
-from nearmetal.gpu_profiles import GPU_MODELS, layout_problem, place_instances
+from nearmetal.host.gpu_profiles import GPU_MODELS, layout_problem, place_instances
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nearmetal import asuser
-from nearmetal.asuser import ChildOutcome, _read_outcome, clean_text, copy_back
+from nearmetal.run import asuser
+from nearmetal.run.asuser import ChildOutcome, _read_outcome, clean_text, copy_back
 
 
 def _users(*paths: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nearmetal.ports import free_tcp_port
+from nearmetal.host.ports import free_tcp_port
 from nearmetal.telemetry.energy import (
     EnergyConfig,
     EnergyMeter,

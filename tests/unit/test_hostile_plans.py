@@ -21,7 +21,7 @@ from plan_fuzz import FAMILIES, alias_bomb, check, deep
 
 import nearmetal
 from nearmetal.errors import PlanError
-from nearmetal.machine import TooLargeError
+from nearmetal.host.machine import TooLargeError
 from nearmetal.plan import parse_plan_text
 from nearmetal.plan.paths import check_plan_paths, confine
 
@@ -322,7 +322,7 @@ def test_a_run_directory_that_is_a_link_is_refused(tmp_path: Path, db_url: str) 
     workdir = tmp_path / "runs"
     workdir.mkdir()
     (workdir / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    with pytest.raises(nearmetal.runner.NearmetalError, match="is a symbolic link"):
+    with pytest.raises(nearmetal.run.runner.NearmetalError, match="is a symbolic link"):
         nearmetal.run_plan(plan, db=db_url, workdir=workdir, run_id="linked")
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from nearmetal.api import load_results
-from nearmetal.compare import compare_runs
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
 from nearmetal.report.site import write_site
+from nearmetal.results.compare import compare_runs
 from nearmetal.store import Store, validate
 
 RUNS = ("20260101-000000-aaaa", "20260102-000000-bbbb")

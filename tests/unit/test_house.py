@@ -17,8 +17,8 @@ import nearmetal
 from nearmetal.backends.base import BACKENDS, Backend
 from nearmetal.backends.podmaps import LAYER_MAPPINGS
 from nearmetal.doctor.base import CHECK_INFO, CHECKS
+from nearmetal.host.leftovers import FINDERS
 from nearmetal.layers import LAYERS, Layer
-from nearmetal.leftovers import FINDERS
 from nearmetal.registry import Registry
 from nearmetal.report.figures import FIGURES
 from nearmetal.report.tables import STUDY_TABLES
@@ -62,7 +62,7 @@ def test_every_registry_finds_its_components_without_a_list() -> None:
     # the Kubernetes backend's layer mappings: one module each in backends/podmaps, each for a real layer kind
     assert {"cpu-quota", "pod", "runtime-class"} <= set(LAYER_MAPPINGS) <= set(LAYERS)
     finder_modules = {name.partition(":")[0] for name in FINDERS}
-    assert {"nearmetal.cleanup", "nearmetal.layers.mounts", "nearmetal.backends.slurm"} <= finder_modules
+    assert {"nearmetal.host.cleanup", "nearmetal.layers.mounts", "nearmetal.backends.slurm"} <= finder_modules
     for name in BACKENDS:
         factory = BACKENDS[name]
         assert "plan" in inspect.signature(factory).parameters, name
@@ -200,8 +200,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_write_side_does_not_import_the_read_side() -> None:
     graph = _import_graph()
-    write_side = ["nearmetal.runner", *[m for m in graph if m.startswith("nearmetal.run.")]]
-    read_side = {"nearmetal.api", "nearmetal.compare"} | {
+    write_side = ["nearmetal.run.runner", *[m for m in graph if m.startswith("nearmetal.run.")]]
+    read_side = {"nearmetal.api", "nearmetal.results.compare"} | {
         m for m in graph if m.startswith("nearmetal.report")
     }
     for module in write_side:
@@ -209,7 +209,7 @@ def test_the_write_side_does_not_import_the_read_side() -> None:
 
 
 def test_the_runner_is_short_orchestration() -> None:
-    assert len((SRC / "runner.py").read_text().splitlines()) < 350
+    assert len((SRC / "run" / "runner.py").read_text().splitlines()) < 350
 
 
 def test_tests_find_the_repository_through_support_paths() -> None:

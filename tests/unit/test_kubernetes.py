@@ -30,7 +30,7 @@ from nearmetal.backends.options import KubernetesOptions
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import LAYERS
 from nearmetal.plan import load_plan
-from nearmetal.runner import Runner, preflight, schedule
+from nearmetal.run.runner import Runner, preflight, schedule
 from nearmetal.store import Store
 from nearmetal.studies import study_path
 from nearmetal.workloads import get_workload

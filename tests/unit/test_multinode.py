@@ -13,10 +13,10 @@ from nearmetal.backends.nodes import carried_by, counter_deltas, parse_interface
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.backends.slurm import SlurmBackend
 from nearmetal.doctor.slurm import findings_from_sinfo, node_is_bad, parse_sinfo
+from nearmetal.host.leftovers import is_service_object
 from nearmetal.layers.base import LAYERS, TrialContext
 from nearmetal.layers.crossnode import CrossNodeError
-from nearmetal.leftovers import is_service_object
-from nearmetal.trial import TrialSpec
+from nearmetal.run.trial import TrialSpec
 from nearmetal.workloads.base import WorkloadContext
 from nearmetal.workloads.mpi import MpiParams, MpiWorkload
 

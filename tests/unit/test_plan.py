@@ -9,7 +9,7 @@ from helpers import BAD_PLAN
 
 from nearmetal.errors import PlanError
 from nearmetal.plan import load_plan, parse_duration, parse_plan_text, parse_target
-from nearmetal.runner import schedule
+from nearmetal.run.runner import schedule
 
 GOOD = """
 name: demo

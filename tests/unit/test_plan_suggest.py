@@ -81,7 +81,7 @@ def test_no_suggestion_when_nothing_is_close() -> None:
 
 
 def test_check_reports_the_tools_of_the_valid_parts_with_the_field_errors(tmp_path) -> None:
-    from nearmetal.check import check_plan
+    from nearmetal.run.check import check_plan
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(

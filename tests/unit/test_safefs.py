@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nearmetal import safefs
-from nearmetal.safefs import UnsafePathError
+from nearmetal.host import safefs
+from nearmetal.host.safefs import UnsafePathError
 
 
 def test_a_private_dir_is_made_0700_and_owned_by_this_user(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import pytest
 from paths import DATA as ALL_DATA
 from scipy import stats as sps
 
-from nearmetal import gpu_profiles
 from nearmetal.analysis.sharing import (
     Job,
     Partition,
@@ -32,6 +31,7 @@ from nearmetal.analysis.sharing import (
     topology_rows,
     variance_split,
 )
+from nearmetal.host import gpu_profiles
 
 DATA = ALL_DATA / "seed001"
 

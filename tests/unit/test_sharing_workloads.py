@@ -12,7 +12,7 @@ from helpers import run_program, write_plan
 from paths import DATA
 
 from nearmetal.errors import PlanError
-from nearmetal.gpu import cuda_status
+from nearmetal.host.gpu import cuda_status
 from nearmetal.plan import load_plan
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import ParseError, TrialOutput, WorkloadContext

@@ -75,7 +75,7 @@ def test_shield_header_line() -> None:
 
 def test_plan_shield_and_wait_threshold_and_spec_round_trip() -> None:
     from nearmetal.plan import Trial, parse_plan_text
-    from nearmetal.trial import TrialSpec
+    from nearmetal.run.trial import TrialSpec
 
     loaded = parse_plan_text(
         "name: s\nworkloads: {w: {kind: command, params: {argv: [/bin/true]}}}\nvariants: {a: []}\n"

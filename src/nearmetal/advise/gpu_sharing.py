@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nearmetal.gpu_profiles import GPU_MODELS, GpuModel, gpu_model
+from nearmetal.host.gpu_profiles import GPU_MODELS, GpuModel, gpu_model
 
 MECHANISMS = ("time-slicing", "vgpu", "mig")
 MECHANISM_TITLES = {"time-slicing": "Time slicing", "vgpu": "vGPU", "mig": "MIG"}
@@ -168,7 +168,7 @@ def resolve_card(card: str) -> GpuModel | None:
 
 def equal_layout(model: GpuModel, instances: int) -> dict[str, int]:
     """The biggest profile of which ``instances`` fit on one card (7 → 7 × 1g, 3 → 3 × 2g, 2 → 2 × 3g)."""
-    from nearmetal.gpu_profiles import place_instances
+    from nearmetal.host.gpu_profiles import place_instances
 
     candidates = sorted(model.profiles, key=lambda p: (p.compute_slices, p.memory_gb), reverse=True)
     for profile in candidates:
@@ -186,7 +186,7 @@ def recommend(
 ) -> Recommendation:
     """A mechanism for ``use_case`` on ``card`` with the reasons, the seed's numbers, and what this store
     measured. ``users_per_gpu`` sizes time-slicing replicas and the default MIG layout."""
-    from nearmetal.gpu_profiles import layout_problem
+    from nearmetal.host.gpu_profiles import layout_problem
 
     if use_case not in USE_CASES:
         raise ValueError(f"unknown use case {use_case!r}; use one of: {', '.join(USE_CASES)}")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nearmetal.gpu_profiles import GpuModel, layout_problem, normalise_profile
+from nearmetal.host.gpu_profiles import GpuModel, layout_problem, normalise_profile
 
 SHARED_RESOURCE = "nvidia.com/gpu.shared"  # what renameByDefault: true makes of nvidia.com/gpu
 

@@ -25,7 +25,7 @@ OUTCOME_NAME = "outcome.json"
 
 def exec_trial(spec_path: Path, out_path: Path) -> int:
     from nearmetal.backends.slurm import placement_from_env
-    from nearmetal.trial import TrialOutcome, TrialSpec, execute_trial
+    from nearmetal.run.trial import TrialOutcome, TrialSpec, execute_trial
 
     spec = TrialSpec.read(spec_path)
     caught: dict[str, str] = {}

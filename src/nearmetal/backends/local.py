@@ -24,8 +24,8 @@ from typing import IO, Any
 import psutil
 
 from nearmetal.backends.base import Execution, HostBackend, ProcessResult, register_backend
-from nearmetal.interrupts import deferred
-from nearmetal.safefs import nofollow_opener
+from nearmetal.host.interrupts import deferred
+from nearmetal.host.safefs import nofollow_opener
 from nearmetal.telemetry import TreeSampler, rusage_metrics
 from nearmetal.telemetry.contention import DEFAULT_INTERVAL_S, HostSampler
 from nearmetal.telemetry.process import _MAXRSS_TO_MIB
@@ -223,7 +223,7 @@ class LocalBackend(HostBackend):
         # host makes likely) must reach the finally below, or the process would outlive the run
         try:
             # an interrupt before the wait below starts is held until the process is known to the
-            # `finally` that kills it (see nearmetal.interrupts)
+            # `finally` that kills it (see nearmetal.host.interrupts)
             with deferred():
                 if self.host_interval_s and os.path.exists("/proc/stat"):
                     # evidence, never a reason for a trial to fail (a /proc mounted hidepid, say)

@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 TIMEOUT_S = 30.0
 COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")

@@ -23,7 +23,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from nearmetal.layers.cgroups import parse_flat_keyed
+from nearmetal.host.cgroups import parse_flat_keyed
 from nearmetal.metrics import Metric
 
 EVIDENCE_MARK = "=== nearmetal-evidence"

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nearmetal import hostcmd
 from nearmetal.backends.base import RemoteBackend, RemoteHooks, register_backend
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.errors import NearmetalError
-from nearmetal.leftovers import Leftover, finder, host_prefix
-from nearmetal.trial import TrialOutcome, TrialSpec
+from nearmetal.host import hostcmd
+from nearmetal.host.leftovers import Leftover, finder, host_prefix
+from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 COMMAND_TIMEOUT_S = 60.0
 JOB_PREFIX = "nearmetal"
@@ -376,7 +376,7 @@ class SlurmBackend(RemoteBackend):
     def check(self, loaded: Any) -> None:
         """Refuse, before any job is submitted, what Slurm would never start: no cluster, an unknown
         partition, a time limit above its MaxTime, a request no node can satisfy (``sbatch --test-only``)."""
-        from nearmetal.trial import resources_for
+        from nearmetal.run.trial import resources_for
 
         for tool in ("sbatch", "squeue", "scontrol", "scancel"):
             if shutil.which(tool) is None:

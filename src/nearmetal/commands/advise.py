@@ -142,7 +142,7 @@ def gpu_sharing(
         fail(
             NearmetalError(
                 message,
-                fix="see nearmetal advise gpu-sharing for the tables; MIG profiles per card are in nearmetal.gpu_profiles",
+                fix="see nearmetal advise gpu-sharing for the tables; MIG profiles per card are in nearmetal.host.gpu_profiles",
             )
         )
     if output_dir:

@@ -78,7 +78,7 @@ def check(
     estimate of the run's duration; field errors and cross-references in one pass, a mistyped name with
     the closest known one. Exit codes: 0 the plan would run, 2 a problem (each on its own line), 1 the check
     itself failed."""
-    from nearmetal.check import check_plan
+    from nearmetal.run.check import check_plan
 
     options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     report = check_plan(

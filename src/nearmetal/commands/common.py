@@ -269,7 +269,7 @@ def run_plan_command(
     from nearmetal.plan import load_plan
     from nearmetal.report.progress import JsonProgress
     from nearmetal.run.preflight import Allowances
-    from nearmetal.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
+    from nearmetal.run.runner import DEFAULT_WORKDIR, RunInterrupted, resume_run, run_plan
 
     allow = Allowances(tuple(allow_paths or ()), allow_large, allow_shared_workdir, allow_network)
 
@@ -433,7 +433,7 @@ def terminal_progress() -> Any:
 def run_failure(result: Any) -> str | None:
     """Why a run that went to its end still failed (exit 1): every trial it ran failed, or the filesystem
     of its directory filled up (then trials fail for that reason, whatever they say)."""
-    from nearmetal.machine import free_disk_bytes
+    from nearmetal.host.machine import free_disk_bytes
 
     ran = [r for r in result.records if not r.resumed and not r.trial.warmup]
     if not ran:

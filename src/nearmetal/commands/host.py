@@ -83,8 +83,8 @@ def cleanup(
 ) -> None:
     """Remove host objects (processes, cgroups, …) that a killed run left behind. Runs still alive on this
     host are left alone."""
-    from nearmetal.cleanup import cleanup as do_cleanup
-    from nearmetal.cleanup import find_leftovers, partition_live
+    from nearmetal.host.cleanup import cleanup as do_cleanup
+    from nearmetal.host.cleanup import find_leftovers, partition_live
 
     if dry_run:
         leftovers = find_leftovers(run_id)

@@ -100,7 +100,7 @@ def runs(
         fail(exc)
     import socket
 
-    from nearmetal.runlock import is_live
+    from nearmetal.host.runlock import is_live
 
     def iso(stamp: float | None) -> str | None:
         if stamp is None:

@@ -81,7 +81,7 @@ def compare(
     """Compare matching cells (workload, variant, matrix point) of stored runs: each run's loss against the
     first, with the same statistics and table shape as a run's own report, and per metric the geometric
     mean of the slowdowns over the cells (as pyperf compare_to)."""
-    from nearmetal.compare import compare_runs
+    from nearmetal.results.compare import compare_runs
 
     if len(runs) < 2:
         fail(NearmetalError("compare needs at least two runs", fix="nearmetal compare RUN_A RUN_B [RUN_C …]"))
@@ -205,13 +205,13 @@ def aa(
 ) -> None:
     """A/A check: run the plan's baseline against copies of itself (same order, repeats and analysis) and
     report the observed false-positive rate: the noise floor of this machine."""
-    from nearmetal.aa import aa_plan, false_positive_rate
     from nearmetal.api import load_results
     from nearmetal.commands.common import terminal_progress
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
     from nearmetal.report import print_report
-    from nearmetal.runner import RunInterrupted, run_plan
+    from nearmetal.results.aa import aa_plan, false_positive_rate
+    from nearmetal.run.runner import RunInterrupted, run_plan
 
     try:
         loaded = aa_plan(load_plan(plan), copies)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nearmetal.doctor.base import Finding, Severity, check
-from nearmetal.layers.cgroups import parse_flat_keyed
+from nearmetal.host.cgroups import parse_flat_keyed
 
 LESSON_000 = (
     "seed 000: a Kubernetes pod CPU limit writes a quota into cpu.max; LAMMPS ran at ~60% CPU until "

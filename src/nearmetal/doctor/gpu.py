@@ -195,7 +195,7 @@ def presence_findings(gpus: list[GpuState] | None, reason: str = "") -> list[Fin
 
 
 def mig_findings(gpus: list[GpuState]) -> list[Finding]:
-    from nearmetal.gpu_profiles import gpu_model
+    from nearmetal.host.gpu_profiles import gpu_model
 
     out = []
     for g in gpus:

@@ -13,12 +13,12 @@ LESSON = (
 @check(
     "leftovers",
     inspects="/proc/*/environ (NEARMETAL_RUN_ID), /sys/fs/cgroup, nearmetal run lock files and every other "
-    "finder in nearmetal.cleanup.FINDERS",
+    "finder in nearmetal.host.cleanup.FINDERS",
     explains=("cpu", "variance", "failure"),
 )
 def check_leftovers() -> list[Finding]:
-    from nearmetal.cleanup import UNKNOWN_OWNER, find_leftovers, partition_live, run_id_of
-    from nearmetal.runlock import live_runs
+    from nearmetal.host.cleanup import UNKNOWN_OWNER, find_leftovers, partition_live, run_id_of
+    from nearmetal.host.runlock import live_runs
 
     dead, kept = partition_live(find_leftovers())
     findings: list[Finding] = []

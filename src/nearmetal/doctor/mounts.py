@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from nearmetal.doctor.base import Finding, check
-from nearmetal.mountinfo import read_mounts
+from nearmetal.host.mountinfo import read_mounts
 
 LESSON_FUSE = (
     "seed 001 (autofs in containers): when the CSI node plugin pod died, the FUSE daemons behind the CVMFS "

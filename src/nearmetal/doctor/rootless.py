@@ -40,7 +40,7 @@ NO_USER_EVIDENCE = "nearmetal runs as root and neither NEARMETAL_ROOTLESS_USER n
 
 @check("rootless-subids", inspects="/etc/subuid, /etc/subgid", explains=("failure",))
 def check_subids() -> list[Finding]:
-    from nearmetal.userns import subid_range
+    from nearmetal.host.userns import subid_range
 
     user = rootless_user()
     if user is None:

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nearmetal import hostnet
 from nearmetal.errors import PrivilegeError
+from nearmetal.host import hostnet
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, ManagedProcess
 from nearmetal.workloads.base import ProcessSpec, Requirement

@@ -34,10 +34,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.hostcmd import run
+from nearmetal.host.hostcmd import run
+from nearmetal.host.leftovers import Leftover, finder
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.mounts import remove_tree
-from nearmetal.leftovers import Leftover, finder
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 GUEST_TEST_DIR = "/nearmetal/test"

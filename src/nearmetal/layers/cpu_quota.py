@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec
 

@@ -36,10 +36,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from nearmetal import hostcmd, hostnet
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd, hostnet
+from nearmetal.host.leftovers import Leftover, finder, host_prefix, is_service_object
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
-from nearmetal.leftovers import Leftover, finder, host_prefix, is_service_object
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 OVERLAY_NET = "198.19.251"

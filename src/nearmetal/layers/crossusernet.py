@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal import hostnet
+from nearmetal.host import hostnet
+from nearmetal.host.ports import free_tcp_port
 from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.crossnode import CrossNodeConfig, CrossNodeError, CrossNodeLayer, run_on_nodes
 from nearmetal.layers.usernet import stack_version, start_slirp4netns
-from nearmetal.ports import free_tcp_port
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 COUNTERS_WAIT_S = 5.0

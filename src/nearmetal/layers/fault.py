@@ -45,13 +45,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nearmetal import faultlog, hostnet
+from nearmetal import faultlog
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.hostcmd import run
+from nearmetal.host import hostnet
+from nearmetal.host.hostcmd import run
+from nearmetal.host.mountinfo import unmount_below
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
 from nearmetal.metrics import Metric
-from nearmetal.mountinfo import unmount_below
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 Action = Literal["kill", "pause", "link-down", "netem", "scale-to-zero", "kill-fuse"]
@@ -195,7 +196,7 @@ def fuse_daemons(mountpoint: str) -> list[int]:
 
 def fuse_mount(mountpoint: str) -> Any | None:
     """The mountinfo entry of a FUSE mount at ``mountpoint`` (the last one mounted there), or None."""
-    from nearmetal.mountinfo import read_mounts
+    from nearmetal.host.mountinfo import read_mounts
 
     found = [m for m in read_mounts() if m.mount_point == mountpoint]
     return found[-1] if found and found[-1].is_fuse else None
@@ -206,7 +207,7 @@ class Freezer:
     processes are moved in, frozen, thawed and moved back where they were."""
 
     def __init__(self, name: str) -> None:
-        from nearmetal.layers import cgroups
+        from nearmetal.host import cgroups
 
         root = cgroups.DEFAULT_ROOT
         if (root / "freezer" / "cgroup.procs").exists():
@@ -260,7 +261,7 @@ class Freezer:
                 with contextlib.suppress(OSError):
                     (where / "cgroup.procs").write_text(str(pid))
                     break
-        from nearmetal.layers.cgroups import remove_tree
+        from nearmetal.host.cgroups import remove_tree
 
         with contextlib.suppress(OSError):
             remove_tree(self.path)

@@ -43,7 +43,7 @@ class GpuConfig(LayerConfig):
             return value
         if re.fullmatch(r"[1-7]g", value.strip().lower()):
             return value.strip().lower()
-        from nearmetal.gpu_profiles import normalise_profile
+        from nearmetal.host.gpu_profiles import normalise_profile
 
         return normalise_profile(value)
 
@@ -73,8 +73,8 @@ class Selection:
 
 
 def select_device(gpus: list[Any], device: str | int, profile: str | None = None) -> Selection:
-    """Resolve ``device`` against ``nearmetal.gpu.parse_gpu_list`` output; errors say what exists."""
-    from nearmetal.gpu_profiles import gpu_model
+    """Resolve ``device`` against ``nearmetal.host.gpu.parse_gpu_list`` output; errors say what exists."""
+    from nearmetal.host.gpu_profiles import gpu_model
 
     if not gpus:
         raise NearmetalError("no NVIDIA GPU is listed by nvidia-smi -L on this host", fix="run on a GPU host")
@@ -174,7 +174,7 @@ class GpuLayer(Layer):
         return [Requirement("nvidia-smi", "nvidia-smi", purpose="lists the GPUs and MIG devices")]
 
     def setup(self, ctx: TrialContext) -> None:
-        from nearmetal.gpu import list_gpus
+        from nearmetal.host.gpu import list_gpus
 
         self.selection = select_device(list_gpus(), self.config.device, self.config.profile)
         ctx.placement["gpu"] = asdict(self.selection)

@@ -21,12 +21,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError, PrivilegeError
+from nearmetal.host import hostcmd
+from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
+from nearmetal.host.mountinfo import Mount, is_mounted, mounts_or_none, unmount_below, unmount_mount
+from nearmetal.host.userns import host_uid, in_user_namespace, uid_map
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
-from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, process_run_id
-from nearmetal.mountinfo import Mount, is_mounted, mounts_or_none, unmount_below, unmount_mount
-from nearmetal.userns import host_uid, in_user_namespace, uid_map
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0

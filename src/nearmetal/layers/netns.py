@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal import hostnet
+from nearmetal.host import hostnet
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec, Requirement
 

@@ -4,7 +4,7 @@ Usernetes: seeds 000 and 001).
 Listed first in a variant. The whole trial (layers, workload, its clean-up) runs in a child nearmetal as an
 ordinary user — the layer's ``user`` when nearmetal runs as root, else nearmetal's own user — and, unless
 ``inside: false``, as root of a user namespace that user owns, with its own mount namespace
-(``nearmetal.asuser``, ``nearmetal.userns``: ``unshare --user --map-root-user --mount``, the user's subordinate
+(``nearmetal.run.asuser``, ``nearmetal.host.userns``: ``unshare --user --map-root-user --mount``, the user's subordinate
 ranges mapped by ``newuidmap``/``newgidmap``). The layers listed after it then run their own code there: that
 is their rootless form. ``bindfs`` and ``fuse-overlayfs`` mount through /dev/fuse with the daemon running as
 the user, ``overlayfs`` is a kernel overlay mounted by the namespace's root (Linux ≥ 5.11), ``slirp4netns``
@@ -34,12 +34,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal.errors import PrivilegeError
+from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
+from nearmetal.host.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
-from nearmetal.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
-from nearmetal.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
-# set in the child nearmetal that runs a rootless trial (nearmetal.asuser): it runs the trial itself
+# set in the child nearmetal that runs a rootless trial (nearmetal.run.asuser): it runs the trial itself
 ROOTLESS_CHILD_ENV = "NEARMETAL_ROOTLESS_CHILD"
 # the ordinary user root runs rootless rows as when the layer names none
 ROOTLESS_USER_ENV = "NEARMETAL_ROOTLESS_USER"
@@ -130,13 +130,13 @@ class RootlessLayer(Layer):
         return reqs
 
     def setup(self, ctx: TrialContext) -> None:
-        from nearmetal.userns import current_user, host_uid, in_user_namespace, uid_map
+        from nearmetal.host.userns import current_user, host_uid, in_user_namespace, uid_map
 
         if os.environ.get(ROOTLESS_CHILD_ENV) != "1":
-            # execute_trial hands a rootless trial to a child nearmetal (nearmetal.asuser) before any layer
+            # execute_trial hands a rootless trial to a child nearmetal (nearmetal.run.asuser) before any layer
             raise PrivilegeError(
-                "the rootless layer's trial must run in its own child nearmetal (nearmetal.asuser)",
-                fix="run the plan with nearmetal run (a TrialSpec through nearmetal.trial.execute_trial)",
+                "the rootless layer's trial must run in its own child nearmetal (nearmetal.run.asuser)",
+                fix="run the plan with nearmetal run (a TrialSpec through nearmetal.run.trial.execute_trial)",
             )
         ids = uid_map()
         uid = host_uid(os.getuid(), ids)
@@ -156,7 +156,7 @@ class RootlessLayer(Layer):
     def _private_netns_dir(self) -> None:
         """Network namespaces a rootless trial names live in a tmpfs on /run/netns of its own mount namespace
         (the host's /run/netns is root's); without /run/netns, on a tmpfs over /run."""
-        from nearmetal.hostcmd import run
+        from nearmetal.host.hostcmd import run
 
         target = NETNS_DIR if NETNS_DIR.is_dir() else NETNS_DIR.parent
         run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "nearmetal-rootless", str(target)], 10,
@@ -171,7 +171,7 @@ class RootlessLayer(Layer):
         return process
 
     def collect(self, ctx: TrialContext) -> list:
-        from nearmetal.userns import host_uid
+        from nearmetal.host.userns import host_uid
 
         info = ctx.placement.setdefault("rootless", {})
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -191,7 +191,7 @@ class RootlessLayer(Layer):
 # --- leftovers ------------------------------------------------------------------------------------------
 
 
-# where a rootless trial run by root works (nearmetal.asuser): a directory root made (0711: a user can pass
+# where a rootless trial run by root works (nearmetal.run.asuser): a directory root made (0711: a user can pass
 # through but not list it, and cannot make anything in it) holding one unpredictable directory per trial, which
 # root gives to the user (issue 26: a predictable /var/tmp name could be planted first by anyone)
 STAGING_BASE = Path("/var/lib/nearmetal/rootless")
@@ -203,7 +203,7 @@ STAGING_SUFFIX = "rootless"
 
 def staging_root() -> int:
     """The verified staging directory's descriptor: root's, 0711, not a link, safe all the way up."""
-    from nearmetal.safefs import private_dir
+    from nearmetal.host.safefs import private_dir
 
     return private_dir(STAGING_BASE, STAGING_MODE)
 
@@ -227,7 +227,7 @@ def _staging_names(base: Path, run_id: str | None) -> list[str]:
 def remove_staging(path: Path) -> None:
     """Remove a staging directory (or whatever a user planted at its name: a link is unlinked, never
     followed; a directory removed through descriptors, never crossing a link)."""
-    from nearmetal.safefs import open_dir, remove_entry
+    from nearmetal.host.safefs import open_dir, remove_entry
 
     if (
         path.parent not in (STAGING_BASE, LEGACY_STAGING_BASE)
@@ -261,7 +261,7 @@ def staging_dirs(run_id: str | None = None) -> list[Path]:
 
 @finder
 def find_rootless_trial_dirs(run_id: str | None = None) -> list[Leftover]:
-    """The per-trial directories a killed run's rootless trials left (``nearmetal.asuser``)."""
+    """The per-trial directories a killed run's rootless trials left (``nearmetal.run.asuser``)."""
     return [
         Leftover("rootless-trial-dir", str(path), partial(remove_staging, path), priority=40)
         for path in staging_dirs(run_id)

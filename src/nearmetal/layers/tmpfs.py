@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from nearmetal.host.machine import TooLargeError
 from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.mounts import FilesystemConfig, FilesystemLayer, run_tool
-from nearmetal.machine import TooLargeError
 from nearmetal.units import mem_available_bytes, parse_size
 
 

@@ -37,11 +37,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from nearmetal import hostnet
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostnet
+from nearmetal.host.ports import free_tcp_port, free_udp_port
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
-from nearmetal.ports import free_tcp_port, free_udp_port
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 GUEST_ADDRESS = "10.0.2.100"

@@ -15,8 +15,8 @@ from typing import Any
 from nearmetal.analysis import Comparison, LossEstimate
 from nearmetal.analysis.stats import fmt_interval, fmt_slowdown, loss_definition
 from nearmetal.api import Results
-from nearmetal.compare import RunComparison
 from nearmetal.registry import Registry
+from nearmetal.results.compare import RunComparison
 
 # extra columns shown beside the primary metric when a run has them: (metric, header)
 CONTEXT_COLUMNS: list[tuple[str, str]] = [

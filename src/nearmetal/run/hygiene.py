@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from nearmetal.analysis.contention import TrialNoise, trial_contended
-from nearmetal.cleanup import find_processes
+from nearmetal.host.cleanup import find_processes
 from nearmetal.plan import LoadedPlan
 from nearmetal.store import Store
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from nearmetal.backends.base import Backend, RemoteBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
+from nearmetal.host.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.layers import Layer, make_layer
-from nearmetal.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.plan import Cell, LoadedPlan
 from nearmetal.plan.paths import check_plan_paths
 from nearmetal.workloads import get_workload
@@ -149,8 +149,8 @@ def _install_fix(missing: list[Requirement]) -> str:
 
 def _rootless_problems(loaded: LoadedPlan) -> tuple[list[str], set[str]]:
     """What is wrong with the plan's rootless layers (placement, user), and the users root runs trials as."""
+    from nearmetal.host.userns import current_user
     from nearmetal.layers.rootless import rootless_config, trial_user
-    from nearmetal.userns import current_user
 
     problems: dict[str, list[str]] = {}
     users: set[str] = set()
@@ -202,8 +202,8 @@ def raise_if_root_needed(loaded: LoadedPlan) -> None:
     the ``rootless`` layer), named with why, the cells that use them and what to use without root; a layer
     with a rootless form is fine after a ``rootless`` layer. As root, the users rootless trials run as must
     exist and be able to start nearmetal. Before anything runs."""
-    from nearmetal.asuser import check_user_can_run
     from nearmetal.layers.rootless import rootless_config
+    from nearmetal.run.asuser import check_user_can_run
 
     as_root = os.geteuid() == 0
     problems, users = _rootless_problems(loaded)
@@ -332,7 +332,7 @@ def check_workdir(run_dir: Path, allow_shared: bool = False) -> None:
             fix="give --workdir a writable directory",
         )
     if not allow_shared:
-        from nearmetal import safefs
+        from nearmetal.host import safefs
 
         try:
             safefs.check_tree(existing)

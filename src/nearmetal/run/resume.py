@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nearmetal.cleanup import cleanup
 from nearmetal.errors import NearmetalError, PlanError
+from nearmetal.host.cleanup import cleanup
 from nearmetal.plan import LoadedPlan, load_plan, parse_plan_text
 from nearmetal.redact import REDACTED, redact_data
 from nearmetal.run.records import TrialRecord

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nearmetal.errors import PrivilegeError
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 from nearmetal.layers.base import HOST_PREFIX
 
 V1_MAX_SHARES = 262144  # kernel MAX_SHARES (1 << 18); the default is 1024
@@ -205,7 +205,7 @@ def open_shield(runner: Any) -> Shield | None:
         )
     if resuming:
         # the dead process's shield (SIGKILL leaves it): the run's lock is held, so it is no one else's
-        from nearmetal.cleanup import find_cgroups
+        from nearmetal.host.cleanup import find_cgroups
 
         for leftover in find_cgroups(run_id):
             if leftover.name.endswith("/" + shield_name(run_id)):

@@ -8,8 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from nearmetal import runlock, safefs
 from nearmetal.errors import NearmetalError
+from nearmetal.host import runlock, safefs
 from nearmetal.store import Store
 
 

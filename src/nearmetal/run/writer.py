@@ -14,8 +14,8 @@ from nearmetal.plan import LoadedPlan, Trial
 from nearmetal.redact import redact_config_text, redact_data, redact_text
 from nearmetal.run.records import TrialRecord
 from nearmetal.run.resume import JOB_EVENT
+from nearmetal.run.trial import TrialOutcome, TrialSpec
 from nearmetal.store import Store
-from nearmetal.trial import TrialOutcome, TrialSpec
 
 
 class TrialWriter:

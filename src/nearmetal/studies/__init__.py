@@ -61,7 +61,7 @@ def choose_form(name: str, form: str = "auto", quick: bool = False) -> tuple[str
         return "cpu", "the study has one form"
     if quick:
         return "cpu", "the quick forms are CPU-sized"
-    from nearmetal.gpu import cuda_status
+    from nearmetal.host.gpu import cuda_status
 
     ok, why = cuda_status()
     return ("gpu" if ok else "cpu"), why

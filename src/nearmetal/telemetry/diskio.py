@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nearmetal.mountinfo import mount_of
+from nearmetal.host.mountinfo import mount_of
 
 SECTOR_BYTES = 512
 # filesystems whose data lives in memory: no disk under them

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from nearmetal.hostcmd import probe
+from nearmetal.host.hostcmd import probe
 from nearmetal.redact import redact_text, redact_url, redact_value
 
 # names (exact) and prefixes (ending in "_") of environment variables worth recording: they change how

@@ -48,7 +48,7 @@ class Requirement:
         if self.manager == "pypi":
             return importlib.util.find_spec(self.tool) is not None
         if self.manager == "device":
-            from nearmetal.gpu import device_available
+            from nearmetal.host.gpu import device_available
 
             return device_available(self.tool)
         return shutil.which(self.tool) is not None
@@ -66,7 +66,7 @@ class Requirement:
     def missing_text(self) -> str:
         """Why the requirement is not met here, in words (the preflight error's first half)."""
         if self.manager == "device":
-            from nearmetal.gpu import unavailable_reason
+            from nearmetal.host.gpu import unavailable_reason
 
             return f"{self.purpose or self.tool} is not available: {unavailable_reason(self.tool)}"
         return f"{self.tool} is not installed"

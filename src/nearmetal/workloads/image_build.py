@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal import safefs
 from nearmetal.errors import NearmetalError
+from nearmetal.host import safefs
+from nearmetal.host.mountinfo import unmount_below
 from nearmetal.metrics import Metric
-from nearmetal.mountinfo import unmount_below
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,

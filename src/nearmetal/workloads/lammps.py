@@ -100,7 +100,7 @@ class LammpsWorkload(Workload):
     def check_resources(self, params: LammpsParams, workdir: Path) -> None:
         """Ranks × threads against the CPUs, atoms against the memory (measured on LAMMPS 2022: about
         330 bytes per LJ atom plus ~40 MiB per process; 400 bytes are counted)."""
-        from nearmetal.machine import check_memory, check_processes
+        from nearmetal.host.machine import check_memory, check_processes
 
         processes = max(1, params.ranks) * params.threads
         check_processes(

@@ -63,7 +63,7 @@ class StressNgWorkload(Workload):
     primary_metric = "bogo_ops_per_s"
 
     def check_resources(self, params: StressNgParams, workdir: Path) -> None:
-        from nearmetal.machine import check_processes, usable_cpus
+        from nearmetal.host.machine import check_processes, usable_cpus
 
         workers = params.workers or usable_cpus()
         check_processes(f"stress-ng workers={params.workers}", workers, "lower stress-ng workers")

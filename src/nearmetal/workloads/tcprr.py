@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from nearmetal.host.ports import free_tcp_port
 from nearmetal.metrics import Metric
-from nearmetal.ports import free_tcp_port
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.registry import Registry
-from nearmetal.trial import TrialSpec
+from nearmetal.run.trial import TrialSpec
 
 Mapping = Callable[[Any, "PodShape"], None]
 LAYER_MAPPINGS: Registry[Mapping] = Registry(

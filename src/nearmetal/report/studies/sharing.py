@@ -39,7 +39,7 @@ from nearmetal.analysis.sharing import (
 )
 from nearmetal.analysis.stats import VarianceComponents
 from nearmetal.api import Results
-from nearmetal.layers import cgroups
+from nearmetal.host import cgroups
 from nearmetal.report.tables import Table, fmt_number, study_table
 
 GPU_COMPUTE_SLICES = 7
@@ -200,7 +200,7 @@ def _partition_of(results: Results, cell: CellInfo) -> tuple[str, float, str, fl
         profile = (placed or {}).get("mig_profile") or gpu.get("profile")
         if not profile or profile == "disabled":
             return None
-        from nearmetal.gpu_profiles import compute_slices, gpu_model
+        from nearmetal.host.gpu_profiles import compute_slices, gpu_model
 
         slices = compute_slices(profile)
         full_loss = None

@@ -1,7 +1,7 @@
 """A rootless trial (a variant with the ``rootless`` layer): the whole trial — its layers, the workload, its
 clean-up — runs in a child nearmetal (``python -m nearmetal.backends.exec_trial``) as an ordinary user and,
 unless the layer says ``inside: false``, as root of a user namespace that user owns (``unshare --user
---map-root-user [--map-auto] --mount``, ``nearmetal.userns``): what a rootless platform runs. The layers' own
+--map-root-user [--map-auto] --mount``, ``nearmetal.host.userns``): what a rootless platform runs. The layers' own
 code then runs unchanged as the namespace's root; their mounts and network namespaces live in the child's
 namespaces and go with them.
 
@@ -38,9 +38,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic import Field as PydField
 
-from nearmetal import safefs
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.interrupts import deferred
+from nearmetal.host import safefs
+from nearmetal.host.interrupts import deferred
+from nearmetal.host.leftovers import RUN_ENV
+from nearmetal.host.safefs import remove_entry
 from nearmetal.layers.rootless import (
     ROOTLESS_CHILD_ENV,
     STAGING_BASE,
@@ -48,8 +50,6 @@ from nearmetal.layers.rootless import (
     staging_name,
     staging_root,
 )
-from nearmetal.leftovers import RUN_ENV
-from nearmetal.safefs import remove_entry
 
 CHILD_ENV = ROOTLESS_CHILD_ENV
 # the child gets the trial's timeout plus this for its layers' set-up and teardown
@@ -90,7 +90,7 @@ def check_user_can_run(user: str) -> None:
         ) from None
     if pw.pw_uid == 0:
         raise PrivilegeError(f"the rootless layer's user {user} is root", fix="name an ordinary user")
-    argv = user_argv(user, [sys.executable, "-c", "import nearmetal.trial"], child_env("preflight"))
+    argv = user_argv(user, [sys.executable, "-c", "import nearmetal.run.trial"], child_env("preflight"))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -406,7 +406,7 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
     None: this process's own user), inside a user namespace unless ``inside`` is false; its
     ``TrialOutcome`` as a dict. KeyboardInterrupt passes through after the child has torn its trial down
     (and, run by root, its files were copied back)."""
-    from nearmetal.userns import current_user, unshare_argv
+    from nearmetal.host.userns import current_user, unshare_argv
 
     as_root = os.geteuid() == 0
     if as_root and not user:

@@ -4,7 +4,7 @@ A rootless platform (rootless Podman, Usernetes) makes a user namespace (``unsha
 subordinate ranges from ``/etc/subuid``/``/etc/subgid`` mapped by the setuid ``newuidmap``/``newgidmap``) with
 a mount namespace it owns, and is root there: FUSE and overlay mounts made there are invisible to the host and
 vanish with the namespace, network namespaces made there are served by slirp4netns or pasta running as the
-user. A rootless trial's child nearmetal runs inside such a namespace (``nearmetal.asuser``), so the layers'
+user. A rootless trial's child nearmetal runs inside such a namespace (``nearmetal.run.asuser``), so the layers'
 own code runs unchanged as the namespace's root.
 
 A leaf module: standard library and nearmetal's error type only.

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nearmetal import hostcmd
 from nearmetal.errors import NearmetalError
-from nearmetal.mountinfo import unmount_below
+from nearmetal.host import hostcmd
+from nearmetal.host.mountinfo import unmount_below
 
 NETNS_DIR = Path("/run/netns")
 IFNAMSIZ = 15
@@ -74,10 +74,10 @@ def list_netns(prefix: str = "") -> list[str]:
 
 def add_netns(name: str, loopback_up: bool = True) -> None:
     """Create a named network namespace (the first one bind-mounts /run/netns) with loopback up."""
-    from nearmetal.userns import in_user_namespace
+    from nearmetal.host.userns import in_user_namespace
 
     if in_user_namespace():
-        # a rootless trial (nearmetal.userns): `ip netns add` would switch back to the host's network
+        # a rootless trial (nearmetal.host.userns): `ip netns add` would switch back to the host's network
         # namespace afterwards, which a user namespace's root may not (setns: EPERM); util-linux binds the new
         # namespace to the file without leaving this one
         path = NETNS_DIR / name
@@ -315,9 +315,9 @@ def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
 def api_socket_path(netns: str) -> Path:
     """Where a user-mode stack serving ``netns`` keeps its control socket: a short name under /run, since a
     Unix socket path must fit sockaddr_un (108 bytes)."""
-    from nearmetal.userns import in_user_namespace
+    from nearmetal.host.userns import in_user_namespace
 
-    # a rootless trial (nearmetal.userns) cannot write /run; its /run/netns is a tmpfs of its own
+    # a rootless trial (nearmetal.host.userns) cannot write /run; its /run/netns is a tmpfs of its own
     base = NETNS_DIR if in_user_namespace() else Path("/run")
     return base / f"{short_ifname(netns, 'a')}.sock"
 

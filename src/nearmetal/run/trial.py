@@ -241,7 +241,7 @@ def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | Non
     rootless = rootless_config(spec.layers)
     if rootless is not None and os.environ.get(ROOTLESS_CHILD_ENV) != "1":
         # a rootless trial: the whole of it runs in a child nearmetal as the user, in its user namespace
-        from nearmetal.asuser import execute_rootless
+        from nearmetal.run.asuser import execute_rootless
 
         user = trial_user(rootless) if os.geteuid() == 0 else None
         return TrialOutcome.from_dict(

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nearmetal import runlock
 from nearmetal.analysis.stopping import FAILED, INTERRUPTED
 from nearmetal.backends.base import Backend, RemoteBackend
 from nearmetal.backends.local import LocalBackend
 from nearmetal.backends.select import make_backend
 from nearmetal.errors import NearmetalError
-from nearmetal.interrupts import interrupts_as_exceptions
+from nearmetal.host import runlock
+from nearmetal.host.interrupts import interrupts_as_exceptions
 from nearmetal.plan import LoadedPlan, Trial, load_plan
 from nearmetal.run.hygiene import contention_preflight, sweep
 from nearmetal.run.preflight import Allowances, preflight, refuse_before_running, skip_unavailable_cells
@@ -47,6 +47,7 @@ from nearmetal.run.resume import (
 )
 from nearmetal.run.schedule import schedule
 from nearmetal.run.shield import Shield, close_shield, open_shield, repair_blocks
+from nearmetal.run.trial import TrialOutcome, TrialSpec, execute_trial, resources_for
 from nearmetal.run.workdir import (
     fresh_trial_dir,
     make_run_dir,
@@ -57,7 +58,6 @@ from nearmetal.run.workdir import (
 from nearmetal.run.writer import JobRecorder, TrialWriter, record_new_run, run_environment
 from nearmetal.store import Store
 from nearmetal.telemetry.energy import EnergyMeter
-from nearmetal.trial import TrialOutcome, TrialSpec, execute_trial, resources_for
 
 
 class Runner:

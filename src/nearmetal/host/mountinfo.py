@@ -117,7 +117,7 @@ def unmount_below(path: Path | str) -> list[str]:
     mounted: its mount ID as listed here, reached without following links (``safefs.unmount``), so a
     directory another user swaps for a link meanwhile cannot turn it against another mount. The mount points
     that are still there."""
-    from nearmetal.safefs import unmount_path
+    from nearmetal.host.safefs import unmount_path
 
     prefix = str(path).rstrip("/") or "/"
     listed = [
@@ -134,7 +134,7 @@ def unmount_below(path: Path | str) -> list[str]:
 def unmount_mount(mount: Mount) -> None:
     """Unmount exactly ``mount`` (as listed by :func:`read_mounts`); ``NearmetalError`` naming why not."""
     from nearmetal.errors import NearmetalError
-    from nearmetal.safefs import UnsafePathError, unmount
+    from nearmetal.host.safefs import UnsafePathError, unmount
 
     try:
         unmount(mount.mount_point, mount.mount_id)

@@ -87,7 +87,9 @@ def process_run_id(pid: int) -> str | None:
 Finder = Callable[[str | None], list[Leftover]]
 # every kind of host object a run can leave has a finder: ``finder(run_id or None) -> [Leftover]``
 FINDERS: Registry[Finder] = Registry(
-    "leftover finder", packages=("nearmetal.layers", "nearmetal.backends"), modules=("nearmetal.cleanup",)
+    "leftover finder",
+    packages=("nearmetal.layers", "nearmetal.backends"),
+    modules=("nearmetal.host.cleanup",),
 )
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nearmetal import leftovers, safefs
 from nearmetal.errors import NearmetalError
+from nearmetal.host import leftovers, safefs
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # set in the environment of every process a run starts, so its process tree can be found after a SIGKILL

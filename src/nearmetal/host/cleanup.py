@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from nearmetal import hostnet, runlock
-from nearmetal.layers import cgroups
-from nearmetal.layers.base import HOST_PREFIX
-from nearmetal.leftovers import (
+from nearmetal.host import cgroups, hostnet, runlock
+from nearmetal.host.leftovers import (
     FINDERS,
     HOST_NAME_RE,
     Leftover,
@@ -35,6 +33,7 @@ from nearmetal.leftovers import (
     process_run_id,
     run_id_of,
 )
+from nearmetal.layers.base import HOST_PREFIX
 
 
 @dataclass
