@@ -40,7 +40,7 @@ def exec_trial(spec_path: Path, out_path: Path) -> int:
     # a job on several nodes: their addresses and every interface's counters before and after, on each node
     network = None
     with contextlib.suppress(Exception):
-        from nearmetal.backends.nodes import NodeNetwork
+        from nearmetal.host.slurmnodes import NodeNetwork
 
         network = NodeNetwork.of_job()
         if network is not None:
