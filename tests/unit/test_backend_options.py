@@ -128,3 +128,25 @@ def test_without_it_nothing_names_it() -> None:
     assert "--dummy-queue" not in [o.flag for o in backend_cli_options()]
     with pytest.raises(NearmetalError, match="unknown backend 'dummy'"):
         make_backend("dummy")
+
+
+def test_a_resumed_run_keeps_its_stored_options_and_takes_the_command_lines(
+    dummy: type, tmp_path: Path
+) -> None:
+    """``resume`` rebuilds the run's backend from its stored options; an option given again replaces one."""
+    from nearmetal.run.writer import record_new_run
+    from nearmetal.store import Store
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    loaded = parse_plan_text(PLAN, "dummy.yaml")
+    stored = make_backend("dummy", loaded.plan, slots=2)
+    store = Store(db)
+    info = {"backend_options": stored.options.model_dump(mode="json")}
+    record_new_run(store, loaded, "r1", tmp_path / "r1", "dummy", 7, info)
+    store.finish_run("r1", "failed")
+    store.dispose()
+    result = CliRunner().invoke(
+        app, ["resume", "r1", "--db", db, "--dummy-slots", "5", "--dummy-token", "y"], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code != 0
+    assert "dummy: queue=fromplan slots=5 token=y plan_only=True cells=1" in result.output
