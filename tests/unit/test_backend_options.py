@@ -39,6 +39,7 @@ class DummyBackend(RemoteBackend):
     """A scheduler that runs nothing: its check refuses every plan, naming its options."""
 
     name = "dummy"
+    summary = "runs nothing"
     Options = QueueOptions
     cli_only: ClassVar[tuple[Cli, ...]] = (Cli("--dummy-token", key="token", help="a secret file"),)
 
@@ -92,6 +93,8 @@ def test_a_registered_backend_is_in_the_help_the_schema_and_the_plan(dummy: type
         for flag in ("--dummy-queue", "--dummy-slots", "--dummy-token", "--partition", "--namespace"):
             assert flag in result.output, (command, flag)
         assert "dummy: the dummy scheduler's queue" in result.output
+        if command != "resume":  # a resumed run keeps its backend
+            assert "dummy (runs nothing)" in result.output
         assert "--plan-only" not in result.output  # only fields marked Cli are options
     flags = [o.flag for o in backend_cli_options()]
     assert len(flags) == len(set(flags))

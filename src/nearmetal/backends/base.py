@@ -165,6 +165,7 @@ class Backend(ABC):
     ``check`` and ``run_trials``, and ``reattach`` where its jobs outlive the runner."""
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""  # a few words for --backend's help: "batch jobs"
     # a remote backend runs whole trials elsewhere (see RemoteBackend); a host backend runs processes here
     remote: ClassVar[bool] = False
     # the plan's ``<name>:`` section (None: the backend has no options); fields annotated ``Cli("--flag")``

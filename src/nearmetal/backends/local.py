@@ -82,6 +82,8 @@ def kill_tree(pid: int, grace_s: float = KILL_GRACE_S) -> None:
 class LocalBackend(HostBackend):
     """This machine: a trial's processes run here, one trial at a time."""
 
+    summary = "this machine"
+
     name = "local"
 
     def __init__(

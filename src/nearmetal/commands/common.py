@@ -141,7 +141,7 @@ BackendOption = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="where trials run: local, slurm (batch jobs) or kubernetes (Jobs)",
+        help="where trials run (the registered backends)",
         autocompletion=complete_backend,
     ),
 ]
@@ -173,6 +173,16 @@ class with_backend_options:
             f"backend_opt_{option.key}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
         )
 
+    @staticmethod
+    def _backend() -> Any:
+        """``--backend``, its help naming the registered backends (the host's first)."""
+        from nearmetal.backends.base import BACKENDS
+
+        names = sorted(BACKENDS, key=lambda n: (BACKENDS[n].remote, n))
+        words = ", ".join(f"{n} ({BACKENDS[n].summary})" if BACKENDS[n].summary else n for n in names)
+        help = f"where trials run: {words}"
+        return Annotated[str, typer.Option("--backend", help=help, autocompletion=complete_backend)]
+
     @property
     def __signature__(self) -> inspect.Signature:
         from nearmetal.backends.base import backend_cli_options
@@ -180,6 +190,7 @@ class with_backend_options:
         own = inspect.signature(self.command, eval_str=True)
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values()]
         params = [p for p in params if p.name != "backend_options"]
+        params = [p.replace(annotation=self._backend()) if p.name == "backend" else p for p in params]
         return own.replace(parameters=params + [self._param(o) for o in backend_cli_options()])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -28,6 +28,7 @@ class KubernetesBackend(PodOutcomes, PodManifests):
     """Create a Job per trial, watch it and its Pod, collect the log, delete everything by label."""
 
     name = "kubernetes"
+    summary = "Jobs"
     Options = KubernetesOptions
     cli_only = (
         Cli("--kubeconfig", key="kubeconfig", help="kubeconfig file (default: KUBECONFIG or ~/.kube/config)"),

@@ -26,6 +26,7 @@ class SlurmBackend(JobReattach, JobOutcomes, SlurmCheck):
     """Submit each trial as a batch job; poll; collect the outcome the job wrote; cancel on every exit."""
 
     name = "slurm"
+    summary = "batch jobs"
     Options = SlurmOptions
 
     @classmethod
