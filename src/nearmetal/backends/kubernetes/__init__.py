@@ -20,10 +20,10 @@ everything it created (all objects carry the label ``nearmetal.io/run=<run id>``
 
 The parts, one module each: ``options`` (what a plan and the command line may set), ``protocol`` (the
 container's entry point and the log it writes), ``manifest`` (a trial's Job and ConfigMap, pure), ``api``
-(the client, creating and deleting by label, the ``cleanup`` finder), ``watch`` (following a trial's Pod
-quietly until it ends), ``nodewindow`` (the node around a pod trial: outside CPU, the pod's cgroup, its
-teardown), ``outcome`` (the finished pod's log and evidence → a ``TrialOutcome``) and ``backend`` (the
-loop that puts them together).
+(the client, deleting a trial's or a run's objects by label, the ``cleanup`` finder), ``watch`` (following
+a trial's Pod quietly until it ends), ``nodewindow`` (the node around a pod trial: outside CPU, the pod's
+cgroup, its teardown), ``outcome`` (the finished pod's log and evidence → a ``TrialOutcome``) and
+``backend`` (creating a trial's objects, the loop that puts the parts together).
 """
 
 from nearmetal.backends.kubernetes.api import (
