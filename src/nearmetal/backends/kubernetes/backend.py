@@ -110,7 +110,7 @@ class KubernetesBackend(PodOutcomes, PodManifests):
                 fix="check --kubeconfig/--namespace and that the API server answers",
             ) from None
 
-    # --- API ------------------------------------------------------------------------------------------
+    # --- creating a trial's objects ---------------------------------------------------------------------
     def create(self, spec: TrialSpec) -> tuple[Any, PodShape]:
         job, config_map, shape = self.build(spec)
         ns = self.options.namespace
