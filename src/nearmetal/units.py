@@ -1,10 +1,13 @@
-"""Sizes as fio and mount options write them, and how much memory the host has to spare."""
+"""Sizes as fio, mount options, Slurm and Kubernetes write them, and how much memory the host has to spare."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
 
 SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$")
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -26,3 +29,38 @@ def mem_available_bytes() -> int | None:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return None
+
+
+# a memory size as Slurm (--mem) and Kubernetes (memory requests) write it; MiB
+MEMORY_UNITS = {
+    "k": 1 / 1024,
+    "ki": 1 / 1024,
+    "m": 1.0,
+    "mi": 1.0,
+    "g": 1024.0,
+    "gi": 1024.0,
+    "t": 1024.0**2,
+    "ti": 1024.0**2,
+}
+# a size as a plan writes it (the plan's JSON Schema describes this, not the MiB it becomes)
+MEMORY_PATTERN = r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*$"
+MemoryInput = Annotated[float, Field(ge=1)] | Annotated[str, Field(pattern=MEMORY_PATTERN)]
+
+
+def parse_memory_mib(value: Any) -> int:
+    """``2G``, ``2Gi``, ``1500M``, ``1500`` (MiB) → MiB. Slurm's and Kubernetes' suffixes both mean powers
+    of two here (Slurm's M and G are MiB and GiB)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 2G or 1500M")
+    if isinstance(value, int | float):
+        mib = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size such as 2G, 2Gi or 1500M")
+        mib = float(match.group(1)) * MEMORY_UNITS[(match.group(2) or "m").lower()]
+    else:
+        raise ValueError("must be a size such as 2G or 1500M")
+    if mib < 1:
+        raise ValueError("must be at least 1M")
+    return round(mib)

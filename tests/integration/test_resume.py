@@ -24,6 +24,7 @@ from nearmetal.errors import NearmetalError
 from nearmetal.host import runlock
 from nearmetal.host.cleanup import find_processes
 from nearmetal.plan import parse_plan_text
+from nearmetal.run.records import NullProgress
 from nearmetal.run.runner import RunInterrupted, schedule
 
 PY = sys.executable
@@ -164,7 +165,7 @@ def test_kill_minus_9_at_random_moments_then_resume_loses_and_duplicates_nothing
     print(f"kills: {kills} ({kinds}), resumes: {resumes}, trials: {len(keys)} of {len(planned)} planned")
 
 
-class _StopAfter:
+class _StopAfter(NullProgress):
     """A progress sink that presses Ctrl-C after some trials (an in-process interruption)."""
 
     def __init__(self, trials: int) -> None:

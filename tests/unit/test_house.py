@@ -19,6 +19,7 @@ from nearmetal.backends.podmaps import LAYER_MAPPINGS
 from nearmetal.doctor.base import CHECK_INFO, CHECKS
 from nearmetal.host.leftovers import FINDERS
 from nearmetal.layers import LAYERS, Layer
+from nearmetal.plan.backend_options import BACKEND_OPTIONS
 from nearmetal.registry import Registry
 from nearmetal.report.figures import FIGURES
 from nearmetal.report.tables import STUDY_TABLES
@@ -62,10 +63,15 @@ def test_every_registry_finds_its_components_without_a_list() -> None:
     # the Kubernetes backend's layer mappings: one module each in backends/podmaps, each for a real layer kind
     assert {"cpu-quota", "pod", "runtime-class"} <= set(LAYER_MAPPINGS) <= set(LAYERS)
     finder_modules = {name.partition(":")[0] for name in FINDERS}
-    assert {"nearmetal.host.cleanup", "nearmetal.layers.mounts", "nearmetal.backends.slurm"} <= finder_modules
-    for name in BACKENDS:
-        factory = BACKENDS[name]
-        assert "plan" in inspect.signature(factory).parameters, name
+    assert {
+        "nearmetal.host.cleanup",
+        "nearmetal.layers.mounts",
+        "nearmetal.backends.slurm.queue",
+    } <= finder_modules
+    for name in BACKENDS:  # a backend is its class: its name, its options (the plan's section of that name)
+        cls = BACKENDS[name]
+        assert issubclass(cls, Backend) and cls.name == name, name
+        assert cls.Options is None or BACKEND_OPTIONS[name] is cls.Options, name
 
 
 def test_backends_implement_the_typed_interface() -> None:

@@ -1,9 +1,14 @@
 """Backends: where a trial runs. The interface every backend implements, the registry that names them, and
 what a backend returns for one trial (outputs of its processes, how they ended, where they ran).
 
-Two kinds: a ``HostBackend`` runs a trial's processes on this host (the runner stacks the layers around
-it: ``trial.execute_trial``); a ``RemoteBackend`` (Slurm, Kubernetes) takes whole trials and runs them
-elsewhere, yielding their outcomes as its jobs end. The runner uses only these interfaces."""
+Two kinds: a host backend (``remote`` False) runs a trial's processes on this host (the runner stacks the
+layers around it: ``trial.execute_trial``); a remote backend (Slurm, Kubernetes) takes whole trials and
+runs them elsewhere, yielding their outcomes as its jobs end. The runner uses only ``Backend``'s methods.
+
+A backend is one module (or package): its class, registered with ``@register_backend``, carries its
+``Options`` (a pydantic model: the plan's ``<name>:`` section; fields annotated ``Cli("--flag")`` are
+also command-line options of ``run``, ``study``, ``check`` and ``resume``) and builds itself with
+``from_plan``. Nothing else lists it."""
 
 from __future__ import annotations
 
@@ -11,17 +16,25 @@ import os
 import signal as signal_mod
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from types import NoneType, UnionType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, Union, get_args, get_origin
 
+from pydantic import BaseModel, ValidationError
+
+from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
+from nearmetal.plan.backend_options import BACKEND_OPTIONS, Cli
 from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from nearmetal.plan import LoadedPlan
+    from nearmetal.run.resume import ResumeState
     from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 STDERR_TAIL_BYTES = 4000
@@ -139,17 +152,105 @@ class Execution:
         return self.error is None and not self.main.timed_out and self.main.returncode == 0
 
 
+def _scalar(annotation: Any) -> type:
+    """The one type of an option's annotation, ``None`` left out (``str | None`` → str)."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not NoneType]
+        annotation = args[0] if len(args) == 1 else str
+    return annotation if annotation in (str, int, float, bool) else str
+
+
 class Backend(ABC):
-    """Where a trial runs."""
+    """Where a trial runs. A host backend implements ``execute``; a remote backend (``remote = True``)
+    ``check`` and ``run_trials``, and ``reattach`` where its jobs outlive the runner."""
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""  # a few words for --backend's help: "batch jobs"
     # a remote backend runs whole trials elsewhere (see RemoteBackend); a host backend runs processes here
     remote: ClassVar[bool] = False
+    # the plan's ``<name>:`` section (None: the backend has no options); fields annotated ``Cli("--flag")``
+    # are command-line options too
+    Options: ClassVar[type[BaseModel] | None] = None
+    # command-line options that are not the plan's to give (a kubeconfig file: a plan never names one)
+    cli_only: ClassVar[tuple[Cli, ...]] = ()
+
+    @classmethod
+    def from_plan(cls, plan: BaseModel | None = None, **given: Any) -> Self:
+        """The backend for a plan: its options are the plan's section, overridden by ``given`` (the command
+        line's, None = not given; keys of other backends are ignored)."""
+        return cls()
+
+    @classmethod
+    def options_from(cls, plan: BaseModel | None, given: dict[str, Any]) -> Any:
+        """The backend's ``Options`` from the plan's section and the command line's values (they win); a
+        value the model refuses is one line naming the option."""
+        if cls.Options is None:
+            return None
+        section = getattr(plan, cls.name, None)
+        values = section.model_dump(exclude_unset=True) if isinstance(section, BaseModel) else {}
+        fields = cls.Options.model_fields
+        values.update({k: v for k, v in given.items() if k in fields and v is not None})
+        try:
+            return cls.Options.model_validate(values)
+        except ValidationError as exc:
+            flags = {c.key: c.flag for c in cls.cli_options()}
+            error = exc.errors()[0]
+            key = str(error["loc"][0]) if error["loc"] else ""
+            where = f"{flags[key]} / {cls.name}.{key}" if key in flags else f"{cls.name}.{key}"
+            raise NearmetalError(
+                f"{where} {values.get(key)!r}: {error['msg']}",
+                fix=f"correct the option (the plan's {cls.name}: section or the command line)",
+            ) from None
+
+    @classmethod
+    def cli_options(cls) -> list[Cli]:
+        """This backend's command-line options, resolved: flag, key, help (``"<name>: …"``) and type."""
+        out: list[Cli] = []
+        if cls.Options is not None:
+            for key, info in cls.Options.model_fields.items():
+                for meta in info.metadata:
+                    if isinstance(meta, Cli):
+                        words = meta.help or info.description or key
+                        out.append(
+                            replace(
+                                meta,
+                                key=meta.key or key,
+                                help=f"{cls.name}: {words}",
+                                type=meta.type or _scalar(info.annotation),
+                            )
+                        )
+        out += [replace(c, help=f"{cls.name}: {c.help}", type=c.type or str) for c in cls.cli_only]
+        return out
 
     def options_record(self) -> dict[str, Any]:
         """What a resumed run needs to go on with the same backend (cluster, partition, image …); stored
         with the run."""
         return {}
+
+    # host backends ------------------------------------------------------------------------------------
+    def execute(self, processes: list[ProcessSpec], trial_dir: Path, timeout_s: float) -> Execution:
+        """Run a trial's processes here (a host backend); a remote backend runs whole trials instead."""
+        raise NotImplementedError(f"the {self.name} backend runs whole trials (run_trials), not processes")
+
+    # remote backends ----------------------------------------------------------------------------------
+    def check(self, loaded: LoadedPlan) -> None:
+        """Refuse, before anything runs, a plan this backend cannot run (its own tools and privileges). A host
+        backend's checks are the preflight's (tools and privileges of this machine)."""
+
+    def run_trials(
+        self, specs: list[TrialSpec], hooks: RemoteHooks
+    ) -> Generator[tuple[TrialSpec, TrialOutcome], None, None]:
+        """Run whole trials (a remote backend), yielding each outcome as its job ends."""
+        raise NotImplementedError(f"the {self.name} backend runs processes here (execute), not whole trials")
+
+    def reattach(self, state: ResumeState) -> set[str]:
+        """A resumed run's state, before anything runs: the keys of trials whose jobs this backend
+        re-attached to (it completes them itself when asked for them, instead of starting them again)."""
+        return set()
+
+    def reattached_keys(self) -> set[str]:
+        """Keys of trials re-attached by ``reattach`` and not collected yet."""
+        return set()
 
 
 class HostBackend(Backend):
@@ -185,21 +286,32 @@ class RemoteBackend(Backend):
         """Run the trials, yielding each outcome as its job ends. Closing the generator early (an error,
         Ctrl-C) cancels every job it still has."""
 
-    def reattach(self, state: Any) -> set[str]:
-        """A resumed run's ``ResumeState``, before anything runs: the keys of trials whose jobs this backend
-        re-attached to (it completes them itself when asked for them, instead of starting them again)."""
-        return set()
 
-    def reattached_keys(self) -> set[str]:
-        """Keys of trials re-attached by ``reattach`` and not collected yet."""
-        return set()
+B = TypeVar("B", bound=type[Backend])
+# name -> the backend's class (``from_plan`` builds it); every module of nearmetal.backends registers its
+# backend with ``@register_backend``
+BACKENDS: Registry[type[Backend]] = Registry("backend", packages=("nearmetal.backends",))
 
 
-BackendFactory = Callable[..., Backend]
-# name -> factory(plan, **options given on the command line); every module of nearmetal.backends registers
-# its backend with ``@register_backend(name)``
-BACKENDS: Registry[BackendFactory] = Registry("backend", packages=("nearmetal.backends",))
+def register_backend(cls: B) -> B:
+    """Class decorator: the backend under its ``name``, its ``Options`` as the plan's section of that name."""
+    BACKENDS.add(cls.name, cls)
+    if cls.Options is not None:
+        BACKEND_OPTIONS.add(cls.name, cls.Options)
+    return cls
 
 
-def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    return BACKENDS.register(name)
+def backend_cli_options() -> list[Cli]:
+    """Every registered backend's command-line options, one per flag (two backends may share one: the same
+    key and type; their help is joined)."""
+    by_flag: dict[str, Cli] = {}
+    for name in BACKENDS:
+        for option in BACKENDS[name].cli_options():
+            known = by_flag.get(option.flag)
+            if known is None:
+                by_flag[option.flag] = option
+            elif (known.key, known.type) != (option.key, option.type):
+                raise RuntimeError(f"backend option {option.flag} means two things ({known}, {option})")
+            else:
+                by_flag[option.flag] = replace(known, help=f"{known.help}; {option.help}")
+    return list(by_flag.values())

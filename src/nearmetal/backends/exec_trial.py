@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 SPEC_NAME = "spec.json"
 OUTCOME_NAME = "outcome.json"
@@ -30,7 +30,7 @@ def exec_trial(spec_path: Path, out_path: Path) -> int:
     spec = TrialSpec.read(spec_path)
     caught: dict[str, str] = {}
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         caught["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 
@@ -40,7 +40,7 @@ def exec_trial(spec_path: Path, out_path: Path) -> int:
     # a job on several nodes: their addresses and every interface's counters before and after, on each node
     network = None
     with contextlib.suppress(Exception):
-        from nearmetal.backends.nodes import NodeNetwork
+        from nearmetal.host.slurmnodes import NodeNetwork
 
         network = NodeNetwork.of_job()
         if network is not None:

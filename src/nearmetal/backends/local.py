@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 
@@ -78,7 +78,12 @@ def kill_tree(pid: int, grace_s: float = KILL_GRACE_S) -> None:
             child.kill()
 
 
+@register_backend
 class LocalBackend(HostBackend):
+    """This machine: a trial's processes run here, one trial at a time."""
+
+    summary = "this machine"
+
     name = "local"
 
     def __init__(
@@ -336,9 +341,3 @@ class LocalBackend(HostBackend):
     @staticmethod
     def _placement() -> dict:
         return {"backend": "local", "host": socket.gethostname(), "cpus": os.cpu_count()}
-
-
-@register_backend("local")
-def local_backend(plan: Any | None = None, **given: Any) -> LocalBackend:
-    """This machine."""
-    return LocalBackend()

@@ -11,23 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from nearmetal.commands.common import (
-    AccountOption,
     AllowLargeOption,
     AllowNetworkOption,
     AllowPathOption,
     BackendOption,
+    BackendOptions,
     DbOption,
-    ImageOption,
-    KubeconfigOption,
-    NamespaceOption,
     OptionalWorkdirOption,
-    ParallelOption,
-    PartitionOption,
-    TimeOption,
     app,
-    backend_options,
     console,
     err_console,
+    with_backend_options,
 )
 
 
@@ -54,6 +48,7 @@ def _plan_path(plan: str) -> Path:
 
 
 @app.command()
+@with_backend_options
 def check(
     plan: Annotated[str, typer.Argument(help="the plan (YAML), or the name of a shipped study")],
     as_json: Annotated[
@@ -62,16 +57,10 @@ def check(
     db: DbOption = None,
     workdir: OptionalWorkdirOption = None,
     backend: BackendOption = "local",
-    partition: PartitionOption = None,
-    account: AccountOption = None,
-    time_limit: TimeOption = None,
-    parallel: ParallelOption = None,
-    namespace: NamespaceOption = None,
-    kubeconfig: KubeconfigOption = None,
-    image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_path: AllowPathOption = None,
     allow_network: AllowNetworkOption = False,
+    backend_options: BackendOptions = None,
 ) -> None:
     """Check a plan without running it: every problem `run` would refuse (plan, paths, backend, tools,
     privileges, sizes, what the store cannot keep), the cells and trials, the tools each cell needs and an
@@ -80,11 +69,10 @@ def check(
     itself failed."""
     from nearmetal.run.check import check_plan
 
-    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     report = check_plan(
         _plan_path(plan),
         backend=backend,
-        backend_options=options,
+        backend_options=backend_options,
         allow_paths=allow_path or (),
         allow_large=allow_large,
         workdir=workdir,

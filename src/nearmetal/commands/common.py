@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
@@ -127,32 +129,79 @@ def complete_from(*values: str) -> Any:
     return complete
 
 
-BACKENDS = ("local", "slurm", "kubernetes")
+def complete_backend(incomplete: str) -> list[str]:
+    """Tab completion of --backend: the registered backends."""
+    from nearmetal.backends.base import BACKENDS
+
+    return [name for name in BACKENDS if name.startswith(incomplete)]
+
+
 WorkdirOption = Annotated[Path, typer.Option("--workdir", help="where trial outputs are kept")]
 BackendOption = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="where trials run: local, slurm (batch jobs) or kubernetes (Jobs)",
-        autocompletion=complete_from(*BACKENDS),
+        help="where trials run (the registered backends)",
+        autocompletion=complete_backend,
     ),
 ]
-PartitionOption = Annotated[str | None, typer.Option("--partition", help="slurm: partition")]
-AccountOption = Annotated[str | None, typer.Option("--account", help="slurm: account to charge")]
-TimeOption = Annotated[str | None, typer.Option("--time", help="slurm: time limit per job (sbatch --time)")]
-ParallelOption = Annotated[
-    int | None, typer.Option("--parallel", help="slurm: jobs in flight at once (default 1: no overlap)")
-]
-NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="kubernetes: namespace")]
-KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="kubernetes: kubeconfig file")]
-ImageOption = Annotated[
-    str | None,
-    typer.Option(
-        "--image",
-        envvar="NEARMETAL_KUBE_IMAGE",
-        help="kubernetes: image with the workload programs (nearmetal image build makes one)",
-    ),
-]
+# a command's backend options, as ``with_backend_options`` hands them over: key → value (None: not given)
+BackendOptions = dict[str, Any] | None
+BACKEND_PANEL = "Backend options"
+
+
+class with_backend_options:
+    """A command with every registered backend's command-line options (``Cli`` fields of each backend's
+    ``Options``, ``backends.base.backend_cli_options``): real named options (``--partition``,
+    ``--namespace`` …) with their fields' help, in the help's "Backend options" panel. The command gets
+    them as one ``backend_options`` argument (key → value, None: not given).
+
+    The options are read from the backend registry each time typer builds the command (``__signature__``
+    is computed, not stored), so a backend registered later — a plugin, a test's — is there too."""
+
+    def __init__(self, command: Any) -> None:
+        functools.update_wrapper(self, command)
+        self.command = command
+
+    @staticmethod
+    def _param(option: Any) -> inspect.Parameter:
+        annotation = Annotated[
+            option.type | None,
+            typer.Option(option.flag, help=option.help, envvar=option.envvar, rich_help_panel=BACKEND_PANEL),
+        ]
+        return inspect.Parameter(
+            f"backend_opt_{option.key}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+        )
+
+    @staticmethod
+    def _backend() -> Any:
+        """``--backend``, its help naming the registered backends (the host's first)."""
+        from nearmetal.backends.base import BACKENDS
+
+        names = sorted(BACKENDS, key=lambda n: (BACKENDS[n].remote, n))
+        words = ", ".join(f"{n} ({BACKENDS[n].summary})" if BACKENDS[n].summary else n for n in names)
+        help = f"where trials run: {words}"
+        return Annotated[str, typer.Option("--backend", help=help, autocompletion=complete_backend)]
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        from nearmetal.backends.base import backend_cli_options
+
+        own = inspect.signature(self.command, eval_str=True)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values()]
+        params = [p for p in params if p.name != "backend_options"]
+        params = [p.replace(annotation=self._backend()) if p.name == "backend" else p for p in params]
+        return own.replace(parameters=params + [self._param(o) for o in backend_cli_options()])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        given = {
+            k.removeprefix("backend_opt_"): kwargs.pop(k)
+            for k in list(kwargs)
+            if k.startswith("backend_opt_")
+        }
+        return self.command(*args, backend_options=given, **kwargs)
+
+
 ShieldOption = Annotated[
     bool,
     typer.Option(
@@ -249,7 +298,7 @@ def run_plan_command(
     run_id: str | None = None,
     resume: str | None = None,
     backend: str = "local",
-    backend_options: dict | None = None,
+    backend_options: BackendOptions = None,
     allow_large: bool = False,
     allow_paths: list[Path] | None = None,
     loaded_plan: Any = None,
@@ -263,7 +312,8 @@ def run_plan_command(
     ``junit``: write the verdicts as JUnit XML there; ``fail_above``: exit 3 when a loss lies wholly above it.
     ``loaded_plan`` (a ``LoadedPlan``) is a plan made here rather than read from a file (``nearmetal try``).
     ``backend`` names where trials run; ``backend_options`` are its command-line options (None: not given).
-    A resumed run uses the backend (and options) it was started with."""
+    A resumed run uses the backend (and options) it was started with; ``backend_options`` given replace
+    those."""
     from nearmetal.backends.select import make_backend
     from nearmetal.errors import PlanError
     from nearmetal.plan import load_plan
@@ -299,6 +349,7 @@ def run_plan_command(
                 progress=progress,
                 allow=allow,
                 shield=shield,
+                backend_options=backend_options,
             )
             if not result.records and result.status == "finished":
                 err_console.print(f"run {result.run_id} had already finished; nothing to resume")
@@ -558,24 +609,3 @@ def show_report(
             print(text)
     else:
         print_report(results, console, metric)
-
-
-def backend_options(
-    partition: str | None,
-    account: str | None,
-    time_limit: str | None,
-    parallel: int | None,
-    namespace: str | None,
-    kubeconfig: str | None,
-    image: str | None,
-) -> dict[str, Any]:
-    """The backend options ``run``, ``study`` and ``check`` share, as the backends' option models take them."""
-    return dict(
-        partition=partition,
-        account=account,
-        time=time_limit,
-        parallel=parallel,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        image=image,
-    )

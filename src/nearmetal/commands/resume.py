@@ -11,15 +11,18 @@ from nearmetal.commands.common import (
     AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
+    BackendOptions,
     DbOption,
     OptionalWorkdirOption,
     ShieldOption,
     app,
     run_plan_command,
+    with_backend_options,
 )
 
 
 @app.command()
+@with_backend_options
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run to continue (a unique prefix is enough)")],
     db: DbOption = None,
@@ -31,9 +34,12 @@ def resume(
     allow_path: AllowPathOption = None,
     allow_network: AllowNetworkOption = False,
     shield: ShieldOption = False,
+    backend_options: BackendOptions = None,
 ) -> None:
     """Continue a stored run with its stored plan and seed: finished trials are kept, the trial that was
-    cut off and the rest of the schedule are run, what the dead process left on the host is removed."""
+    cut off and the rest of the schedule are run, what the dead process left on the host is removed. The
+    run goes on with the backend and options it was started with; backend options given here replace
+    those (another --kubeconfig, a --partition for the trials still to run)."""
     run_plan_command(
         None,
         db,
@@ -47,4 +53,5 @@ def resume(
         allow_paths=allow_path,
         allow_network=allow_network,
         shield=shield,
+        backend_options=backend_options,
     )

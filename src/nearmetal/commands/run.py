@@ -9,34 +9,29 @@ import typer
 from rich.table import Table
 
 from nearmetal.commands.common import (
-    AccountOption,
     AllowLargeOption,
     AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
     BackendOption,
+    BackendOptions,
     DbOption,
     FailAboveOption,
-    ImageOption,
     JunitOption,
-    KubeconfigOption,
-    NamespaceOption,
     OptionalWorkdirOption,
-    ParallelOption,
-    PartitionOption,
     ShieldOption,
-    TimeOption,
     app,
-    backend_options,
     console,
     err_console,
     fail,
     run_plan_command,
+    with_backend_options,
 )
 from nearmetal.errors import NearmetalError
 
 
 @app.command()
+@with_backend_options
 def run(
     plan: Annotated[Path, typer.Argument(help="the plan (YAML)")],
     db: DbOption = None,
@@ -57,13 +52,6 @@ def run(
         str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
     ] = None,
     backend: BackendOption = "local",
-    partition: PartitionOption = None,
-    account: AccountOption = None,
-    time_limit: TimeOption = None,
-    parallel: ParallelOption = None,
-    namespace: NamespaceOption = None,
-    kubeconfig: KubeconfigOption = None,
-    image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
@@ -71,6 +59,7 @@ def run(
     fail_above: FailAboveOption = None,
     allow_network: AllowNetworkOption = False,
     shield: ShieldOption = False,
+    backend_options: BackendOptions = None,
 ) -> None:
     """Run a plan: every trial is stored as it ends; prints the run id and the loss table, and writes a
     self-contained HTML report into the run's directory."""
@@ -85,7 +74,6 @@ def run(
                 soft_wrap=True,
             )
             raise typer.Exit(2)
-    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     run_plan_command(
         plan,
         db,
@@ -97,7 +85,7 @@ def run(
         run_id=run_id,
         resume=resume,
         backend=backend,
-        backend_options=options,
+        backend_options=backend_options,
         allow_large=allow_large,
         allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,
@@ -136,6 +124,7 @@ def _complete_study(incomplete: str) -> list[str]:
 
 
 @app.command()
+@with_backend_options
 def study(
     name: Annotated[str, typer.Argument(help="a shipped study, or 'list'", autocompletion=_complete_study)],
     db: DbOption = None,
@@ -156,13 +145,6 @@ def study(
         str | None, typer.Option("--run-id", help="name the run (default: date-time-random)")
     ] = None,
     backend: BackendOption = "local",
-    partition: PartitionOption = None,
-    account: AccountOption = None,
-    time_limit: TimeOption = None,
-    parallel: ParallelOption = None,
-    namespace: NamespaceOption = None,
-    kubeconfig: KubeconfigOption = None,
-    image: ImageOption = None,
     allow_large: AllowLargeOption = False,
     allow_shared_workdir: AllowSharedWorkdirOption = False,
     allow_path: AllowPathOption = None,
@@ -170,6 +152,7 @@ def study(
     fail_above: FailAboveOption = None,
     allow_network: AllowNetworkOption = False,
     shield: ShieldOption = False,
+    backend_options: BackendOptions = None,
 ) -> None:
     """Run a shipped study (nearmetal study list shows them)."""
     from nearmetal.studies import choose_form, study_description, study_names, study_path
@@ -187,7 +170,6 @@ def study(
         fail(exc)
     if form == "auto" and why != "the study has one form" and not as_json:
         err_console.print(f"{name}: {chosen.upper()} form ({why})", highlight=False)
-    options = backend_options(partition, account, time_limit, parallel, namespace, kubeconfig, image)
     run_plan_command(
         path,
         db,
@@ -198,7 +180,7 @@ def study(
         html=html,
         run_id=run_id,
         backend=backend,
-        backend_options=options,
+        backend_options=backend_options,
         allow_large=allow_large,
         allow_shared_workdir=allow_shared_workdir,
         allow_paths=allow_path,

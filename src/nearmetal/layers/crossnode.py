@@ -82,7 +82,7 @@ class VxlanConfig(CrossNodeConfig):
 
 def job_nodes() -> list[str]:
     """The nodes of the Slurm job this runs in (its first node runs the trial)."""
-    from nearmetal.backends.slurm import hostnames
+    from nearmetal.host.slurmnodes import hostnames
 
     nodes = hostnames(os.environ.get("SLURM_JOB_NODELIST", ""))
     return nodes
@@ -132,7 +132,7 @@ class CrossNodeLayer(Layer):
 
     def link_addresses(self) -> dict[str, dict[str, Any]]:
         """node → the link ``iface`` as that node sees it (addresses, MTU)."""
-        from nearmetal.backends.nodes import NodeInfoError, interface_counters
+        from nearmetal.host.slurmnodes import NodeInfoError, interface_counters
 
         try:
             seen = interface_counters(self.nodes)
@@ -198,7 +198,7 @@ class CrossNodeLayer(Layer):
 
     def read_counters(self) -> dict[str, dict[str, dict[str, Any]]]:
         """node → {path device, link} → counters (an empty dict when they cannot be read)."""
-        from nearmetal.backends.nodes import NodeInfoError, interface_counters
+        from nearmetal.host.slurmnodes import NodeInfoError, interface_counters
 
         try:
             seen = interface_counters(self.nodes)
@@ -210,7 +210,7 @@ class CrossNodeLayer(Layer):
     def collect(self, ctx: TrialContext) -> list:
         # what crossed the path's device (and the link under it) on every node during the trial: the
         # evidence that the traffic took this path; read before teardown removes an overlay's device
-        from nearmetal.backends.nodes import counter_deltas
+        from nearmetal.host.slurmnodes import counter_deltas
 
         if self.counters_before and "path" in ctx.placement:
             after = self.read_counters()

@@ -14,9 +14,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nearmetal.backends.options import parse_memory_mib
 from nearmetal.errors import NearmetalError
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.units import parse_memory_mib
 
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from nearmetal.backends.options import KubernetesOptions, Resources, SlurmOptions
+from nearmetal.plan.backend_options import BACKEND_OPTIONS, Resources
 from nearmetal.telemetry.energy import EnergyConfig
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -189,7 +189,8 @@ class BaseVariant(StrictModel):
 
 @cache
 def plan_model() -> type[BaseModel]:
-    """Build the Plan model from the registered layers and workloads (done once)."""
+    """Build the Plan model from the registered layers, workloads and backends' options (done once; a test
+    that registers one clears the cache: ``plan_model.cache_clear()``)."""
     from nearmetal.layers import all_layer_classes
     from nearmetal.workloads import all_workload_classes
 
@@ -265,8 +266,6 @@ def plan_model() -> type[BaseModel]:
             default_factory=EnergyConfig,
             description="energy sources per trial and the carbon footprint's factors",
         )
-        slurm: SlurmOptions | None = Field(None, description="options for --backend slurm")
-        kubernetes: KubernetesOptions | None = Field(None, description="options for --backend kubernetes")
 
         @field_validator("timeout", mode="before", json_schema_input_type=DurationInput)
         @classmethod
@@ -289,7 +288,12 @@ def plan_model() -> type[BaseModel]:
                 self.baseline = empty[0] if empty else next(iter(self.variants))
             return self
 
-    return Plan
+    # each backend's options, under its name (``slurm:``, ``kubernetes:`` …), from the backend registry
+    sections: dict[str, Any] = {
+        name: (options | None, Field(None, description=f"options for --backend {name}"))
+        for name, options in BACKEND_OPTIONS.items()
+    }
+    return create_model("Plan", __base__=Plan, __doc__=Plan.__doc__, **sections)
 
 
 def plan_json_schema() -> dict[str, Any]:

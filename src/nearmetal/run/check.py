@@ -193,7 +193,6 @@ def check_plan(
     allow_network: bool = False,
 ) -> CheckReport:
     """Every reason ``nearmetal run PLAN`` would refuse the plan here, and what the run would be."""
-    from nearmetal.backends.base import RemoteBackend
     from nearmetal.backends.select import make_backend
     from nearmetal.layers import make_layer
     from nearmetal.plan import load_plan
@@ -231,7 +230,7 @@ def check_plan(
     except NearmetalError as exc:
         _add(report, "backend", exc)
         runner_backend = None
-    remote = isinstance(runner_backend, RemoteBackend)
+    remote = runner_backend is not None and runner_backend.remote
 
     # what the run itself does first, on a copy: cells whose only missing tools are optional are left out
     kept = copy.copy(loaded)
@@ -276,7 +275,7 @@ def check_plan(
                 "run the plan with a backend that applies it (e.g. --backend kubernetes for pod)",
             )
         )
-    if isinstance(runner_backend, RemoteBackend):
+    if runner_backend is not None and runner_backend.remote:
         try:
             runner_backend.check(kept)
         except NearmetalError as exc:

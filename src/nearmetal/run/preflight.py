@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nearmetal.backends.base import Backend, RemoteBackend
+from nearmetal.backends.base import Backend
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
 from nearmetal.host.machine import ALLOW_LARGE_FIX, TooLargeError
 from nearmetal.layers import Layer, make_layer
@@ -114,8 +114,8 @@ def preflight(
             f"layer(s) {', '.join(unsupported)} cannot run on the {backend_name} backend; nothing was run",
             fix="run the plan with a backend that applies them (e.g. --backend kubernetes for pod)",
         )
-    if isinstance(backend, RemoteBackend):
-        backend.check(loaded)
+    if backend is not None and backend.remote:
+        backend.check(loaded)  # a cluster backend's own tools and privileges; its nodes' are for it to say
         return
     missing = missing_requirements(loaded)
     if missing:

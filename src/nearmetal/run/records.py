@@ -36,15 +36,26 @@ class TrialRecord:
 
 
 class Progress(Protocol):
+    """What the runner tells whoever shows a run's progress (``report.progress``: a bar, plain lines, JSON
+    lines); exactly the calls ``run.runner`` makes. ``NullProgress`` is a base that ignores them all."""
+
     def start(self, total: int, plan_name: str, run_id: str) -> None: ...
+    def set_total(self, total: int) -> None: ...
     def trial_started(self, trial: Trial, index: int) -> None: ...
     def trial_finished(self, record: TrialRecord, index: int) -> None: ...
+    def note(self, text: str) -> None: ...
     def finish(self) -> None: ...
 
 
 class NullProgress:
     def start(self, total: int, plan_name: str, run_id: str) -> None:
         pass
+
+    def set_total(self, total: int) -> None:
+        """Adaptive repeats added a block: the run has this many trials now."""
+
+    def note(self, text: str) -> None:
+        """A line about the run (the contention preflight's finding)."""
 
     def trial_started(self, trial: Trial, index: int) -> None:
         pass

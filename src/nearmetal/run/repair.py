@@ -17,7 +17,10 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nearmetal.backends.base import Backend
 
 REPAIRED = "repaired"  # the stored status of a trial whose block was run again
 
@@ -96,15 +99,14 @@ def waits_by_block(trials: Iterable[object]) -> dict[int, dict[str, float]]:
 
 
 def repair_blocks(
-    store: Any, run_id: str, loaded: Any, seed: int, run_blocks: Callable[[list[Any]], None], backend: Any
+    store: Any, run_id: str, loaded: Any, seed: int, run_blocks: Callable[[list[Any]], None], backend: Backend
 ) -> None:
     """After the run's last block: run the uneven blocks again as new blocks (``run_blocks`` runs and stores
     trials), then mark their first trials ``repaired`` and record each in the run's ``info["repaired"]``."""
-    from nearmetal.backends.base import RemoteBackend
     from nearmetal.run.schedule import schedule
 
     policy = RepairPolicy(max_blocks=loaded.plan.analysis.max_repaired_blocks)
-    if policy.max_blocks <= 0 or isinstance(backend, RemoteBackend):
+    if policy.max_blocks <= 0 or backend.remote:
         return
     rows = store.trials(run_id)
     done: list[dict[str, Any]] = list((store.get_run(run_id).info or {}).get("repaired") or [])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nearmetal.analysis.stopping import FAILED, INTERRUPTED
-from nearmetal.backends.base import Backend, RemoteBackend
+from nearmetal.backends.base import Backend
 from nearmetal.backends.local import LocalBackend
 from nearmetal.backends.select import make_backend
 from nearmetal.errors import NearmetalError
@@ -125,7 +125,7 @@ class Runner:
         the other in this process; a remote backend runs them as jobs, possibly several at once, and yields
         outcomes as jobs end. Leaving early (an error, Ctrl-C) closes the remote backend's generator, which
         cancels every job it still has."""
-        if not isinstance(self.backend, RemoteBackend):
+        if not self.backend.remote:
             for trial in trials:
                 fresh_trial_dir(self.run_dir, trial.key, self.run_dir_fd)
                 self.progress.trial_started(trial, self.index)
@@ -161,7 +161,7 @@ class Runner:
 
     # the run -----------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        if not isinstance(self.backend, RemoteBackend):
+        if not self.backend.remote:
             # only a local run knows what is installed where it runs; a cluster backend checks its nodes
             self.skipped = skip_unavailable_cells(self.loaded)
         self.repeats.keep_only({c.cell_id for c in self.loaded.cells})
@@ -201,14 +201,12 @@ class Runner:
 
     def _resume(self) -> None:
         """Reopen the stored run: keep its finished trials, tidy what the dead process left, go on."""
-        self.resume_state, stored, self.writer.seq = load_resume_state(self.store, self.run_id, self.run_dir)
-        self.done = dict(self.resume_state.done)
+        state, stored, self.writer.seq = load_resume_state(self.store, self.run_id, self.run_dir)
+        self.resume_state, self.done = state, dict(state.done)
         for record in stored_records(self.store, self.loaded, self.run_id, self.seed, self.done):
             self.records.append(record)
             self.repeats.trial_ended(record.trial.cell.cell_id, record.wall_s, earlier=True)
-        backend = self.backend
-        reattached = backend.reattach(self.resume_state) if isinstance(backend, RemoteBackend) else set()
-        reopen_run(self.store, self.run_id, stored, reattached)
+        reopen_run(self.store, self.run_id, stored, self.backend.reattach(state))
 
     def _run_locked(self) -> RunResult:
         self.run_dir_fd = make_run_dir(self.run_dir, self.resuming, self.allow.shared_workdir)
@@ -216,16 +214,14 @@ class Runner:
         self._resume() if self.resuming else self._start_run()
         total = max(0, len(self.loaded.cells) * (self.plan.warmup + self.plan.repeats.min) - len(self.done))
         self.progress.start(total, self.plan.name, self.run_id)
-        if self.plan.analysis.contention_guard and not isinstance(self.backend, RemoteBackend):
-            contention_preflight(self.loaded, self.store, self.run_id, getattr(self.progress, "note", None))
-        set_total = getattr(self.progress, "set_total", None)
+        if self.plan.analysis.contention_guard and not self.backend.remote:
+            contention_preflight(self.loaded, self.store, self.run_id, self.progress.note)
+        set_total = self.progress.set_total
         ran_here = lambda: sum(1 for r in self.records if not r.resumed)  # noqa: E731
         status = "finished"
         with interrupts_as_exceptions() as caught:
             try:
-                for first, count in self.repeats.batches(
-                    set_total and (lambda more: set_total(ran_here() + more))
-                ):
+                for first, count in self.repeats.batches(lambda more: set_total(ran_here() + more)):
                     cells = list(self.repeats.active)
                     order, warmup = self.plan.order, self.plan.warmup
                     trials = schedule(
@@ -296,10 +292,12 @@ def resume_run(
     backend: Backend | None = None,
     allow: Allowances = Allowances(),
     shield: bool = False,
+    backend_options: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue a run that was killed, interrupted or failed: its finished trials are kept, the rest of its
     schedule (the same order: the schedule comes from the run's recorded seed) is run. With ``plan``, the
-    plan must be the one the run was started with."""
+    plan must be the one the run was started with. The run's backend is built again from its stored
+    options; ``backend_options`` (the command line's, None = not given) replace them."""
     store = Store(db)
     try:
         run = store.get_run(run_id)
@@ -311,7 +309,9 @@ def resume_run(
         else:
             base = Path(run.workdir).parent if run.workdir else Path(DEFAULT_WORKDIR)
         if backend is None and run.backend and run.backend != "local":
-            backend = make_backend(run.backend, stored.plan, **(run.info or {}).get("backend_options", {}))
+            cli = {k: v for k, v in (backend_options or {}).items() if v is not None}
+            options = {**(run.info or {}).get("backend_options", {}), **cli}
+            backend = make_backend(run.backend, stored.plan, **options)
         runner = Runner(
             # the given plan equals the stored one (checked above) but keeps the secrets the store lacks
             given if given is not None else stored,

@@ -176,7 +176,6 @@ class Shield:
 def open_shield(runner: Any) -> Shield | None:
     """The shield of ``runner``'s run when asked for, or when the run being resumed had one (None otherwise);
     the runner joins it. A resumed run keeps how it measured; the local backend only; no rootless variants."""
-    from nearmetal.backends.base import RemoteBackend
     from nearmetal.errors import NearmetalError
 
     run_id, store, loaded, backend = runner.run_id, runner.store, runner.loaded, runner.backend
@@ -192,7 +191,7 @@ def open_shield(runner: Any) -> Shield | None:
             )
     if not (wanted or stored):
         return None
-    if isinstance(backend, RemoteBackend):
+    if backend.remote:
         raise NearmetalError(
             f"--shield works with the local backend only (this run uses {backend.name})",
             fix="drop --shield; on a cluster, ask the scheduler for whole nodes instead",

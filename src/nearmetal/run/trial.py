@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nearmetal.backends.base import Execution
+from nearmetal.backends.base import Backend, Execution
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
 from nearmetal.layers import layer_class, make_layer
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext
@@ -30,6 +30,9 @@ from nearmetal.workloads.base import (
     TrialOutput,
     WorkloadContext,
 )
+
+if TYPE_CHECKING:
+    from nearmetal.telemetry.energy import EnergyMeter
 
 SPEC_VERSION = 1
 
@@ -229,7 +232,9 @@ def _layers(cell: Cell, ctx: TrialContext) -> Iterator[list[Layer]]:
         yield layers
 
 
-def execute_trial(spec: TrialSpec, backend: Any | None = None, energy: Any | None = None) -> TrialOutcome:
+def execute_trial(
+    spec: TrialSpec, backend: Backend | None = None, energy: EnergyMeter | None = None
+) -> TrialOutcome:
     """Run one trial on this machine: layers (setup … teardown) around ``backend.execute`` (default: the
     local backend), then the workload's parser. Never raises for a trial's own failure: the outcome says it.
     KeyboardInterrupt passes through after every layer's teardown. ``energy`` is a

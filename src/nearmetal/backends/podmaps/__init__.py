@@ -69,7 +69,7 @@ def cpu_quantity(cpus: float) -> str:
 
 
 def memory_quantity(value: str | int) -> str:
-    from nearmetal.backends.options import parse_memory_mib
+    from nearmetal.units import parse_memory_mib
 
     return f"{parse_memory_mib(value)}Mi"
 

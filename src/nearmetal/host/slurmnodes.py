@@ -3,7 +3,7 @@ and the byte and packet counters of every interface on every node (one ``srun --
 ``ip -j -s addr show``), read before and after the trial, so the trial records where its ranks ran and which
 path their traffic took (the interface whose counters moved).
 
-Read inside the job, on its first node (``exec_trial``); every failure is recorded as text, never raised:
+Read inside the job, on its first node (``backends.exec_trial``, the ``crossnode`` layer); every failure is recorded as text, never raised:
 the measurement itself does not depend on it.
 """
 
@@ -25,6 +25,17 @@ LABEL_RE = re.compile(r"^\s*(\d+):\s?(.*)$")
 
 class NodeInfoError(NearmetalError):
     """scontrol or srun could not say what the nodes are or what their interfaces carried."""
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """``node[01-03],gpu7`` → its host names, as Slurm itself expands them (``scontrol show hostnames``)."""
+    if not nodelist or nodelist in ("(null)", "None"):
+        return []
+    try:
+        proc = hostcmd.run(["scontrol", "show", "hostnames", nodelist], 20, error=NodeInfoError)
+    except NodeInfoError:
+        return [nodelist]
+    return proc.stdout.split() or [nodelist]
 
 
 def node_addresses(nodes: list[str]) -> dict[str, dict[str, str]]:
@@ -141,8 +152,6 @@ class NodeNetwork:
     @classmethod
     def of_job(cls, env: Mapping[str, str] | None = None) -> NodeNetwork | None:
         """For a job on more than one node (read inside it), else None."""
-        from nearmetal.backends.slurm import hostnames
-
         env = os.environ if env is None else env
         if int(env.get("SLURM_JOB_NUM_NODES", "1") or 1) < 2:
             return None
