@@ -54,7 +54,11 @@ seed: 3
     result = nearmetal.run_plan(parse_plan_text(text), db=db_url, workdir=tmp_path / "runs")
     results = nearmetal.load_results(result.run_id, db=db_url)
     rows = {r["variant"]: r for r in results.table()}
-    assert rows["base"]["n"] > rows["v1"]["n"], ("the baseline should keep running after v1 stopped", rows)
     v1 = rows["v1"]
     assert v1["design"] == "paired" and v1["significant"] is False, v1
-    assert v1["ci_low_pct"] < 0 < v1["ci_high_pct"]
+    # the row's own 95% interval may exclude 0 one run in twenty (Holm's verdict above is what is read); the
+    # drift must not pull it far: the old failure read −5.9%
+    assert abs(v1["loss_pct"]) < 3.0 and v1["ci_low_pct"] < 1.5 and v1["ci_high_pct"] > -1.5, v1
+    # the case of issue 16 is v1 stopping while the baseline runs on; on a busy host (sleep jitter) v1 may not
+    # reach the target before the maximum, which still tests the drift but not that case
+    assert rows["base"]["n"] >= rows["v1"]["n"], rows
