@@ -37,6 +37,7 @@ from nearmetal.backends.podevidence import (
     container_evidence,
     evidence_metrics,
     find_pod_cgroup,
+    program_span,
     read_pod_cgroup,
     split_evidence,
 )
@@ -562,6 +563,7 @@ class KubernetesBackend(RemoteBackend):
                 noise = node_noise(window["start"], window["end"], window["uid"])
         elif window.get("summary") is not None and window.get("node"):
             end = read_summary(self._client(), window["node"], window["uid"])
+            window["summary_end"] = end
             noise = summary_noise(window["summary"], end) if end is not None else None
         window["noise"] = noise
 
@@ -748,6 +750,10 @@ class KubernetesBackend(RemoteBackend):
         if noise is None and window.get("end") is not None and evidence.get("usage_s") is not None:
             # the kubelet removed the pod's cgroup before the pod was seen ended: its container's own count
             noise = node_noise(window["start"], window["end"], window["uid"], pod_cpu_s=evidence["usage_s"])
+        if noise is None and window.get("summary_end") is not None:
+            # off the node the pod has left the kubelet's summary by its end: its container's own count
+            span = program_span(evidence_sections)
+            noise = summary_noise(window["summary"], window["summary_end"], evidence.get("usage_s"), span)
         if noise is not None:
             placement["outside"] = noise.to_dict()
         elif pod is not None:
