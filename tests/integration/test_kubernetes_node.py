@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -501,29 +502,65 @@ def test_off_the_node_the_outside_cpu_comes_from_the_kubelets_stats_summary(
         fh.write(json.dumps({**record, "load": os.getloadavg()}) + "\n")
 
 
-def _host_python_volumes() -> tuple[list[str], list[tuple[str, str]], str]:
-    """This test's interpreter and nearmetal's source, for a pod to run from the node's disk (read-only
-    hostPath volumes at the same paths; the workload image has no nearmetal): (argv prefix, [(volume,
-    path)], PYTHONPATH)."""
-    import sys
+@dataclass(frozen=True)
+class HostPython:
+    """An interpreter of this machine, with its packages and nearmetal's source, for a pod to run from the
+    node's disk (read-only hostPath volumes at the same paths): the workload image has no nearmetal."""
 
-    import nearmetal
+    executable: str  # the real binary, not the venv's link to it
+    base_prefix: str
+    stdlib: str
+    site: str  # the venv's site-packages: typer, rich, pydantic … (on PYTHONPATH, not via pyvenv.cfg)
+    src: str
 
-    src = Path(nearmetal.__file__).resolve().parents[1]
-    dirs = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(src)}
-    volumes = [(f"host{i}", d) for i, d in enumerate(sorted(dirs))]
-    # the venv's own python (a link into base_prefix): its pyvenv.cfg gives the venv's site-packages
-    python = os.path.join(os.path.realpath(sys.prefix), "bin", Path(sys.executable).name)
-    return [python, "-m", "nearmetal"], volumes, str(src)
+    @classmethod
+    def this(cls) -> HostPython:
+        import sys
+        import sysconfig
+
+        import nearmetal
+
+        return cls(
+            os.path.realpath(sys.executable),
+            os.path.realpath(sys.base_prefix),
+            os.path.realpath(sysconfig.get_paths()["stdlib"]),
+            os.path.realpath(sysconfig.get_paths()["purelib"]),
+            str(Path(nearmetal.__file__).resolve().parents[1]),
+        )
+
+    def volumes(self) -> list[tuple[str, str, str]]:
+        """(path, hostPath type) to mount. A Debian interpreter (``/usr``): its binary and its stdlib only
+        (the image is the same Debian release: libc, libexpat, zlib are its own), not the host's /usr over
+        the image's; any other (pyenv, /opt, /usr/local): its whole prefix."""
+        if self.base_prefix == "/usr":
+            mounts = [(self.executable, "File"), (self.stdlib, "Directory")]
+        else:
+            mounts = [(self.base_prefix, "Directory")]
+        mounts += [
+            (d, "Directory") for d in (self.site, self.src) if not d.startswith(self.base_prefix + "/")
+        ]
+        return [(f"host{i}", path, kind) for i, (path, kind) in enumerate(mounts)]
+
+    def argv(self) -> list[str]:
+        return [self.executable, "-m", "nearmetal"]
+
+    def pythonpath(self) -> str:
+        return f"{self.src}:{self.site}"
 
 
-def _doctor_in_pods(kubeconfig: str, image: str, shapes: dict[str, dict[str, dict[str, str]]]) -> dict:
+def _doctor_in_pods(
+    kubeconfig: str,
+    image: str,
+    shapes: dict[str, dict[str, dict[str, str]]],
+    python: HostPython | None = None,
+) -> dict:
     """Run ``nearmetal doctor --json`` (k8s-cpu-limits, cpu-quota) as the command of one pod per shape, all
     at once: {shape: (pod uid, QoS class the API server gave it, findings by check)}."""
     from kubernetes import client, config
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    argv, volumes, pythonpath = _host_python_volumes()
+    python = python or HostPython.this()
+    argv, volumes, pythonpath = python.argv(), python.volumes(), python.pythonpath()
     run = "doctor-" + time.strftime("%H%M%S")
     names = {shape: k8s_name("nm", run, shape) for shape in shapes}
     try:
@@ -539,7 +576,7 @@ def _doctor_in_pods(kubeconfig: str, image: str, shapes: dict[str, dict[str, dic
                 ],
                 resources=client.V1ResourceRequirements(**resources),
                 volume_mounts=[
-                    client.V1VolumeMount(name=v, mount_path=d, read_only=True) for v, d in volumes
+                    client.V1VolumeMount(name=v, mount_path=d, read_only=True) for v, d, _ in volumes
                 ],
             )
             pod = client.V1Pod(
@@ -548,10 +585,8 @@ def _doctor_in_pods(kubeconfig: str, image: str, shapes: dict[str, dict[str, dic
                     restart_policy="Never",
                     containers=[container],
                     volumes=[
-                        client.V1Volume(
-                            name=v, host_path=client.V1HostPathVolumeSource(path=d, type="Directory")
-                        )
-                        for v, d in volumes
+                        client.V1Volume(name=v, host_path=client.V1HostPathVolumeSource(path=d, type=kind))
+                        for v, d, kind in volumes
                     ],
                 ),
             )
