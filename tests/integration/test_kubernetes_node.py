@@ -5,7 +5,9 @@ Debian, the workload image built here (``nearmetal image build``) and run with `
 Every trial is a real pod that the kubelet runs: the quick cpu-quota study's bare-metal cells are pods without
 a CPU limit, its limit cells pods with ``resources.limits.cpu: 800m``, and the CFS quota the kubelet wrote
 (80000 µs per 100000 µs period) is read from the pod's cgroup, stored and shown in the report. RuntimeClass
-variants (runc, crun) run as pods of those handlers.
+variants (runc, crun) run as pods of those handlers. ``nearmetal doctor`` runs inside BestEffort, Burstable and
+Guaranteed pods (from the node's disk, hostPath); the off-node outside-CPU path reads the real kubelet's stats
+summary with nearmetal in a mount namespace that hides the node's cgroups.
 
 The cluster is one already running (``kubernetes.sh start``), else one started here (as root) and stopped
 after: scripts/test.sh leaves it to this fixture, so the rest of the suite never runs beside a cluster. Skipped, with the command that builds them, when the Kubernetes binaries are not built
