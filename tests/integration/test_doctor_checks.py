@@ -19,7 +19,7 @@ import pytest
 from conftest import needs_cpu_cgroup, needs_root, needs_tool
 
 from nearmetal.doctor import CHECK_INFO, run_checks
-from nearmetal.doctor.cpu import check_k8s_cpu_limits, kubernetes_qos
+from nearmetal.doctor.cpu import check_cpu_quota, check_k8s_cpu_limits, kubernetes_qos
 from nearmetal.doctor.hygiene import (
     check_governor,
     check_noisy_neighbours,
@@ -152,6 +152,75 @@ def test_inside_a_pod_doctor_shows_qos_shares_quota_and_that_burstable_does_not_
     hidden = check_k8s_cpu_limits(root, "4:cpu,cpuacct:/\n", in_pod=True)[0]
     assert "BestEffort" in hidden.title
     assert check_k8s_cpu_limits(root, "4:cpu,cpuacct:/\n", in_pod=False)[0].title == "not in a Kubernetes pod"
+
+
+def _cgroup_mount(mount_point: Path, root: str, fstype: str = "cgroup") -> str:
+    """One /proc/self/mountinfo line: ``root`` of the hierarchy shown at ``mount_point``."""
+    options = "rw,cpu,cpuacct" if fstype == "cgroup" else "rw"
+    return f"1201 1195 0:31 {root} {mount_point} ro,nosuid - {fstype} cgroup {options}\n"
+
+
+def test_in_a_v1_container_the_mounts_root_maps_proc_onto_the_containers_own_cgroup(tmp_path: Path) -> None:
+    # runc on cgroup v1: /proc names /kubepods/…/<container>, the mount at /sys/fs/cgroup/cpu,cpuacct has
+    # that cgroup as its root (mountinfo's 4th field), /sys/fs/cgroup/cpu links to it
+    root = tmp_path / "cg"
+    mounted = root / "cpu,cpuacct"
+    mounted.mkdir(parents=True)
+    (root / "cpu").symlink_to("cpu,cpuacct")
+    (mounted / "cpu.cfs_quota_us").write_text("80000\n")
+    (mounted / "cpu.cfs_period_us").write_text("100000\n")
+    (mounted / "cpu.shares").write_text("512\n")
+    (mounted / "cpu.stat").write_text("nr_periods 10\nnr_throttled 4\nthrottled_time 1\n")
+    path = "/kubepods/burstable/pod27/0123abcd"
+    mountinfo = _cgroup_mount(mounted, path)
+    proc_cgroup = f"4:cpu,cpuacct:{path}\n0::/\n"
+    finding = check_k8s_cpu_limits(root, proc_cgroup, mountinfo=mountinfo)[0]
+    assert "Burstable QoS) with a CPU limit of 0.80 CPUs" in finding.title
+    assert "cpu.shares 512 ≈ requests.cpu 0.50" in finding.evidence
+    assert f"at {path} (seen at {root / 'cpu'})" in finding.evidence
+    assert "throttled in 4 of 10 periods" in finding.evidence
+    assert "only the container's own cgroup is mounted" in finding.evidence
+    # the plain quota check: the process's own cgroup, not "an ancestor"
+    plain = check_cpu_quota(root, proc_cgroup, mountinfo=mountinfo)[0]
+    assert "0.80 CPUs" in plain.title and "ancestor" not in plain.evidence
+    assert path in plain.evidence
+    # a child cgroup the container made for itself (a process moved below its own cgroup)
+    (mounted / "worker").mkdir()
+    (mounted / "worker" / "cpu.cfs_quota_us").write_text("-1\n")
+    (mounted / "worker" / "cpu.cfs_period_us").write_text("100000\n")
+    child = check_cpu_quota(root, f"4:cpu,cpuacct:{path}/worker\n", mountinfo=mountinfo)[0]
+    assert "0.80 CPUs" in child.title and "the limit sits on an ancestor" in child.evidence
+    assert f"{path}/worker" in child.evidence
+
+
+def test_on_cgroup_v2_with_a_cgroup_namespace_the_qos_is_inferred_from_weight_and_quota(
+    tmp_path: Path,
+) -> None:
+    # v2 + cgroupns: /proc says 0::/ and the mount's root is / — the container's cgroup is the mount point
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cpu.max").write_text("80000 100000\n")
+    (root / "cpu.stat").write_text("usage_usec 5\nnr_periods 20\nnr_throttled 0\nthrottled_usec 0\n")
+    mountinfo = _cgroup_mount(root, "/", "cgroup2")
+
+    def k8s(weight: int) -> str:
+        (root / "cpu.weight").write_text(f"{weight}\n")
+        finding = check_k8s_cpu_limits(root, "0::/\n", in_pod=True, mountinfo=mountinfo)[0]
+        return finding.title + " | " + finding.evidence
+
+    # runc's weight for shares 512 (500m): 1 + 510 × 9999 / 262142 = 20; for 819 (800m): 32
+    assert "Burstable QoS) with a CPU limit of 0.80 CPUs" in k8s(20) and "≈ requests.cpu 0.50" in k8s(20)
+    assert "inferred from the CPU weight and quota" in k8s(20)
+    assert "Guaranteed or Burstable (requests.cpu = limits.cpu)" in k8s(32)
+    (root / "cpu.max").write_text("max 100000\n")
+    assert "BestEffort QoS) without a CPU limit" in k8s(1)
+    assert "Kubernetes pod (Burstable QoS) without a CPU limit" in k8s(20)
+    # v2 without a cgroup namespace (the host's cgroupns): /proc has the full path, the mount its subtree
+    path = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod27.slice/cri-containerd-ab.scope"
+    inner = check_k8s_cpu_limits(root, f"0::{path}\n", mountinfo=_cgroup_mount(root, path, "cgroup2"))[0]
+    assert inner.title == "Kubernetes pod (Burstable QoS) without a CPU limit"
+    assert f"no quota on {path} (seen at {root})" in inner.evidence
 
 
 # --- rlimits --------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Debian, the workload image built here (``nearmetal image build``) and run with `
 Every trial is a real pod that the kubelet runs: the quick cpu-quota study's bare-metal cells are pods without
 a CPU limit, its limit cells pods with ``resources.limits.cpu: 800m``, and the CFS quota the kubelet wrote
 (80000 µs per 100000 µs period) is read from the pod's cgroup, stored and shown in the report. RuntimeClass
-variants (runc, crun) run as pods of those handlers.
+variants (runc, crun) run as pods of those handlers. ``nearmetal doctor`` runs inside BestEffort, Burstable and
+Guaranteed pods (from the node's disk, hostPath); the off-node outside-CPU path reads the real kubelet's stats
+summary with nearmetal in a mount namespace that hides the node's cgroups.
 
 The cluster is one already running (``kubernetes.sh start``), else one started here (as root) and stopped
 after: scripts/test.sh leaves it to this fixture, so the rest of the suite never runs beside a cluster. Skipped, with the command that builds them, when the Kubernetes binaries are not built
@@ -14,13 +16,16 @@ after: scripts/test.sh leaves it to this fixture, so the rest of the suite never
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -386,18 +391,41 @@ def test_a_pod_trial_costs_nearmetal_almost_no_cpu_and_a_busy_node_reads_contend
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # this process's own rusage (nearmetal runs in it: Runner, backend, watch), sampled twice a second by
+    # the test itself, to weigh nearmetal's CPU over the pod's run independently of what it stores
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            samples.append((time.time(), usage.ru_utime + usage.ru_stime))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
     try:
         before = resource.getrusage(resource.RUSAGE_SELF)
+        sampler.start()
         result = Runner(load_plan(plan), store, tmp_path / "runs", backend=backend, run_id=run_id).run()
         after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
+        done.set()
+        sampler.join(timeout=5)
         hog.terminate()
         hog.wait(timeout=30)
     assert [r.status for r in result.records] == ["ok"], [r.error for r in result.records]
-    placement = store.trials(run_id)[0].placement
+    (stored,) = store.trials(run_id)
+    placement = stored.placement
     outside = placement["outside"]
     # nearmetal's own CPU while the 10-s pod ran (its rusage over the pod's window): well under 2% of a CPU
     assert outside["nearmetal_cpu_s"] < 0.3 and outside["seconds"] >= 9, outside
+    # the same from the test's samples over the container's run (the kubelet's start and finish times):
+    # the first sample at or before its start, the last at or after its end
+    first = max((s for s in samples if s[0] <= stored.started_at), default=samples[0])
+    last = min((s for s in samples if s[0] >= stored.ended_at), default=samples[-1])
+    assert last[0] - first[0] >= 10, (first, last, stored.started_at, stored.ended_at)
+    sampled_s = last[1] - first[1]
+    assert sampled_s < 0.3, (sampled_s, last[0] - first[0])
     calls = placement["kubernetes"]["api_calls"]
     assert calls["lists"] == 1 and calls["watches"] <= 2 and calls["events"] <= 8, calls
     # and over the whole run in this process (plan, store, Job, log, cleanup), for the record
@@ -409,9 +437,233 @@ def test_a_pod_trial_costs_nearmetal_almost_no_cpu_and_a_busy_node_reads_contend
     results = load_results(run_id, db=store.url)
     assert all(c.is_contended for c in results.contention.values()) and results.contention
     assert placement["kubernetes"]["teardown"]["cgroup_gone"]
-    record = {"window": outside, "whole_run_cpu_s": round(whole_s, 3), "cluster_pct": round(cluster_pct, 1)}
+    record = {
+        "window": outside,
+        "sampled_cpu_s": round(sampled_s, 4),
+        "sampled_over_s": round(last[0] - first[0], 2),
+        "whole_run_cpu_s": round(whole_s, 3),
+        "cluster_pct": round(cluster_pct, 1),
+    }
     with open(artifacts_dir / "kubernetes-quiet.json", "a") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def test_off_the_node_the_outside_cpu_comes_from_the_kubelets_stats_summary(
+    cluster: dict[str, str], tmp_path: Path, db_url: str, artifacts_dir: Path
+) -> None:
+    """The README's off-node path, against the real kubelet: nearmetal runs in a mount namespace of its own
+    with an empty tmpfs over /sys/fs/cgroup, so it cannot find the pod's cgroup — as on a machine outside the
+    cluster — and reads the node's and the pod's CPU through the API server's node proxy
+    (``/api/v1/nodes/NODE/proxy/stats/summary``) at both ends of the pod's run."""
+    from conftest import nearmetal_argv
+
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace without the node's cgroups needs root")
+    plan = write_plan(
+        tmp_path,
+        """
+        name: k8s-off-node
+        workloads:
+          busy: {kind: command, params: {argv: [stress-ng, --cpu, "1", --timeout, "12s", --quiet]}}
+        variants:
+          bare: []
+        repeats: 1
+        warmup: 0
+        timeout: 90s
+        """,
+    )
+    run_id = "k8s-offnode-" + time.strftime("%H%M%S")
+    hide = 'mount -t tmpfs nearmetal-offnode /sys/fs/cgroup && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh", *nearmetal_argv(),
+         "run", str(plan), "--backend", "kubernetes", "--image", cluster["NEARMETAL_KUBE_IMAGE"],
+         "--run-id", run_id, "--no-html", "--quiet"],
+        env={**os.environ, "NEARMETAL_DB": db_url, "KUBECONFIG": cluster["KUBECONFIG"]},
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (trial,) = _trials(db_url, run_id)
+    assert trial.status == "ok", trial.error
+    placement = trial.placement
+    # no pod cgroup seen: the quota is the container's own reading, and no cgroup teardown was waited for
+    assert placement["cpu_quota"]["read_from"] == "container cgroup", placement["cpu_quota"]
+    assert placement["kubernetes"]["teardown"]["cgroup_gone"] is None
+    outside = placement.get("outside")
+    assert outside is not None, placement["kubernetes"].get("outside_missing")
+    assert outside["source"].startswith("kubelet stats summary"), outside
+    # the summaries' own time stamps span most of the 12-s run (cAdvisor samples every ~10 s at most)
+    assert outside["seconds"] >= 5, outside
+    # the pod's busy CPU is counted as the pod's, not as outside: some of it inside the window, never more
+    # than the container's own count over its whole run
+    assert 0.5 < outside["pod_cpu_s"] <= trial.metrics["cgroup_cpu_s"] * 1.05 + 0.2, (outside, trial.metrics)
+    assert 0 <= outside["outside_cpu_pct"] < 100 * (os.cpu_count() or 1), outside
+    assert trial.metrics["outside_cpu_pct"] == pytest.approx(outside["outside_cpu_pct"], abs=0.01)
+    assert _leftovers(cluster["KUBECONFIG"], run_id) == []
+    with open(artifacts_dir / "kubernetes-offnode.json", "a") as fh:
+        record = {k: outside[k] for k in ("seconds", "outside_cpu_pct", "pod_cpu_s", "source")}
+        fh.write(json.dumps({**record, "load": os.getloadavg()}) + "\n")
+
+
+@dataclass(frozen=True)
+class HostPython:
+    """An interpreter of this machine, with its packages and nearmetal's source, for a pod to run from the
+    node's disk (read-only hostPath volumes at the same paths): the workload image has no nearmetal."""
+
+    executable: str  # the real binary, not the venv's link to it
+    base_prefix: str
+    stdlib: str
+    site: str  # the venv's site-packages: typer, rich, pydantic … (on PYTHONPATH, not via pyvenv.cfg)
+    src: str
+
+    @classmethod
+    def this(cls) -> HostPython:
+        import sys
+        import sysconfig
+
+        import nearmetal
+
+        return cls(
+            os.path.realpath(sys.executable),
+            os.path.realpath(sys.base_prefix),
+            os.path.realpath(sysconfig.get_paths()["stdlib"]),
+            os.path.realpath(sysconfig.get_paths()["purelib"]),
+            str(Path(nearmetal.__file__).resolve().parents[1]),
+        )
+
+    def volumes(self) -> list[tuple[str, str, str]]:
+        """(path, hostPath type) to mount. A Debian interpreter (``/usr``): its binary and its stdlib only
+        (the image is the same Debian release: libc, libexpat, zlib are its own), not the host's /usr over
+        the image's; any other (pyenv, /opt, /usr/local): its whole prefix."""
+        if self.base_prefix == "/usr":
+            mounts = [(self.executable, "File"), (self.stdlib, "Directory")]
+        else:
+            mounts = [(self.base_prefix, "Directory")]
+        mounts += [
+            (d, "Directory") for d in (self.site, self.src) if not d.startswith(self.base_prefix + "/")
+        ]
+        return [(f"host{i}", path, kind) for i, (path, kind) in enumerate(mounts)]
+
+    def argv(self) -> list[str]:
+        return [self.executable, "-m", "nearmetal"]
+
+    def pythonpath(self) -> str:
+        return f"{self.src}:{self.site}"
+
+
+def _doctor_in_pods(
+    kubeconfig: str,
+    image: str,
+    shapes: dict[str, dict[str, dict[str, str]]],
+    python: HostPython | None = None,
+) -> dict:
+    """Run ``nearmetal doctor --json`` (k8s-cpu-limits, cpu-quota) as the command of one pod per shape, all
+    at once: {shape: (pod uid, QoS class the API server gave it, findings by check)}."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    python = python or HostPython.this()
+    argv, volumes, pythonpath = python.argv(), python.volumes(), python.pythonpath()
+    run = "doctor-" + time.strftime("%H%M%S")
+    names = {shape: k8s_name("nm", run, shape) for shape in shapes}
+    try:
+        for shape, resources in shapes.items():
+            container = client.V1Container(
+                name="doctor",
+                image=image,
+                image_pull_policy="Never",
+                command=[*argv, "doctor", "--json", "--check", "k8s-cpu-limits", "--check", "cpu-quota"],
+                env=[
+                    client.V1EnvVar(name="PYTHONPATH", value=pythonpath),
+                    client.V1EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1"),
+                ],
+                resources=client.V1ResourceRequirements(**resources),
+                volume_mounts=[
+                    client.V1VolumeMount(name=v, mount_path=d, read_only=True) for v, d, _ in volumes
+                ],
+            )
+            pod = client.V1Pod(
+                metadata=client.V1ObjectMeta(name=names[shape], labels={RUN_LABEL: k8s_name(run)}),
+                spec=client.V1PodSpec(
+                    restart_policy="Never",
+                    containers=[container],
+                    volumes=[
+                        client.V1Volume(name=v, host_path=client.V1HostPathVolumeSource(path=d, type=kind))
+                        for v, d, kind in volumes
+                    ],
+                ),
+            )
+            api.create_namespaced_pod("default", pod)
+        found: dict[str, tuple[str, str, dict[str, dict]]] = {}
+        deadline = time.monotonic() + 45
+        while len(found) < len(shapes) and time.monotonic() < deadline:
+            for shape, name in names.items():
+                if shape in found:
+                    continue
+                pod = api.read_namespaced_pod(name, "default")
+                if pod.status.phase in ("Succeeded", "Failed"):
+                    log = api.read_namespaced_pod_log(name, "default")
+                    assert pod.status.phase == "Succeeded", (shape, log)
+                    findings = json.loads(log[log.index("[") :])
+                    by_check = {f["check_id"]: f for f in findings}
+                    found[shape] = (pod.metadata.uid, pod.status.qos_class, by_check)
+            time.sleep(0.5)
+        assert set(found) == set(shapes), f"pods not done in 45 s: {set(shapes) - set(found)}"
+        return found
+    finally:
+        for name in names.values():
+            with contextlib.suppress(Exception):
+                api.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+        deadline = time.monotonic() + 30
+        while (
+            time.monotonic() < deadline
+            and api.list_namespaced_pod("default", label_selector=f"{RUN_LABEL}={k8s_name(run)}").items
+        ):
+            time.sleep(0.5)
+
+
+def test_doctor_inside_real_pods_reads_the_containers_own_cgroup(cluster: dict[str, str]) -> None:
+    """Issue 27: ``nearmetal doctor`` run as the command of real pods. On this cgroup v1 node a container's
+    /proc/self/cgroup names the host's path (``/kubepods/burstable/pod<uid>/<container>``) while its
+    /sys/fs/cgroup/cpu is that cgroup itself, bind-mounted (no cgroup namespace on v1): the check maps the
+    one onto the other (the mount's root in /proc/self/mountinfo) and reads the container's shares and
+    quota, which the kubelet derives from the pod's requests and limits."""
+    burstable = {"requests": {"cpu": "500m"}, "limits": {"cpu": "800m"}}
+    guaranteed = {
+        "requests": {"cpu": "800m", "memory": "256Mi"},
+        "limits": {"cpu": "800m", "memory": "256Mi"},
+    }
+    found = _doctor_in_pods(
+        cluster["KUBECONFIG"],
+        cluster["NEARMETAL_KUBE_IMAGE"],
+        {"burstable": burstable, "besteffort": {}, "guaranteed": guaranteed},
+    )
+    expect = {  # shape: (QoS class, cpu.shares, quota)
+        "burstable": ("Burstable", 512, "quota 80000 µs per 100000 µs = 0.80 CPUs"),
+        "besteffort": ("BestEffort", 2, None),
+        "guaranteed": ("Guaranteed", 819, "quota 80000 µs per 100000 µs = 0.80 CPUs"),
+    }
+    for shape, (qos, shares, quota) in expect.items():
+        uid, api_qos, checks = found[shape]
+        k8s, plain = checks["k8s-cpu-limits"], checks["cpu-quota"]
+        assert api_qos == qos, (shape, api_qos)
+        evidence = k8s["evidence"]
+        # the QoS class from the path, the container's cgroup named by its path and where it is mounted
+        assert f"QoS {qos} (from the cgroup path)" in evidence, evidence
+        assert f"/kubepods/{'' if qos == 'Guaranteed' else qos.lower() + '/'}pod{uid}/" in evidence, evidence
+        assert "(seen at /sys/fs/cgroup/cpu)" in evidence, evidence
+        read = re.search(r"cpu\.shares (\d+)", evidence)
+        assert read is not None and int(read.group(1)) == shares, evidence
+        assert "only the container's own cgroup is mounted at /sys/fs/cgroup/cpu" in evidence, evidence
+        if quota is None:
+            assert k8s["severity"] == "warning" and "BestEffort QoS) without a CPU limit" in k8s["title"]
+            assert plain["severity"] == "ok", plain
+        else:
+            assert quota in evidence and "throttled in" in evidence, evidence
+            assert f"{qos} QoS) with a CPU limit of 0.80 CPUs" in k8s["title"], k8s
+            assert "incorrectly thought that Burstable QoS" in evidence or qos == "Guaranteed"
+            # the quota is on the process's own cgroup, not "an ancestor" (the mount's root is the container)
+            assert "0.80 CPUs" in plain["title"] and "ancestor" not in plain["evidence"], plain
+    assert "≈ requests.cpu 0.50" in found["burstable"][2]["k8s-cpu-limits"]["evidence"]
 
 
 def _tiny_rootfs(tmp_path: Path) -> Path:

@@ -679,6 +679,35 @@ def test_off_the_node_the_kubelets_stats_summary_gives_the_outside_cpu() -> None
     assert summary_noise(start, parse_summary(summary("2026-12-07T06:00:10Z", 118.0, 9.0), "gone")) is None
 
 
+def test_off_the_node_a_pod_gone_from_the_summary_counts_its_containers_own_cpu() -> None:
+    """What the real kubelet does: a pod is in no summary before cAdvisor's first sample of it, and in none
+    after its container ended, so both ends of its window lack it; its container's own count over the
+    program stands in, the part of the program inside the window."""
+    from nearmetal.backends.podevidence import program_span
+    from nearmetal.backends.podnoise import parse_summary, summary_noise
+
+    def node(when: str, node_s: float) -> dict:
+        return {"node": {"cpu": {"time": when, "usageCoreNanoSeconds": int(node_s * 1e9)}}, "pods": []}
+
+    start = parse_summary(node("2026-12-07T06:00:00Z", 100.0), "u27")
+    end = parse_summary(node("2026-12-07T06:00:10Z", 118.0), "u27")
+    assert start is not None and end is not None and start.pod_ns is None
+    assert summary_noise(start, end) is None  # without the container's count: nothing to tell
+    t0 = start.node_time
+    # the program ran 2 s → 14 s after the window's start: 8 of its 12 s inside; 12 CPU-s, 8 of them inside
+    sections = {
+        "before": {"time_ns": str(int((t0 + 2) * 1e9))},
+        "after": {"time_ns": str(int((t0 + 14) * 1e9))},
+    }
+    span = program_span(sections)
+    assert span is not None and span[1] - span[0] == pytest.approx(12.0)
+    noise = summary_noise(start, end, 12.0, span)
+    assert noise is not None and noise.pod_cpu_s == pytest.approx(8.0)
+    assert noise.outside_cpu_pct == pytest.approx(100.0)  # (18 − 8) CPU-s over 10 s
+    assert noise.source.startswith("kubelet stats summary") and "67% of its program" in noise.source
+    assert program_span({"before": {"time_ns": "5"}}) is None
+
+
 def test_the_pod_table_shows_qos_shares_quota_throttling_and_outside_cpu() -> None:
     from nearmetal.report.studies.pods import outside_text, shares_text
 

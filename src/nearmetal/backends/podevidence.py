@@ -145,6 +145,14 @@ def container_evidence(sections: dict[str, dict[str, str]]) -> dict[str, Any]:
     return record
 
 
+def program_span(sections: dict[str, dict[str, str]]) -> tuple[float, float] | None:
+    """When the container's program started and ended (epoch seconds, the node's clock), from the entry
+    point's ``time_ns`` before and after it; None when either is missing."""
+    start = _int(sections.get("before", {}).get("time_ns"))
+    end = _int(sections.get("after", {}).get("time_ns"))
+    return (start / 1e9, end / 1e9) if start is not None and end is not None and end >= start else None
+
+
 def evidence_metrics(record: dict[str, Any]) -> list[Metric]:
     """The container's evidence as metrics, named as the local backend names them."""
     metrics: list[Metric] = []

@@ -332,13 +332,35 @@ def parse_summary(doc: dict[str, Any], pod_uid: str) -> SummaryReading | None:
     return SummaryReading(int(node_ns), when, None if pod_ns is None else int(pod_ns), system, _self_cpu_s())
 
 
-def summary_noise(start: SummaryReading, end: SummaryReading) -> NodeNoise | None:
+def summary_noise(
+    start: SummaryReading,
+    end: SummaryReading,
+    pod_cpu_s: float | None = None,
+    pod_span: tuple[float, float] | None = None,
+) -> NodeNoise | None:
     """Outside = node − pod between two summaries; the kubelet's and the runtime's system containers when
-    the kubelet reports them (with ``--kubelet-cgroups``/``--runtime-cgroups``)."""
+    the kubelet reports them (with ``--kubelet-cgroups``/``--runtime-cgroups``).
+
+    The pod's CPU over the window: from the two summaries when both list the pod; else (a pod that ended has
+    left the summary by the time it is seen ended, and one just started is not in it yet) the container's own
+    count over its program (``pod_cpu_s`` over ``pod_span``, epoch seconds by the node's clock, as cAdvisor's
+    stamps), the part of it inside the window taken as spread evenly over the program."""
     seconds = end.node_time - start.node_time
-    if seconds <= 0 or start.pod_ns is None or end.pod_ns is None:
+    if seconds <= 0:
         return None
-    pod_s = max(0, end.pod_ns - start.pod_ns) / 1e9
+    source = "kubelet stats summary"
+    if start.pod_ns is not None and end.pod_ns is not None:
+        pod_s = max(0, end.pod_ns - start.pod_ns) / 1e9
+    elif pod_cpu_s is not None and pod_span is not None and pod_span[1] > pod_span[0]:
+        inside = min(end.node_time, pod_span[1]) - max(start.node_time, pod_span[0])
+        share = max(0.0, inside) / (pod_span[1] - pod_span[0])
+        pod_s = max(0.0, pod_cpu_s) * min(1.0, share)
+        source = (
+            f"kubelet stats summary (node) and the container's cgroup (pod; {100 * min(1.0, share):.0f}% of "
+            "its program inside the window)"
+        )
+    else:
+        return None
     outside = max(0.0, (end.node_ns - start.node_ns) / 1e9 - pod_s)
     split: dict[str, float] = {}
     for name, key in (("kubelet", "kubelet"), ("runtime", "containerd")):
@@ -352,23 +374,23 @@ def summary_noise(start: SummaryReading, end: SummaryReading) -> NodeNoise | Non
         steal_pct=float("nan"),
         loadavg=float("nan"),
         cpus=1,
-        source="kubelet stats summary",
+        source=source,
         split_s=split,
         nearmetal_cpu_s=end.self_cpu_s - start.self_cpu_s,
     )
 
 
 def read_summary(api_client: Any, node: str, pod_uid: str) -> SummaryReading | None:
-    """One stats summary of ``node`` through the API server's node proxy, or None when it cannot be read."""
+    """One stats summary of ``node`` through the API server's node proxy, or None when it cannot be read.
+    The raw body (``_preload_content=False``): the client's own decoding of a proxied answer, typed ``str``,
+    gives the Python repr of the JSON, not JSON (and ``ApiClient.call_api`` changed its signature in client
+    v31)."""
+    from kubernetes import client
+
     try:
-        response = api_client.call_api(
-            f"/api/v1/nodes/{node}/proxy/stats/summary",
-            "GET",
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=10,
+        response: Any = client.CoreV1Api(api_client).connect_get_node_proxy_with_path(
+            node, "stats/summary", _preload_content=False, _request_timeout=10
         )
-        raw = response[0] if isinstance(response, tuple) else response
-        return parse_summary(json.loads(raw.data), pod_uid)
+        return parse_summary(json.loads(response.data), pod_uid)
     except Exception:
         return None

@@ -53,6 +53,7 @@ class NodeWindow(KubeApi):
                 noise = node_noise(window["start"], window["end"], window["uid"])
         elif window.get("summary") is not None and window.get("node"):
             end = read_summary(self._client(), window["node"], window["uid"])
+            window["summary_end"] = end
             noise = summary_noise(window["summary"], end) if end is not None else None
         window["noise"] = noise
 

@@ -11,9 +11,9 @@ from typing import Any
 from nearmetal.backends.kubernetes.api import api_reason
 from nearmetal.backends.kubernetes.protocol import DONE_MARK, END_MARK, split_log
 from nearmetal.backends.kubernetes.watch import PodWatch
-from nearmetal.backends.podevidence import container_evidence, evidence_metrics, split_evidence
+from nearmetal.backends.podevidence import container_evidence, evidence_metrics, program_span, split_evidence
 from nearmetal.backends.podmaps import PodShape
-from nearmetal.backends.podnoise import node_noise
+from nearmetal.backends.podnoise import node_noise, summary_noise
 from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 
@@ -108,6 +108,10 @@ class PodOutcomes(PodWatch):
         if noise is None and window.get("end") is not None and evidence.get("usage_s") is not None:
             # the kubelet removed the pod's cgroup before the pod was seen ended: its container's own count
             noise = node_noise(window["start"], window["end"], window["uid"], pod_cpu_s=evidence["usage_s"])
+        if noise is None and window.get("summary_end") is not None:
+            # off the node the pod has left the kubelet's summary by its end: its container's own count
+            span = program_span(evidence_sections)
+            noise = summary_noise(window["summary"], window["summary_end"], evidence.get("usage_s"), span)
         if noise is not None:
             placement["outside"] = noise.to_dict()
         elif pod is not None:
