@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nearmetal.analysis.stats import loss_interval
+from nearmetal.analysis.estimate import loss_interval
 from nearmetal.plan import parse_plan_text
 from nearmetal.run.runner import Runner
 from nearmetal.store import Store

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
-from nearmetal.analysis.stats import fmt_interval, fmt_slowdown, loss_definition
+from nearmetal.analysis.loss import fmt_interval, fmt_slowdown, loss_definition
 from nearmetal.api import Results
 from nearmetal.registry import Registry
 from nearmetal.results.compare import RunComparison

@@ -15,8 +15,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nearmetal.analysis.bootstrap import Sample
+from nearmetal.analysis.estimate import loss_intervals, paired_loss_intervals
 from nearmetal.analysis.run import baseline_of_own_blocks, block_pairs, comparison_resolution
-from nearmetal.analysis.stats import loss_intervals, paired_loss_intervals
 from nearmetal.report.tables import Table, fmt_estimate, fmt_number, study_table, verdict_of
 
 if TYPE_CHECKING:

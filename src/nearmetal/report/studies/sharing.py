@@ -37,7 +37,7 @@ from nearmetal.analysis.sharing import (
     topology_rows,
     variance_split,
 )
-from nearmetal.analysis.stats import VarianceComponents
+from nearmetal.analysis.variance import VarianceComponents
 from nearmetal.api import Results
 from nearmetal.host import cgroups
 from nearmetal.report.tables import Table, fmt_number, study_table
