@@ -125,7 +125,7 @@ class FilesystemLayer(Layer):
         if not is_mounted(self.mountpoint):
             raise NearmetalError(f"{self.kind}: nothing is mounted at {self.mountpoint} after mounting")
         ctx.endpoints["test_dir"] = ctx.endpoints["test_dir_host"] = str(self.mountpoint)
-        # where the workload's files really are (fio reads that disk's counters: workloads/fio.py)
+        # where the workload's files really are (fio reads that disk's counters: workloads/fio/disk.py)
         ctx.endpoints["test_dir_backing"] = str(self.backing_dir(ctx) or self.mountpoint)
         ctx.placement[self.kind] = {
             "mountpoint": str(self.mountpoint),
