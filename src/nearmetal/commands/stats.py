@@ -150,7 +150,8 @@ def _pair_json(comparison: Any, threshold: float | None) -> dict[str, Any]:
 
 
 def _show_pair(comparison: Any, with_a: bool = True) -> None:
-    from nearmetal.report.tables import compare_tables, run_header
+    from nearmetal.report.comparison import compare_tables
+    from nearmetal.report.header import run_header
     from nearmetal.report.terminal import print_table
 
     for label, results in (("A", comparison.a), ("B", comparison.b)):
