@@ -175,6 +175,7 @@ class RoleTarget(FaultTarget):
 @register_layer
 class FaultLayer(Layer):
     kind = "fault"
+    family = "resilience"
     Config = FaultConfig
     description = (
         "inject a fault at a time offset (kill, pause, link down, netem, scale to zero, kill a FUSE daemon)"

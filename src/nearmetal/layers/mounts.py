@@ -79,6 +79,8 @@ class FilesystemLayer(Layer):
     """Base of the mount layers: a directory named with the run id holding everything the layer makes,
     a mount point ``mnt`` inside it that becomes the test directory, a FUSE daemon when there is one."""
 
+    family = "filesystem"
+
     needs_root = True
     fstype: ClassVar[str] = ""
 

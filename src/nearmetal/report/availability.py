@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nearmetal.layers import layer_kinds
 from nearmetal.report.tables import Table, fmt_number
 
 if TYPE_CHECKING:
@@ -134,8 +135,9 @@ def _lb_detect_times(trials: list[TrialFaults]) -> list[float]:
 
 def describe_fault(layers: list[dict[str, Any]]) -> str:
     parts = []
+    resilience = layer_kinds("resilience")  # described below; any other layer by its kind
     for layer in layers:
-        if layer.get("layer") not in ("clusters", "fault"):
+        if layer.get("layer") not in resilience:
             parts.append(str(layer.get("layer")))
         if layer.get("layer") == "clusters":
             checks = "checks" if layer.get("health_checks", True) else "no checks"

@@ -41,6 +41,7 @@ from nearmetal.analysis.sharing import (
 from nearmetal.analysis.variance import VarianceComponents
 from nearmetal.api import Results
 from nearmetal.host import cgroups
+from nearmetal.layers import layer_kinds
 from nearmetal.report.tables import Table
 
 GPU_COMPUTE_SLICES = 7
@@ -122,13 +123,14 @@ class SlicingGroup:
 
 def time_slicing_groups(results: Results) -> list[SlicingGroup]:
     out = []
+    partition_kinds = layer_kinds("partition")
     for (workload, point), cells in _groups(results).items():
         levels: list[SharingLevel] = []
         names: dict[int, str] = {}
         for cell in sorted(cells, key=lambda c: (not c.is_baseline, results.cells.index(c))):
             layers = _layers(results, cell)
             colocate = _layer(layers, "colocate")
-            if colocate is None and any(c.get("layer") in ("cpuset", "gpu") for c in layers):
+            if colocate is None and any(c.get("layer") in partition_kinds for c in layers):
                 continue  # a partition, not a sharing level
             copies = int(colocate["copies"]) if colocate else 0
             if copies in names:
@@ -378,9 +380,6 @@ class SharingData:
         return bool(self.time_slicing or self.partitions or self.scaling or self.topology)
 
 
-SHARING_LAYERS = frozenset({"colocate", "cpuset", "gpu"})
-
-
 def _names_a_layer(node: Any, kinds: frozenset[str]) -> bool:
     if isinstance(node, dict):
         if node.get("layer") in kinds:
@@ -395,7 +394,8 @@ def may_hold_sharing(results: Results) -> bool:
     """Can the run have a sharing shape at all? Time slicing and partitions need a colocate, cpuset or gpu
     layer in the plan, scaling and topology a ddp workload; the answer comes from the plan, so a run of
     another shape never loads its trials here (100,000 trials cost seconds)."""
-    return any(c.kind == "ddp" for c in results.cells) or _names_a_layer(results.plan, SHARING_LAYERS)
+    kinds = frozenset(layer_kinds("sharing", "partition"))
+    return any(c.kind == "ddp" for c in results.cells) or _names_a_layer(results.plan, kinds)
 
 
 def sharing_data(results: Results) -> SharingData:
