@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nearmetal.analysis.stats import loss_interval
+from nearmetal.analysis.estimate import loss_interval
 from nearmetal.plan import parse_plan_text
 from nearmetal.run.runner import Runner
 from nearmetal.store import Store
-from nearmetal.workloads.fio import FioParams, drop_caches, job_options, parse_fio_json
+from nearmetal.workloads.fio.job import FioParams, job_options
+from nearmetal.workloads.fio.layout import drop_caches
+from nearmetal.workloads.fio.parse import parse_fio_json
 
 PLAN = """
 name: fio-overhead

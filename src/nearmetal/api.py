@@ -22,7 +22,7 @@ from nearmetal.analysis import (
     describe_loss,
 )
 from nearmetal.analysis import contention as contention_analysis
-from nearmetal.analysis.stats import loss_definition
+from nearmetal.analysis.loss import loss_definition
 from nearmetal.analysis.stopping import FAILED, FIXED, INTERRUPTED, RUNNING, StopRecord
 from nearmetal.errors import NearmetalError
 from nearmetal.store import Store

@@ -85,7 +85,7 @@ QUOTA_PLAN = """
 @needs_tool("stress-ng")
 def test_shield_nests_above_the_quota_which_still_binds_and_is_removed(tmp_path: Path) -> None:
     from nearmetal.api import load_results
-    from nearmetal.report.tables import run_header
+    from nearmetal.report.header import run_header
 
     plan = write_plan(tmp_path, QUOTA_PLAN)
     db = f"sqlite:///{tmp_path / 'r.db'}"
@@ -172,7 +172,7 @@ def test_a_block_whose_trial_waited_far_more_is_run_again(tmp_path: Path) -> Non
     """The first trial oversubscribes the CPUs itself (4 workers on 2 CPUs: it waits about half
     its runnable time), its partners do not: that block is run again and its first trials are left out."""
     from nearmetal.api import load_results
-    from nearmetal.report.tables import run_header
+    from nearmetal.report.header import run_header
 
     marker = tmp_path / "first"
     marker.touch()

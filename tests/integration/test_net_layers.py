@@ -20,10 +20,10 @@ from helpers import write_plan
 import nearmetal
 from nearmetal.host import hostnet
 from nearmetal.host.cleanup import find_leftovers
-from nearmetal.layers import layer_class
+from nearmetal.layers import layer_class, layer_kinds
 
 PY = sys.executable
-LAYERS = ["netns", "slirp4netns", "pasta"]
+LAYERS = list(layer_kinds("network"))  # every network layer on one host, from the registry
 TOOLS = {"netns": ("ip",), "slirp4netns": ("ip", "slirp4netns"), "pasta": ("ip", "pasta")}
 
 needs_root = pytest.mark.skipif(not is_root(), reason="network namespaces need root")

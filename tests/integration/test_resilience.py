@@ -146,7 +146,7 @@ def test_failover_report_has_the_table_and_timelines(failover):
     _, results, _ = failover
     from nearmetal.report.figures import build_figures
     from nearmetal.report.html import html_report
-    from nearmetal.report.studies.resilience import tables
+    from nearmetal.report.studies.failover import tables
 
     (table, *_) = tables(results)
     assert table.title == "Availability and recovery: web"
@@ -395,7 +395,7 @@ def test_killed_fuse_daemon_severs_the_mount_and_the_watchdog_remounts_it(tmp_pa
     # the mount works again after the trial (remounted, then unmounted by the layer's teardown: the
     # fixture's own bindfs is gone, so the directory is plain again)
     os.stat(mnt)
-    from nearmetal.report.studies.resilience import tables
+    from nearmetal.report.studies.severed_mount import tables
 
     doctor_table = [t for t in tables(results) if t.title.startswith("doctor during the fault")]
     assert doctor_table and doctor_table[0].rows[0][1] == "fuse-severed"

@@ -17,7 +17,7 @@ from nearmetal.host.gpu import cuda_status
 from nearmetal.plan import load_plan
 from nearmetal.report.figures import build_figures
 from nearmetal.report.markdown import markdown_report
-from nearmetal.report.studies.sharing import sharing_data
+from nearmetal.report.sharing_shapes import sharing_data
 from nearmetal.studies import choose_form, study_names, study_path
 
 SHARING_STUDIES = ("time-slicing", "partitions", "scaling")

@@ -11,15 +11,12 @@ import pytest
 from paths import DATA
 
 from nearmetal.errors import NearmetalError
+from nearmetal.units import parse_size
 from nearmetal.workloads.base import ParseError, WorkloadContext
-from nearmetal.workloads.fio import (
-    FioParams,
-    FioWorkload,
-    check_sizes,
-    job_options,
-    parse_fio_json,
-    parse_size,
-)
+from nearmetal.workloads.fio import FioWorkload
+from nearmetal.workloads.fio.job import FioParams, job_options
+from nearmetal.workloads.fio.layout import check_sizes
+from nearmetal.workloads.fio.parse import parse_fio_json
 
 
 def metrics_of(name: str) -> dict[str, float]:

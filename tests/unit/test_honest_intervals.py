@@ -10,18 +10,14 @@ import numpy as np
 import pytest
 
 from nearmetal.analysis import CellInfo, MeasuredTable, analyse
+from nearmetal.analysis.estimate import paired_loss_intervals
+from nearmetal.analysis.family import family_adjust
+from nearmetal.analysis.loss import LossEstimate, describe_loss, fmt_bound
 from nearmetal.analysis.paired import (
     infer_resolution,
     log_ratio_interval,
     ratio_of_means_interval,
     rounding_bias_bound,
-)
-from nearmetal.analysis.stats import (
-    LossEstimate,
-    describe_loss,
-    family_adjust,
-    fmt_bound,
-    paired_loss_intervals,
 )
 from nearmetal.analysis.stopping import cell_precisions
 from nearmetal.plan import parse_plan_text

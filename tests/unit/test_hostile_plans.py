@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from plan_fuzz import FAMILIES, alias_bomb, check, deep
 
 import nearmetal
+from nearmetal.confine import confine
 from nearmetal.errors import PlanError
 from nearmetal.host.machine import TooLargeError
 from nearmetal.plan import parse_plan_text
-from nearmetal.plan.paths import check_plan_paths, confine
+from nearmetal.plan.paths import check_plan_paths
 
 EXAMPLES = int(os.environ.get("NEARMETAL_FUZZ_EXAMPLES", "150"))
 PY = sys.executable

@@ -59,7 +59,9 @@ def test_every_registry_finds_its_components_without_a_list() -> None:
     assert {"local", "slurm", "kubernetes"} <= set(BACKENDS)
     assert "cpu-quota" in CHECKS and set(CHECKS) == set(CHECK_INFO)
     assert {"values", "loss"} <= set(FIGURES)
-    assert {"sharing", "resilience", "fslayers", "netpaths"} <= set(STUDY_TABLES)
+    assert {"time_slicing", "partitions", "scaling", "failover", "severed_mount", "fs_layers"} <= set(
+        STUDY_TABLES
+    )
     # the Kubernetes backend's layer mappings: one module each in backends/podmaps, each for a real layer kind
     assert {"cpu-quota", "pod", "runtime-class"} <= set(LAYER_MAPPINGS) <= set(LAYERS)
     finder_modules = {name.partition(":")[0] for name in FINDERS}

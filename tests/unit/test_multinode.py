@@ -127,7 +127,7 @@ def test_the_cross_node_table_says_per_cell_whether_it_is_the_path_or_the_cpu(tm
 
     import nearmetal
     from nearmetal.metrics import Metric
-    from nearmetal.report.studies.crossnode import crossnode_table
+    from nearmetal.report.studies.multi_node import crossnode_table
     from nearmetal.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")

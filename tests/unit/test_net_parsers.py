@@ -256,7 +256,7 @@ def test_tcprr_v2_client_output_reports_its_modes() -> None:
 
 def test_trial_medians_in_two_groups_get_a_caveat() -> None:
     """Issue 17's cell: trials at ~6 µs or ~3,900 µs (both ranks on one CPU in some) are not one distribution."""
-    from nearmetal.report.studies.netpaths import trial_groups
+    from nearmetal.report.studies.net_paths import trial_groups
 
     text = trial_groups([6.1, 3900.0, 5.8, 3870.0, 6.3], "µs")
     assert text is not None and "two groups" in text and "µs" in text

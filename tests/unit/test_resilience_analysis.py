@@ -349,7 +349,7 @@ def test_load_balancer_configurations(tmp_path: Path):
 
 
 def test_estimates_show_their_interval_only_when_there_is_one():
-    from nearmetal.report.studies.resilience import Estimate
+    from nearmetal.report.availability import Estimate
 
     assert Estimate(1.1, 0.92, 1.28, 5).text() == "1.10 [0.92, 1.28]"
     assert Estimate(100.0, 100.0, 100.0, 3).text() == "100"

@@ -23,7 +23,7 @@ from nearmetal.analysis import (
     variance_components,
 )
 from nearmetal.analysis import bootstrap as bs
-from nearmetal.analysis.stats import grouped_statistics
+from nearmetal.analysis.summary import grouped_statistics
 
 
 def ratio_of_means(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -246,7 +246,7 @@ def test_variance_components_recover_the_levels() -> None:
 
 
 def test_cheapest_design_is_the_grid_optimum() -> None:
-    from nearmetal.analysis.stats import VarianceComponents
+    from nearmetal.analysis.variance import VarianceComponents
 
     vc = VarianceComponents(10, 5, 100.0, within=9.0, between=1.0, between_observed=2.8)
     design = cheapest_design(vc, vc, 0.01, 0.95, trial_cost_s=30.0, value_cost_s=1.0)

@@ -201,10 +201,10 @@ def test_alembic_has_one_head_and_upgrades_from_the_first_revision(store_url: st
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from nearmetal.store.store import _alembic_config
+    from nearmetal.store.migrate import alembic_config
 
     engine = create_engine(store_url)
-    cfg = _alembic_config(engine)
+    cfg = alembic_config(engine)
     script = ScriptDirectory.from_config(cfg)
     assert len(script.get_heads()) == 1, (
         f"migrations branch: heads {script.get_heads()} (rebase re-parents yours)"

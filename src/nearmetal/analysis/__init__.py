@@ -1,6 +1,8 @@
 """Analysis: pure functions over arrays (no I/O)."""
 
 from nearmetal.analysis.bootstrap import Interval, Sample, ratio_intervals, statistic_intervals
+from nearmetal.analysis.estimate import fieller_ratio, loss_interval, loss_intervals
+from nearmetal.analysis.loss import LossEstimate, describe_loss
 from nearmetal.analysis.run import (
     AnalysisConfig,
     CellInfo,
@@ -10,20 +12,8 @@ from nearmetal.analysis.run import (
     RunAnalysis,
     analyse,
 )
-from nearmetal.analysis.stats import (
-    Design,
-    LossEstimate,
-    Summary,
-    VarianceComponents,
-    cheapest_design,
-    describe_loss,
-    fieller_ratio,
-    loss_interval,
-    loss_intervals,
-    outlier_mask,
-    summarize,
-    variance_components,
-)
+from nearmetal.analysis.summary import Summary, outlier_mask, summarize
+from nearmetal.analysis.variance import Design, VarianceComponents, cheapest_design, variance_components
 
 __all__ = [
     "AnalysisConfig",

@@ -16,18 +16,12 @@ from typing import Any
 import numpy as np
 
 from nearmetal.analysis.bootstrap import Interval, Sample, statistic_intervals
+from nearmetal.analysis.estimate import loss_intervals, paired_loss_intervals
+from nearmetal.analysis.family import family_adjust
+from nearmetal.analysis.loss import LossEstimate
 from nearmetal.analysis.paired import infer_resolution
-from nearmetal.analysis.stats import (
-    DEFAULT_OUTLIER_K,
-    LossEstimate,
-    Summary,
-    VarianceComponents,
-    family_adjust,
-    grouped_statistics,
-    loss_intervals,
-    paired_loss_intervals,
-    variance_components,
-)
+from nearmetal.analysis.summary import DEFAULT_OUTLIER_K, Summary, grouped_statistics
+from nearmetal.analysis.variance import VarianceComponents, variance_components
 from nearmetal.plan.expand import cell_key, point_label
 
 

@@ -9,7 +9,7 @@
   topology n, mean, spread and interval, ranked by mean and by stability, and the variance split into
   within-job (epochs) and between-job parts.
 
-Every ratio comes with the bootstrap interval of ``stats.loss_interval`` (ratio of means, BCa).
+Every ratio comes with the bootstrap interval of ``estimate.loss_interval`` (ratio of means, BCa).
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ import numpy as np
 from scipy import stats as sps
 
 from nearmetal.analysis.bootstrap import Sample
-from nearmetal.analysis.stats import (
-    LossEstimate,
-    Summary,
-    VarianceComponents,
-    loss_interval,
-    summarize,
-    variance_components,
-)
+from nearmetal.analysis.estimate import loss_interval
+from nearmetal.analysis.loss import LossEstimate
+from nearmetal.analysis.summary import Summary, summarize
+from nearmetal.analysis.variance import VarianceComponents, variance_components
 
 
 # --- ratios with intervals ---------------------------------------------------------------------------
@@ -376,7 +372,7 @@ def topology_rows(
 
 def variance_split(jobs: Sequence[np.ndarray]) -> VarianceComponents | None:
     """Within-job (epoch to epoch) and between-job (job to job, same inputs) variance of epoch times, from
-    ``stats.variance_components`` (one-way random effects); None with fewer than two jobs or one value
+    ``variance.variance_components`` (one-way random effects); None with fewer than two jobs or one value
     per job. Seed 001 part 6: "the epoch times at the job level do not vary significantly. The main
     distinction is seen between jobs"."""
     return variance_components(Sample.nested([_finite(j) for j in jobs]))

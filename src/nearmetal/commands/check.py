@@ -10,17 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nearmetal.commands.common import (
+from nearmetal.commands.common import DbOption, app, console, err_console
+from nearmetal.commands.options import (
     AllowLargeOption,
     AllowNetworkOption,
     AllowPathOption,
     BackendOption,
     BackendOptions,
-    DbOption,
     OptionalWorkdirOption,
-    app,
-    console,
-    err_console,
     with_backend_options,
 )
 

@@ -24,7 +24,7 @@ def net_paths(
     from nearmetal.api import load_results
     from nearmetal.doctor.netpath import attribute_run
     from nearmetal.report.markdown import markdown_table
-    from nearmetal.report.studies.netpaths import path_rows, path_table
+    from nearmetal.report.studies.net_paths import path_rows, path_table
 
     try:
         results = load_results(run_id, db=db)

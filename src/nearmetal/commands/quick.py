@@ -15,17 +15,16 @@ import typer
 import yaml
 
 from nearmetal.commands.common import (
-    AllowLargeOption,
     DbOption,
     FailAboveOption,
     JunitOption,
-    OptionalWorkdirOption,
     app,
     err_console,
     fail,
     plan_errors,
     run_plan_command,
 )
+from nearmetal.commands.options import AllowLargeOption, OptionalWorkdirOption
 from nearmetal.errors import NearmetalError, PlanError
 
 LAYER_SPEC = "KIND[:KEY=VALUE[,KEY=VALUE…]][+KIND…]"

@@ -6,17 +6,15 @@ from typing import Annotated
 
 import typer
 
-from nearmetal.commands.common import (
+from nearmetal.commands.common import DbOption, app, run_plan_command
+from nearmetal.commands.options import (
     AllowLargeOption,
     AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
     BackendOptions,
-    DbOption,
     OptionalWorkdirOption,
     ShieldOption,
-    app,
-    run_plan_command,
     with_backend_options,
 )
 

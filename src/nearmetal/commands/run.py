@@ -9,22 +9,24 @@ import typer
 from rich.table import Table
 
 from nearmetal.commands.common import (
+    DbOption,
+    FailAboveOption,
+    JunitOption,
+    app,
+    console,
+    err_console,
+    fail,
+    run_plan_command,
+)
+from nearmetal.commands.options import (
     AllowLargeOption,
     AllowNetworkOption,
     AllowPathOption,
     AllowSharedWorkdirOption,
     BackendOption,
     BackendOptions,
-    DbOption,
-    FailAboveOption,
-    JunitOption,
     OptionalWorkdirOption,
     ShieldOption,
-    app,
-    console,
-    err_console,
-    fail,
-    run_plan_command,
     with_backend_options,
 )
 from nearmetal.errors import NearmetalError

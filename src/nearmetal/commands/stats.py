@@ -12,7 +12,6 @@ import typer
 from nearmetal.commands.common import (
     REGRESSION_EXIT,
     DbOption,
-    WorkdirOption,
     app,
     complete_run_id,
     console,
@@ -21,6 +20,7 @@ from nearmetal.commands.common import (
     parse_threshold,
     plan_errors,
 )
+from nearmetal.commands.options import WorkdirOption
 from nearmetal.errors import NearmetalError
 from nearmetal.textsafe import plain
 
@@ -150,7 +150,8 @@ def _pair_json(comparison: Any, threshold: float | None) -> dict[str, Any]:
 
 
 def _show_pair(comparison: Any, with_a: bool = True) -> None:
-    from nearmetal.report.tables import compare_tables, run_header
+    from nearmetal.report.comparison import compare_tables
+    from nearmetal.report.header import run_header
     from nearmetal.report.terminal import print_table
 
     for label, results in (("A", comparison.a), ("B", comparison.b)):

@@ -4,27 +4,14 @@ its checks with ``@check(id, inspects=…, explains=…)``."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
+# what a check returns lives in a leaf of its own (host probes make findings too); re-exported here
+from nearmetal.findings import SEVERITY_ORDER as SEVERITY_ORDER
+from nearmetal.findings import Finding as Finding
+from nearmetal.findings import Severity as Severity
 from nearmetal.registry import Registry
-
-Severity = Literal["ok", "info", "warning", "critical"]
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2, "ok": 3}
-
-
-@dataclass(frozen=True)
-class Finding:
-    check_id: str
-    severity: Severity
-    title: str
-    evidence: str = ""
-    fix: str = ""
-    lesson: str = ""  # the seed lesson the check comes from
-    inspects: str = ""  # the files, syscalls or commands the check read (filled from the registry)
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,17 @@ mounts (seed 001: autofs in CSI drivers for CVMFS and EOS)."""
 from __future__ import annotations
 
 import errno
-import os
-import threading
 from pathlib import Path
 
 from nearmetal.doctor.base import Finding, check
 from nearmetal.host.mountinfo import read_mounts
-
-LESSON_FUSE = (
-    "seed 001 (autofs in containers): when the CSI node plugin pod died, the FUSE daemons behind the CVMFS "
-    "mounts died with it; the mounts stayed in the table but every access failed with ENOTCONN, and autofs "
-    "did not expire them. A sidecar that scans for severed FUSE mounts and unmounts them restored access"
+from nearmetal.host.mountprobe import (
+    STAT_TIMEOUT_S,
+    describe_outcome,
+    fuse_severed_findings,
+    stat_with_timeout,
 )
+
 LESSON_AUTOFS = (
     "seed 001 (autofs in containers): the autofs root must be a shared mount (mount --make-shared, "
     "mountPropagation: Bidirectional) and consumers must bind it with mount --rbind --make-slave, or inner "
@@ -52,38 +51,6 @@ PSEUDO_FILESYSTEMS = {
     "efivarfs",
     "ramfs",
 }
-STAT_TIMEOUT_S = 2.0
-
-
-def stat_with_timeout(path: str, timeout_s: float = STAT_TIMEOUT_S) -> int | str | None:
-    """None when stat succeeds, the errno when it fails, ``"timeout"`` when it does not return in time
-    (a hung FUSE daemon or NFS server: the probing thread is left behind as a daemon thread)."""
-    result: list[int | None] = []
-
-    def probe() -> None:
-        try:
-            os.stat(path)
-            # statfs always asks the filesystem (a FUSE daemon, an NFS server): stat alone can be answered
-            # from attributes the kernel cached before the daemon died
-            os.statvfs(path)
-            result.append(None)
-        except OSError as exc:
-            result.append(exc.errno)
-
-    thread = threading.Thread(target=probe, name=f"nearmetal-stat-{path}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if not result:
-        return "timeout"
-    return result[0]
-
-
-def _describe(outcome: int | str | None) -> str:
-    if outcome == "timeout":
-        return f"stat/statfs did not return within {STAT_TIMEOUT_S:g}s"
-    if isinstance(outcome, int):
-        return f"stat/statfs failed with {errno.errorcode.get(outcome, outcome)} ({os.strerror(outcome)})"
-    return "ok"
 
 
 @check(
@@ -94,54 +61,7 @@ def _describe(outcome: int | str | None) -> str:
 def check_fuse_severed(
     mountinfo: Path = Path("/proc/self/mountinfo"), timeout_s: float = STAT_TIMEOUT_S
 ) -> list[Finding]:
-    fuse = [m for m in read_mounts(mountinfo) if m.is_fuse]
-    if not fuse:
-        return [Finding("fuse-severed", "ok", "no FUSE mounts", evidence=str(mountinfo), lesson=LESSON_FUSE)]
-    severed, hung = [], []
-    for mount in fuse:
-        outcome = stat_with_timeout(mount.mount_point, timeout_s)
-        if outcome == errno.ENOTCONN:
-            severed.append(mount)
-        elif outcome == "timeout":
-            hung.append(mount)
-    findings = []
-    for mount in severed:
-        findings.append(
-            Finding(
-                "fuse-severed",
-                "critical",
-                f"severed FUSE mount {mount.mount_point}: its daemon is gone, every access fails with "
-                "ENOTCONN",
-                evidence=f"{mount.fstype} from {mount.source} at {mount.mount_point}: "
-                f"{_describe(errno.ENOTCONN)}",
-                fix=f"fusermount -uz {mount.mount_point} (or umount -l {mount.mount_point}), then remount it "
-                "(under autofs the next access remounts it); in a CSI driver run a sidecar that unmounts "
-                "severed mounts",
-                lesson=LESSON_FUSE,
-            )
-        )
-    for mount in hung:
-        findings.append(
-            Finding(
-                "fuse-severed",
-                "warning",
-                f"FUSE mount {mount.mount_point} does not answer: its daemon is stopped or stuck",
-                evidence=f"{mount.fstype} from {mount.source}: {_describe('timeout')}",
-                fix=f"check the daemon serving {mount.mount_point}; if it is gone: umount -l {mount.mount_point}",
-                lesson=LESSON_FUSE,
-            )
-        )
-    if not findings:
-        findings.append(
-            Finding(
-                "fuse-severed",
-                "ok",
-                f"{len(fuse)} FUSE mount(s), all answering",
-                evidence=", ".join(m.mount_point for m in fuse[:10]),
-                lesson=LESSON_FUSE,
-            )
-        )
-    return findings
+    return fuse_severed_findings(mountinfo, timeout_s)
 
 
 @check(
@@ -220,7 +140,7 @@ def check_stale_mounts(
             Finding(
                 "stale-mounts",
                 "critical" if outcome in (errno.ESTALE, errno.ENOTCONN, errno.EIO, "timeout") else "warning",
-                f"stale mount {mount.mount_point} ({mount.fstype}): {_describe(outcome)}",
+                f"stale mount {mount.mount_point} ({mount.fstype}): {describe_outcome(outcome)}",
                 evidence=f"{mount.fstype} from {mount.source} at {mount.mount_point}",
                 fix=f"umount -f -l {mount.mount_point} and mount it again (NFS: check the server; the -l "
                 "detaches it now even while processes still hold it)",

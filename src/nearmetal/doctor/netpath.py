@@ -25,8 +25,6 @@ LESSON = (
     "was blamed, but ping-pong latency was near bare metal and one-node runs were just as slow — the pod's "
     "CPU limit (cpu.max) was throttling every collective. Measure each suspect separately"
 )
-NETWORK_LAYERS = ("netns", "slirp4netns", "pasta")
-USER_MODE_LAYERS = ("slirp4netns", "pasta")
 # evidence metrics: round trip (lower is better) measured by the network workloads
 RTT_METRICS = ("rtt_p50_us", "latency_small_p50_us", "latency_small_us")
 THROTTLED_ENOUGH_PCT = 5.0
@@ -111,14 +109,30 @@ class CellEvidence:
     rtt_us: float | None  # the cell's own round-trip evidence (tcp-rr p50 / MPI small-message latency)
 
 
+def network_layers() -> tuple[str, ...]:
+    """The network path layers on one host (the ``network`` family of the layer registry)."""
+    from nearmetal.layers import layer_kinds
+
+    return layer_kinds("network")
+
+
+def user_mode_layers() -> tuple[str, ...]:
+    """The network layers that are a user-mode TCP/IP stack (slirp4netns, pasta …)."""
+    from nearmetal.layers import LAYERS
+    from nearmetal.layers.usernet import UserNetLayer
+
+    return tuple(k for k in network_layers() if issubclass(LAYERS[k], UserNetLayer))
+
+
 def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None = None) -> list[Finding]:
     """One finding per losing cell: network path, CPU limit, or both (with the split)."""
     findings = []
+    network, user_mode_stacks = network_layers(), user_mode_layers()
     by_key = {(c.workload, c.point, c.layers): c for c in cells}
     for cell in cells:
         if cell.loss is None or not cell.layers:
             continue
-        net = tuple(k for k in cell.layers if k in NETWORK_LAYERS)
+        net = tuple(k for k in cell.layers if k in network)
         quota = "cpu-quota" in cell.layers
         throttled = cell.throttled_pct or 0.0
         label = f"{cell.workload}{f' ({cell.point})' if cell.point else ''}/{cell.variant}"
@@ -159,7 +173,7 @@ def attribute(cells: list[CellEvidence], baseline_rtt: dict[str, float] | None =
             cause = "cpu"
         elif net:
             stack = " and ".join(net)
-            user_mode = any(k in USER_MODE_LAYERS for k in net)
+            user_mode = any(k in user_mode_stacks for k in net)
             title = f"{label}: {loss_txt} comes from the network path ({stack}" + (
                 ", a user-mode TCP/IP stack)" if user_mode else ")"
             )

@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from nearmetal.layers.base import LAYERS, Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.layers.base import (
+    FAMILIES,
+    LAYERS,
+    Layer,
+    LayerConfig,
+    TrialContext,
+    layer_kinds,
+    register_layer,
+)
 
 
 def layer_class(kind: str) -> type[Layer]:
@@ -19,12 +27,14 @@ def make_layer(config: LayerConfig) -> Layer:
 
 
 __all__ = [
+    "FAMILIES",
     "LAYERS",
     "Layer",
     "LayerConfig",
     "TrialContext",
     "all_layer_classes",
     "layer_class",
+    "layer_kinds",
     "make_layer",
     "register_layer",
 ]

@@ -88,6 +88,9 @@ class Layer(ABC):
 
     kind: ClassVar[str]
     Config: ClassVar[type[LayerConfig]]
+    # what kind of mechanism it is (``FAMILIES``): every list of layer kinds (the network layers, the
+    # filesystem layers …) is read from the registry (``layer_kinds``), never kept by hand
+    family: ClassVar[str]
     description: ClassVar[str] = ""
     needs_root: ClassVar[bool] = False
     # the backends that can apply this layer (None: any backend that runs layers on a host — local, and
@@ -154,12 +157,45 @@ class Layer(ABC):
 # kind -> layer class; every module of nearmetal.layers registers its layers with ``@register_layer``
 LAYERS: Registry[type[Layer]] = Registry("layer", packages=("nearmetal.layers",), by_name=True)
 
+# a layer's family: what kind of mechanism it is
+FAMILIES: dict[str, str] = {
+    "cpu": "a CPU limit on the trial's processes (a cgroup quota)",
+    "sharing": "neighbours sharing the trial's CPUs or GPU (time slicing)",
+    "partition": "a slice of the machine given to the trial (a cpuset, a MIG instance)",
+    "network": "a network path on one host (a namespace behind veth or a user-mode stack)",
+    "node-path": "a network path between two nodes (the wire, a VXLAN tunnel, a user-mode stack)",
+    "filesystem": "a filesystem mounted where the workload's files go (overlay, FUSE, tmpfs)",
+    "container": "a container runtime around the trial",
+    "vm": "a virtual machine around the trial",
+    "resilience": "a service topology and the faults injected into it",
+    "rootless": "the trial run as an ordinary user",
+    "kubernetes": "pod settings the Kubernetes backend applies",
+}
+
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
     """Class decorator: the layer is known by its ``kind``, which its ``Config``'s ``layer`` literal (what a
-    plan writes) must spell the same way."""
+    plan writes) must spell the same way, and belongs to one of the ``FAMILIES`` (kept in the registry's
+    metadata: ``LAYERS.info(kind)["family"]``)."""
     spelled = getattr(cls.Config.model_fields.get("layer"), "default", None)
     if spelled != cls.kind:
         raise RuntimeError(f"layer {cls.__name__}: kind {cls.kind!r} but its Config says layer {spelled!r}")
-    LAYERS.add(cls.kind, cls)
+    family = getattr(cls, "family", None)
+    if family not in FAMILIES:
+        raise RuntimeError(f"layer {cls.__name__}: family {family!r} is not one of {', '.join(FAMILIES)}")
+    LAYERS.add(cls.kind, cls, family=family)
     return cls
+
+
+def layer_kinds(*families: str, rootless_form: bool | None = None) -> tuple[str, ...]:
+    """The kinds of the registered layers of these families, by name (``rootless_form``: only those that
+    have, or have not, a rootless form)."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown layer families: {', '.join(unknown)}")
+    return tuple(
+        kind
+        for kind in LAYERS
+        if LAYERS.info(kind)["family"] in families
+        and (rootless_form is None or LAYERS[kind].rootless_form == rootless_form)
+    )

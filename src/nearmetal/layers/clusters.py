@@ -155,6 +155,7 @@ class LinkTarget(FaultTarget):
 @register_layer
 class ClustersLayer(Layer):
     kind = "clusters"
+    family = "resilience"
     Config = ClustersConfig
     description = (
         "N clusters of service replicas in network namespaces behind a load balancer (HAProxy/nginx)"

@@ -54,6 +54,7 @@ class ColocateConfig(LayerConfig):
 @register_layer
 class ColocateLayer(Layer):
     kind = "colocate"
+    family = "sharing"
     Config = ColocateConfig
     description = "time slicing ×k: k−1 longer-running copies of the workload share its CPU set or GPU"
     needs_root = False

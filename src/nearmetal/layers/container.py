@@ -154,6 +154,7 @@ def debootstrap_rootfs(config: ContainerConfig) -> Path:
 @register_layer
 class ContainerLayer(Layer):
     kind = "container"
+    family = "container"
     Config = ContainerConfig
     description = "the workload inside an OCI container (runc, crun or podman)"
     needs_root = True

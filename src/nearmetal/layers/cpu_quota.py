@@ -29,6 +29,7 @@ class CpuQuotaConfig(LayerConfig):
 @register_layer
 class CpuQuotaLayer(Layer):
     kind = "cpu-quota"
+    family = "cpu"
     Config = CpuQuotaConfig
     description = "a cgroup CPU quota (what a pod CPU limit writes into cpu.max)"
     needs_root = True

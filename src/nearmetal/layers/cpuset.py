@@ -85,6 +85,7 @@ def choose_cpus(wanted: str | int, allowed: list[int]) -> list[int]:
 @register_layer
 class CpusetLayer(Layer):
     kind = "cpuset"
+    family = "partition"
     Config = CpusetConfig
     description = "a cgroup cpuset: the trial may run only on the given CPUs (a CPU partition)"
     needs_root = True

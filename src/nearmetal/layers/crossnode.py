@@ -111,6 +111,8 @@ def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: P
 class CrossNodeLayer(Layer):
     """What ``wire`` and ``vxlan`` share: the job's nodes, their addresses on the path, placement, netem."""
 
+    family = "node-path"
+
     needs_root = True
     root_because = "it changes links and qdiscs in the nodes' network namespaces"
     backends: ClassVar[tuple[str, ...] | None] = ("slurm",)

@@ -48,10 +48,19 @@ from pydantic import Field, model_validator
 from nearmetal import faultlog
 from nearmetal.errors import NearmetalError, PrivilegeError
 from nearmetal.host import hostnet
-from nearmetal.host.hostcmd import run
-from nearmetal.host.mountinfo import unmount_below
+from nearmetal.host.freezer import Freezer
+from nearmetal.host.mountprobe import stat_with_timeout
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
-from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
+from nearmetal.layers.fusekill import (
+    MountTarget,
+    daemon_state,
+    fuse_mount,
+    severed_findings,
+    start_daemon,
+    unmount_fuse,
+    wait_mounted,
+)
+from nearmetal.layers.targets import FaultTarget, pids_with_env
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
@@ -61,13 +70,8 @@ MAIN_STARTED = ".nearmetal-main-started"
 # touches the marker, then runs the process itself (argv passed as positional arguments, never in the script)
 _MARK_START = ': > "$0" && exec "$@"'
 TARGET_PATTERN = r"^(lb|mount|(cluster|backend|link|role):[A-Za-z0-9_.-]+)$"
-REMOUNT_TIMEOUT_S = 20.0
 JOIN_TIMEOUT_S = 60.0
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT, "QUIT": signal.SIGQUIT}
-
-
-# how long a fault's own command (kill, ip, umount …) may take
-FAULT_COMMAND_TIMEOUT_S = 20.0
 
 
 class FaultConfig(LayerConfig):
@@ -168,108 +172,10 @@ class RoleTarget(FaultTarget):
         return pids_with_env(TAG_ENV, self.tag)
 
 
-class MountTarget(FaultTarget):
-    """A FUSE mount and the daemon behind it (any FUSE filesystem whose daemon names the mount point on its
-    command line: bindfs, fuse-overlayfs, squashfuse, sshfs …)."""
-
-    def __init__(self, mountpoint: str) -> None:
-        self.name = f"mount:{mountpoint}"
-        self.mountpoint = mountpoint
-        self.description = f"the FUSE daemon of {mountpoint}"
-
-    def pids(self) -> list[int]:
-        return fuse_daemons(self.mountpoint)
-
-
-def fuse_daemons(mountpoint: str) -> list[int]:
-    """Processes holding /dev/fuse open whose command line names the mount point."""
-    out = []
-    for pid, _cmdline in hostnet.processes_with(mountpoint):
-        if is_zombie(pid):
-            continue
-        with contextlib.suppress(OSError):
-            fds = Path(f"/proc/{pid}/fd")
-            if any(os.readlink(fd) == "/dev/fuse" for fd in fds.iterdir()):
-                out.append(pid)
-    return sorted(out)
-
-
-def fuse_mount(mountpoint: str) -> Any | None:
-    """The mountinfo entry of a FUSE mount at ``mountpoint`` (the last one mounted there), or None."""
-    from nearmetal.host.mountinfo import read_mounts
-
-    found = [m for m in read_mounts() if m.mount_point == mountpoint]
-    return found[-1] if found and found[-1].is_fuse else None
-
-
-class Freezer:
-    """A freezer cgroup of the fault's own (v1 ``freezer`` hierarchy, or a v2 group with ``cgroup.freeze``):
-    processes are moved in, frozen, thawed and moved back where they were."""
-
-    def __init__(self, name: str) -> None:
-        from nearmetal.host import cgroups
-
-        root = cgroups.DEFAULT_ROOT
-        if (root / "freezer" / "cgroup.procs").exists():
-            self.hierarchy = root / "freezer"
-        elif (root / "cgroup.controllers").exists():
-            self.hierarchy = root
-        else:
-            raise PrivilegeError(
-                "no cgroup freezer here (neither a v1 freezer hierarchy nor cgroup v2)",
-                fix="mount the freezer controller: mount -t cgroup -o freezer freezer /sys/fs/cgroup/freezer",
-            )
-        self.path = self.hierarchy / name
-        self.group = cgroups.Cgroup(2 if self.hierarchy == root else 1, {"freezer": self.path})
-        self.origins: dict[int, Path] = {}
-
-    def _origin(self, pid: int) -> Path:
-        text = Path(f"/proc/{pid}/cgroup").read_text()
-        for line in text.splitlines():
-            _, controllers, path = line.split(":", 2)
-            v1 = self.hierarchy.name == "freezer" and "freezer" in controllers.split(",")
-            if v1 or (self.hierarchy.name != "freezer" and controllers == ""):
-                return self.hierarchy / path.lstrip("/")
-        return self.hierarchy
-
-    def freeze(self, pids: list[int]) -> list[int]:
-        self.path.mkdir(exist_ok=True)
-        moved = []
-        for pid in pids:
-            try:
-                origin = self._origin(pid)
-                (self.path / "cgroup.procs").write_text(str(pid))
-            except (OSError, ValueError):
-                continue  # gone meanwhile
-            self.origins[pid] = origin
-            moved.append(pid)
-        self.group.freeze()
-        return moved
-
-    def thaw(self) -> None:
-        if self.path.exists():
-            self.group.thaw()
-
-    def remove(self) -> None:
-        """Thaw, move every process back to where it was, remove the group."""
-        if not self.path.exists():
-            return
-        self.thaw()
-        for pid in self.group.pids():
-            origin = self.origins.get(pid, self.hierarchy)
-            for where in (origin, self.hierarchy):
-                with contextlib.suppress(OSError):
-                    (where / "cgroup.procs").write_text(str(pid))
-                    break
-        from nearmetal.host.cgroups import remove_tree
-
-        with contextlib.suppress(OSError):
-            remove_tree(self.path)
-
-
 @register_layer
 class FaultLayer(Layer):
     kind = "fault"
+    family = "resilience"
     Config = FaultConfig
     description = (
         "inject a fault at a time offset (kill, pause, link down, netem, scale to zero, kill a FUSE daemon)"
@@ -477,16 +383,8 @@ class FaultLayer(Layer):
             return
         pids = self.target.pids()
         daemon = pids[0]
-        argv = Path(f"/proc/{daemon}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        saved = {
-            "argv": argv,
-            "cwd": os.readlink(f"/proc/{daemon}/cwd"),
-            "env": dict(
-                item.split(b"=", 1)
-                for item in Path(f"/proc/{daemon}/environ").read_bytes().split(b"\0")
-                if b"=" in item
-            ),
-        }
+        saved = daemon_state(daemon)
+        argv = saved["argv"]
         started = time.time()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -506,20 +404,7 @@ class FaultLayer(Layer):
 
     def _doctor(self, ctx: TrialContext, mountpoint: str) -> None:
         """doctor's severed-mount check, on this mount only, once the daemon is gone."""
-        from nearmetal.doctor.mounts import check_fuse_severed
-
-        deadline = time.time() + 5.0
-        while fuse_daemons(mountpoint) and time.time() < deadline:
-            time.sleep(0.01)
-        lines = [
-            line
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if f" {mountpoint} " in line
-        ]
-        copy = ctx.trial_dir / "fault-mountinfo.txt"
-        copy.write_text("\n".join(lines) + "\n")
-        checked = time.time()
-        findings = check_fuse_severed(copy, timeout_s=2.0)
+        checked, findings = severed_findings(mountpoint, ctx.trial_dir)
         for finding in findings:
             self._event(
                 ctx,
@@ -530,8 +415,6 @@ class FaultLayer(Layer):
 
     def _watchdog(self, ctx: TrialContext) -> None:
         """Probe the mount every scan_interval_s with doctor's probe; remount when it is severed."""
-        from nearmetal.doctor.mounts import stat_with_timeout
-
         assert isinstance(self.target, MountTarget)
         while not self.stop.wait(self.config.scan_interval_s):
             outcome = stat_with_timeout(self.target.mountpoint, min(2.0, self.config.scan_interval_s))
@@ -585,38 +468,10 @@ class FaultLayer(Layer):
         """Lazy-unmount the severed mount and start its daemon again with its own command line."""
         assert self.killed_mount is not None
         mountpoint = self.killed_mount["mountpoint"]
-        if os.geteuid() == 0:
-            # by what was mounted, never through a link swapped in on the way (issue 26)
-            unmount_below(mountpoint)
-        else:
-            for argv in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint]):
-                with contextlib.suppress(OSError, NearmetalError):
-                    if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                        break
-        log = open(ctx.trial_dir / "fault-remount.log", "ab")  # noqa: SIM115
-        try:
-            self.remounted = subprocess.Popen(
-                [a.decode() for a in self.killed_mount["argv"]],
-                cwd=self.killed_mount["cwd"],
-                env={
-                    k.decode(errors="replace"): v.decode(errors="replace")
-                    for k, v in self.killed_mount["env"].items()
-                },
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + REMOUNT_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if fuse_mount(mountpoint) is not None and fuse_daemons(mountpoint):
-                return self.remounted.pid
-            if self.remounted.poll() is not None:
-                raise NearmetalError(f"the remounted FUSE daemon exited ({self.remounted.returncode})")
-            time.sleep(0.01)
-        raise NearmetalError(f"{mountpoint} was not mounted again within {REMOUNT_TIMEOUT_S:g}s")
+        unmount_fuse(mountpoint, (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint]))
+        self.remounted = start_daemon(self.killed_mount, ctx.trial_dir / "fault-remount.log")
+        wait_mounted(mountpoint, self.remounted)
+        return self.remounted.pid
 
     # --- after the trial ---------------------------------------------------------------------------------
     def collect(self, ctx: TrialContext) -> list[Metric]:
@@ -671,13 +526,9 @@ class FaultLayer(Layer):
         if self.remounted is not None:
             mountpoint = self.killed_mount["mountpoint"] if self.killed_mount else ""
             if mountpoint and fuse_mount(mountpoint) is not None:
-                if os.geteuid() == 0:
-                    unmount_below(mountpoint)
-                else:
-                    for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint]):
-                        with contextlib.suppress(OSError, NearmetalError):
-                            if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                                break
+                unmount_fuse(
+                    mountpoint, (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint])
+                )
             try:
                 self.remounted.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -161,6 +161,7 @@ def select_device(gpus: list[Any], device: str | int, profile: str | None = None
 @register_layer
 class GpuLayer(Layer):
     kind = "gpu"
+    family = "partition"
     Config = GpuConfig
     description = "one GPU or MIG instance for the trial (CUDA_VISIBLE_DEVICES), its profile recorded"
     needs_root = False

@@ -79,6 +79,8 @@ class FilesystemLayer(Layer):
     """Base of the mount layers: a directory named with the run id holding everything the layer makes,
     a mount point ``mnt`` inside it that becomes the test directory, a FUSE daemon when there is one."""
 
+    family = "filesystem"
+
     needs_root = True
     fstype: ClassVar[str] = ""
 
@@ -125,7 +127,7 @@ class FilesystemLayer(Layer):
         if not is_mounted(self.mountpoint):
             raise NearmetalError(f"{self.kind}: nothing is mounted at {self.mountpoint} after mounting")
         ctx.endpoints["test_dir"] = ctx.endpoints["test_dir_host"] = str(self.mountpoint)
-        # where the workload's files really are (fio reads that disk's counters: workloads/fio.py)
+        # where the workload's files really are (fio reads that disk's counters: workloads/fio/disk.py)
         ctx.endpoints["test_dir_backing"] = str(self.backing_dir(ctx) or self.mountpoint)
         ctx.placement[self.kind] = {
             "mountpoint": str(self.mountpoint),

@@ -52,6 +52,7 @@ def place(
 @register_layer
 class NetnsLayer(Layer):
     kind = "netns"
+    family = "network"
     Config = NetnsConfig
     description = "server and client in two network namespaces joined by a veth pair (optional MTU, netem)"
     needs_root = True

@@ -142,6 +142,7 @@ class PodConfig(LayerConfig):
 @register_layer
 class PodLayer(Layer):
     kind = "pod"
+    family = "kubernetes"
     Config = PodConfig
     description = "Kubernetes pod settings: resources mode, runtime class, user namespace, GPUs, volumes"
     # only the Kubernetes backend turns these settings into a pod; others refuse the plan up front

@@ -99,6 +99,7 @@ NO_USER = (
 @register_layer
 class RootlessLayer(Layer):
     kind = "rootless"
+    family = "rootless"
     Config = RootlessConfig
     description = "the trial runs as an ordinary user, in a user namespace it owns (rootless platforms)"
     needs_root = False

@@ -29,6 +29,7 @@ class RuntimeClassConfig(LayerConfig):
 @register_layer
 class RuntimeClassLayer(Layer):
     kind = "runtime-class"
+    family = "kubernetes"
     Config = RuntimeClassConfig
     description = "a Kubernetes RuntimeClass (runc, crun, kata …): the pod's OCI runtime"
     backends: ClassVar[tuple[str, ...]] = ("kubernetes",)

@@ -153,6 +153,8 @@ class PastaConfig(UserNetConfig):
 class UserNetLayer(Layer):
     """What slirp4netns and pasta share: namespaces, topology, VXLAN overlay, placement, teardown."""
 
+    family = "network"
+
     needs_root = True
     root_because = "it creates named network namespaces (ip netns add) for the stack to serve"
     rootless_form = True

@@ -208,6 +208,7 @@ def kernel_append(share: str, options: str, argv: list[str], env: dict[str, str]
 @register_layer
 class VmLayer(Layer):
     kind = "vm"
+    family = "vm"
     Config = VmConfig
     description = "the workload inside a QEMU guest, test directory over virtio-9p or virtio-fs"
     needs_root = True

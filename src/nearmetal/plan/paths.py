@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from nearmetal.confine import path_problem
 from nearmetal.errors import PlanError
 
 ALLOW_ENV = "NEARMETAL_ALLOW_PATHS"
@@ -74,49 +75,6 @@ def _values(value: Any) -> Iterable[str]:
     if isinstance(value, list | tuple | set | frozenset):
         return [str(v) for v in value if v is not None]
     return [str(value)]
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def path_problem(value: str, allowed: Sequence[Path]) -> str | None:
-    """Why a written path is not acceptable, or None. ``allowed`` are absolute roots."""
-    if "\0" in value:
-        return "a path cannot contain a NUL byte"
-    path = Path(value)
-    if not path.is_absolute():
-        depth = 0
-        for part in path.parts:
-            depth += -1 if part == ".." else (0 if part == "." else 1)
-            if depth < 0:
-                return (
-                    f"{value!r} climbs out of the trial's directory ('..'); give a path below it, or an "
-                    "absolute path the operator allowed"
-                )
-        return None
-    real = Path(os.path.realpath(path))
-    for root in allowed:
-        if _inside(real, Path(os.path.realpath(root))):
-            return None
-    shown = ", ".join(str(r) for r in allowed) or "none"
-    via = f" (it leads to {real})" if real != path else ""
-    return (
-        f"{value}{via} is outside the run's directory and the allowed paths ({shown}); nearmetal writes "
-        f"there only when the person running it says so (--allow-path {real})"
-    )
-
-
-def confine(value: str | Path, base: Path, allowed: Sequence[Path] = ()) -> Path:
-    """The place a plan path names, at the moment it is used: relative to ``base``, every symbolic link
-    resolved, and inside ``base`` or an allowed root, else a PlanError (a link made after the plan was
-    checked does not lead writes out either)."""
-    path = Path(value)
-    target = Path(os.path.realpath(path if path.is_absolute() else base / path))
-    roots = [Path(os.path.realpath(base)), *(Path(os.path.realpath(r)) for r in allowed)]
-    if not any(_inside(target, root) for root in roots):
-        raise PlanError([f"{value} leads to {target}, outside {', '.join(str(r) for r in roots)}"])
-    return target
 
 
 def check_plan_paths(loaded: Any, allowed: Sequence[Path] = ()) -> None:

@@ -11,16 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nearmetal.report.tables import (
-    Table,
-    attach_findings,
-    energy_table,
-    failure_lines,
-    loss_tables,
-    run_header,
-    study_tables,
-    variance_tables,
-)
+from nearmetal.report.doctor_findings import attach_findings
+from nearmetal.report.energy import energy_table
+from nearmetal.report.header import failure_lines, run_header
+from nearmetal.report.tables import Table, loss_tables, study_tables, variance_tables
 
 if TYPE_CHECKING:
     from nearmetal.api import Results

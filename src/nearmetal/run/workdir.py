@@ -102,7 +102,7 @@ def new_sqlite_file(db: str | None) -> Path | None:
     """The SQLite file ``db`` names when it does not exist yet (else None)."""
     from sqlalchemy.engine import make_url
 
-    from nearmetal.store.store import resolve_db_url
+    from nearmetal.store.engine import resolve_db_url
 
     url = make_url(resolve_db_url(db))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":

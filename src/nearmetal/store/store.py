@@ -1,31 +1,27 @@
-"""Opening a store, writing runs and trials, reading them back for analysis."""
+"""A store: writing runs and trials, reading them back for analysis. Opening its database is ``engine.py``,
+its schema ``migrate.py``, retrying a busy write ``retry.py``."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, inspect, select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nearmetal.errors import NearmetalError
 from nearmetal.metrics import Metric
 from nearmetal.redact import redact_url
 from nearmetal.store import validate
+from nearmetal.store.engine import must_exist, open_engine, resolve_db_url
+from nearmetal.store.migrate import check_schema, migrate
+from nearmetal.store.retry import retry_writes
 from nearmetal.store.schema import (
-    Base,
     EnvironmentRow,
     EventRow,
     FindingRow,
@@ -36,101 +32,6 @@ from nearmetal.store.schema import (
 )
 
 T = TypeVar("T")
-DEFAULT_DB = "nearmetal.db"
-MIGRATIONS = Path(__file__).with_name("migrations")
-# PostgreSQL advisory lock held while a process creates or upgrades the schema ("nmig")
-SCHEMA_LOCK_KEY = 0x6E6D6967
-# how long a write waits for a busy store (another run committing, a server restarting) before giving up:
-# a measured trial is worth waiting for
-WRITE_RETRY_S = float(os.environ.get("NEARMETAL_STORE_RETRY_S", "300"))
-
-
-def _transient(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(
-        word in text
-        for word in (
-            "locked",
-            "busy",
-            "already exists",
-            "duplicate key",
-            "server closed the connection",
-            "connection refused",
-            "could not connect",
-            "terminating connection",
-        )
-    )
-
-
-def _retry_writes(method: Callable[..., T]) -> Callable[..., T]:
-    """Run a write transaction again when the store is busy or the connection dropped. Each write method is
-    one transaction, rolled back on error, so running it again is safe."""
-
-    @functools.wraps(method)
-    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
-        deadline = time.monotonic() + WRITE_RETRY_S
-        attempt = 0
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except OperationalError as exc:
-                attempt += 1
-                if not _transient(exc) or time.monotonic() >= deadline:
-                    raise NearmetalError(
-                        f"could not write to the result store {redact_url(self.url)}: {redact_url(str(exc.orig))}",
-                        fix="check the disk, the database server and other processes holding the store",
-                    ) from None
-                time.sleep(min(5.0, 0.05 * 2**attempt))
-
-    return wrapper
-
-
-def resolve_db_url(db: str | None = None) -> str:
-    """``--db`` wins, then ``NEARMETAL_DB``, then ``./nearmetal.db``; a plain path means SQLite."""
-    value = db or os.environ.get("NEARMETAL_DB") or DEFAULT_DB
-    if "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # the busy timeout first: switching to WAL needs a lock another process may hold at this moment
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a trial whose commit returned survives a power loss too (one fsync per trial is nothing
-    # next to a trial); NORMAL could lose the last commits, and a resume would run them again
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # SQL in the schema (a view, a trigger, a default) may not call functions with side effects; a store
-    # with views or triggers is refused anyway (validate.check_sqlite_schema)
-    cursor.execute("PRAGMA trusted_schema=OFF")
-    cursor.close()
-
-
-def _sqlite_deadline(conn: Any, *_args: Any) -> None:
-    """Before every statement on a SQLite store: bound its time (a crafted file cannot hang a read)."""
-    validate.arm_deadline(conn.connection.dbapi_connection)
-
-
-def _json_ready(value: Any) -> Any:
-    """JSON columns hold the same thing on every database: NaN/±inf become null (PostgreSQL's json type
-    rejects them, SQLite would store invalid JSON), numpy scalars their Python value, anything else its str."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_json_ready(v) for v in value]
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _json_ready(value.item())
-    return str(value)
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(_json_ready(value), allow_nan=False)
 
 
 def _check_lengths(row_class: Any, values: dict[str, Any]) -> None:
@@ -147,15 +48,6 @@ def _check_lengths(row_class: Any, values: dict[str, Any]) -> None:
             )
 
 
-def _alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
-    return cfg
-
-
 @dataclass
 class RunSummary:
     id: str
@@ -167,34 +59,6 @@ class RunSummary:
     trials: int
 
 
-def _create_private(database: str | None) -> None:
-    """A new SQLite store is created readable by its owner only (0600): it holds plans and outputs. SQLite
-    gives its -wal and -shm files the database file's mode."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    with contextlib.suppress(FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError):
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-
-
-def _must_exist(url: str) -> None:
-    if not url.startswith("sqlite"):
-        return  # a server's database: opening it says what is wrong
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(url).database
-    except Exception:
-        return
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    if not Path(database).exists():
-        raise NearmetalError(
-            f"no store at {database}",
-            fix="check --db or NEARMETAL_DB (the default is ./nearmetal.db in the current directory); "
-            "nearmetal run PLAN (or study, try) creates a store, reading commands do not",
-        )
-
-
 class Store:
     def __init__(self, db: str | None = None, create: bool = True) -> None:
         """``create=False`` (commands that only read: report, runs, export, site, compare): a SQLite path
@@ -203,94 +67,13 @@ class Store:
         # what messages and reports show: never the password
         self.display_url = redact_url(self.url)
         if not create:
-            _must_exist(self.url)
+            must_exist(self.url)
         self.skipped: list[str] = []  # rows the last list_runs left out, one line each
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": validate.json_loads}
-        if self.url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        else:
-            # a server restarted during a long run: check pooled connections before using them
-            kwargs["pool_pre_ping"] = True
-        try:
-            self.engine = create_engine(self.url, **kwargs)
-        except Exception as exc:  # a malformed URL or a driver that is not installed
-            raise NearmetalError(
-                f"cannot open the result store {self.display_url!r}: {redact_url(str(exc))}",
-                fix="give --db a SQLAlchemy URL such as sqlite:///results.db or "
-                "postgresql+psycopg://user@host/db",
-            ) from None
-        if self.engine.dialect.name == "sqlite":
-            _create_private(self.engine.url.database)
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "before_cursor_execute", _sqlite_deadline)
+        self.engine = open_engine(self.url, self.display_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if self.engine.dialect.name == "sqlite":
-            self._check_schema()
-        self._migrate()
-
-    def _check_schema(self) -> None:
-        """A SQLite file holds only nearmetal's tables and indexes (before any query reads them)."""
-        try:
-            with self.engine.connect() as conn:
-                validate.check_sqlite_schema(conn, self.display_url)
-        except DatabaseError:  # not a database, cannot be opened, busy: _migrate says so in its words
-            return
-
-    # --- schema ---
-    def _migrate(self) -> None:
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-
-        cfg = _alembic_config(self.engine)
-        head = ScriptDirectory.from_config(cfg).get_current_head()
-        for attempt in range(40):
-            try:
-                # the common case, also for a read-only store: already at head, nothing to lock
-                with self.engine.connect() as conn:
-                    if MigrationContext.configure(conn).get_current_revision() == head:
-                        return
-                with self.engine.connect() as conn:
-                    self._lock_schema(conn)
-                    # checked again under the lock: another process may have just created or upgraded it
-                    current = MigrationContext.configure(conn).get_current_revision()
-                    if current != head:
-                        self._create_or_upgrade(conn, cfg, current)
-                    conn.commit()
-                    return
-            except (OperationalError, IntegrityError, ProgrammingError, DatabaseError) as exc:
-                # another process is creating the same store at this moment (a server without advisory
-                # locks, a lock wait that timed out): look again shortly
-                if _transient(exc) and attempt < 39:
-                    time.sleep(min(2.0, 0.05 * (attempt + 1)))
-                    continue
-                raise NearmetalError(
-                    f"cannot open the result store {self.display_url}: {redact_url(str(exc.orig)).strip()}",
-                    fix="check the path or URL, and that the database server is running",
-                ) from None
-        raise NearmetalError(
-            f"the result store {self.display_url} stayed locked", fix="stop other writers and retry"
-        )
-
-    def _lock_schema(self, conn: Any) -> None:
-        """Serialise schema creation and upgrades between processes opening the same store at once, and
-        make them all-or-nothing: a process killed half-way leaves the store as it was."""
-        if self.engine.dialect.name == "sqlite":
-            # pysqlite does not open transactions for DDL on its own; BEGIN IMMEDIATE takes the write lock
-            # now (waiting for the busy timeout) and makes every CREATE TABLE part of one transaction
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif self.engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-
-    @staticmethod
-    def _create_or_upgrade(conn: Any, cfg: Any, current: str | None) -> None:
-        from alembic import command
-
-        cfg.attributes["connection"] = conn
-        if current is None and not inspect(conn).has_table("runs"):
-            Base.metadata.create_all(conn)
-            command.stamp(cfg, "head")
-        else:
-            command.upgrade(cfg, "head")
+            check_schema(self.engine, self.display_url)
+        migrate(self.engine, self.display_url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -298,12 +81,12 @@ class Store:
             yield session
 
     # --- writing ---
-    @_retry_writes
+    @retry_writes
     def create_run(self, **fields: Any) -> None:
         with self.session() as s:
             s.add(RunRow(**fields))
 
-    @_retry_writes
+    @retry_writes
     def set_environment(self, run_id: str, env: dict[str, str]) -> None:
         with self.session() as s:
             for key, value in env.items():
@@ -341,7 +124,7 @@ class Store:
             _check_lengths(MetricRow, {"name": m.name, "unit": m.unit, "source": m.source})
         return self._write_trial(kept, fields)
 
-    @_retry_writes
+    @retry_writes
     def _write_trial(self, metrics: list[Metric], fields: dict[str, Any]) -> int:
         with self.session() as s:
             existing = s.scalar(
@@ -372,7 +155,7 @@ class Store:
                     s.add(MetricValueRow(trial_id=trial.id, name=m.name, seq=i, value=float(v)))
             return trial.id
 
-    @_retry_writes
+    @retry_writes
     def finish_run(self, run_id: str, status: str, info: dict[str, Any] | None = None) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)
@@ -383,7 +166,7 @@ class Store:
             if info:
                 run.info = {**(run.info or {}), **info}
 
-    @_retry_writes
+    @retry_writes
     def reopen_run(self, run_id: str, resume: dict[str, Any]) -> None:
         """Mark a run as running again (``nearmetal resume``); ``resume`` is appended to ``info.resumes``."""
         with self.session() as s:
@@ -418,7 +201,7 @@ class Store:
                 out.setdefault(key, []).append(Metric(name, value, unit, better, source))
         return out
 
-    @_retry_writes
+    @retry_writes
     def set_trial_status(self, trial_ids: Iterable[int], status: str) -> None:
         """Change stored trials' status (``run.repair`` marks a re-run block's first trials ``repaired``)."""
         ids = list(trial_ids)
@@ -428,14 +211,14 @@ class Store:
             for row in s.scalars(select(TrialRow).where(TrialRow.id.in_(ids))):
                 row.status = status
 
-    @_retry_writes
+    @retry_writes
     def update_run_info(self, run_id: str, info: dict[str, Any]) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)
             if run is not None:
                 run.info = {**(run.info or {}), **info}
 
-    @_retry_writes
+    @retry_writes
     def add_event(
         self,
         run_id: str,
@@ -451,7 +234,7 @@ class Store:
                 )
             )
 
-    @_retry_writes
+    @retry_writes
     def add_findings(self, run_id: str | None, findings: Iterable[dict[str, Any]]) -> None:
         with self.session() as s:
             columns = set(FindingRow.__table__.columns.keys())

@@ -58,7 +58,7 @@ def _caption(trial: Any, t0: float, extra: str) -> str:
 
 @figure("resilience-timeline")
 def timelines(results: Results) -> list[FigureSpec]:
-    from nearmetal.report.studies.resilience import resilience_data
+    from nearmetal.report.availability import resilience_data
 
     specs: list[FigureSpec] = []
     for workload, rows in resilience_data(results).items():

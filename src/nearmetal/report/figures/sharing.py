@@ -1,4 +1,4 @@
-"""Figures of the GPU-sharing studies, drawn from ``report.studies.sharing.sharing_data``: time slicing (per process
+"""Figures of the GPU-sharing studies, drawn from ``report.sharing_shapes.sharing_data``: time slicing (per process
 and aggregate per sharing level), partitions (value per partition next to linear scaling), distributed
 scaling (time per epoch vs workers next to the ideal) and topology (epoch times per placement, every epoch
 drawn)."""
@@ -14,11 +14,11 @@ from nearmetal.report.figures.base import FigureSpec, Series, figure, mean_inter
 
 if TYPE_CHECKING:
     from nearmetal.api import Results
-    from nearmetal.report.studies.sharing import SharingData
+    from nearmetal.report.sharing_shapes import SharingData
 
 
 def _data(results: Results) -> SharingData:
-    from nearmetal.report.studies.sharing import sharing_data
+    from nearmetal.report.sharing_shapes import sharing_data
 
     return sharing_data(results)
 

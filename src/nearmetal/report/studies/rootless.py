@@ -15,8 +15,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nearmetal.analysis.bootstrap import Sample
+from nearmetal.analysis.estimate import loss_intervals, paired_loss_intervals
 from nearmetal.analysis.run import baseline_of_own_blocks, block_pairs, comparison_resolution
-from nearmetal.analysis.stats import loss_intervals, paired_loss_intervals
+from nearmetal.layers import layer_kinds
 from nearmetal.report.tables import Table, fmt_estimate, fmt_number, study_table, verdict_of
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def _evidence(placement: dict[str, Any]) -> str:
         parts.append("userns")
     if build.get("storage_driver"):
         parts.append(build["storage_driver"] + ("+fuse-overlayfs" if build.get("mount_program") else ""))
-    for kind in ("bindfs", "fuse-overlayfs", "overlayfs"):
+    # filesystem layers that mount in the user namespace (their placement says so)
+    for kind in layer_kinds("filesystem", rootless_form=True):
         info = placement.get(kind)
         if isinstance(info, dict) and info.get("user_namespace"):
             daemon = f" (daemon uid {info['daemon_uid_host']})" if "daemon_uid_host" in info else ""

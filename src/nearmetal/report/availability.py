@@ -1,5 +1,6 @@
-"""Availability and recovery tables of the resilience studies (``failover``, ``severed-mount``), with
-intervals over repeats, and the data the timeline figures draw (``report/figures/resilience.py``).
+"""Availability and recovery tables of the resilience studies, with intervals over repeats, and the data the
+timeline figures draw (``report/figures/resilience.py``). The studies show them by workload kind:
+``report/studies/failover.py`` (``http-load``) and ``report/studies/severed_mount.py`` (``io-probe``).
 
 A run has this shape when it has cells of the ``http-load`` / ``io-probe`` workloads. Per cell: availability
 (whole trial and during the fault), time to detect, recover and reach steady state, requests lost — each the
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nearmetal.report.tables import Table, fmt_number, study_table
+from nearmetal.layers import layer_kinds
+from nearmetal.report.tables import Table, fmt_number
 
 if TYPE_CHECKING:
     from nearmetal.analysis import CellInfo
@@ -133,8 +135,9 @@ def _lb_detect_times(trials: list[TrialFaults]) -> list[float]:
 
 def describe_fault(layers: list[dict[str, Any]]) -> str:
     parts = []
+    resilience = layer_kinds("resilience")  # described below; any other layer by its kind
     for layer in layers:
-        if layer.get("layer") not in ("clusters", "fault"):
+        if layer.get("layer") not in resilience:
             parts.append(str(layer.get("layer")))
         if layer.get("layer") == "clusters":
             checks = "checks" if layer.get("health_checks", True) else "no checks"
@@ -203,12 +206,19 @@ def resilience_data(results: Results) -> dict[str, list[CellResilience]]:
     return out
 
 
-@study_table
-def tables(results: Results) -> list[Table]:
+def availability_tables(results: Results, kind: str) -> list[Table]:
+    """The tables of the run's workloads of one kind (``http-load`` or ``io-probe``): availability and
+    recovery per cell, and doctor's findings during the fault."""
+    if not any(c.kind == kind for c in results.cells):
+        return []
+    # every resilience cell of the run, as before the studies were split: each cell's bootstrap seed is its
+    # place among them
     data = resilience_data(results)
     out: list[Table] = []
     conf = f"{results.confidence:.0%}"
     for workload, rows in data.items():
+        if rows[0].cell.kind != kind:
+            continue
         has_lb = any(r.lb_detect is not None for r in rows)
         headers = ["variant", "set-up and fault", "n"] + [label for _, label in INTERVAL_METRICS]
         headers += ["recovered"] + (["LB marked down s"] if has_lb else [])

@@ -1,16 +1,17 @@
-"""Seed 001's GPU-sharing tables from a stored run: time slicing, partitions, scaling, topology.
+"""The GPU-sharing shapes of seed 001 in a stored run, as plain data: time slicing, partitions, scaling,
+topology — and what the three studies' tables (``report/studies/time_slicing.py``, ``partitions.py``,
+``scaling.py``) share.
 
 ``sharing_data(results)`` finds in a run what each shape needs — cells with the ``colocate`` layer (shared
 ×k) next to cells without (passthrough); cells with a ``cpuset`` or ``gpu`` (MIG) partition next to cells
 without (partitioning disabled); ``ddp`` cells at several worker counts; ``ddp`` jobs with several
-placements — and returns plain data (``nearmetal.analysis.sharing`` rows) that the tables here and the
+placements — and returns plain data (``nearmetal.analysis.sharing`` rows) that the studies' tables and the
 figures in ``report/figures/sharing.py`` are drawn from, and that a notebook can use directly.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,11 @@ from nearmetal.analysis.sharing import (
     topology_rows,
     variance_split,
 )
-from nearmetal.analysis.stats import VarianceComponents
+from nearmetal.analysis.variance import VarianceComponents
 from nearmetal.api import Results
 from nearmetal.host import cgroups
-from nearmetal.report.tables import Table, fmt_number, study_table
+from nearmetal.layers import layer_kinds
+from nearmetal.report.tables import Table
 
 GPU_COMPUTE_SLICES = 7
 
@@ -99,7 +101,7 @@ def _groups(results: Results) -> dict[tuple[str, str], list[CellInfo]]:
     return out
 
 
-def _title(workload: str, point: str) -> str:
+def shape_title(workload: str, point: str) -> str:
     return workload + (f" ({point})" if point else "")
 
 
@@ -121,13 +123,14 @@ class SlicingGroup:
 
 def time_slicing_groups(results: Results) -> list[SlicingGroup]:
     out = []
+    partition_kinds = layer_kinds("partition")
     for (workload, point), cells in _groups(results).items():
         levels: list[SharingLevel] = []
         names: dict[int, str] = {}
         for cell in sorted(cells, key=lambda c: (not c.is_baseline, results.cells.index(c))):
             layers = _layers(results, cell)
             colocate = _layer(layers, "colocate")
-            if colocate is None and any(c.get("layer") in ("cpuset", "gpu") for c in layers):
+            if colocate is None and any(c.get("layer") in partition_kinds for c in layers):
                 continue  # a partition, not a sharing level
             copies = int(colocate["copies"]) if colocate else 0
             if copies in names:
@@ -377,9 +380,6 @@ class SharingData:
         return bool(self.time_slicing or self.partitions or self.scaling or self.topology)
 
 
-SHARING_LAYERS = frozenset({"colocate", "cpuset", "gpu"})
-
-
 def _names_a_layer(node: Any, kinds: frozenset[str]) -> bool:
     if isinstance(node, dict):
         if node.get("layer") in kinds:
@@ -394,7 +394,8 @@ def may_hold_sharing(results: Results) -> bool:
     """Can the run have a sharing shape at all? Time slicing and partitions need a colocate, cpuset or gpu
     layer in the plan, scaling and topology a ddp workload; the answer comes from the plan, so a run of
     another shape never loads its trials here (100,000 trials cost seconds)."""
-    return any(c.kind == "ddp" for c in results.cells) or _names_a_layer(results.plan, SHARING_LAYERS)
+    kinds = frozenset(layer_kinds("sharing", "partition"))
+    return any(c.kind == "ddp" for c in results.cells) or _names_a_layer(results.plan, kinds)
 
 
 def sharing_data(results: Results) -> SharingData:
@@ -409,8 +410,8 @@ def sharing_data(results: Results) -> SharingData:
     )
 
 
-# --- tables --------------------------------------------------------------------------------------------
-def _pct(est: Any) -> str:
+# --- what the studies' tables share ------------------------------------------------------------------
+def pct_text(est: Any) -> str:
     if est is None:
         return "–"
     if est.low is None or est.high is None:
@@ -418,7 +419,7 @@ def _pct(est: Any) -> str:
     return f"{est.loss * 100:+.1f}% [{est.low * 100:+.1f}, {est.high * 100:+.1f}]"
 
 
-def _ratio(est: Any) -> str:
+def ratio_text(est: Any) -> str:
     if est is None:
         return "–"
     if est.low is None or est.high is None:
@@ -426,251 +427,15 @@ def _ratio(est: Any) -> str:
     return f"{est.ratio:.2f} [{est.low:.2f}, {est.high:.2f}]"
 
 
-def _unit(metric: str, unit: str) -> str:
+def with_unit(metric: str, unit: str) -> str:
     return f"{metric} ({unit})" if unit else metric
 
 
-def _conf(results: Results) -> str:
+def conf_label(results: Results) -> str:
     return f"{results.confidence:.0%} CI"
 
 
-def time_slicing_tables(results: Results, groups: list[SlicingGroup]) -> list[Table]:
-    tables = []
-    conf = _conf(results)
-    for g in groups:
-        agg = "aggregate (× k)" if g.direction == "higher" else "per job (÷ k)"
-        rows, sig = [], []
-        for row in g.rows:
-            copies = 0 if row.level.passthrough else row.level.copies
-            rows.append(
-                [
-                    row.level.label,
-                    g.variants.get(copies, ""),
-                    str(row.per_process.n),
-                    fmt_number(row.per_process.mean),
-                    fmt_number(row.aggregate),
-                    "–" if row.loss is None else _pct(row.loss),
-                ]
-            )
-            sig.append(None if row.loss is None else row.loss.significant)
-        tables.append(
-            Table(
-                f"time slicing: {_title(g.workload, g.point)}: {g.metric}",
-                [
-                    "mode",
-                    "variant",
-                    "n",
-                    f"per process: {_unit(g.metric, g.unit)}",
-                    agg,
-                    f"loss vs passthrough [{conf}]",
-                ],
-                rows,
-                [
-                    f"seed 001 part 4's table; the aggregate of shared ×k is {'per process × k' if g.direction == 'higher' else 'the time per process ÷ k (k jobs done in that time)'}; "
-                    "loss is direction-aware, positive = sharing costs",
-                    f"neighbours verified running from before the measured copy started until it ended in "
-                    f"{g.overlapped} of {g.shared_trials} shared trials (trials where one ended early are invalid "
-                    "and left out)",
-                ],
-                sig,
-                workload=g.workload,
-            )
-        )
-        if g.doubling:
-            rows, sig = [], []
-            expected = "expected ×2k = 2 × ×k" if g.direction == "lower" else "expected ×2k = ×k ÷ 2"
-            for d in g.doubling:
-                rows.append(
-                    [
-                        f"×{d.copies} → ×{d.doubled}",
-                        fmt_number(d.base.mean),
-                        fmt_number(d.expected),
-                        fmt_number(d.actual.mean),
-                        _pct(d.loss),
-                    ]
-                )
-                sig.append(d.loss.significant)
-            tables.append(
-                Table(
-                    f"time slicing, doubling the processes: {_title(g.workload, g.point)}: {g.metric}",
-                    ["shared", f"×k {_unit(g.metric, g.unit)}", expected, "actual ×2k", f"loss [{conf}]"],
-                    rows,
-                    [
-                        "0% = doubling the processes costs nothing beyond sharing (the seed printed a negative loss as 0)"
-                    ],
-                    sig,
-                    workload=g.workload,
-                )
-            )
-    return tables
-
-
-def partition_tables(results: Results, groups: list[PartitionGroup]) -> list[Table]:
-    tables = []
-    conf = _conf(results)
-    for g in groups:
-        ratios = {r.bigger.label: r for r in g.ratios}
-        rows = []
-        for part in g.partitions:
-            values = part.values[np.isfinite(part.values)]
-            ratio = ratios.get(part.label)
-            rows.append(
-                [
-                    part.label,
-                    g.variants.get(part.label, ""),
-                    fmt_number(part.resources),
-                    str(values.size),
-                    fmt_number(float(values.mean()) if values.size else None),
-                    f"vs {ratio.smaller.label}: {_ratio(ratio.speedup)}" if ratio else "–",
-                    fmt_number(ratio.ideal, 3) if ratio else "–",
-                    f"{ratio.efficiency * 100:.0f}%" if ratio else "–",
-                ]
-            )
-        notes = [
-            "ratio = how many times better the bigger partition performs than the next smaller one "
-            f"({'throughput ratio' if g.direction == 'higher' else 'time of the smaller ÷ time of the bigger'}); "
-            f"ideal = ratio of {g.resource} (seed 001 part 5: 7/3, 3/2, 2/1)"
-        ]
-        if g.enabled_full is not None:
-            e = g.enabled_full
-            notes.append(
-                f"partitioning enabled with one full-size partition ({g.full_label}) vs disabled "
-                f"({g.variants.get('disabled', '')}): loss {_pct(e.loss)} ({conf}); theoretical "
-                f"{e.theoretical * 100:.2f}% from {g.theoretical_source}"
-            )
-        tables.append(
-            Table(
-                f"partitions: {_title(g.workload, g.point)}: {g.metric}",
-                [
-                    "partition",
-                    "variant",
-                    g.resource,
-                    "n",
-                    _unit(g.metric, g.unit),
-                    f"ratio [{conf}]",
-                    "ideal",
-                    "of ideal",
-                ],
-                rows,
-                notes,
-                [None] * len(rows),
-                workload=g.workload,
-            )
-        )
-    return tables
-
-
-def scaling_tables(results: Results, groups: list[ScalingGroup]) -> list[Table]:
-    tables = []
-    conf = _conf(results)
-    for g in groups:
-        rows = []
-        by_workers = {r.workers: r for r in g.rows}
-        for point in sorted(g.points, key=lambda p: p.workers):
-            row = by_workers.get(point.workers)
-            values = point.values[np.isfinite(point.values)]
-            time = (
-                "failed: " + point.failure
-                if point.failure
-                else fmt_number(float(values.mean()) if values.size else None)
-            )
-            rows.append(
-                [
-                    str(point.workers),
-                    g.variants.get(point.workers, ""),
-                    str(values.size),
-                    time,
-                    f"T({row.workers})/T({row.next_workers}) = {_ratio(row.ratio)}"
-                    if row and row.ratio
-                    else (row.note if row else "–"),
-                    fmt_number(row.ideal, 3) if row else "–",
-                    f"{row.efficiency * 100:.0f}%" if row and row.efficiency is not None else "–",
-                ]
-            )
-        tables.append(
-            Table(
-                f"distributed scaling: {g.workload}: epoch_s",
-                ["workers", "variant", "n", "time per epoch (s)", f"speed-up [{conf}]", "ideal", "of ideal"],
-                rows,
-                ["seed 001 part 6: T(n)/T(2n) next to the ideal 2; n = trials (each the mean of its epochs)"],
-                [None] * len(rows),
-                workload=g.workload,
-            )
-        )
-    return tables
-
-
-def topology_tables(results: Results, groups: list[TopologyGroup]) -> list[Table]:
-    tables = []
-    conf = _conf(results)
-    for g in groups:
-        rows = []
-        for r in g.rows:
-            interval = "n too small" if r.low is None else f"[{fmt_number(r.low)}, {fmt_number(r.high)}]"
-            rows.append(
-                [
-                    r.topology,
-                    str(r.jobs),
-                    str(r.epochs),
-                    fmt_number(r.mean),
-                    fmt_number(r.stdev, 2) if not math.isnan(r.stdev) else "–",
-                    f"{fmt_number(r.minimum)}–{fmt_number(r.maximum)}",
-                    interval,
-                    str(r.rank_by_mean),
-                    str(r.rank_by_stability),
-                ]
-            )
-        s = g.split
-        split = (
-            f"variance of epoch times: {s.share_between * 100:.0f}% between jobs, "
-            f"{(1 - s.share_between) * 100:.0f}% within a job ({s.trials} jobs, "
-            f"{s.values_per_trial:.3g} epochs each)"
-            if s is not None and math.isfinite(s.share_between)
-            else "variance split needs several jobs with several epochs each"
-        )
-        node = "host" if g.level == "host" else "CPU (ranks pinned to CPUs of one host)"
-        tables.append(
-            Table(
-                f"topology: {g.workload}, {g.workers} workers: epoch_s",
-                [
-                    "topology",
-                    "jobs",
-                    "epochs",
-                    "mean (s)",
-                    "sd between jobs",
-                    "range",
-                    f"mean [{conf}]",
-                    "rank by mean",
-                    "rank by stability",
-                ],
-                rows,
-                [
-                    f"topology = ranks per {node}, sorted (seed 001: '0 0 2 1 1 1 3' and '3 2 1 1 1' are both '1 1 1 2 3')",
-                    split,
-                ],
-                [None] * len(rows),
-                workload=g.workload,
-            )
-        )
-    return tables
-
-
-@study_table
-def tables(results: Results) -> list[Table]:
-    """The report's tables in seed 001's shapes (``report.tables.study_tables`` calls this)."""
-    data = sharing_data(results)
-    return _guarded(
-        results,
-        [
-            *time_slicing_tables(results, data.time_slicing),
-            *partition_tables(results, data.partitions),
-            *scaling_tables(results, data.scaling),
-            *topology_tables(results, data.topology),
-        ],
-    )
-
-
-def _guarded(results: Results, tables: list[Table]) -> list[Table]:
+def guarded(results: Results, tables: list[Table]) -> list[Table]:
     """With the plan's contention guard on, a table of a workload whose cells ran beside outside work says
     so in its title and first note, and marks no row significant (issue 17: physically backwards ratios
     were printed as findings on a busy host)."""
