@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
 
 from nearmetal.analysis.bootstrap import Interval, Sample
+from nearmetal.analysis.loss import LossEstimate
 from nearmetal.analysis.paired import PairedInterval, p_value_of, t_quantile
-
-if TYPE_CHECKING:
-    from nearmetal.analysis.loss import LossEstimate
 
 # the cell's floor: this quantile of its trials (the 10th percentile; the minimum itself has no population
 # value a bootstrap can reach)
@@ -50,13 +47,35 @@ def floor_of(values: np.ndarray) -> float:
 
 
 def _quantiles(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The floor of each resample (rows of ``index`` into ``values``)."""
+    """The floor of each resample (rows of ``index`` into ``values``), from counts: a resample's k-th
+    smallest value is the sorted sample's value where the counts, in sorted order, first add up to k (no
+    sort per resample). Linear interpolation between order statistics, as ``np.quantile``."""
+    n = values.size
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    h = (n - 1) * FLOOR_QUANTILE
+    k = math.floor(h)
+    frac = h - k
     out = np.empty(index.shape[0])
-    rows = max(1, MAX_ENTRIES // max(1, index.shape[1]))
+    rows = max(1, MAX_ENTRIES // max(1, n))
     for start in range(0, index.shape[0], rows):
-        chunk = values[index[start : start + rows]]
-        out[start : start + rows] = np.quantile(chunk, FLOOR_QUANTILE, axis=1)
+        chunk = index[start : start + rows]
+        r = chunk.shape[0]
+        flat = (chunk + (np.arange(r, dtype=np.int64) * n)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=r * n).reshape(r, n)[:, order]
+        cum = np.cumsum(counts, axis=1)
+        lo = np.argmax(cum >= k + 1, axis=1)
+        hi = np.argmax(cum >= min(k + 2, n), axis=1)
+        out[start : start + r] = ordered[lo] + frac * (ordered[hi] - ordered[lo])
     return out
+
+
+def _sorted_quantile(ordered: np.ndarray, level: float) -> float:
+    """``np.quantile`` of an already sorted array (no partition: the p-value's bisection asks often)."""
+    h = (ordered.size - 1) * level
+    k = min(math.floor(h), ordered.size - 1)
+    k1 = min(k + 1, ordered.size - 1)
+    return float(ordered[k] + (h - k) * (ordered[k1] - ordered[k]))
 
 
 def _resolution_shifts(fv: float, fb: float, resolution: float) -> tuple[float, float]:
@@ -96,7 +115,7 @@ def _interval_from_replicates(
 
     def at(level: float) -> tuple[float, float]:
         a = (1 - level) / 2
-        lo, hi = np.quantile(reps, [a, 1 - a])
+        lo, hi = _sorted_quantile(reps, a), _sorted_quantile(reps, 1 - a)
         f = expansion(n, level)
         return centre - f * max(0.0, centre - float(lo)) - down, centre + f * max(
             0.0, float(hi) - centre
@@ -217,8 +236,6 @@ def _estimate(
     resolution: float,
 ) -> LossEstimate:
     """A floor interval as the table's loss (bounds swap for a higher-is-better metric)."""
-    from nearmetal.analysis.loss import LossEstimate
-
     point = iv.estimate - 1.0 if direction == "lower" else 1.0 - iv.estimate
     pairs = iv.pairs if isinstance(iv, PairedInterval) and design == "paired" else 0
     if iv.low is None or iv.high is None:

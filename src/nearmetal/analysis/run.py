@@ -441,6 +441,7 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
                 comparison_resolution(pairs[i][2], pairs[i][3], cfg.resolution.get(pairs[i][2].metric))
                 for i in paired_idx
             ],
+            seed=cfg.seed,
         )
         estimates.update(zip(paired_idx, found, strict=True))
     if unpaired_idx:
