@@ -333,7 +333,9 @@ def test_the_validity_benchmarks_fast_stop_rule_stops_where_a_run_would() -> Non
     stops = []
     for shape, drift in (("normal", "linear"), ("ties-0.01s", "none"), ("ties-1ms", "step")):
         for _ in range(3):
-            values = validity.simulate(shape, drift, validity.CELLS, validity.TRUTH, validity.ADAPTIVE_MAX, rng)
+            values = validity.simulate(
+                shape, drift, validity.CELLS, validity.TRUTH, validity.ADAPTIVE_MAX, rng
+            )
             fast = validity.stop_blocks_fast(values)
             assert fast == validity.stop_blocks_slow(values), (shape, drift)
             stops += list(fast.values())
