@@ -59,8 +59,8 @@ def test_the_resampled_floors_are_numpys_quantiles() -> None:
 
 def test_the_floor_is_the_ratio_of_10th_percentiles_and_the_table_says_so() -> None:
     rng = np.random.default_rng(2)
-    base = (1 + 0.1 * rng.standard_normal(12)).tolist()
-    var = (1.3 * (1 + 0.1 * rng.standard_normal(12))).tolist()
+    base = (1 + 0.1 * rng.standard_normal(24)).tolist()
+    var = (1.3 * (1 + 0.1 * rng.standard_normal(24))).tolist()
     est = analyse(_table({"base": base, "v": var}), _cells("base", "v"), statistic="floor")
     loss = est.comparison("v", "m").loss
     assert loss.statistic == "floor" and loss.method == "floor-bootstrap" and loss.design == "paired"

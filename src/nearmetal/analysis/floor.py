@@ -35,7 +35,8 @@ from nearmetal.analysis.paired import PairedInterval, p_value_of, t_quantile
 # value a bootstrap can reach)
 FLOOR_QUANTILE = 0.10
 # fewer blocks (or trials a side, unpaired) give no interval: the bootstrap of a low quantile under-covers
-FLOOR_MIN_BLOCKS = 10
+# (measured: 86% at 10 blocks when the variant is 3× noisier than the baseline; docs/validity.md)
+FLOOR_MIN_BLOCKS = 20
 # replicates of the floor bootstrap (unpaired and own intervals: the plan's bootstrap_resamples when smaller)
 FLOOR_RESAMPLES = 4000
 # at most this many (replicate × value) entries in memory at once

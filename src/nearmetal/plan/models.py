@@ -112,7 +112,7 @@ class Analysis(StrictModel):
         "mean",
         description="compare means (ratio of means), medians (ratio of medians; paired: the median per-block"
         " ratio) or floors (ratio of the cells' 10th percentiles: the best-case times, which additive"
-        " interference on a busy host disturbs least; a bootstrap interval from 10 blocks on)",
+        " interference on a busy host disturbs least; a bootstrap interval from 20 blocks on)",
     )
     cv_warning: float = Field(
         0.05, gt=0, description="warn when a cell's coefficient of variation exceeds it"
