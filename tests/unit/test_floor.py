@@ -135,3 +135,36 @@ def test_the_method_note_names_the_floor() -> None:
     rows = [LossEstimate(0.1, 0.05, 0.2, 0.95, "floor-bootstrap", "floor", design="paired", pairs=12)]
     note = method_note(_Res(), "lower", rows)  # type: ignore[arg-type]
     assert "floors" in note and "best-case" in note and "not the means" in note
+
+
+def test_a_stored_run_with_the_floor_reads_as_floors_in_its_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from report_data import SyntheticCell, write_run
+
+    import nearmetal
+    from nearmetal.metrics import Metric
+    from nearmetal.report.tables import loss_tables
+    from nearmetal.store import Store
+
+    cells = [SyntheticCell("w", v, {}, baseline=v == "base") for v in ("base", "slow")]
+
+    def wall(cell: SyntheticCell, repeat: int, rng: np.random.Generator) -> list[Metric]:
+        work = 1.5 if cell.variant == "slow" else 1.0
+        return [Metric("wall_s", work * float(rng.normal(1, 0.02)) + 0.5 * (repeat % 3 == 0), "s", "lower")]
+
+    plan = {
+        "name": "floor",
+        "workloads": {"w": {"kind": "command"}},
+        "variants": {"base": [], "slow": []},
+        "baseline": "base",
+        "analysis": {"statistic": "floor"},
+    }
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    run_id = write_run(store, cells, wall, repeats=24, plan=plan, seed=3)
+    results = nearmetal.load_results(run_id, store=store)
+    (table,) = loss_tables(results)
+    assert any("(floor: 10th pct)" in h for h in table.headers)
+    assert any("floors" in note and "not the means" in note for note in table.notes)
+    slow = next(c for c in results.analysis.comparisons if c.cell.variant == "slow")
+    assert slow.loss.statistic == "floor" and slow.loss.low is not None
+    assert slow.loss.low <= 0.5 <= slow.loss.high  # the work's ratio, through the added 0.5 s
+    store.dispose()
