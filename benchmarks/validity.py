@@ -16,12 +16,18 @@ generating means, the loss the table defines, is exactly 1.10 — and 1.00 for `
 * drifts: none, linear (+10% per 90 trials), step (×1.2 from a random trial on), random walk (2%/trial).
 
 The values go through ``analysis.analyse`` on a ``MeasuredTable`` (the code a report runs). Fixed rows analyse
-the first n blocks; ``adaptive`` replays the runner's stop rule (``stopping.cell_precisions`` with the first
-stage of min 3, target ±10% relative precision of the ratio, max 30 blocks) and reads the interval at the block
+the first n blocks; ``adaptive`` replays the runner's stop rule (first stage of min 3, target ``--target``
+relative precision of the ratio, default ±10%, max 30 blocks) from the functions ``analyse`` calls for a paired
+row (``stop_blocks_fast``; ``--check-adaptive K`` compares it with ``analyse`` + ``stopping.cell_precisions``
+between every two blocks and exits 1 on any difference) and reads the interval through ``analyse`` at the block
 each cell stopped. Coverage: share of ``more``'s 95% intervals containing +10%; A/A: share of ``same`` called
 significant (its row verdict, family of 2 rows with Holm). Family rows: ``base`` and k = 4 or 12 identical
 variants (shape and drift as the row's), the share of runs with any row called significant (Holm, the
 default ``analysis.family: variants``). Goal (issue 28): coverage ≥ 93% and family-wise A/A ≤ 7% everywhere.
+
+Beyond the main grid (``--drifts``, ``--sizes``): the drift ``first-slow`` (the cell run first in its block is
+5% slow: a position effect mirrored pairs do not cancel) and n = 4, 6 (few blocks). ``--statistic floor``:
+coverage of the true ratio of the cells' 10th percentiles (``analysis/floor.py``), fixed n only.
 """
 
 from __future__ import annotations
