@@ -172,15 +172,15 @@ TRUTH = [1.0, 1.0, TRUE_MORE]
 @functools.lru_cache(maxsize=64)
 def true_ratio(shape: str, statistic: str, drift: str = "none", blocks: int = 0) -> float:
     """The quantity the table claims for 'more' against 'base': the ratio of the generating means (1.10),
-    or with ``statistic="floor"`` the ratio of the cells' 10th percentiles — with no drift those of the noise
-    distributions (4 million draws of each; 1.10 where both cells have one noise shape, lower for the
-    heteroscedastic variants), under a drift those of the trials a run of ``blocks`` blocks pools (200,000
-    simulated trials a cell: a drifting machine mixes levels, and the mixture's floor ratio moves when the two
-    cells' noise shapes differ)."""
+    or with ``statistic="floor"`` the ratio of the cells' 10th percentiles over the trials runs of ``blocks``
+    blocks pool (200,000 simulated trials a cell, the same shape and drift: a drifting machine mixes levels, and
+    the mixture's floor ratio moves when the two cells' noise shapes differ; the outlier shape's slow baseline
+    trial lifts the baseline's floor a little). ``blocks`` 0: the noise distributions' own 10th percentiles
+    (4 million draws of each; 1.10 where both cells have one noise shape)."""
     if statistic != "floor":
         return TRUE_MORE
     rng = np.random.default_rng(12345)
-    if drift == "none" or blocks <= 0:
+    if blocks <= 0:
         draws = 4_000_000
         base = noise(shape, (draws,), rng)
         more = noise(shape, (draws,), rng, noisy=shape == "heteroscedastic")
