@@ -74,8 +74,8 @@ def analysis_config(plan: dict[str, Any], seed: int = 0, run: str = "the stored 
     ):
         raise NearmetalError(f"{run}: analysis.interval_metrics is not 'all' or a list of metric names")
     statistic = section.get("statistic", "mean")
-    if statistic not in ("mean", "median"):
-        raise NearmetalError(f"{run}: analysis.statistic is neither 'mean' nor 'median'")
+    if statistic not in ("mean", "median", "floor"):
+        raise NearmetalError(f"{run}: analysis.statistic is not 'mean', 'median' or 'floor'")
     repeats = plan.get("repeats")
     try:
         repeats_min = int(repeats.get("min", 3)) if isinstance(repeats, dict) else 0

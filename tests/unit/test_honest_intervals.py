@@ -315,3 +315,28 @@ def test_the_p_value_agrees_with_the_interval_and_the_first_stage_widens_it() ->
     staged = ratio_of_means_interval(calm_later, np.ones(10), first_stage=3)
     assert staged.method.startswith("delta-t+stage-1")
     assert staged.low < plain.low and staged.high > plain.high
+
+
+def test_the_validity_benchmarks_fast_stop_rule_stops_where_a_run_would() -> None:
+    """benchmarks/validity.py replays the adaptive stop rule from the functions ``analyse`` calls, not through
+    ``analyse`` + ``cell_precisions`` between every two blocks; its adaptive table is only worth what that
+    replay is: the same block for every variant (the benchmark's ``--check-adaptive`` does this at scale)."""
+    import importlib.util
+
+    from paths import REPO
+
+    spec = importlib.util.spec_from_file_location("validity", REPO / "benchmarks" / "validity.py")
+    assert spec is not None and spec.loader is not None
+    validity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validity)
+    rng = np.random.default_rng(12)
+    stops = []
+    for shape, drift in (("normal", "linear"), ("ties-0.01s", "none"), ("ties-1ms", "step")):
+        for _ in range(3):
+            values = validity.simulate(
+                shape, drift, validity.CELLS, validity.TRUTH, validity.ADAPTIVE_MAX, rng
+            )
+            fast = validity.stop_blocks_fast(values)
+            assert fast == validity.stop_blocks_slow(values), (shape, drift)
+            stops += list(fast.values())
+    assert any(n < validity.ADAPTIVE_MAX for n in stops)  # some variants did stop early

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats as sps
 
 from nearmetal.analysis.bootstrap import Interval, Sample, ratio_intervals
+from nearmetal.analysis.floor import paired_floor_losses, unpaired_floor_losses
 from nearmetal.analysis.loss import LossEstimate, loss_bounds, loss_from_ratio
 from nearmetal.analysis.paired import (
     log_ratio_interval,
@@ -94,11 +95,15 @@ def paired_loss_intervals(
     notes: Sequence[str] | None = None,
     statistic: str = "mean",
     resolutions: Sequence[float] | None = None,
+    seed: int = 0,
 ) -> list[LossEstimate]:
     """Losses from one (variant, baseline) value per block in block order, one pair of arrays per
-    comparison: the ratio of means by the paired delta method (``statistic="mean"``), or the median
-    per-block ratio by the sign test (``"median"``); see ``paired.py``. ``resolutions``: the quantum each
+    comparison: the ratio of means by the paired delta method (``statistic="mean"``), the median
+    per-block ratio by the sign test (``"median"``; see ``paired.py``), or the ratio of floors
+    (``"floor"``: ``floor.py``, bootstrap seeded by ``seed``). ``resolutions``: the quantum each
     comparison's values were printed at (0: none), which widens the interval by what rounding can do."""
+    if statistic == "floor":
+        return paired_floor_losses(pairs, directions, confidence, hierarchical, notes, resolutions, seed)
     label = "median" if statistic == "median" else "mean"
     out = []
     for i, ((v, b), direction) in enumerate(zip(pairs, directions, strict=True)):
@@ -155,7 +160,12 @@ def loss_intervals(
     A trial with several values counts as one value, its mean: resampling values within trials as well
     counts their variance twice (measured: 98–100% coverage at a nominal 95%). With fewer than 4 trials a
     side the bootstrap has too few distinct resamples to reach its tails, so the reported interval is the
-    hull with the log-scale Welch interval. Both stay within what a ratio of positive values allows."""
+    hull with the log-scale Welch interval. Both stay within what a ratio of positive values allows.
+    ``statistic="floor"``: the ratio of floors (``floor.py``)."""
+    if statistic == "floor":
+        return unpaired_floor_losses(
+            variants, baselines, directions, confidence, resamples, seed, notes, resolutions
+        )
     flat_v = [Sample.of(s.trial_means()) for s in variants]
     flat_b = [Sample.of(s.trial_means()) for s in baselines]
     intervals = ratio_intervals(flat_v, flat_b, statistic, confidence, resamples, seed, method, expand)

@@ -18,6 +18,7 @@ import numpy as np
 from nearmetal.analysis.bootstrap import Interval, Sample, statistic_intervals
 from nearmetal.analysis.estimate import loss_intervals, paired_loss_intervals
 from nearmetal.analysis.family import family_adjust
+from nearmetal.analysis.floor import own_floor_interval
 from nearmetal.analysis.loss import LossEstimate
 from nearmetal.analysis.paired import infer_resolution
 from nearmetal.analysis.summary import DEFAULT_OUTLIER_K, Summary, grouped_statistics
@@ -88,7 +89,7 @@ class AnalysisConfig:
     confidence: float = 0.95
     resamples: int = 9999
     seed: int = 0
-    statistic: str = "mean"  # mean | median
+    statistic: str = "mean"  # mean | median | floor (ratio of the cells' 10th percentiles: ``floor.py``)
     outlier_k: float = DEFAULT_OUTLIER_K
     cv_warning: float = 0.05
     # metrics that get an interval: None = each cell's primary metric; "all"; or names (plus the primary)
@@ -440,6 +441,7 @@ def _compare(result: RunAnalysis, cells: list[CellInfo], interval_names: dict[st
                 comparison_resolution(pairs[i][2], pairs[i][3], cfg.resolution.get(pairs[i][2].metric))
                 for i in paired_idx
             ],
+            seed=cfg.seed,
         )
         estimates.update(zip(paired_idx, found, strict=True))
     if unpaired_idx:
@@ -481,6 +483,10 @@ def _own_intervals(result: RunAnalysis, cells: list[CellInfo]) -> None:
     if not todo:
         return
     cfg = result.config
+    if cfg.statistic == "floor":
+        for cm in todo:
+            cm.interval = own_floor_interval(cm.values, cfg.confidence, cfg.seed, cfg.resamples)
+        return
     intervals = statistic_intervals(
         [Sample.of(cm.values) for cm in todo],
         cfg.statistic,

@@ -108,8 +108,11 @@ class Repeats(StrictModel):
 class Analysis(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of every interval")
     bootstrap_resamples: int = Field(9999, ge=99, le=1_000_000)
-    statistic: Literal["mean", "median"] = Field(
-        "mean", description="compare means (ratio of means) or medians (ratio of medians)"
+    statistic: Literal["mean", "median", "floor"] = Field(
+        "mean",
+        description="compare means (ratio of means), medians (ratio of medians; paired: the median per-block"
+        " ratio) or floors (ratio of the cells' 10th percentiles: the best-case times, which additive"
+        " interference on a busy host disturbs least; a bootstrap interval from 20 blocks on)",
     )
     cv_warning: float = Field(
         0.05, gt=0, description="warn when a cell's coefficient of variation exceeds it"

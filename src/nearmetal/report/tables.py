@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nearmetal.analysis import Comparison, LossEstimate
+from nearmetal.analysis.floor import FLOOR_QUANTILE, shown_value, statistic_label
 from nearmetal.analysis.loss import fmt_interval, fmt_slowdown, loss_definition
 from nearmetal.api import Results
 from nearmetal.registry import Registry
@@ -134,6 +135,12 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
                 f"{conf} interval on the median per-block ratio of trials run side by side (paired,"
                 f" {blocks} blocks; sign test)"
             )
+        elif results.statistic == "floor":
+            how = (
+                f"loss and {conf} interval on the ratio of the cells' floors — their {FLOOR_QUANTILE:.0%}"
+                " quantiles, the best-case times, not the means — from trials run side by side (paired,"
+                f" {blocks} blocks; bootstrap over blocks, percentile on the log scale"
+            )
         else:
             how = (
                 f"{conf} interval on the ratio of means from trials run side by side (paired, {blocks}"
@@ -152,10 +159,19 @@ def method_note(results: Results, direction: str, estimates: list[LossEstimate] 
                 + " (tied or coarse): bounds widened by what rounding can do to each mean"
             )
     if unpaired or not estimates:
-        of = "means" if results.statistic == "mean" else "medians"
-        parts.append(
+        of = {"mean": "means", "median": "medians"}.get(results.statistic, "")
+        how = (
             f"{conf} BCa bootstrap over trials on the ratio of {of} ({results.resamples} resamples, seed"
             f" {results.config.seed}), hulled with Welch's t on the logs below 4 trials"
+        )
+        if results.statistic == "floor":
+            how = (
+                f"loss and {conf} interval on the ratio of the cells' floors ({FLOOR_QUANTILE:.0%} quantiles,"
+                f" the best-case times, not the means): percentile bootstrap over trials (seed"
+                f" {results.config.seed})"
+            )
+        parts.append(
+            how
             + (
                 " (" + "; ".join(sorted({e.note for e in unpaired if e.note})) + ")"
                 if any(e.note for e in unpaired)
@@ -203,7 +219,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
         if any(m == "lammps_cpu_use_pct" for m, _ in present_ctx):
             present_ctx = [(m, h) for m, h in present_ctx if m != "cpu_util_pct"]
         unit = next((cm.unit for c in cells if (cm := analysis.metric(c.cell_id, name))), "")
-        of = "" if results.statistic == "mean" else " (median)"
+        of = statistic_label(results.statistic)
         headers = [
             "variant",
             "n",
@@ -240,7 +256,7 @@ def loss_tables(results: Results, metric: str | None = None) -> list[Table]:
                 estimates.append(comp.loss)
             value = None
             if cm is not None:
-                value = cm.summary.mean if results.statistic == "mean" else cm.summary.median
+                value = shown_value(cm.summary.mean, cm.summary.median, cm.values, results.statistic)
             rows.append(
                 [
                     cell.variant,

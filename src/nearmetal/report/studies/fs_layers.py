@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nearmetal.analysis.floor import shown_value, statistic_label
 from nearmetal.report.tables import Table, fmt_loss, fmt_number, short_verdict, study_table
 from nearmetal.telemetry.diskio import io_mode
 
@@ -90,7 +91,7 @@ def _estimate(results: Results, cell: CellInfo, metric: str) -> tuple[str, str, 
     cm = results.analysis.metric(cell.cell_id, metric)
     if cm is None:
         return "–", "–", None
-    value = cm.summary.mean if results.statistic == "mean" else cm.summary.median
+    value = shown_value(cm.summary.mean, cm.summary.median, cm.values, results.statistic)
     if cell.is_baseline:
         return fmt_number(value), "baseline", None
     comp = results.analysis.comparison(cell.cell_id, metric)
@@ -103,7 +104,7 @@ def io_tables(results: Results, caveats: dict[str, list[str]], kinds: dict[str, 
         if cell.kind == KIND:
             groups.setdefault((cell.workload, cell.point_label), []).append(cell)
     conf = f"{results.confidence:.0%}"
-    of = "" if results.statistic == "mean" else " (median)"
+    of = statistic_label(results.statistic)
     out = []
     position = {c.cell_id: i for i, c in enumerate(results.cells)}
     for (workload, point), cells in groups.items():

@@ -119,7 +119,13 @@ def tables(results: Results) -> list[Table]:
         if d is not None:
             q = comparison_resolution(vm, bm, cfg.resolution.get(vm.metric))
             est = paired_loss_intervals(
-                [d], [vm.direction], cfg.confidence, cfg.first_stage, statistic=cfg.statistic, resolutions=[q]
+                [d],
+                [vm.direction],
+                cfg.confidence,
+                cfg.first_stage,
+                statistic=cfg.statistic,
+                resolutions=[q],
+                seed=cfg.seed,
             )
         else:
             base, _ = baseline_of_own_blocks(vm, bm)
