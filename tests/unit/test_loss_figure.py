@@ -36,7 +36,7 @@ def _results(tmp_path: Path, contended: str | None = None) -> nearmetal.Results:
 
 def test_a_paired_run_names_the_paired_interval(tmp_path: Path) -> None:
     [spec] = loss_bars(_results(tmp_path))
-    assert "paired interval on per-block log ratios" in spec.caption
+    assert "paired interval on the ratio of means (delta method" in spec.caption
     assert "BCa" not in spec.caption and "contended" not in spec.caption
     assert all(s.hatched is None for s in spec.series)
 

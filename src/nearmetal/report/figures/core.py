@@ -65,14 +65,24 @@ def conf_label(results: Results) -> str:
 
 
 def interval_words(estimates: list[Any]) -> str:
-    """The interval the whiskers actually draw, in words: paired (per-block log ratios, signed-rank or t)
-    or unpaired (the bootstrap, BCa or percentile, on the ratio of means or medians)."""
+    """The interval the whiskers actually draw, in words: paired (the delta method on the log ratio of means
+    over blocks; a sign test on per-block log ratios for medians), a floor's block bootstrap, or unpaired
+    (the bootstrap, BCa or percentile, on the ratio of means or medians)."""
     words = []
     for est in estimates:
         method = str(est.method)
-        if est.design == "paired":
-            test = "Wilcoxon signed-rank" if method.startswith("signed-rank") else "Student's t"
-            text = f"paired interval on per-block log ratios ({test})"
+        if method.startswith("floor"):
+            text = "block bootstrap interval on the ratio of floors (10th percentiles, not the means)"
+        elif est.design == "paired":
+            if method.startswith("delta"):
+                text = (
+                    "paired interval on the ratio of means (delta method on its log over blocks, Student's t)"
+                )
+            else:
+                test = {"sign-test": "sign test", "signed-rank": "Wilcoxon signed-rank"}.get(
+                    method.split("+")[0], "Student's t"
+                )
+                text = f"paired interval on per-block log ratios ({test})"
         elif method.startswith(("bca", "percentile")):
             kind = "BCa" if method.startswith("bca") else "percentile"
             text = f"{kind} bootstrap interval on the ratio of {est.statistic}s"
