@@ -153,7 +153,7 @@ class LinkTarget(FaultTarget):
 
 
 @register_layer
-class ClustersLayer(Layer):
+class ClustersLayer(Layer[ClustersConfig]):
     kind = "clusters"
     Config = ClustersConfig
     description = (
@@ -163,7 +163,6 @@ class ClustersLayer(Layer):
 
     def __init__(self, config: ClustersConfig) -> None:
         super().__init__(config)
-        self.config: ClustersConfig = config
         self.namespaces: list[str] = []
         self.client_ns = ""
         self.lb_ns = ""

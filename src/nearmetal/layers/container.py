@@ -152,7 +152,7 @@ def debootstrap_rootfs(config: ContainerConfig) -> Path:
 
 
 @register_layer
-class ContainerLayer(Layer):
+class ContainerLayer(Layer[ContainerConfig]):
     kind = "container"
     Config = ContainerConfig
     description = "the workload inside an OCI container (runc, crun or podman)"
@@ -160,7 +160,6 @@ class ContainerLayer(Layer):
 
     def __init__(self, config: ContainerConfig) -> None:
         super().__init__(config)
-        self.config: ContainerConfig = config
         self.layer_dir: Path | None = None
         self.rootfs: Path | None = None
         self.rootfs_mounts: list[dict[str, Any]] = []

@@ -27,7 +27,7 @@ class CpuQuotaConfig(LayerConfig):
 
 
 @register_layer
-class CpuQuotaLayer(Layer):
+class CpuQuotaLayer(Layer[CpuQuotaConfig]):
     kind = "cpu-quota"
     Config = CpuQuotaConfig
     description = "a cgroup CPU quota (what a pod CPU limit writes into cpu.max)"
@@ -43,7 +43,6 @@ class CpuQuotaLayer(Layer):
 
     def __init__(self, config: CpuQuotaConfig) -> None:
         super().__init__(config)
-        self.config: CpuQuotaConfig = config
         self.group: cgroups.Cgroup | None = None
 
     @classmethod

@@ -83,7 +83,7 @@ def choose_cpus(wanted: str | int, allowed: list[int]) -> list[int]:
 
 
 @register_layer
-class CpusetLayer(Layer):
+class CpusetLayer(Layer[CpusetConfig]):
     kind = "cpuset"
     Config = CpusetConfig
     description = "a cgroup cpuset: the trial may run only on the given CPUs (a CPU partition)"
@@ -96,7 +96,6 @@ class CpusetLayer(Layer):
 
     def __init__(self, config: CpusetConfig) -> None:
         super().__init__(config)
-        self.config: CpusetConfig = config
         self.group: cgroups.Cgroup | None = None
 
     @classmethod

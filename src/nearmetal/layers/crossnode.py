@@ -32,7 +32,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -108,16 +108,18 @@ def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: P
         raise CrossNodeError(f"setting up the path on the nodes failed: {' / '.join(said[-3:])}")
 
 
-class CrossNodeLayer(Layer):
+CrossNodeConfigT = TypeVar("CrossNodeConfigT", bound=CrossNodeConfig)
+
+
+class CrossNodeLayer(Layer[CrossNodeConfigT]):
     """What ``wire`` and ``vxlan`` share: the job's nodes, their addresses on the path, placement, netem."""
 
     needs_root = True
     root_because = "it changes links and qdiscs in the nodes' network namespaces"
     backends: ClassVar[tuple[str, ...] | None] = ("slurm",)
 
-    def __init__(self, config: CrossNodeConfig) -> None:
+    def __init__(self, config: CrossNodeConfigT) -> None:
         super().__init__(config)
-        self.config: CrossNodeConfig = config
         self.nodes: list[str] = []
         self.path_iface = ""
         self.addresses: dict[str, str] = {}
@@ -246,7 +248,7 @@ class CrossNodeLayer(Layer):
 
 
 @register_layer
-class WireLayer(CrossNodeLayer):
+class WireLayer(CrossNodeLayer[WireConfig]):
     kind = "wire"
     Config = WireConfig
     description = "the link between a multi-node Slurm job's nodes (bare-metal network), optional netem"
@@ -264,7 +266,7 @@ class WireLayer(CrossNodeLayer):
 
 
 @register_layer
-class VxlanLayer(CrossNodeLayer):
+class VxlanLayer(CrossNodeLayer[VxlanConfig]):
     kind = "vxlan"
     Config = VxlanConfig
     description = "a VXLAN overlay between a multi-node Slurm job's nodes over their link (flannel's backend)"
@@ -273,7 +275,7 @@ class VxlanLayer(CrossNodeLayer):
         return [*super().requires(), Requirement("bridge", "iproute2", purpose="VXLAN forwarding entries")]
 
     def make_path(self, ctx: TrialContext, links: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        config: VxlanConfig = self.config  # type: ignore[assignment]
+        config = self.config
         alias = ctx.host_name(self.kind)
         self.path_iface = hostnet.short_ifname(alias, "x")
         vni = config.vni or int(hashlib.sha256(alias.encode()).hexdigest()[:6], 16) % 16_777_215 + 1

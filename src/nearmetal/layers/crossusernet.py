@@ -60,7 +60,7 @@ def counters_file(trial_dir: Path, role: str) -> Path:
 
 
 @register_layer
-class UsernetNodesLayer(CrossNodeLayer):
+class UsernetNodesLayer(CrossNodeLayer[UsernetNodesConfig]):
     kind = "usernet"
     Config = UsernetNodesConfig
     description = (
@@ -70,7 +70,6 @@ class UsernetNodesLayer(CrossNodeLayer):
 
     def __init__(self, config: UsernetNodesConfig) -> None:
         super().__init__(config)
-        self.config: UsernetNodesConfig = config
         self.netns: dict[str, str] = {}  # role (srv, cli) → namespace
         self.port = 0
 

@@ -268,7 +268,7 @@ class Freezer:
 
 
 @register_layer
-class FaultLayer(Layer):
+class FaultLayer(Layer[FaultConfig]):
     kind = "fault"
     Config = FaultConfig
     description = (
@@ -278,7 +278,6 @@ class FaultLayer(Layer):
 
     def __init__(self, config: FaultConfig) -> None:
         super().__init__(config)
-        self.config: FaultConfig = config
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.lock = threading.Lock()

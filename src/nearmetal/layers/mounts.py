@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -75,16 +75,18 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class FilesystemLayer(Layer):
+FilesystemConfigT = TypeVar("FilesystemConfigT", bound=FilesystemConfig)
+
+
+class FilesystemLayer(Layer[FilesystemConfigT]):
     """Base of the mount layers: a directory named with the run id holding everything the layer makes,
     a mount point ``mnt`` inside it that becomes the test directory, a FUSE daemon when there is one."""
 
     needs_root = True
     fstype: ClassVar[str] = ""
 
-    def __init__(self, config: FilesystemConfig) -> None:
+    def __init__(self, config: FilesystemConfigT) -> None:
         super().__init__(config)
-        self.config: FilesystemConfig = config
         self.layer_dir: Path | None = None
         self.mountpoint: Path | None = None
         self.source: Path | None = None

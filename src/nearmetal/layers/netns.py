@@ -50,7 +50,7 @@ def place(
 
 
 @register_layer
-class NetnsLayer(Layer):
+class NetnsLayer(Layer[NetnsConfig]):
     kind = "netns"
     Config = NetnsConfig
     description = "server and client in two network namespaces joined by a veth pair (optional MTU, netem)"
@@ -63,7 +63,6 @@ class NetnsLayer(Layer):
 
     def __init__(self, config: NetnsConfig) -> None:
         super().__init__(config)
-        self.config: NetnsConfig = config
         self.namespaces: list[str] = []
         self.ifname = ""
 

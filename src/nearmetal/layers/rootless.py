@@ -97,7 +97,7 @@ NO_USER = (
 
 
 @register_layer
-class RootlessLayer(Layer):
+class RootlessLayer(Layer[RootlessConfig]):
     kind = "rootless"
     Config = RootlessConfig
     description = "the trial runs as an ordinary user, in a user namespace it owns (rootless platforms)"
@@ -105,7 +105,6 @@ class RootlessLayer(Layer):
 
     def __init__(self, config: RootlessConfig) -> None:
         super().__init__(config)
-        self.config: RootlessConfig = config
         self.netns_tmpfs: Path | None = None
 
     @classmethod

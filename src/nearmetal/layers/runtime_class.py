@@ -27,7 +27,7 @@ class RuntimeClassConfig(LayerConfig):
 
 
 @register_layer
-class RuntimeClassLayer(Layer):
+class RuntimeClassLayer(Layer[RuntimeClassConfig]):
     kind = "runtime-class"
     Config = RuntimeClassConfig
     description = "a Kubernetes RuntimeClass (runc, crun, kata …): the pod's OCI runtime"

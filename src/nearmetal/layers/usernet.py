@@ -33,7 +33,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -150,7 +150,10 @@ class PastaConfig(UserNetConfig):
     layer: Literal["pasta"] = "pasta"
 
 
-class UserNetLayer(Layer):
+UserNetConfigT = TypeVar("UserNetConfigT", bound=UserNetConfig)
+
+
+class UserNetLayer(Layer[UserNetConfigT]):
     """What slirp4netns and pasta share: namespaces, topology, VXLAN overlay, placement, teardown."""
 
     needs_root = True
@@ -163,9 +166,8 @@ class UserNetLayer(Layer):
     program: ClassVar[str]
     package: ClassVar[str]
 
-    def __init__(self, config: UserNetConfig) -> None:
+    def __init__(self, config: UserNetConfigT) -> None:
         super().__init__(config)
-        self.config: UserNetConfig = config
         self.namespaces: list[str] = []
         self.pids: list[int] = []
         self.files: list[Path] = []
@@ -307,7 +309,7 @@ class UserNetLayer(Layer):
 
 
 @register_layer
-class Slirp4netnsLayer(UserNetLayer):
+class Slirp4netnsLayer(UserNetLayer[Slirp4netnsConfig]):
     kind = "slirp4netns"
     Config = Slirp4netnsConfig
     description = "client namespace behind slirp4netns (rootless containers, Usernetes Gen 1)"
@@ -337,7 +339,7 @@ class Slirp4netnsLayer(UserNetLayer):
 
 
 @register_layer
-class PastaLayer(UserNetLayer):
+class PastaLayer(UserNetLayer[PastaConfig]):
     kind = "pasta"
     Config = PastaConfig
     description = "client namespace behind pasta (passt), the newer user-mode path of rootless Podman"

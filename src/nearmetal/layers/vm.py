@@ -206,7 +206,7 @@ def kernel_append(share: str, options: str, argv: list[str], env: dict[str, str]
 
 
 @register_layer
-class VmLayer(Layer):
+class VmLayer(Layer[VmConfig]):
     kind = "vm"
     Config = VmConfig
     description = "the workload inside a QEMU guest, test directory over virtio-9p or virtio-fs"
@@ -214,7 +214,6 @@ class VmLayer(Layer):
 
     def __init__(self, config: VmConfig) -> None:
         super().__init__(config)
-        self.config: VmConfig = config
         self.layer_dir: Path | None = None
         self.test_dir_host: Path | None = None
         self.kernel: Path | None = None

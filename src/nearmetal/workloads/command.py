@@ -136,7 +136,7 @@ def _json_get(doc: Any, path: str) -> Any:
 
 
 @register_workload
-class CommandWorkload(Workload):
+class CommandWorkload(Workload[CommandParams]):
     kind = "command"
     Params = CommandParams
     description = "any argv; wall time plus metrics found by regex or JSON path"

@@ -55,7 +55,7 @@ def rank_nodes(ranks: list[dict[str, Any]], level: str = "auto") -> list[str]:
 
 
 @register_workload
-class DdpWorkload(ProgramWorkload):
+class DdpWorkload(ProgramWorkload[DdpParams]):
     kind = "ddp"
     Params = DdpParams
     description = "DistributedDataParallel training over N ranks (gloo CPU, nccl GPU): time per epoch"

@@ -567,7 +567,7 @@ def drop_caches() -> str:
 
 
 @register_workload
-class FioWorkload(Workload):
+class FioWorkload(Workload[FioParams]):
     kind = "fio"
     Params = FioParams
     description = "fio file I/O: bandwidth, IOPS, completion latency percentiles"

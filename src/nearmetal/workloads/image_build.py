@@ -124,7 +124,7 @@ def _is_static(binary: Path) -> bool:
 
 
 @register_workload
-class ImageBuildWorkload(Workload):
+class ImageBuildWorkload(Workload[ImageBuildParams]):
     kind = "image-build"
     Params = ImageBuildParams
     description = "a Containerfile built by buildah/podman (overlay or vfs), buildkit or kaniko; no registry"

@@ -85,7 +85,7 @@ class LammpsParams(WorkloadParams):
 
 
 @register_workload
-class LammpsWorkload(Workload):
+class LammpsWorkload(Workload[LammpsParams]):
     kind = "lammps"
     Params = LammpsParams
     description = "LAMMPS Lennard-Jones melt (like LAMMPS's bench/in.lj), serial or MPI"

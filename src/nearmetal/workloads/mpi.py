@@ -275,7 +275,7 @@ def two_ranks(launcher: str, rank_argv: list[str], env: dict[str, str], ctx: Wor
 
 
 @register_workload
-class MpiWorkload(Workload):
+class MpiWorkload(Workload[MpiParams]):
     kind = "mpi"
     Params = MpiParams
     description = "MPI ping-pong latency/bandwidth and allreduce between 2 ranks (mpi4py, OSU output shape)"
