@@ -7,6 +7,11 @@ from typing import Literal
 
 Direction = Literal["higher", "lower"]
 
+# the longest metric name and unit the store keeps (its columns are made from these; a plan's metric rule
+# is refused at load beyond them, not after its trials ran)
+NAME_MAX_CHARS = 128
+UNIT_MAX_CHARS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Metric:
