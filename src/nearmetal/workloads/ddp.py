@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nearmetal.analysis.sharing import topology_of
 from nearmetal.metrics import Metric
+from nearmetal.topology import topology_of
 from nearmetal.workloads.base import TrialOutput, WorkloadContext, register_workload
 from nearmetal.workloads.pyprogram import ProgramWorkload
 from nearmetal.workloads.train import ModelParams
