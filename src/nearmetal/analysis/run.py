@@ -28,7 +28,7 @@ from nearmetal.analysis.stats import (
     paired_loss_intervals,
     variance_components,
 )
-from nearmetal.plan.expand import cell_key, point_label
+from nearmetal.labels import cell_key, point_label
 
 
 @dataclass(frozen=True)
