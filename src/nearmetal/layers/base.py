@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from nearmetal.host.leftovers import HOST_PREFIX
 from nearmetal.metrics import Metric
 from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec, Requirement
-
-HOST_PREFIX = "nearmetal"
 
 
 class LayerConfig(BaseModel):
