@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from paths import DATA
 
-from nearmetal.backends.nodes import carried_by, counter_deltas, parse_interfaces
 from nearmetal.backends.options import SlurmOptions
 from nearmetal.backends.slurm import SlurmBackend
 from nearmetal.doctor.slurm import findings_from_sinfo, node_is_bad, parse_sinfo
 from nearmetal.host.leftovers import is_service_object
+from nearmetal.host.nodes import carried_by, counter_deltas, parse_interfaces
 from nearmetal.layers.base import LAYERS, TrialContext
 from nearmetal.layers.crossnode import CrossNodeError
 from nearmetal.run.trial import TrialSpec

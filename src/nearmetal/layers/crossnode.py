@@ -39,6 +39,7 @@ from pydantic import Field
 from nearmetal.errors import NearmetalError
 from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.leftovers import Leftover, finder, host_prefix, is_service_object
+from nearmetal.host.nodes import job_nodes
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
@@ -78,14 +79,6 @@ class VxlanConfig(CrossNodeConfig):
         "killed trial's leftover devices on the same nodes never share one)",
     )
     port: int = Field(8472, ge=1, le=65535, description="VXLAN UDP port (flannel's default is 8472)")
-
-
-def job_nodes() -> list[str]:
-    """The nodes of the Slurm job this runs in (its first node runs the trial)."""
-    from nearmetal.backends.slurm import hostnames
-
-    nodes = hostnames(os.environ.get("SLURM_JOB_NODELIST", ""))
-    return nodes
 
 
 def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: Path, tag: str) -> None:
@@ -134,7 +127,7 @@ class CrossNodeLayer(Layer[CrossNodeConfigT]):
 
     def link_addresses(self) -> dict[str, dict[str, Any]]:
         """node → the link ``iface`` as that node sees it (addresses, MTU)."""
-        from nearmetal.backends.nodes import NodeInfoError, interface_counters
+        from nearmetal.host.nodes import NodeInfoError, interface_counters
 
         try:
             seen = interface_counters(self.nodes)
@@ -200,7 +193,7 @@ class CrossNodeLayer(Layer[CrossNodeConfigT]):
 
     def read_counters(self) -> dict[str, dict[str, dict[str, Any]]]:
         """node → {path device, link} → counters (an empty dict when they cannot be read)."""
-        from nearmetal.backends.nodes import NodeInfoError, interface_counters
+        from nearmetal.host.nodes import NodeInfoError, interface_counters
 
         try:
             seen = interface_counters(self.nodes)
@@ -212,7 +205,7 @@ class CrossNodeLayer(Layer[CrossNodeConfigT]):
     def collect(self, ctx: TrialContext) -> list:
         # what crossed the path's device (and the link under it) on every node during the trial: the
         # evidence that the traffic took this path; read before teardown removes an overlay's device
-        from nearmetal.backends.nodes import counter_deltas
+        from nearmetal.host.nodes import counter_deltas
 
         if self.counters_before and "path" in ctx.placement:
             after = self.read_counters()

@@ -27,6 +27,30 @@ class NodeInfoError(NearmetalError):
     """scontrol or srun could not say what the nodes are or what their interfaces carried."""
 
 
+def hostnames(nodelist: str) -> list[str]:
+    """``node[01-03],gpu7`` → its host names, as Slurm itself expands them (``scontrol show hostnames``);
+    the list as given when ``scontrol`` cannot say."""
+    if not nodelist or nodelist in ("(null)", "None"):
+        return []
+    try:
+        proc = hostcmd.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            20,
+            error=NodeInfoError,
+            install_fix="install the Slurm client (apt-get install -y slurm-client)",
+        )
+    except NodeInfoError:
+        return [nodelist]
+    names = proc.stdout.split()
+    return names or [nodelist]
+
+
+def job_nodes(env: Mapping[str, str] | None = None) -> list[str]:
+    """The nodes of the Slurm job this runs in (its first node runs the trial)."""
+    env = os.environ if env is None else env
+    return hostnames(env.get("SLURM_JOB_NODELIST", ""))
+
+
 def node_addresses(nodes: list[str]) -> dict[str, dict[str, str]]:
     """node → its ``NodeAddr``, ``NodeHostName`` and state as slurmctld knows them."""
     if not nodes:
@@ -141,8 +165,6 @@ class NodeNetwork:
     @classmethod
     def of_job(cls, env: Mapping[str, str] | None = None) -> NodeNetwork | None:
         """For a job on more than one node (read inside it), else None."""
-        from nearmetal.backends.slurm import hostnames
-
         env = os.environ if env is None else env
         if int(env.get("SLURM_JOB_NUM_NODES", "1") or 1) < 2:
             return None
