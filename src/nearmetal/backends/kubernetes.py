@@ -42,9 +42,9 @@ from nearmetal.backends.podevidence import (
 )
 from nearmetal.backends.podmaps import LAYER_MAPPINGS, PodShape, common_cpu_request, pod_shape
 from nearmetal.backends.podnoise import NodeSnapshot, node_noise, read_summary, summary_noise
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
 from nearmetal.errors import NearmetalError
 from nearmetal.host.leftovers import Leftover, finder
-from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 RUN_LABEL = "nearmetal.io/run"
 TRIAL_LABEL = "nearmetal.io/trial"

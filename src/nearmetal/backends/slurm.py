@@ -30,16 +30,17 @@ from typing import Any
 
 from nearmetal.backends.base import RemoteBackend, RemoteHooks, register_backend
 from nearmetal.backends.options import SlurmOptions
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
 from nearmetal.errors import NearmetalError
 from nearmetal.host import hostcmd
 from nearmetal.host.leftovers import Leftover, finder, host_prefix
-from nearmetal.run.trial import TrialOutcome, TrialSpec
+from nearmetal.host.nodes import hostnames
 
 COMMAND_TIMEOUT_S = 60.0
 JOB_PREFIX = "nearmetal"
-SPEC_NAME = "spec.json"  # the same names as nearmetal.backends.exec_trial's
+SPEC_NAME = "spec.json"  # the same names as nearmetal.run.exec_trial's
 OUTCOME_NAME = "outcome.json"
-EXEC_MODULE = "nearmetal.backends.exec_trial"
+EXEC_MODULE = "nearmetal.run.exec_trial"
 SCRIPT_NAME = "job.sbatch"
 
 # pending reasons that mean the job can never start as asked (not "wait a while")
@@ -118,18 +119,6 @@ def expand_counts(value: str) -> list[int]:
             continue
         out += [int(match.group(1))] * int(match.group(2) or 1)
     return out
-
-
-def hostnames(nodelist: str) -> list[str]:
-    """``node[01-03],gpu7`` → its host names, as Slurm itself expands them (``scontrol show hostnames``)."""
-    if not nodelist or nodelist in ("(null)", "None"):
-        return []
-    try:
-        proc = _run(["scontrol", "show", "hostnames", nodelist], timeout=20)
-    except SlurmError:
-        return [nodelist]
-    names = proc.stdout.split()
-    return names or [nodelist]
 
 
 def placement_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -376,7 +365,7 @@ class SlurmBackend(RemoteBackend):
     def check(self, loaded: Any) -> None:
         """Refuse, before any job is submitted, what Slurm would never start: no cluster, an unknown
         partition, a time limit above its MaxTime, a request no node can satisfy (``sbatch --test-only``)."""
-        from nearmetal.run.trial import resources_for
+        from nearmetal.backends.spec import resources_for
 
         for tool in ("sbatch", "squeue", "scontrol", "scancel"):
             if shutil.which(tool) is None:
