@@ -1,7 +1,9 @@
-"""The Kubernetes backend up to its boundary, without the Kubernetes client: the layers map to the pod settings
-they stand for, and the container's entry point really runs here under /bin/sh. That every Job validates against
-the API's schemas and how ``wait`` uses the client's watch are in tests/integration/test_kubernetes_manifests.py;
-submission, watch, logs and cleanup against a real kube-apiserver + etcd in test_kube_apiserver.py."""
+"""The Kubernetes backend up to its boundary, without the Kubernetes client (the unit tier runs without the
+kubernetes extra): the container's entry point really runs here under /bin/sh, its evidence is read back, layers
+without a pod form are refused, the node's outside CPU is split. The manifests (built with the client's models:
+layers → pod settings, validation against the API's schemas) and ``wait``'s watch are in
+tests/integration/test_kubernetes_manifests.py; submission, watch, logs and cleanup against a real kube-apiserver
++ etcd in test_kube_apiserver.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_tool
 from helpers import write_plan
-from kube_plans import EVERY_POD_SETTING, IMAGE
+from kube_plans import IMAGE
 
 from nearmetal.backends.kubernetes import (
     DONE_MARK,
@@ -22,128 +23,19 @@ from nearmetal.backends.kubernetes import (
     LAYER_MAPPINGS,
     KubernetesBackend,
     KubernetesError,
-    k8s_name,
     split_log,
 )
 from nearmetal.backends.options import KubernetesOptions
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import LAYERS
 from nearmetal.plan import load_plan
-from nearmetal.run.runner import Runner, preflight, schedule
-from nearmetal.store import Store
-from nearmetal.studies import study_path
+from nearmetal.run.runner import preflight
 from nearmetal.workloads import get_workload
 from nearmetal.workloads.base import TrialOutput
 
 PY = sys.executable
 
 
-def _specs(tmp_path: Path, plan_path: Path, backend: KubernetesBackend):
-    loaded = load_plan(plan_path)
-    runner = Runner(loaded, Store(f"sqlite:///{tmp_path / 'k.db'}"), tmp_path / "runs", backend=backend)
-    return loaded, [runner.trial_spec(t) for t in schedule(loaded.cells, "sequential", 0, 0, 1, 1)]
-
-
-def _job_of(manifests):
-    return next(m for m in manifests if m["kind"] == "Job")
-
-
-@pytest.fixture
-def backend() -> KubernetesBackend:
-    return KubernetesBackend(KubernetesOptions(image=IMAGE, namespace="research"))
-
-
-def test_shipped_cpu_quota_study_becomes_jobs_with_its_quota_as_a_cpu_limit(tmp_path: Path, backend) -> None:
-    # that these Jobs validate against the API's schemas: tests/integration/test_kubernetes_manifests.py
-    _, specs = _specs(tmp_path, study_path("cpu-quota"), backend)
-    for spec in specs:
-        job = _job_of(backend.manifests(spec))
-        container = job["spec"]["template"]["spec"]["containers"][0]
-        if spec.variant == "bare-metal":
-            assert "resources" not in container
-        else:
-            # the quota the local layer writes is what a pod CPU limit writes
-            cpus = {"limit-1.6": "1600m", "limit-1.2": "1200m", "limit-0.8": "800m"}[spec.variant]
-            assert container["resources"] == {"limits": {"cpu": cpus}, "requests": {"cpu": cpus}}
-
-
-def test_layers_map_to_the_pod_settings_they_stand_for(tmp_path: Path, backend) -> None:
-    _, specs = _specs(tmp_path, write_plan(tmp_path, EVERY_POD_SETTING), backend)
-    jobs = {s.variant: _job_of(backend.manifests(s)) for s in specs if s.workload == "stress"}
-
-    def pod(variant):
-        return jobs[variant]["spec"]["template"]["spec"]
-
-    def container(variant):
-        return pod(variant)["containers"][0]
-
-    assert container("limits")["resources"] == {
-        "limits": {"cpu": "2", "memory": "2048Mi"},
-        "requests": {"cpu": "2", "memory": "2048Mi"},
-    }
-    assert container("requests-only")["resources"] == {"requests": {"cpu": "2", "memory": "2048Mi"}}
-    assert "resources" not in container("no-resources")
-    assert pod("kata")["runtimeClassName"] == "kata-qemu"
-    assert pod("kata-virtiofs")["runtimeClassName"] == "kata-qemu-virtiofs"
-    assert pod("gvisor")["runtimeClassName"] == "gvisor"
-    assert pod("userns")["hostUsers"] is False
-    assert container("userns")["securityContext"] == {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    assert pod("placed")["nodeSelector"] == {"node.kubernetes.io/instance-type": "hpc7g.4xlarge"}
-    term = pod("placed")["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["node-1", "node-2"]
-    assert container("gpu")["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-    assert container("gpu-shared")["resources"]["limits"] == {"nvidia.com/gpu.shared": "2"}
-    assert container("mig")["resources"]["limits"] == {"nvidia.com/mig-1g.5gb": "1"}
-    vols = {v["name"]: v for v in pod("volumes")["volumes"]}
-    assert vols["scratch"]["emptyDir"] == {"sizeLimit": "1024Mi"}
-    assert vols["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "512Mi"}
-    assert vols["cvmfs"]["persistentVolumeClaim"] == {"claimName": "cvmfs", "readOnly": True}
-    mounts = {m["name"]: m for m in container("volumes")["volumeMounts"]}
-    assert mounts["cvmfs"] == {
-        "mountPath": "/cvmfs",
-        "mountPropagation": "HostToContainer",
-        "name": "cvmfs",
-        "readOnly": True,
-    }
-    # every object carries the run's label, names are DNS labels, a failed trial is not retried
-    for job in jobs.values():
-        assert job["metadata"]["labels"]["nearmetal.io/run"] == k8s_name(specs[0].run_id)
-        assert len(job["metadata"]["name"]) <= 63
-        assert job["spec"]["backoffLimit"] == 0
-        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-
-
-def test_the_resources_mode_is_recorded_with_the_trial(tmp_path: Path, backend) -> None:
-    _, specs = _specs(tmp_path, write_plan(tmp_path, EVERY_POD_SETTING), backend)
-    modes = {}
-    for spec in specs:
-        _, _, shape = backend.build(spec)
-        modes[spec.variant] = shape.record()["resources_mode"]
-    assert modes["limits"] == "limits" and modes["limit-1.2"] == "limits"
-    assert (
-        modes["requests-only"] == "requests" and modes["no-resources"] == "none" and modes["bare"] == "none"
-    )
-
-
-def test_lammps_inputs_travel_in_a_config_map(tmp_path: Path, backend) -> None:
-    _, specs = _specs(tmp_path, write_plan(tmp_path, EVERY_POD_SETTING), backend)
-    spec = next(s for s in specs if s.workload == "lammps")
-    manifests = backend.manifests(spec)
-    config_map = next(m for m in manifests if m["kind"] == "ConfigMap")
-    assert "in.lj" in config_map["data"] and "pair_style" in config_map["data"]["in.lj"]
-    job = _job_of(manifests)
-    assert (
-        job["spec"]["template"]["spec"]["volumes"][1]["configMap"]["name"] == config_map["metadata"]["name"]
-    )
-
-
-@needs_tool("stress-ng")
 def test_the_entry_point_runs_the_program_and_returns_its_files_in_the_log(tmp_path: Path) -> None:
     # the container's script, run for real by /bin/sh here: inputs copied, argv run, new files in the log
     inputs = tmp_path / "inputs"
@@ -394,50 +286,6 @@ def test_a_localhost_image_is_never_pulled_unless_the_plan_says_so(tmp_path: Pat
 
 
 # --- issue 27: fair variants, the quiet watch, the pod's QoS evidence, the node's outside CPU -------------
-
-
-def test_fair_variants_give_every_pod_the_limited_pods_request(tmp_path: Path, backend) -> None:
-    loaded, specs = _specs(tmp_path, study_path("cpu-quota"), backend)
-    backend.prepare(loaded)  # what check() does before a run: the request every pod shares
-    assert backend.common_cpu == 0.8
-    for spec in specs:
-        container = _job_of(backend.manifests(spec))["spec"]["template"]["spec"]["containers"][0]
-        limit = {"bare-metal": None, "limit-1.6": "1600m", "limit-1.2": "1200m", "limit-0.8": "800m"}
-        # the unlimited baseline is Burstable with the same request (cpu.shares 819) as every limited pod:
-        # the only difference between the variants is the limit
-        assert container["resources"]["requests"] == {"cpu": "800m"}, spec.variant
-        assert container["resources"].get("limits") == (
-            {"cpu": limit[spec.variant]} if limit[spec.variant] else None
-        )
-        assert backend.build(spec)[2].record()["common_cpu_request"] == "800m"
-    # turned off, a variant without layers is a pod without resources (BestEffort), as before
-    plain = KubernetesBackend(KubernetesOptions(image=IMAGE, fair_requests=False))
-    plain.prepare(loaded)
-    bare = next(s for s in specs if s.variant == "bare-metal")
-    assert "resources" not in _job_of(plain.manifests(bare))["spec"]["template"]["spec"]["containers"][0]
-
-
-def test_the_qos_study_shapes_one_pod_per_qos_class(tmp_path: Path, backend) -> None:
-    loaded, specs = _specs(tmp_path, study_path("pod-qos"), backend)
-    backend.prepare(loaded)
-    assert backend.common_cpu is None  # the pod layers set the resources: nothing is added
-    resources = {}
-    for spec in specs:
-        container = _job_of(backend.manifests(spec))["spec"]["template"]["spec"]["containers"][0]
-        resources[spec.variant] = container.get("resources")
-    assert resources == {
-        "besteffort": None,
-        "burstable-requests": {"requests": {"cpu": "800m"}},
-        "burstable-limit": {"requests": {"cpu": "800m"}, "limits": {"cpu": "1200m"}},
-        "guaranteed": {
-            "requests": {"cpu": "1200m", "memory": "1024Mi"},
-            "limits": {"cpu": "1200m", "memory": "1024Mi"},
-        },
-    }
-    with pytest.raises(Exception, match="below the request"):
-        LAYERS["pod"].Config.model_validate(
-            {"layer": "pod", "resources": "requests", "cpu": 2, "cpu_limit": 1}
-        )
 
 
 def test_the_containers_evidence_has_its_cpu_weight() -> None:
