@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
 
@@ -40,7 +40,7 @@ class Metric:
             raise ValueError(f"metric {name}: a series needs at least one value")
         return cls(name, sum(vals) / len(vals), unit, direction, source, vals)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {
             "name": self.name,
             "value": self.value,

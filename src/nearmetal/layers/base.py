@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from nearmetal.host.leftovers import HOST_PREFIX
+from nearmetal.host.leftovers import HOST_PREFIX as HOST_PREFIX  # where the layers and the shield take it
 from nearmetal.metrics import Metric
 from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec, Requirement

@@ -355,7 +355,10 @@ class ContainerLayer(Layer[ContainerConfig]):
 
 def _hard_limit(which: int) -> str:
     soft, hard = resource.getrlimit(which)
-    fmt = lambda v: "-1" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+
+    def fmt(v: int) -> str:
+        return "-1" if v == resource.RLIM_INFINITY else str(v)
+
     return f"{fmt(soft)}:{fmt(hard)}"
 
 

@@ -41,6 +41,7 @@ from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.leftovers import Leftover, finder, host_prefix, is_service_object
 from nearmetal.host.nodes import job_nodes
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 OVERLAY_NET = "198.19.251"
@@ -202,7 +203,7 @@ class CrossNodeLayer(Layer[CrossNodeConfigT]):
         keep = {self.path_iface, self.config.iface}
         return {node: {k: v for k, v in ifaces.items() if k in keep} for node, ifaces in seen.items()}
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         # what crossed the path's device (and the link under it) on every node during the trial: the
         # evidence that the traffic took this path; read before teardown removes an overlay's device
         from nearmetal.host.nodes import counter_deltas

@@ -45,6 +45,7 @@ from nearmetal.host.ports import free_tcp_port
 from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.crossnode import CrossNodeConfig, CrossNodeError, CrossNodeLayer, run_on_nodes
 from nearmetal.layers.usernet import stack_version, start_slirp4netns
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 COUNTERS_WAIT_S = 5.0
@@ -149,7 +150,7 @@ class UsernetNodesLayer(CrossNodeLayer[UsernetNodesConfig]):
             process.argv = [*self.end_argv("cli", ctx, None), *process.argv]
         return process
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         super().collect(ctx)
         path = ctx.placement.get("path")
         if not isinstance(path, dict):

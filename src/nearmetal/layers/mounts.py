@@ -27,6 +27,7 @@ from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, process_run
 from nearmetal.host.mountinfo import Mount, is_mounted, mounts_or_none, unmount_below, unmount_mount
 from nearmetal.host.userns import host_uid, in_user_namespace, uid_map
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
+from nearmetal.metrics import Metric
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0
@@ -90,7 +91,7 @@ class FilesystemLayer(Layer[FilesystemConfigT]):
         self.layer_dir: Path | None = None
         self.mountpoint: Path | None = None
         self.source: Path | None = None
-        self.daemon: subprocess.Popen | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log: Path | None = None
 
     # subclasses ------------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ class FilesystemLayer(Layer[FilesystemConfigT]):
             remove_tree(self.layer_dir)
             self.layer_dir = None
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         return []
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from nearmetal.host import hostnet
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 SERVER_ADDRESS = "198.18.0.1"
@@ -113,7 +114,7 @@ class NetnsLayer(Layer[NetnsConfig]):
             {"server": hostnet.netns_exec_argv(server_ns), "*": hostnet.netns_exec_argv(client_ns)},
         )
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         # evidence that the traffic took the path (and how much of it): the client end's counters
         with contextlib.suppress(hostnet.HostNetError, IndexError, KeyError, ValueError):
             ctx.placement["netns"]["client_link"] = hostnet.link_stats(self.namespaces[1], self.ifname)

@@ -42,6 +42,7 @@ from nearmetal.host import hostnet
 from nearmetal.host.ports import free_tcp_port, free_udp_port
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 GUEST_ADDRESS = "10.0.2.100"
@@ -74,7 +75,7 @@ def slirp4netns_api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         s.connect(str(path))
         s.sendall(json.dumps(request).encode())
         s.shutdown(socket.SHUT_WR)
-        reply = json.loads(s.recv(65536) or b"{}")
+        reply: dict[str, Any] = json.loads(s.recv(65536) or b"{}")
     if "error" in reply or "return" not in reply:
         raise hostnet.HostNetError(f"slirp4netns API {request['execute']} failed: {reply}")
     return reply
@@ -290,7 +291,7 @@ class UserNetLayer(Layer[UserNetConfigT]):
             {"server": hostnet.netns_exec_argv(server_ns), "*": hostnet.netns_exec_argv(self.client_ns)},
         )
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         with contextlib.suppress(hostnet.HostNetError, KeyError, IndexError, ValueError):
             ctx.placement["usernet"]["client_tap"] = hostnet.link_stats(self.client_ns, self.client_ifname)
         return []

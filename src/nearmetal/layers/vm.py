@@ -218,7 +218,7 @@ class VmLayer(Layer[VmConfig]):
         self.test_dir_host: Path | None = None
         self.kernel: Path | None = None
         self.accel = "tcg"
-        self.daemons: list[subprocess.Popen] = []
+        self.daemons: list[subprocess.Popen[bytes]] = []
         self.boots = 0
         self.sockets: list[Path] = []
 
@@ -477,7 +477,8 @@ def kvm_probe(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     key = f"v2-{kernel.name}-{int(Path(qemu).stat().st_mtime) if Path(qemu).exists() else 0}"
     cache_file = cache_dir() / "vm" / f"kvm-probe-{key}.json"
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(cache_file.read_text())
+        cached: dict[str, Any] = json.loads(cache_file.read_text())
+        return cached
     result: dict[str, Any] = {"kvm_usable": kvm_usable(), "use_kvm": False}
     if result["kvm_usable"]:
         initrd = build_initramfs_for(kernel, [Path(shutil.which("true") or "/bin/true")])

@@ -383,7 +383,7 @@ def _read_outcome_path(path: Path) -> dict[str, Any] | str | None:
         os.close(fd)
 
 
-def _stop_child(proc: subprocess.Popen) -> None:
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (the child tears its layers down and writes its outcome), then its whole tree."""
     from nearmetal.backends.local import kill_tree
 
@@ -462,7 +462,7 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
         argv += _child_argv(spec_path, out_path, unshare)
         cwd = trial_dir
     log_path = trial_dir / "rootless-child.log"
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     try:
         with open(log_path, "wb", opener=safefs.nofollow_opener) as log:
             with deferred():

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nearmetal.backends.base import Backend, RemoteBackend
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
@@ -208,7 +209,7 @@ def raise_if_root_needed(loaded: LoadedPlan) -> None:
     as_root = os.geteuid() == 0
     problems, users = _rootless_problems(loaded)
     needing: dict[str, list[str]] = {}
-    classes: dict[str, Layer] = {}
+    classes: dict[str, Layer[Any]] = {}
     for cell in loaded.cells:
         rootless = rootless_config(cell.layers)
         if as_root and rootless is None:

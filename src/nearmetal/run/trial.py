@@ -17,7 +17,8 @@ from typing import Any
 from nearmetal.backends.base import Execution
 
 # the spec and the outcome are the backends' contract; the runner and its parts import them from here too
-from nearmetal.backends.spec import TrialOutcome, TrialSpec
+from nearmetal.backends.spec import TrialOutcome as TrialOutcome
+from nearmetal.backends.spec import TrialSpec as TrialSpec
 from nearmetal.backends.spec import resources_for as resources_for
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
 from nearmetal.layers import make_layer
@@ -60,7 +61,7 @@ def _failure_text(execution: Execution, timeout_s: float) -> str | None:
 
 
 @contextlib.contextmanager
-def _layers(cell: Cell, ctx: TrialContext) -> Iterator[list[Layer]]:
+def _layers(cell: Cell, ctx: TrialContext) -> Iterator[list[Layer[Any]]]:
     layers = [make_layer(config).bind(ctx) for config in cell.layers]
     with contextlib.ExitStack() as stack:
         for layer in layers:

@@ -81,7 +81,7 @@ class LammpsParams(WorkloadParams):
 
     @property
     def cells(self) -> int:
-        return max(1, round((self.atoms / 4) ** (1 / 3)))
+        return max(1, round(float((self.atoms / 4) ** (1 / 3))))
 
 
 @register_workload
