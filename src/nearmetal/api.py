@@ -437,13 +437,13 @@ class Results:
                 "Results.to_pandas needs pandas, which is not installed",
                 fix="pip install 'nearmetal[pandas]'",
             ) from None
-        from nearmetal.report import export
+        from nearmetal import rows as tidy
 
-        if what not in export.WHATS:
-            raise NearmetalError(f"unknown table {what!r}", fix=f"use one of {', '.join(export.WHATS)}")
-        rows = export.rows_for([self], what, metric)
-        frame = pd.DataFrame(rows, columns=export.columns_of(rows))
-        for column in export.TIME_COLUMNS:
+        if what not in tidy.WHATS:
+            raise NearmetalError(f"unknown table {what!r}", fix=f"use one of {', '.join(tidy.WHATS)}")
+        rows = tidy.rows_for([self], what, metric)
+        frame = pd.DataFrame(rows, columns=tidy.columns_of(rows))
+        for column in tidy.TIME_COLUMNS:
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame

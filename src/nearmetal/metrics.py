@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
+
+# the longest metric name and unit the store keeps (its columns are made from these; a plan's metric rule
+# is refused at load beyond them, not after its trials ran)
+NAME_MAX_CHARS = 128
+UNIT_MAX_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +40,7 @@ class Metric:
             raise ValueError(f"metric {name}: a series needs at least one value")
         return cls(name, sum(vals) / len(vals), unit, direction, source, vals)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {
             "name": self.name,
             "value": self.value,

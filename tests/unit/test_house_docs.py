@@ -7,9 +7,10 @@ import importlib
 import re
 from pathlib import Path
 
+from paths import REPO as ROOT
+
 import nearmetal
 
-ROOT = Path(__file__).resolve().parents[2]
 SRC = Path(nearmetal.__file__).parent
 
 

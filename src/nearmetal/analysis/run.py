@@ -23,7 +23,7 @@ from nearmetal.analysis.loss import LossEstimate
 from nearmetal.analysis.paired import infer_resolution
 from nearmetal.analysis.summary import DEFAULT_OUTLIER_K, Summary, grouped_statistics
 from nearmetal.analysis.variance import VarianceComponents, variance_components
-from nearmetal.plan.expand import cell_key, point_label
+from nearmetal.labels import cell_key, point_label
 
 
 @dataclass(frozen=True)

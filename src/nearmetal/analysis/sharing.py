@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +27,10 @@ from nearmetal.analysis.estimate import loss_interval
 from nearmetal.analysis.loss import LossEstimate
 from nearmetal.analysis.summary import Summary, summarize
 from nearmetal.analysis.variance import VarianceComponents, variance_components
+
+# re-exported: the topology tables (report/studies) find them here
+from nearmetal.topology import canonical_topology as canonical_topology
+from nearmetal.topology import topology_of as topology_of
 
 
 # --- ratios with intervals ---------------------------------------------------------------------------
@@ -280,30 +283,6 @@ def scaling_rows(
 
 
 # --- topology ------------------------------------------------------------------------------------------
-def canonical_topology(counts: Iterable[int] | str) -> str:
-    """How many devices (or ranks) a job used on each node, as the seed writes it: nodes are alike, so
-    order and idle nodes do not matter — "0 0 2 1 1 1 3" and "3 2 1 1 1" are both "1 1 1 2 3"."""
-    if isinstance(counts, str):
-        parts = counts.replace(",", " ").split()
-        try:
-            numbers = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"{counts!r} is not a topology such as '3 2 1 1 1'") from None
-    else:
-        numbers = [int(c) for c in counts]
-    if any(n < 0 for n in numbers):
-        raise ValueError(f"a topology counts devices per node and cannot be negative: {counts!r}")
-    used = sorted(n for n in numbers if n > 0)
-    if not used:
-        raise ValueError(f"topology {counts!r} uses no device at all")
-    return " ".join(str(n) for n in used)
-
-
-def topology_of(node_of_each_rank: Iterable[str]) -> str:
-    """The canonical topology of a job from the node (host, or CPU set) each rank ran on."""
-    return canonical_topology(Counter(node_of_each_rank).values())
-
-
 @dataclass
 class Job:
     """One job (trial): its topology and its epoch times."""

@@ -33,9 +33,9 @@ from nearmetal.workloads.base import ProcessSpec
 if TYPE_CHECKING:
     from typing import Self
 
+    from nearmetal.backends.spec import TrialOutcome, TrialSpec
     from nearmetal.plan import LoadedPlan
     from nearmetal.run.resume import ResumeState
-    from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 STDERR_TAIL_BYTES = 4000
 # a process's output goes to a file as it is written; what parsers see of it is at most this much: the

@@ -22,7 +22,7 @@ def exec_trial(
     ] = None,
 ) -> None:
     """(internal) Execute one trial here — layers, local backend, parser — and write its outcome as JSON."""
-    from nearmetal.backends import exec_trial as impl
+    from nearmetal.run import exec_trial as impl
 
     if task_list is not None:
         spec_path, out_path = impl.paths_from_task_list(task_list)

@@ -242,7 +242,9 @@ def _own_tree() -> set[int]:
     return pids
 
 
-def sample_other_load(sample_s: float = 0.5, exclude: set[int] | None = None) -> tuple[float, list[tuple]]:
+def sample_other_load(
+    sample_s: float = 0.5, exclude: set[int] | None = None
+) -> tuple[float, list[tuple[float, int, str]]]:
     """CPU used by processes outside ``exclude`` (default: this process and its children) during
     ``sample_s``: (CPUs busy, [(cpus, pid, name), …] largest first)."""
     exclude = exclude if exclude is not None else _own_tree()

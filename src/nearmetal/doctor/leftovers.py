@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nearmetal.doctor.base import Finding, check
+
+if TYPE_CHECKING:
+    from nearmetal.host.leftovers import Leftover
 
 LESSON = (
     "a run killed with SIGKILL, by the OOM killer or a lost node cannot remove its cgroups, namespaces, "
@@ -22,7 +27,7 @@ def check_leftovers() -> list[Finding]:
 
     dead, kept = partition_live(find_leftovers())
     findings: list[Finding] = []
-    by_run: dict[str, list] = {}
+    by_run: dict[str, list[Leftover]] = {}
     for leftover in dead:
         # partition_live keeps objects whose run cannot be told: every dead one has a run id
         by_run.setdefault(run_id_of(leftover) or "?", []).append(leftover)

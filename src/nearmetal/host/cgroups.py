@@ -314,12 +314,12 @@ class Cgroup:
         path = self.dirs.get("freezer") or self.paths[0]
         if (path / "freezer.state").exists():
             self.write_file(path / "freezer.state", "FROZEN")
-            done = lambda: _read(path / "freezer.state") == "FROZEN"  # noqa: E731
+            state, frozen = path / "freezer.state", "FROZEN"
         else:
             self.write_file(path / "cgroup.freeze", "1")
-            done = lambda: "frozen 1" in _read(path / "cgroup.events")  # noqa: E731
+            state, frozen = path / "cgroup.events", "frozen 1"
         deadline = time.monotonic() + timeout_s
-        while not done() and time.monotonic() < deadline:
+        while frozen not in _read(state) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def thaw(self) -> None:

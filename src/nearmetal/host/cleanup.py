@@ -25,6 +25,7 @@ from nearmetal.host import cgroups, hostnet, runlock
 from nearmetal.host.leftovers import (
     FINDERS,
     HOST_NAME_RE,
+    HOST_PREFIX,
     Leftover,
     finder,
     host_prefix,
@@ -33,7 +34,6 @@ from nearmetal.host.leftovers import (
     process_run_id,
     run_id_of,
 )
-from nearmetal.layers.base import HOST_PREFIX
 
 
 @dataclass
@@ -207,22 +207,6 @@ def find_netns(run_id: str | None = None) -> list[Leftover]:
         Leftover("netns", name, partial(_remove_netns, name), priority=70)
         for name in hostnet.list_netns(host_prefix(run_id))
         if not is_service_object(name)
-    ]
-
-
-@finder
-def find_container_storage(run_id: str | None = None) -> list[Leftover]:
-    """Per-trial container storage of image-build trials (``/var/tmp/nearmetal-<run>-<trial>-containers``)
-    with whatever the storage driver left mounted inside it."""
-    from nearmetal.workloads.image_build import DEFAULT_STORAGE_BASE, STORAGE_SUFFIX, remove_storage
-
-    base = Path(DEFAULT_STORAGE_BASE)
-    if not base.is_dir():
-        return []
-    return [
-        Leftover("container-storage", str(path), partial(remove_storage, path), priority=40)
-        for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
-        if path.is_dir()
     ]
 
 

@@ -21,6 +21,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nearmetal.errors import NearmetalError
 from nearmetal.host import hostcmd
@@ -225,7 +226,7 @@ def link_down(netns: str | None, ifname: str) -> None:
     ip("link", "set", ifname, "down", netns=netns)
 
 
-def root_qdisc(netns: str | None, ifname: str) -> dict:
+def root_qdisc(netns: str | None, ifname: str) -> dict[str, Any]:
     """The root qdisc of an interface as ``tc -j`` reports it ({} when it cannot be read)."""
     args = ["tc", "-j"] + (["-n", netns] if netns else []) + ["qdisc", "show", "dev", ifname, "root"]
     try:
@@ -304,7 +305,7 @@ def wait_for_address(netns: str, ifname: str, timeout_s: float = 10.0) -> str:
         with contextlib.suppress(json.JSONDecodeError, IndexError, KeyError):
             infos = json.loads(out or "[]")[0]["addr_info"]
             if infos:
-                return infos[0]["local"]
+                return str(infos[0]["local"])
         time.sleep(0.02)
     raise HostNetError(f"{ifname} in namespace {netns} got no address within {timeout_s:g}s")
 

@@ -89,7 +89,7 @@ Finder = Callable[[str | None], list[Leftover]]
 FINDERS: Registry[Finder] = Registry(
     "leftover finder",
     packages=("nearmetal.layers", "nearmetal.backends"),
-    modules=("nearmetal.host.cleanup",),
+    modules=("nearmetal.host.cleanup", "nearmetal.workloads.image_build"),
 )
 
 

@@ -3,7 +3,7 @@ and the byte and packet counters of every interface on every node (one ``srun --
 ``ip -j -s addr show``), read before and after the trial, so the trial records where its ranks ran and which
 path their traffic took (the interface whose counters moved).
 
-Read inside the job, on its first node (``backends.exec_trial``, the ``crossnode`` layer); every failure is recorded as text, never raised:
+Read inside the job, on its first node (``exec_trial``); every failure is recorded as text, never raised:
 the measurement itself does not depend on it.
 """
 
@@ -28,14 +28,27 @@ class NodeInfoError(NearmetalError):
 
 
 def hostnames(nodelist: str) -> list[str]:
-    """``node[01-03],gpu7`` → its host names, as Slurm itself expands them (``scontrol show hostnames``)."""
+    """``node[01-03],gpu7`` → its host names, as Slurm itself expands them (``scontrol show hostnames``);
+    the list as given when ``scontrol`` cannot say."""
     if not nodelist or nodelist in ("(null)", "None"):
         return []
     try:
-        proc = hostcmd.run(["scontrol", "show", "hostnames", nodelist], 20, error=NodeInfoError)
+        proc = hostcmd.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            20,
+            error=NodeInfoError,
+            install_fix="install the Slurm client (apt-get install -y slurm-client)",
+        )
     except NodeInfoError:
         return [nodelist]
-    return proc.stdout.split() or [nodelist]
+    names = proc.stdout.split()
+    return names or [nodelist]
+
+
+def job_nodes(env: Mapping[str, str] | None = None) -> list[str]:
+    """The nodes of the Slurm job this runs in (its first node runs the trial)."""
+    env = os.environ if env is None else env
+    return hostnames(env.get("SLURM_JOB_NODELIST", ""))
 
 
 def node_addresses(nodes: list[str]) -> dict[str, dict[str, str]]:

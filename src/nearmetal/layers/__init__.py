@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nearmetal.layers.base import (
     FAMILIES,
     LAYERS,
@@ -14,16 +16,16 @@ from nearmetal.layers.base import (
 )
 
 
-def layer_class(kind: str) -> type[Layer]:
+def layer_class(kind: str) -> type[Layer[Any]]:
     return LAYERS.get_or_fail(kind)
 
 
-def all_layer_classes() -> dict[str, type[Layer]]:
+def all_layer_classes() -> dict[str, type[Layer[Any]]]:
     return dict(LAYERS)
 
 
-def make_layer(config: LayerConfig) -> Layer:
-    return layer_class(config.layer)(config)  # type: ignore[attr-defined]
+def make_layer(config: LayerConfig) -> Layer[Any]:
+    return layer_class(config.layer)(config)
 
 
 __all__ = [

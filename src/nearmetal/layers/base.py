@@ -15,15 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from nearmetal.host.leftovers import HOST_PREFIX as HOST_PREFIX  # where the layers and the shield take it
 from nearmetal.metrics import Metric
 from nearmetal.registry import Registry
 from nearmetal.workloads.base import ProcessSpec, Requirement
-
-HOST_PREFIX = "nearmetal"
 
 
 class LayerConfig(BaseModel):
@@ -32,6 +31,9 @@ class LayerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     if TYPE_CHECKING:  # each subclass declares it as a Literal field; pydantic must not see it here
         layer: str
+
+
+ConfigT = TypeVar("ConfigT", bound=LayerConfig)
 
 
 @dataclass
@@ -83,8 +85,9 @@ class TrialContext:
         return f"{self.cgroup_parent}/{name}" if self.cgroup_parent else name
 
 
-class Layer(ABC):
-    """Subclasses set ``kind`` and ``Config`` and override the hooks they need."""
+class Layer(ABC, Generic[ConfigT]):
+    """Subclasses set ``kind`` and ``Config`` and override the hooks they need; ``Layer[XConfig]`` makes
+    ``self.config`` an ``XConfig`` (the class its ``Config`` names)."""
 
     kind: ClassVar[str]
     Config: ClassVar[type[LayerConfig]]
@@ -103,8 +106,8 @@ class Layer(ABC):
     # of the trial user's user namespace, mounting and making network namespaces there (layers/rootless.py)
     rootless_form: ClassVar[bool] = False
 
-    def __init__(self, config: LayerConfig) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
         self.ctx: TrialContext | None = None
 
     @classmethod
@@ -134,11 +137,11 @@ class Layer(ABC):
         return f"{self.kind} {opts}".strip()
 
     # context-manager form: setup on enter, teardown on every exit (also when setup itself fails)
-    def bind(self, ctx: TrialContext) -> Layer:
+    def bind(self, ctx: TrialContext) -> Self:
         self.ctx = ctx
         return self
 
-    def __enter__(self) -> Layer:
+    def __enter__(self) -> Self:
         assert self.ctx is not None, "bind(ctx) before entering a layer"
         try:
             self.setup(self.ctx)
@@ -155,7 +158,9 @@ class Layer(ABC):
 
 
 # kind -> layer class; every module of nearmetal.layers registers its layers with ``@register_layer``
-LAYERS: Registry[type[Layer]] = Registry("layer", packages=("nearmetal.layers",), by_name=True)
+LAYERS: Registry[type[Layer[Any]]] = Registry("layer", packages=("nearmetal.layers",), by_name=True)
+
+LayerClass = TypeVar("LayerClass", bound="type[Layer[Any]]")
 
 # a layer's family: what kind of mechanism it is
 FAMILIES: dict[str, str] = {
@@ -173,7 +178,7 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def register_layer(cls: type[Layer]) -> type[Layer]:
+def register_layer(cls: LayerClass) -> LayerClass:
     """Class decorator: the layer is known by its ``kind``, which its ``Config``'s ``layer`` literal (what a
     plan writes) must spell the same way, and belongs to one of the ``FAMILIES`` (kept in the registry's
     metadata: ``LAYERS.info(kind)["family"]``)."""

@@ -38,7 +38,7 @@ class BindfsConfig(FilesystemConfig):
 
 
 @register_layer
-class BindfsLayer(FilesystemLayer):
+class BindfsLayer(FilesystemLayer[BindfsConfig]):
     kind = "bindfs"
     Config = BindfsConfig
     description = "FUSE passthrough of a directory (the cost of FUSE itself)"
@@ -46,10 +46,6 @@ class BindfsLayer(FilesystemLayer):
     rootless_form = True
     root_because = "it mounts a filesystem in the host's mount namespace"
     rootless_alternative = "bindfs runs as the user and mounts through /dev/fuse"
-
-    def __init__(self, config: BindfsConfig) -> None:
-        super().__init__(config)
-        self.config: BindfsConfig = config
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from nearmetal.errors import PrivilegeError
 from nearmetal.host import hostnet
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, ManagedProcess
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 LB_PORT = 8080
@@ -153,7 +154,7 @@ class LinkTarget(FaultTarget):
 
 
 @register_layer
-class ClustersLayer(Layer):
+class ClustersLayer(Layer[ClustersConfig]):
     kind = "clusters"
     family = "resilience"
     Config = ClustersConfig
@@ -164,7 +165,6 @@ class ClustersLayer(Layer):
 
     def __init__(self, config: ClustersConfig) -> None:
         super().__init__(config)
-        self.config: ClustersConfig = config
         self.namespaces: list[str] = []
         self.client_ns = ""
         self.lb_ns = ""
@@ -313,7 +313,7 @@ class ClustersLayer(Layer):
 
         return place(process, {"*": hostnet.netns_exec_argv(self.client_ns)})
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         for when, kind, server, line in self.lb_events:
             ctx.add_event(kind, {"server": server, "balancer": self.config.balancer, "line": line}, at=when)
         self.lb_events = []

@@ -52,7 +52,7 @@ class ColocateConfig(LayerConfig):
 
 
 @register_layer
-class ColocateLayer(Layer):
+class ColocateLayer(Layer[ColocateConfig]):
     kind = "colocate"
     family = "sharing"
     Config = ColocateConfig
@@ -61,7 +61,6 @@ class ColocateLayer(Layer):
 
     def __init__(self, config: ColocateConfig) -> None:
         super().__init__(config)
-        self.config: ColocateConfig = config
         self.cpuset: CpusetLayer | None = None
         if config.cpus is not None:
             self.cpuset = CpusetLayer(CpusetConfig(cpus=config.cpus))

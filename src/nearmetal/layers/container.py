@@ -152,7 +152,7 @@ def debootstrap_rootfs(config: ContainerConfig) -> Path:
 
 
 @register_layer
-class ContainerLayer(Layer):
+class ContainerLayer(Layer[ContainerConfig]):
     kind = "container"
     family = "container"
     Config = ContainerConfig
@@ -161,7 +161,6 @@ class ContainerLayer(Layer):
 
     def __init__(self, config: ContainerConfig) -> None:
         super().__init__(config)
-        self.config: ContainerConfig = config
         self.layer_dir: Path | None = None
         self.rootfs: Path | None = None
         self.rootfs_mounts: list[dict[str, Any]] = []
@@ -357,7 +356,10 @@ class ContainerLayer(Layer):
 
 def _hard_limit(which: int) -> str:
     soft, hard = resource.getrlimit(which)
-    fmt = lambda v: "-1" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+
+    def fmt(v: int) -> str:
+        return "-1" if v == resource.RLIM_INFINITY else str(v)
+
     return f"{fmt(soft)}:{fmt(hard)}"
 
 

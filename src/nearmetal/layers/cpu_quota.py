@@ -27,7 +27,7 @@ class CpuQuotaConfig(LayerConfig):
 
 
 @register_layer
-class CpuQuotaLayer(Layer):
+class CpuQuotaLayer(Layer[CpuQuotaConfig]):
     kind = "cpu-quota"
     family = "cpu"
     Config = CpuQuotaConfig
@@ -44,7 +44,6 @@ class CpuQuotaLayer(Layer):
 
     def __init__(self, config: CpuQuotaConfig) -> None:
         super().__init__(config)
-        self.config: CpuQuotaConfig = config
         self.group: cgroups.Cgroup | None = None
 
     @classmethod

@@ -83,7 +83,7 @@ def choose_cpus(wanted: str | int, allowed: list[int]) -> list[int]:
 
 
 @register_layer
-class CpusetLayer(Layer):
+class CpusetLayer(Layer[CpusetConfig]):
     kind = "cpuset"
     family = "partition"
     Config = CpusetConfig
@@ -97,7 +97,6 @@ class CpusetLayer(Layer):
 
     def __init__(self, config: CpusetConfig) -> None:
         super().__init__(config)
-        self.config: CpusetConfig = config
         self.group: cgroups.Cgroup | None = None
 
     @classmethod

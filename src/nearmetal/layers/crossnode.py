@@ -32,14 +32,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError
 from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.leftovers import Leftover, finder, host_prefix, is_service_object
+from nearmetal.host.slurmnodes import job_nodes
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 OVERLAY_NET = "198.19.251"
@@ -80,14 +82,6 @@ class VxlanConfig(CrossNodeConfig):
     port: int = Field(8472, ge=1, le=65535, description="VXLAN UDP port (flannel's default is 8472)")
 
 
-def job_nodes() -> list[str]:
-    """The nodes of the Slurm job this runs in (its first node runs the trial)."""
-    from nearmetal.host.slurmnodes import hostnames
-
-    nodes = hostnames(os.environ.get("SLURM_JOB_NODELIST", ""))
-    return nodes
-
-
 def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: Path, tag: str) -> None:
     """Run ``commands[i]`` (a list of argvs) on node i, all nodes at once (one srun step)."""
     plan = trial_dir / f"crossnode-{tag}.json"
@@ -108,7 +102,10 @@ def run_on_nodes(nodes: list[str], commands: list[list[list[str]]], trial_dir: P
         raise CrossNodeError(f"setting up the path on the nodes failed: {' / '.join(said[-3:])}")
 
 
-class CrossNodeLayer(Layer):
+CrossNodeConfigT = TypeVar("CrossNodeConfigT", bound=CrossNodeConfig)
+
+
+class CrossNodeLayer(Layer[CrossNodeConfigT]):
     """What ``wire`` and ``vxlan`` share: the job's nodes, their addresses on the path, placement, netem."""
 
     family = "node-path"
@@ -117,9 +114,8 @@ class CrossNodeLayer(Layer):
     root_because = "it changes links and qdiscs in the nodes' network namespaces"
     backends: ClassVar[tuple[str, ...] | None] = ("slurm",)
 
-    def __init__(self, config: CrossNodeConfig) -> None:
+    def __init__(self, config: CrossNodeConfigT) -> None:
         super().__init__(config)
-        self.config: CrossNodeConfig = config
         self.nodes: list[str] = []
         self.path_iface = ""
         self.addresses: dict[str, str] = {}
@@ -209,7 +205,7 @@ class CrossNodeLayer(Layer):
         keep = {self.path_iface, self.config.iface}
         return {node: {k: v for k, v in ifaces.items() if k in keep} for node, ifaces in seen.items()}
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         # what crossed the path's device (and the link under it) on every node during the trial: the
         # evidence that the traffic took this path; read before teardown removes an overlay's device
         from nearmetal.host.slurmnodes import counter_deltas
@@ -248,7 +244,7 @@ class CrossNodeLayer(Layer):
 
 
 @register_layer
-class WireLayer(CrossNodeLayer):
+class WireLayer(CrossNodeLayer[WireConfig]):
     kind = "wire"
     Config = WireConfig
     description = "the link between a multi-node Slurm job's nodes (bare-metal network), optional netem"
@@ -266,7 +262,7 @@ class WireLayer(CrossNodeLayer):
 
 
 @register_layer
-class VxlanLayer(CrossNodeLayer):
+class VxlanLayer(CrossNodeLayer[VxlanConfig]):
     kind = "vxlan"
     Config = VxlanConfig
     description = "a VXLAN overlay between a multi-node Slurm job's nodes over their link (flannel's backend)"
@@ -275,7 +271,7 @@ class VxlanLayer(CrossNodeLayer):
         return [*super().requires(), Requirement("bridge", "iproute2", purpose="VXLAN forwarding entries")]
 
     def make_path(self, ctx: TrialContext, links: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        config: VxlanConfig = self.config  # type: ignore[assignment]
+        config = self.config
         alias = ctx.host_name(self.kind)
         self.path_iface = hostnet.short_ifname(alias, "x")
         vni = config.vni or int(hashlib.sha256(alias.encode()).hexdigest()[:6], 16) % 16_777_215 + 1

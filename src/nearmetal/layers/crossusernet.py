@@ -45,6 +45,7 @@ from nearmetal.host.ports import free_tcp_port
 from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.crossnode import CrossNodeConfig, CrossNodeError, CrossNodeLayer, run_on_nodes
 from nearmetal.layers.usernet import stack_version, start_slirp4netns
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 COUNTERS_WAIT_S = 5.0
@@ -60,7 +61,7 @@ def counters_file(trial_dir: Path, role: str) -> Path:
 
 
 @register_layer
-class UsernetNodesLayer(CrossNodeLayer):
+class UsernetNodesLayer(CrossNodeLayer[UsernetNodesConfig]):
     kind = "usernet"
     Config = UsernetNodesConfig
     description = (
@@ -70,7 +71,6 @@ class UsernetNodesLayer(CrossNodeLayer):
 
     def __init__(self, config: UsernetNodesConfig) -> None:
         super().__init__(config)
-        self.config: UsernetNodesConfig = config
         self.netns: dict[str, str] = {}  # role (srv, cli) → namespace
         self.port = 0
 
@@ -150,7 +150,7 @@ class UsernetNodesLayer(CrossNodeLayer):
             process.argv = [*self.end_argv("cli", ctx, None), *process.argv]
         return process
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         super().collect(ctx)
         path = ctx.placement.get("path")
         if not isinstance(path, dict):

@@ -173,7 +173,7 @@ class RoleTarget(FaultTarget):
 
 
 @register_layer
-class FaultLayer(Layer):
+class FaultLayer(Layer[FaultConfig]):
     kind = "fault"
     family = "resilience"
     Config = FaultConfig
@@ -184,7 +184,6 @@ class FaultLayer(Layer):
 
     def __init__(self, config: FaultConfig) -> None:
         super().__init__(config)
-        self.config: FaultConfig = config
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -198,9 +197,9 @@ class FaultLayer(Layer):
         # what is still in effect, for teardown
         self.freezer: Freezer | None = None
         self.links_down: list[tuple[str | None, str]] = []
-        self.netem_on: list[tuple[str | None, str, dict]] = []
+        self.netem_on: list[tuple[str | None, str, dict[str, Any]]] = []
         self.killed_mount: dict[str, Any] | None = None
-        self.remounted: subprocess.Popen | None = None
+        self.remounted: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:

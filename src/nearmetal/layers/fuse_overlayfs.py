@@ -27,7 +27,7 @@ class FuseOverlayfsConfig(FilesystemConfig):
 
 
 @register_layer
-class FuseOverlayfsLayer(FilesystemLayer):
+class FuseOverlayfsLayer(FilesystemLayer[FuseOverlayfsConfig]):
     kind = "fuse-overlayfs"
     Config = FuseOverlayfsConfig
     description = "overlay in user space over FUSE (rootless container storage)"
@@ -37,10 +37,6 @@ class FuseOverlayfsLayer(FilesystemLayer):
     rootless_alternative = (
         "fuse-overlayfs runs as the user and mounts through /dev/fuse (rootless Podman's storage)"
     )
-
-    def __init__(self, config: FuseOverlayfsConfig) -> None:
-        super().__init__(config)
-        self.config: FuseOverlayfsConfig = config
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:

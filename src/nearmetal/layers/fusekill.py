@@ -97,7 +97,7 @@ def unmount_fuse(mountpoint: str, fusermount_argvs: Sequence[list[str]]) -> None
                 break
 
 
-def start_daemon(saved: dict[str, Any], log_path: Path) -> subprocess.Popen:
+def start_daemon(saved: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]:
     """Start a killed FUSE daemon again with its own command line, directory and environment."""
     log = open(log_path, "ab")  # noqa: SIM115
     try:
@@ -114,7 +114,7 @@ def start_daemon(saved: dict[str, Any], log_path: Path) -> subprocess.Popen:
         log.close()
 
 
-def wait_mounted(mountpoint: str, daemon: subprocess.Popen) -> None:
+def wait_mounted(mountpoint: str, daemon: subprocess.Popen[bytes]) -> None:
     """Wait until ``mountpoint`` is a FUSE mount again with a daemon behind it."""
     deadline = time.monotonic() + REMOUNT_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -159,7 +159,7 @@ def select_device(gpus: list[Any], device: str | int, profile: str | None = None
 
 
 @register_layer
-class GpuLayer(Layer):
+class GpuLayer(Layer[GpuConfig]):
     kind = "gpu"
     family = "partition"
     Config = GpuConfig
@@ -168,7 +168,6 @@ class GpuLayer(Layer):
 
     def __init__(self, config: GpuConfig) -> None:
         super().__init__(config)
-        self.config: GpuConfig = config
         self.selection: Selection | None = None
 
     def requires(self) -> list[Requirement]:

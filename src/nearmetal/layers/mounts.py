@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, process_run
 from nearmetal.host.mountinfo import Mount, is_mounted, mounts_or_none, unmount_below, unmount_mount
 from nearmetal.host.userns import host_uid, in_user_namespace, uid_map
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext
+from nearmetal.metrics import Metric
 
 MOUNT_TIMEOUT_S = 20.0
 UMOUNT_TIMEOUT_S = 30.0
@@ -75,7 +76,10 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class FilesystemLayer(Layer):
+FilesystemConfigT = TypeVar("FilesystemConfigT", bound=FilesystemConfig)
+
+
+class FilesystemLayer(Layer[FilesystemConfigT]):
     """Base of the mount layers: a directory named with the run id holding everything the layer makes,
     a mount point ``mnt`` inside it that becomes the test directory, a FUSE daemon when there is one."""
 
@@ -84,13 +88,12 @@ class FilesystemLayer(Layer):
     needs_root = True
     fstype: ClassVar[str] = ""
 
-    def __init__(self, config: FilesystemConfig) -> None:
+    def __init__(self, config: FilesystemConfigT) -> None:
         super().__init__(config)
-        self.config: FilesystemConfig = config
         self.layer_dir: Path | None = None
         self.mountpoint: Path | None = None
         self.source: Path | None = None
-        self.daemon: subprocess.Popen | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log: Path | None = None
 
     # subclasses ------------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class FilesystemLayer(Layer):
             remove_tree(self.layer_dir)
             self.layer_dir = None
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         return []
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from nearmetal.host import hostnet
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 SERVER_ADDRESS = "198.18.0.1"
@@ -50,7 +51,7 @@ def place(
 
 
 @register_layer
-class NetnsLayer(Layer):
+class NetnsLayer(Layer[NetnsConfig]):
     kind = "netns"
     family = "network"
     Config = NetnsConfig
@@ -64,7 +65,6 @@ class NetnsLayer(Layer):
 
     def __init__(self, config: NetnsConfig) -> None:
         super().__init__(config)
-        self.config: NetnsConfig = config
         self.namespaces: list[str] = []
         self.ifname = ""
 
@@ -115,7 +115,7 @@ class NetnsLayer(Layer):
             {"server": hostnet.netns_exec_argv(server_ns), "*": hostnet.netns_exec_argv(client_ns)},
         )
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         # evidence that the traffic took the path (and how much of it): the client end's counters
         with contextlib.suppress(hostnet.HostNetError, IndexError, KeyError, ValueError):
             ctx.placement["netns"]["client_link"] = hostnet.link_stats(self.namespaces[1], self.ifname)

@@ -25,7 +25,7 @@ class OverlayfsConfig(FilesystemConfig):
 
 
 @register_layer
-class OverlayfsLayer(FilesystemLayer):
+class OverlayfsLayer(FilesystemLayer[OverlayfsConfig]):
     kind = "overlayfs"
     Config = OverlayfsConfig
     description = "kernel overlay mount (the runC rootfs mechanism)"
@@ -33,10 +33,6 @@ class OverlayfsLayer(FilesystemLayer):
     rootless_form = True
     root_because = "it mounts a filesystem in the host's mount namespace"
     rootless_alternative = "a kernel overlay mounted by the user's namespace root (Linux ≥ 5.11)"
-
-    def __init__(self, config: OverlayfsConfig) -> None:
-        super().__init__(config)
-        self.config: OverlayfsConfig = config
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:

@@ -140,7 +140,7 @@ class PodConfig(LayerConfig):
 
 
 @register_layer
-class PodLayer(Layer):
+class PodLayer(Layer[PodConfig]):
     kind = "pod"
     family = "kubernetes"
     Config = PodConfig

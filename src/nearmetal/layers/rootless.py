@@ -37,6 +37,7 @@ from nearmetal.errors import PrivilegeError
 from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
 from nearmetal.host.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 # set in the child nearmetal that runs a rootless trial (nearmetal.run.asuser): it runs the trial itself
@@ -97,7 +98,7 @@ NO_USER = (
 
 
 @register_layer
-class RootlessLayer(Layer):
+class RootlessLayer(Layer[RootlessConfig]):
     kind = "rootless"
     family = "rootless"
     Config = RootlessConfig
@@ -106,7 +107,6 @@ class RootlessLayer(Layer):
 
     def __init__(self, config: RootlessConfig) -> None:
         super().__init__(config)
-        self.config: RootlessConfig = config
         self.netns_tmpfs: Path | None = None
 
     @classmethod
@@ -171,7 +171,7 @@ class RootlessLayer(Layer):
             process.argv = ["/bin/sh", "-c", _RECORD_IDS, "nearmetal-rootless-ids", evidence, *process.argv]
         return process
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         from nearmetal.host.userns import host_uid
 
         info = ctx.placement.setdefault("rootless", {})

@@ -27,7 +27,7 @@ class RuntimeClassConfig(LayerConfig):
 
 
 @register_layer
-class RuntimeClassLayer(Layer):
+class RuntimeClassLayer(Layer[RuntimeClassConfig]):
     kind = "runtime-class"
     family = "kubernetes"
     Config = RuntimeClassConfig

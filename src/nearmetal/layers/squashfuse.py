@@ -43,7 +43,7 @@ class SquashfuseConfig(FilesystemConfig):
 
 
 @register_layer
-class SquashfuseLayer(FilesystemLayer):
+class SquashfuseLayer(FilesystemLayer[SquashfuseConfig]):
     kind = "squashfuse"
     Config = SquashfuseConfig
     description = "read-only squashfs image over FUSE"
@@ -51,7 +51,6 @@ class SquashfuseLayer(FilesystemLayer):
 
     def __init__(self, config: SquashfuseConfig) -> None:
         super().__init__(config)
-        self.config: SquashfuseConfig = config
         self.build_s: float | None = None
         self.image_bytes = 0
 

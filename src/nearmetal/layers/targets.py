@@ -131,7 +131,7 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     # stderr lines, each stamped with the epoch time it was read (a load balancer's state changes)
     stamp_stderr: bool = False
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     _reader: threading.Thread | None = None
     on_line: Callable[[float, str], None] | None = None
@@ -155,7 +155,7 @@ class ManagedProcess:
                     self.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
-                    stderr=stderr,  # type: ignore[arg-type]
+                    stderr=stderr,
                     env={**os.environ, **self.env},
                     start_new_session=True,
                     close_fds=True,
@@ -172,7 +172,7 @@ class ManagedProcess:
             self._reader.start()
         self.wait_ready(ready_timeout_s)
 
-    def _read_stderr(self, proc: subprocess.Popen, mode: str) -> None:
+    def _read_stderr(self, proc: subprocess.Popen[bytes], mode: str) -> None:
         assert proc.stderr is not None
         with open(self.stderr_path, mode.replace("b", "")) as log:
             for raw in proc.stderr:

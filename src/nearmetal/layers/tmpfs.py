@@ -26,15 +26,11 @@ class TmpfsConfig(FilesystemConfig):
 
 
 @register_layer
-class TmpfsLayer(FilesystemLayer):
+class TmpfsLayer(FilesystemLayer[TmpfsConfig]):
     kind = "tmpfs"
     Config = TmpfsConfig
     description = "memory-backed filesystem (the I/O ceiling)"
     fstype = "tmpfs"
-
-    def __init__(self, config: TmpfsConfig) -> None:
-        super().__init__(config)
-        self.config: TmpfsConfig = config
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:

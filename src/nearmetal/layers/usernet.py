@@ -33,7 +33,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -42,6 +42,7 @@ from nearmetal.host import hostnet
 from nearmetal.host.ports import free_tcp_port, free_udp_port
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
+from nearmetal.metrics import Metric
 from nearmetal.workloads.base import ProcessSpec, Requirement
 
 GUEST_ADDRESS = "10.0.2.100"
@@ -74,7 +75,7 @@ def slirp4netns_api(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         s.connect(str(path))
         s.sendall(json.dumps(request).encode())
         s.shutdown(socket.SHUT_WR)
-        reply = json.loads(s.recv(65536) or b"{}")
+        reply: dict[str, Any] = json.loads(s.recv(65536) or b"{}")
     if "error" in reply or "return" not in reply:
         raise hostnet.HostNetError(f"slirp4netns API {request['execute']} failed: {reply}")
     return reply
@@ -150,7 +151,10 @@ class PastaConfig(UserNetConfig):
     layer: Literal["pasta"] = "pasta"
 
 
-class UserNetLayer(Layer):
+UserNetConfigT = TypeVar("UserNetConfigT", bound=UserNetConfig)
+
+
+class UserNetLayer(Layer[UserNetConfigT]):
     """What slirp4netns and pasta share: namespaces, topology, VXLAN overlay, placement, teardown."""
 
     family = "network"
@@ -165,9 +169,8 @@ class UserNetLayer(Layer):
     program: ClassVar[str]
     package: ClassVar[str]
 
-    def __init__(self, config: UserNetConfig) -> None:
+    def __init__(self, config: UserNetConfigT) -> None:
         super().__init__(config)
-        self.config: UserNetConfig = config
         self.namespaces: list[str] = []
         self.pids: list[int] = []
         self.files: list[Path] = []
@@ -290,7 +293,7 @@ class UserNetLayer(Layer):
             {"server": hostnet.netns_exec_argv(server_ns), "*": hostnet.netns_exec_argv(self.client_ns)},
         )
 
-    def collect(self, ctx: TrialContext) -> list:
+    def collect(self, ctx: TrialContext) -> list[Metric]:
         with contextlib.suppress(hostnet.HostNetError, KeyError, IndexError, ValueError):
             ctx.placement["usernet"]["client_tap"] = hostnet.link_stats(self.client_ns, self.client_ifname)
         return []
@@ -309,7 +312,7 @@ class UserNetLayer(Layer):
 
 
 @register_layer
-class Slirp4netnsLayer(UserNetLayer):
+class Slirp4netnsLayer(UserNetLayer[Slirp4netnsConfig]):
     kind = "slirp4netns"
     Config = Slirp4netnsConfig
     description = "client namespace behind slirp4netns (rootless containers, Usernetes Gen 1)"
@@ -339,7 +342,7 @@ class Slirp4netnsLayer(UserNetLayer):
 
 
 @register_layer
-class PastaLayer(UserNetLayer):
+class PastaLayer(UserNetLayer[PastaConfig]):
     kind = "pasta"
     Config = PastaConfig
     description = "client namespace behind pasta (passt), the newer user-mode path of rootless Podman"

@@ -206,7 +206,7 @@ def kernel_append(share: str, options: str, argv: list[str], env: dict[str, str]
 
 
 @register_layer
-class VmLayer(Layer):
+class VmLayer(Layer[VmConfig]):
     kind = "vm"
     family = "vm"
     Config = VmConfig
@@ -215,12 +215,11 @@ class VmLayer(Layer):
 
     def __init__(self, config: VmConfig) -> None:
         super().__init__(config)
-        self.config: VmConfig = config
         self.layer_dir: Path | None = None
         self.test_dir_host: Path | None = None
         self.kernel: Path | None = None
         self.accel = "tcg"
-        self.daemons: list[subprocess.Popen] = []
+        self.daemons: list[subprocess.Popen[bytes]] = []
         self.boots = 0
         self.sockets: list[Path] = []
 
@@ -479,7 +478,8 @@ def kvm_probe(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     key = f"v2-{kernel.name}-{int(Path(qemu).stat().st_mtime) if Path(qemu).exists() else 0}"
     cache_file = cache_dir() / "vm" / f"kvm-probe-{key}.json"
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(cache_file.read_text())
+        cached: dict[str, Any] = json.loads(cache_file.read_text())
+        return cached
     result: dict[str, Any] = {"kvm_usable": kvm_usable(), "use_kvm": False}
     if result["kvm_usable"]:
         initrd = build_initramfs_for(kernel, [Path(shutil.which("true") or "/bin/true")])

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from nearmetal.labels import cell_key, point_label
 from nearmetal.layers.base import LayerConfig
 from nearmetal.plan.messages import describe_error
 from nearmetal.plan.suggest import did_you_mean
@@ -26,17 +27,6 @@ MAX_CELLS = 20_000
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def point_label(point: dict[str, Any]) -> str:
-    """A matrix point as text: ``numjobs=8,rw=read`` (keys sorted)."""
-    return ",".join(f"{k}={v}" for k, v in sorted(point.items()))
-
-
-def cell_key(workload: str, variant: str, point: dict[str, Any]) -> str:
-    """How reports and logs name a cell: ``workload/variant[/point]``."""
-    label = point_label(point)
-    return f"{workload}/{variant}" + (f"/{label}" if label else "")
 
 
 @dataclass(frozen=True)

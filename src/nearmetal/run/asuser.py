@@ -1,5 +1,5 @@
 """A rootless trial (a variant with the ``rootless`` layer): the whole trial — its layers, the workload, its
-clean-up — runs in a child nearmetal (``python -m nearmetal.backends.exec_trial``) as an ordinary user and,
+clean-up — runs in a child nearmetal (``python -m nearmetal.run.exec_trial``) as an ordinary user and,
 unless the layer says ``inside: false``, as root of a user namespace that user owns (``unshare --user
 --map-root-user [--map-auto] --mount``, ``nearmetal.host.userns``): what a rootless platform runs. The layers' own
 code then runs unchanged as the namespace's root; their mounts and network namespaces live in the child's
@@ -383,7 +383,7 @@ def _read_outcome_path(path: Path) -> dict[str, Any] | str | None:
         os.close(fd)
 
 
-def _stop_child(proc: subprocess.Popen) -> None:
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (the child tears its layers down and writes its outcome), then its whole tree."""
     from nearmetal.backends.local import kill_tree
 
@@ -398,7 +398,7 @@ def _stop_child(proc: subprocess.Popen) -> None:
 
 
 def _child_argv(spec_path: Path, out_path: Path, unshare: list[str]) -> list[str]:
-    return [*unshare, sys.executable, "-m", "nearmetal.backends.exec_trial", str(spec_path), str(out_path)]
+    return [*unshare, sys.executable, "-m", "nearmetal.run.exec_trial", str(spec_path), str(out_path)]
 
 
 def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str | None) -> dict[str, Any]:
@@ -462,7 +462,7 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
         argv += _child_argv(spec_path, out_path, unshare)
         cwd = trial_dir
     log_path = trial_dir / "rootless-child.log"
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     try:
         with open(log_path, "wb", opener=safefs.nofollow_opener) as log:
             with deferred():

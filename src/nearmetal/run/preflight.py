@@ -4,11 +4,13 @@ a run directory that cannot be made. Each refusal is one error naming every prob
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nearmetal.backends.base import Backend
 from nearmetal.errors import MissingToolError, NearmetalError, PrivilegeError
@@ -208,7 +210,7 @@ def raise_if_root_needed(loaded: LoadedPlan) -> None:
     as_root = os.geteuid() == 0
     problems, users = _rootless_problems(loaded)
     needing: dict[str, list[str]] = {}
-    classes: dict[str, Layer] = {}
+    classes: dict[str, Layer[Any]] = {}
     for cell in loaded.cells:
         rootless = rootless_config(cell.layers)
         if as_root and rootless is None:
@@ -261,7 +263,7 @@ MAX_TRIALS = 20_000
 
 def planned_trials(loaded: LoadedPlan) -> int:
     repeats = loaded.plan.repeats
-    return len(loaded.cells) * (loaded.plan.warmup + max(repeats.min, repeats.max or 0))
+    return int(len(loaded.cells) * (loaded.plan.warmup + max(repeats.min, repeats.max or 0)))
 
 
 def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False) -> None:
@@ -281,7 +283,9 @@ def check_resources(loaded: LoadedPlan, workdir: Path, allow_large: bool = False
         fixes.append("lower repeats or the matrix")
     for cell in loaded.cells:
         # a workload's check, and a layer's where it has one (tmpfs: its size fits in memory)
-        checks = [lambda cell=cell: get_workload(cell.kind).check_resources(cell.params, workdir)]
+        checks: list[Callable[[], object]] = [
+            functools.partial(get_workload(cell.kind).check_resources, cell.params, workdir)
+        ]
         checks += [c for c in (getattr(make_layer(x), "check_resources", None) for x in cell.layers) if c]
         for check in checks:
             try:

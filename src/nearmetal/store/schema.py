@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from nearmetal.metrics import NAME_MAX_CHARS, UNIT_MAX_CHARS
+
 
 class Base(DeclarativeBase):
     pass
@@ -82,9 +84,9 @@ class MetricRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
     value: Mapped[float] = mapped_column(Float)
-    unit: Mapped[str] = mapped_column(String(32), default="")
+    unit: Mapped[str] = mapped_column(String(UNIT_MAX_CHARS), default="")
     direction: Mapped[str] = mapped_column(String(8))
     source: Mapped[str] = mapped_column(String(32), default="workload")
     n_values: Mapped[int] = mapped_column(Integer, default=1)
@@ -100,7 +102,7 @@ class MetricValueRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
     seq: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
 

@@ -81,6 +81,10 @@ TOOL_PROBES: tuple[ToolProbe, ...] = (
 UNAVAILABLE = "unavailable"
 
 
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
 def _read(path: str | Path) -> str | None:
     try:
         return Path(path).read_text().strip()
@@ -256,8 +260,7 @@ def memory_facts() -> dict[str, str]:
         out["memory.transparent_hugepages"] = match.group(1) if match else thp
     for name, limit in (("memlock", resource.RLIMIT_MEMLOCK), ("nofile", resource.RLIMIT_NOFILE)):
         soft, hard = resource.getrlimit(limit)
-        fmt = lambda v: "unlimited" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
-        out[f"limits.{name}"] = f"{fmt(soft)} (hard {fmt(hard)})"
+        out[f"limits.{name}"] = f"{_limit(soft)} (hard {_limit(hard)})"
     return out
 
 

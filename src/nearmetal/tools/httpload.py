@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from nearmetal.tools import requestlog
@@ -152,7 +153,7 @@ class Recorder:
 
 async def open_loop(args: argparse.Namespace, target: Target, rec: Recorder) -> None:
     count = max(1, int(args.rate * args.duration))
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task[None]] = set()
     for i in range(count):
         delay = i / args.rate - rec.now()
         if delay > 0:
@@ -183,7 +184,7 @@ async def closed_loop(args: argparse.Namespace, target: Target, rec: Recorder) -
     await asyncio.wait(workers, timeout=args.duration + args.timeout + 1.0)
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     target = Target(args.url)
     rec = Recorder()
     if args.rate:

@@ -26,7 +26,7 @@ async def handle(
     name: str,
     body: bytes,
     delay_s: float,
-    busy: set[asyncio.Task],
+    busy: set[asyncio.Task[None]],
     stopping: asyncio.Event,
 ) -> None:
     task = asyncio.current_task()
@@ -71,7 +71,7 @@ async def handle(
                 + payload
             )
             await writer.drain()
-            busy.discard(task)  # type: ignore[arg-type]
+            busy.discard(task)
             if not keep:
                 return
     except (ConnectionError, OSError, asyncio.CancelledError):
@@ -85,8 +85,8 @@ async def serve(args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     cluster = args.cluster or args.name.split("-")[0]
     body = (args.body or f"Hello from cluster {cluster} ({args.name})\n").encode()
-    connections: set[asyncio.Task] = set()
-    busy: set[asyncio.Task] = set()
+    connections: set[asyncio.Task[None]] = set()
+    busy: set[asyncio.Task[None]] = set()
     stop = asyncio.Event()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nearmetal.workloads.base import (
     WORKLOADS,
     ParseError,
@@ -16,11 +18,11 @@ from nearmetal.workloads.base import (
 )
 
 
-def workload_class(kind: str) -> type[Workload]:
+def workload_class(kind: str) -> type[Workload[Any]]:
     return WORKLOADS.get_or_fail(kind)
 
 
-def get_workload(kind: str) -> Workload:
+def get_workload(kind: str) -> Workload[Any]:
     return workload_class(kind)()
 
 
@@ -29,7 +31,7 @@ def primary_metric_of(kind: str) -> str:
     return WORKLOADS[kind].primary_metric if kind in WORKLOADS else "wall_s"
 
 
-def all_workload_classes() -> dict[str, type[Workload]]:
+def all_workload_classes() -> dict[str, type[Workload[Any]]]:
     return dict(WORKLOADS)
 
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +25,9 @@ class WorkloadParams(BaseModel):
     """Base of every workload's parameter model; unknown parameters are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+ParamsT = TypeVar("ParamsT", bound=WorkloadParams)
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,9 @@ class ParseError(Exception):
     """The output does not contain what the parser needs; the message says what was missing."""
 
 
-class Workload(ABC):
-    """Subclasses set ``kind``, ``Params`` and ``primary_metric`` and implement ``processes`` and ``parse``."""
+class Workload(ABC, Generic[ParamsT]):
+    """Subclasses set ``kind``, ``Params`` and ``primary_metric`` and implement ``processes`` and ``parse``;
+    ``Workload[XParams]`` types the ``params`` every method gets as ``XParams`` (the class ``Params`` names)."""
 
     kind: ClassVar[str]
     Params: ClassVar[type[WorkloadParams]] = WorkloadParams
@@ -165,22 +169,22 @@ class Workload(ABC):
     # the metric loss tables lead with
     primary_metric: ClassVar[str] = "wall_s"
 
-    def requires(self, params: Any) -> list[Requirement]:
+    def requires(self, params: ParamsT) -> list[Requirement]:
         return []
 
-    def check_resources(self, params: Any, workdir: Path) -> None:
+    def check_resources(self, params: ParamsT, workdir: Path) -> None:
         """Before a run: raise NearmetalError when the host cannot hold what a trial of these parameters
         needs (disk for data files, memory for buffers); ``workdir`` is where trial directories go."""
 
-    def prepare(self, params: Any, ctx: WorkloadContext) -> None:
+    def prepare(self, params: ParamsT, ctx: WorkloadContext) -> None:
         """Write input files into ``ctx.trial_dir`` before the trial starts."""
 
     @abstractmethod
-    def processes(self, params: Any, ctx: WorkloadContext) -> list[ProcessSpec]:
+    def processes(self, params: ParamsT, ctx: WorkloadContext) -> list[ProcessSpec]:
         """The processes of one trial; exactly one has role ``main``."""
 
     @abstractmethod
-    def parse(self, output: TrialOutput, params: Any | None = None) -> list[Metric]:
+    def parse(self, output: TrialOutput, params: ParamsT | None = None) -> list[Metric]:
         """Turn a trial's output into metrics. Raise ParseError when it has none."""
 
     def parse_file(self, path: Path) -> list[Metric]:
@@ -188,30 +192,30 @@ class Workload(ABC):
         text = path.read_text(errors="replace")
         return self.parse(TrialOutput(stdout=text, stderr="", files={path.name: path}))
 
-    def cleanup(self, params: Any, ctx: WorkloadContext) -> None:
+    def cleanup(self, params: ParamsT, ctx: WorkloadContext) -> None:
         """Remove what ``prepare`` or the run left that must not outlive the cell (big data files)."""
 
     def tool_versions(self) -> dict[str, str]:
         """Versions of the programs this workload runs, for the environment record."""
         return {}
 
-    def longer_params(self, params: Any, factor: float) -> dict[str, Any]:
+    def longer_params(self, params: ParamsT, factor: float) -> dict[str, Any]:
         """Parameter values that make this workload run about ``factor`` times as long as ``params`` do
         (co-located neighbours must outlast the measured copy); {} when it cannot be made longer."""
         return {}
 
-    def placement(self, output: TrialOutput, params: Any | None = None) -> dict[str, Any]:
+    def placement(self, output: TrialOutput, params: ParamsT | None = None) -> dict[str, Any]:
         """Where the workload says it ran (devices, ranks per host), merged into the trial's placement.
         Called after a successful ``parse``; must not raise."""
         return {}
 
-    def events(self, output: TrialOutput, params: Any | None = None) -> list[dict[str, Any]]:
+    def events(self, output: TrialOutput, params: ParamsT | None = None) -> list[dict[str, Any]]:
         """Things the workload saw at moments of the trial, for the events table (a request timeline:
         ``{"time": epoch seconds, "kind": "timeline", "detail": {...}}``). Called after a successful
         ``parse``; must not raise."""
         return []
 
-    def resources(self, params: Any) -> dict[str, Any]:
+    def resources(self, params: ParamsT) -> dict[str, Any]:
         """What a batch scheduler should allocate for one trial, as keys of ``plan.models.Resources``
         (``tasks`` = MPI ranks, ``cpus_per_task``, ``memory_mib``, ``gpus``, …). The default: one task, one
         CPU. A plan's ``resources`` override it; the local backend ignores it."""
@@ -238,12 +242,15 @@ def mpi_launch_argv(
 
 # kind -> workload class; every module of nearmetal.workloads registers its workloads with
 # ``@register_workload``
-WORKLOADS: Registry[type[Workload]] = Registry(
+WORKLOADS: Registry[type[Workload[Any]]] = Registry(
     "workload kind", packages=("nearmetal.workloads",), by_name=True
 )
 
 
-def register_workload(cls: type[Workload]) -> type[Workload]:
+WorkloadClass = TypeVar("WorkloadClass", bound="type[Workload[Any]]")
+
+
+def register_workload(cls: WorkloadClass) -> WorkloadClass:
     """Class decorator: the workload is known by its ``kind`` (what a plan's ``kind:`` names)."""
     own_kind = cls.__dict__.get("kind")
     if not isinstance(own_kind, str):

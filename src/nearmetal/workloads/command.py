@@ -10,10 +10,8 @@ import shutil
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import String
 
-from nearmetal.metrics import Metric
-from nearmetal.store.schema import MetricRow
+from nearmetal.metrics import NAME_MAX_CHARS, UNIT_MAX_CHARS, Metric
 from nearmetal.workloads.base import (
     ParseError,
     ProcessSpec,
@@ -45,22 +43,16 @@ def compile_metric_regex(value: str) -> Any:
         ) from None
 
 
-def _stored_length(column: str) -> int:
-    kind = MetricRow.__table__.c[column].type
-    assert isinstance(kind, String) and kind.length is not None, column
-    return kind.length
-
-
 class MetricRule(BaseModel):
     """How to find one metric in the output: a regex whose first group (or group ``value``) is the number,
     or a dotted JSON path into stdout parsed as JSON."""
 
     model_config = ConfigDict(extra="forbid")
     # as long as the store keeps (it refuses longer ones, which would only show after the trials ran)
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=_stored_length("name"))
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=NAME_MAX_CHARS)
     regex: str | None = None
     json_path: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\[\]-]+$")
-    unit: str = Field("", max_length=_stored_length("unit"))
+    unit: str = Field("", max_length=UNIT_MAX_CHARS)
     direction: Literal["higher", "lower"]
     stream: Literal["stdout", "stderr"] = "stdout"
     all: bool = Field(False, description="every match is a value of the trial (iterations, windows)")
@@ -136,7 +128,7 @@ def _json_get(doc: Any, path: str) -> Any:
 
 
 @register_workload
-class CommandWorkload(Workload):
+class CommandWorkload(Workload[CommandParams]):
     kind = "command"
     Params = CommandParams
     description = "any argv; wall time plus metrics found by regex or JSON path"

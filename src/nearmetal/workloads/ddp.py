@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nearmetal.analysis.sharing import topology_of
 from nearmetal.metrics import Metric
+from nearmetal.topology import topology_of
 from nearmetal.workloads.base import TrialOutput, WorkloadContext, register_workload
 from nearmetal.workloads.pyprogram import ProgramWorkload
 from nearmetal.workloads.train import ModelParams
@@ -55,7 +55,7 @@ def rank_nodes(ranks: list[dict[str, Any]], level: str = "auto") -> list[str]:
 
 
 @register_workload
-class DdpWorkload(ProgramWorkload):
+class DdpWorkload(ProgramWorkload[DdpParams]):
     kind = "ddp"
     Params = DdpParams
     description = "DistributedDataParallel training over N ranks (gloo CPU, nccl GPU): time per epoch"

@@ -149,7 +149,7 @@ def steady_intervals(values: list[float]) -> list[float]:
 
 
 @register_workload
-class FlopsWorkload(ProgramWorkload):
+class FlopsWorkload(ProgramWorkload[FlopsParams]):
     kind = "flops"
     Params = FlopsParams
     description = "dense matmul TFLOPS per precision: numpy/torch on CPU, torch or dcgmproftester on GPU"

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from nearmetal.errors import NearmetalError
 from nearmetal.host import safefs
+from nearmetal.host.leftovers import Leftover, finder, host_prefix
 from nearmetal.host.mountinfo import unmount_below
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
@@ -124,7 +126,7 @@ def _is_static(binary: Path) -> bool:
 
 
 @register_workload
-class ImageBuildWorkload(Workload):
+class ImageBuildWorkload(Workload[ImageBuildParams]):
     kind = "image-build"
     Params = ImageBuildParams
     description = "a Containerfile built by buildah/podman (overlay or vfs), buildkit or kaniko; no registry"
@@ -377,3 +379,17 @@ def remove_storage(path: Path) -> None:
                 # user namespace that maps them (as `buildah unshare rm -rf` would)
                 rm = ["unshare", "--user", "--map-root-user", "--map-auto", "--", *rm]
             subprocess.run(rm, capture_output=True, timeout=300)
+
+
+@finder
+def find_container_storage(run_id: str | None = None) -> list[Leftover]:
+    """Per-trial container storage of image-build trials (``/var/tmp/nearmetal-<run>-<trial>-containers``)
+    with whatever the storage driver left mounted inside it."""
+    base = Path(DEFAULT_STORAGE_BASE)
+    if not base.is_dir():
+        return []
+    return [
+        Leftover("container-storage", str(path), partial(remove_storage, path), priority=40)
+        for path in sorted(base.glob(f"{host_prefix(run_id)}*-{STORAGE_SUFFIX}"))
+        if path.is_dir()
+    ]

@@ -52,7 +52,7 @@ class Iperf3Params(WorkloadParams):
 
 
 @register_workload
-class Iperf3Workload(Workload):
+class Iperf3Workload(Workload[Iperf3Params]):
     kind = "iperf3"
     Params = Iperf3Params
     description = "iperf3 TCP bandwidth between a server and a client process"

@@ -81,11 +81,11 @@ class LammpsParams(WorkloadParams):
 
     @property
     def cells(self) -> int:
-        return max(1, round((self.atoms / 4) ** (1 / 3)))
+        return max(1, round(float((self.atoms / 4) ** (1 / 3))))
 
 
 @register_workload
-class LammpsWorkload(Workload):
+class LammpsWorkload(Workload[LammpsParams]):
     kind = "lammps"
     Params = LammpsParams
     description = "LAMMPS Lennard-Jones melt (like LAMMPS's bench/in.lj), serial or MPI"

@@ -127,7 +127,7 @@ def parse_osu(text: str) -> list[Metric]:
     return list(metrics.values())
 
 
-def nearmetal_lines(text: str, kind: str) -> list[dict]:
+def nearmetal_lines(text: str, kind: str) -> list[dict[str, Any]]:
     """The JSON documents of nearmetal's own comment lines (``# nearmetal-<kind> {…}``) in OSU-shaped output."""
     docs = []
     for raw in text.splitlines():
@@ -157,7 +157,7 @@ def iteration_metrics(text: str) -> list[Metric]:
     ``_p99_us`` per size, and for the smallest (> 0) and largest sizes also ``_bimodal`` (1 when the
     iterations formed two groups far apart), ``_slow_pct`` (% of iterations in the slow group) and
     ``_mode_ratio`` (slow group's median / fast group's). Empty for OSU's own binaries."""
-    by_test: dict[str, dict[int, dict]] = {}
+    by_test: dict[str, dict[int, dict[str, Any]]] = {}
     for doc in nearmetal_lines(text, "iterations"):
         if isinstance(doc.get("test"), str) and isinstance(doc.get("size"), int) and doc.get("n"):
             by_test.setdefault(doc["test"], {})[doc["size"]] = doc
@@ -275,7 +275,7 @@ def two_ranks(launcher: str, rank_argv: list[str], env: dict[str, str], ctx: Wor
 
 
 @register_workload
-class MpiWorkload(Workload):
+class MpiWorkload(Workload[MpiParams]):
     kind = "mpi"
     Params = MpiParams
     description = "MPI ping-pong latency/bandwidth and allreduce between 2 ranks (mpi4py, OSU output shape)"

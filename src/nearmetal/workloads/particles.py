@@ -29,7 +29,7 @@ class ParticlesParams(DeviceParams):
 
 
 @register_workload
-class ParticlesWorkload(ProgramWorkload):
+class ParticlesWorkload(ProgramWorkload[ParticlesParams]):
     kind = "particles"
     Params = ParticlesParams
     description = "simpletrack-like particle tracking: seconds and particle-turns/s (numpy CPU, torch GPU)"

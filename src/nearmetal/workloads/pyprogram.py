@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, field_validator
 
@@ -63,7 +63,10 @@ def version_of(distribution: str) -> str | None:
         return None
 
 
-class ProgramWorkload(Workload):
+DeviceParamsT = TypeVar("DeviceParamsT", bound=DeviceParams)
+
+
+class ProgramWorkload(Workload[DeviceParamsT]):
     """A workload whose program is one of ``workloads/programs``; subclasses give ``program`` and
     ``arguments`` and turn the result document into metrics."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -101,7 +101,10 @@ def _tool(params: ResilienceParams, name: str) -> list[str]:
     return [params.python, "-m", f"nearmetal.tools.{name}"]
 
 
-class ResilienceWorkload(Workload):
+ResilienceParamsT = TypeVar("ResilienceParamsT", bound=ResilienceParams)
+
+
+class ResilienceWorkload(Workload[ResilienceParamsT]):
     """What both workloads share: reading the request log and the faults, and the metrics."""
 
     primary_metric = "availability_pct"
@@ -219,7 +222,7 @@ def summary_metrics(s: Any) -> list[Metric]:
 
 
 @register_workload
-class HttpLoadWorkload(ResilienceWorkload):
+class HttpLoadWorkload(ResilienceWorkload[HttpLoadParams]):
     kind = "http-load"
     Params = HttpLoadParams
     description = (
@@ -263,7 +266,7 @@ class HttpLoadWorkload(ResilienceWorkload):
 
 
 @register_workload
-class IoProbeWorkload(ResilienceWorkload):
+class IoProbeWorkload(ResilienceWorkload[IoProbeParams]):
     kind = "io-probe"
     Params = IoProbeParams
     description = (

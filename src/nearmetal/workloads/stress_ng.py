@@ -56,7 +56,7 @@ class StressNgParams(WorkloadParams):
 
 
 @register_workload
-class StressNgWorkload(Workload):
+class StressNgWorkload(Workload[StressNgParams]):
     kind = "stress-ng"
     Params = StressNgParams
     description = "stress-ng stressor; bogo-ops/s"

@@ -53,7 +53,7 @@ class TcpRrParams(WorkloadParams):
 
 
 @register_workload
-class TcpRrWorkload(Workload):
+class TcpRrWorkload(Workload[TcpRrParams]):
     kind = "tcp-rr"
     Params = TcpRrParams
     description = (

@@ -57,7 +57,7 @@ class TrainParams(ModelParams):
 
 
 @register_workload
-class TrainWorkload(ProgramWorkload):
+class TrainWorkload(ProgramWorkload[TrainParams]):
     kind = "train"
     Params = TrainParams
     description = "small PyTorch model trained on self-generated data: seconds and samples/s"

@@ -10,9 +10,9 @@ from typing import Any
 
 from nearmetal.backends.base import RemoteBackend
 from nearmetal.backends.kubernetes.options import KubernetesOptions
+from nearmetal.backends.spec import TrialSpec
 from nearmetal.errors import NearmetalError
 from nearmetal.host.leftovers import Leftover, finder
-from nearmetal.run.trial import TrialSpec
 
 RUN_LABEL = "nearmetal.io/run"
 TRIAL_LABEL = "nearmetal.io/trial"

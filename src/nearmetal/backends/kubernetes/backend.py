@@ -15,9 +15,9 @@ from nearmetal.backends.kubernetes.manifest import PodManifests
 from nearmetal.backends.kubernetes.options import KubernetesOptions
 from nearmetal.backends.kubernetes.outcome import PodOutcomes
 from nearmetal.backends.podmaps import LAYER_MAPPINGS, PodShape, common_cpu_request
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
 from nearmetal.errors import NearmetalError
 from nearmetal.plan.backend_options import Cli
-from nearmetal.run.trial import TrialOutcome, TrialSpec
 
 if TYPE_CHECKING:
     from nearmetal.plan import LoadedPlan

@@ -17,7 +17,7 @@ from nearmetal.backends.kubernetes.api import (
 )
 from nearmetal.backends.kubernetes.protocol import COMMAND
 from nearmetal.backends.podmaps import PodShape, pod_shape
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 WORKDIR = "/nearmetal/trial"
 INPUTS = "/nearmetal/inputs"

@@ -13,7 +13,7 @@ from typing import Any
 from nearmetal.backends.kubernetes.api import KubeApi
 from nearmetal.backends.podevidence import find_pod_cgroup, read_pod_cgroup
 from nearmetal.backends.podnoise import NodeSnapshot, node_noise, read_summary, summary_noise
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 
 class NodeWindow(KubeApi):

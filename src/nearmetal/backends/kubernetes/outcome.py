@@ -14,7 +14,7 @@ from nearmetal.backends.kubernetes.watch import PodWatch
 from nearmetal.backends.podevidence import container_evidence, evidence_metrics, program_span, split_evidence
 from nearmetal.backends.podmaps import PodShape
 from nearmetal.backends.podnoise import node_noise, summary_noise
-from nearmetal.run.trial import TrialOutcome, TrialSpec
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
 
 
 class PodOutcomes(PodWatch):

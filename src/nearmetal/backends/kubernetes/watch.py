@@ -9,7 +9,7 @@ from typing import Any
 
 from nearmetal.backends.kubernetes.api import RUN_LABEL, TRIAL_LABEL, k8s_name
 from nearmetal.backends.kubernetes.nodewindow import NodeWindow
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 # a container waiting for one of these never starts: waiting longer only costs the pending timeout
 NEVER_STARTS = {

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nearmetal.backends.spec import TrialSpec
 from nearmetal.registry import Registry
-from nearmetal.run.trial import TrialSpec
 
 Mapping = Callable[[Any, "PodShape"], None]
 LAYER_MAPPINGS: Registry[Mapping] = Registry(

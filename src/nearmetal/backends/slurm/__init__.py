@@ -22,13 +22,13 @@ from nearmetal.backends.slurm.backend import SlurmBackend
 from nearmetal.backends.slurm.commands import (
     SlurmError,
     expand_counts,
-    hostnames,
     parse_scontrol,
     placement_from_env,
 )
 from nearmetal.backends.slurm.options import SlurmOptions
 from nearmetal.backends.slurm.queue import FINAL_STATES, NEVER_STARTS, STATE_STATUS, Job, find_jobs
 from nearmetal.backends.slurm.script import DEFAULT_TEMPLATE, JOB_PREFIX
+from nearmetal.host.slurmnodes import hostnames
 
 __all__ = [
     "DEFAULT_TEMPLATE",

@@ -18,7 +18,7 @@ from nearmetal.backends.slurm.outcome import JobOutcomes
 from nearmetal.backends.slurm.queue import FINAL_STATES, NEVER_STARTS, Job
 from nearmetal.backends.slurm.reattach import JobReattach
 from nearmetal.backends.slurm.script import DEFAULT_TEMPLATE
-from nearmetal.run.trial import TrialOutcome, TrialSpec
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
 
 
 @register_backend

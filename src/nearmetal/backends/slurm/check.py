@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from nearmetal.backends.slurm.commands import SlurmError, _minutes_of, _run, parse_scontrol
 from nearmetal.backends.slurm.script import SlurmScripts
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 if TYPE_CHECKING:
     from nearmetal.plan import LoadedPlan
@@ -21,7 +21,7 @@ class SlurmCheck(SlurmScripts):
     def check(self, loaded: LoadedPlan) -> None:
         """Refuse, before any job is submitted, what Slurm would never start: no cluster, an unknown
         partition, a time limit above its MaxTime, a request no node can satisfy (``sbatch --test-only``)."""
-        from nearmetal.run.trial import resources_for
+        from nearmetal.backends.spec import resources_for
 
         for tool in ("sbatch", "squeue", "scontrol", "scancel"):
             if shutil.which(tool) is None:

@@ -7,10 +7,11 @@ import contextlib
 import time
 from pathlib import Path
 
-from nearmetal.backends.slurm.commands import _timestamp, hostnames
+from nearmetal.backends.slurm.commands import _timestamp
 from nearmetal.backends.slurm.queue import NEVER_STARTS, STATE_STATUS, Job, JobQueue
 from nearmetal.backends.slurm.script import OUTCOME_NAME
-from nearmetal.run.trial import TrialOutcome, TrialSpec
+from nearmetal.backends.spec import TrialOutcome, TrialSpec
+from nearmetal.host.slurmnodes import hostnames
 
 
 class JobOutcomes(JobQueue):

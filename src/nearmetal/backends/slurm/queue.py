@@ -12,8 +12,8 @@ from typing import Any
 
 from nearmetal.backends.slurm.commands import SlurmError, _run, parse_scontrol
 from nearmetal.backends.slurm.script import SlurmScripts
+from nearmetal.backends.spec import TrialSpec
 from nearmetal.host.leftovers import Leftover, finder, host_prefix
-from nearmetal.run.trial import TrialSpec
 
 # pending reasons that mean the job can never start as asked (not "wait a while")
 NEVER_STARTS = {

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from nearmetal.backends.slurm.queue import Job, JobQueue
 from nearmetal.backends.slurm.script import OUTCOME_NAME, SPEC_NAME
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 if TYPE_CHECKING:
     from nearmetal.run.resume import ResumeState

@@ -1,6 +1,6 @@
 """The sbatch script of a trial, or of a cell's repeats as a job array: its directives (the resource
 request, the time limit, the names ``cleanup`` finds) and its one command, ``python -m
-nearmetal.backends.exec_trial SPEC.json OUT.json``."""
+nearmetal.run.exec_trial SPEC.json OUT.json``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from nearmetal.backends.base import RemoteBackend
 from nearmetal.backends.slurm.commands import SlurmError
 from nearmetal.backends.slurm.options import SlurmOptions
-from nearmetal.run.trial import TrialSpec
+from nearmetal.backends.spec import TrialSpec
 
 JOB_PREFIX = "nearmetal"
-SPEC_NAME = "spec.json"  # the same names as nearmetal.backends.exec_trial's
+SPEC_NAME = "spec.json"  # the same names as nearmetal.run.exec_trial's
 OUTCOME_NAME = "outcome.json"
-EXEC_MODULE = "nearmetal.backends.exec_trial"
+EXEC_MODULE = "nearmetal.run.exec_trial"
 SCRIPT_NAME = "job.sbatch"
 
 DEFAULT_TEMPLATE = """#!/bin/sh

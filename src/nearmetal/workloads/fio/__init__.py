@@ -57,7 +57,7 @@ JOB_RECORD = "fio-job.fio"
 
 
 @register_workload
-class FioWorkload(Workload):
+class FioWorkload(Workload[FioParams]):
     kind = "fio"
     Params = FioParams
     description = "fio file I/O: bandwidth, IOPS, completion latency percentiles"

@@ -1,7 +1,7 @@
 """Execute one trial here and write its outcome as JSON: what a batch job runs on its node.
 
-    python -m nearmetal.backends.exec_trial SPEC.json OUT.json
-    python -m nearmetal.backends.exec_trial --task-list TASKS   # job arrays: line $SLURM_ARRAY_TASK_ID
+    python -m nearmetal.run.exec_trial SPEC.json OUT.json
+    python -m nearmetal.run.exec_trial --task-list TASKS   # job arrays: line $SLURM_ARRAY_TASK_ID
 
 (``nearmetal exec-trial`` is the same behind the CLI.) This module imports only what executing a trial needs,
 so a job on a busy node starts in a fraction of a second. SIGTERM (scancel, the job's time limit) and SIGHUP
