@@ -37,7 +37,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 from nearmetal.metrics import Metric
 from nearmetal.telemetry import diskio
 from nearmetal.units import mem_available_bytes, parse_size
@@ -365,10 +365,7 @@ class FioParams(WorkloadParams):
 @cache
 def fio_engines(fio: str = "fio") -> frozenset[str]:
     """The I/O engines this fio binary was built with (``fio --enghelp``)."""
-    try:
-        out = subprocess.run([fio, "--enghelp"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return frozenset()
+    out = hostcmd.output([fio, "--enghelp"], 20) or ""
     return frozenset(line.strip() for line in out.splitlines()[1:] if line.strip())
 
 
@@ -671,10 +668,7 @@ class FioWorkload(Workload):
     def tool_versions(self) -> dict[str, str]:
         if not shutil.which("fio"):
             return {}
-        try:
-            out = subprocess.run(["fio", "--version"], capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
+        out = hostcmd.output(["fio", "--version"], 20) or ""
         return {"fio": out.strip().removeprefix("fio-")} if out.strip() else {}
 
 
