@@ -37,7 +37,6 @@ import contextlib
 import errno
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -47,9 +46,8 @@ from pydantic import Field, model_validator
 
 from nearmetal import faultlog
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.host import hostnet
-from nearmetal.host.hostcmd import run
-from nearmetal.host.mountinfo import unmount_below
+from nearmetal.host import hostcmd, hostnet
+from nearmetal.host.mountinfo import unmount_fuse
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.targets import FaultTarget, is_zombie, pids_with_env
 from nearmetal.metrics import Metric
@@ -294,7 +292,7 @@ class FaultLayer(Layer):
         self.links_down: list[tuple[str | None, str]] = []
         self.netem_on: list[tuple[str | None, str, dict]] = []
         self.killed_mount: dict[str, Any] | None = None
-        self.remounted: subprocess.Popen | None = None
+        self.remounted: hostcmd.Process | None = None
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
@@ -585,27 +583,21 @@ class FaultLayer(Layer):
         """Lazy-unmount the severed mount and start its daemon again with its own command line."""
         assert self.killed_mount is not None
         mountpoint = self.killed_mount["mountpoint"]
-        if os.geteuid() == 0:
-            # by what was mounted, never through a link swapped in on the way (issue 26)
-            unmount_below(mountpoint)
-        else:
-            for argv in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint]):
-                with contextlib.suppress(OSError, NearmetalError):
-                    if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                        break
+        # as root by what was mounted, never through a link swapped in on the way (issue 26)
+        unmount_fuse(mountpoint, lazy=True, timeout=FAULT_COMMAND_TIMEOUT_S)
         log = open(ctx.trial_dir / "fault-remount.log", "ab")  # noqa: SIM115
         try:
-            self.remounted = subprocess.Popen(
+            self.remounted = hostcmd.start(
                 [a.decode() for a in self.killed_mount["argv"]],
                 cwd=self.killed_mount["cwd"],
                 env={
                     k.decode(errors="replace"): v.decode(errors="replace")
                     for k, v in self.killed_mount["env"].items()
                 },
-                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
+                new_session=True,
+                context="remounting a severed FUSE mount",
             )
         finally:
             log.close()
@@ -671,19 +663,8 @@ class FaultLayer(Layer):
         if self.remounted is not None:
             mountpoint = self.killed_mount["mountpoint"] if self.killed_mount else ""
             if mountpoint and fuse_mount(mountpoint) is not None:
-                if os.geteuid() == 0:
-                    unmount_below(mountpoint)
-                else:
-                    for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint]):
-                        with contextlib.suppress(OSError, NearmetalError):
-                            if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                                break
-            try:
-                self.remounted.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.remounted.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.remounted.wait(timeout=5)
+                unmount_fuse(mountpoint, timeout=FAULT_COMMAND_TIMEOUT_S)
+            hostcmd.stop(self.remounted)
             self.remounted = None
             undone.append("remounted daemon stopped")
         if undone:
