@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -98,7 +97,7 @@ class SlurmError(NearmetalError):
     """Slurm refused or lost something; the message carries its words."""
 
 
-def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> hostcmd.Completed[str]:
     """A Slurm client command (its exit status is the caller's to read)."""
     return hostcmd.run(
         argv,
