@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import IO
 import psutil
 
 from nearmetal.backends.base import Execution, HostBackend, ProcessResult, register_backend
+from nearmetal.host import hostcmd
 from nearmetal.host.interrupts import deferred
 from nearmetal.host.safefs import nofollow_opener
 from nearmetal.telemetry import TreeSampler, rusage_metrics
@@ -103,8 +103,8 @@ class LocalBackend(HostBackend):
         spec: ProcessSpec,
         trial_dir: Path,
         files: list[IO[bytes]],
-        track: list[tuple[subprocess.Popen, ProcessResult]] | None = None,
-    ) -> tuple[subprocess.Popen, ProcessResult]:
+        track: list[tuple[hostcmd.Process, ProcessResult]] | None = None,
+    ) -> tuple[hostcmd.Process, ProcessResult]:
         """Start a process; ``track`` gets it the moment it exists, so an interrupt right after cannot
         leave it out of the caller's clean-up."""
         label = spec.label()
@@ -123,15 +123,14 @@ class LocalBackend(HostBackend):
         argv = wrap_for_cgroups(spec.command(), spec.cgroup_procs)
         result.started_at = time.time()
         try:
-            proc = subprocess.Popen(
+            proc = hostcmd.start(
                 argv,
-                stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 env=env,
                 cwd=spec.cwd or trial_dir,
                 process_group=0,
-                close_fds=True,
+                error=None,
             )
         except FileNotFoundError:
             raise FileNotFoundError(f"program not found: {spec.argv[0]}") from None
@@ -139,7 +138,7 @@ class LocalBackend(HostBackend):
             track.append((proc, result))
         return proc, result
 
-    def _wait_ready(self, proc: subprocess.Popen, spec: ProcessSpec, result: ProcessResult) -> str | None:
+    def _wait_ready(self, proc: hostcmd.Process, spec: ProcessSpec, result: ProcessResult) -> str | None:
         deadline = time.monotonic() + spec.ready_timeout_s
         if spec.ready_pattern:
             pattern = re.compile(spec.ready_pattern)
@@ -171,7 +170,7 @@ class LocalBackend(HostBackend):
         main_spec = mains[0]
         background = [p for p in processes if p.role != "main"]
         files: list[IO[bytes]] = []
-        started: list[tuple[subprocess.Popen, ProcessResult]] = []
+        started: list[tuple[hostcmd.Process, ProcessResult]] = []
         execution: Execution | None = None
         try:
             for spec in background:
@@ -199,7 +198,7 @@ class LocalBackend(HostBackend):
             for proc, result in reversed(started):
                 if proc.poll() is None:
                     kill_group(proc.pid)
-                with contextlib.suppress(subprocess.TimeoutExpired):
+                with contextlib.suppress(hostcmd.TimeoutExpired):
                     proc.wait(timeout=5)
                 result.returncode = proc.returncode
                 result.ended_at = result.ended_at or time.time()
@@ -212,11 +211,11 @@ class LocalBackend(HostBackend):
         trial_dir: Path,
         timeout_s: float,
         files: list[IO[bytes]],
-        started: list[tuple[subprocess.Popen, ProcessResult]],
+        started: list[tuple[hostcmd.Process, ProcessResult]],
     ) -> Execution:
         others = [r for _, r in started]
         timed_out = threading.Event()
-        proc: subprocess.Popen | None = None
+        proc: hostcmd.Process[bytes] | None = None
         timer: threading.Timer | None = None
         sampler: TreeSampler | None = None
         host: HostSampler | None = None

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nearmetal.host.procstat import read_stat
 from nearmetal.metrics import Metric
 
 PROC = Path("/proc")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PF_KTHREAD = 0x00200000
 TOP = 5
 
 # /proc/PID/stat's comm is cut at 15 characters: kube-controller-manager → kube-controller
@@ -61,31 +61,6 @@ def group_of(comm: str) -> str | None:
         if comm in names or (group == "containerd" and comm.startswith("containerd-shim")):
             return group
     return None
-
-
-def _read_stat(pid: str) -> tuple[str, int, int, bool] | None:
-    """(comm, cumulative ticks, start time, kernel thread?) or None if gone. The ticks are utime+stime+cutime+
-    cstime (a daemon carries the short-lived helpers it reaped: runc, CNI plugins), except for containerd's
-    shims, which reap the container's own processes: their own time only (the pod's is in its cgroup)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    close = raw.rfind(b")")
-    if close < 0:
-        return None
-    comm = raw[raw.find(b"(") + 1 : close].decode(errors="replace")
-    fields = raw[close + 2 :].split()
-    try:
-        ppid, flags = int(fields[1]), int(fields[6])
-        ticks = int(fields[11]) + int(fields[12])
-        if not comm.startswith("containerd-shim"):
-            ticks += int(fields[13]) + int(fields[14])
-        start = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    return comm, ticks, start, bool(flags & _PF_KTHREAD) or ppid == 2 or pid == "2"
 
 
 def _cpu_ticks() -> tuple[int, int, int]:
@@ -140,10 +115,15 @@ class NodeSnapshot:
         procs: dict[tuple[str, int], tuple[str, int, bool]] = {}
         for entry in os.scandir(PROC):
             if entry.name.isdigit():
-                stat = _read_stat(entry.name)
+                stat = read_stat(entry.name)
                 if stat is not None:
-                    comm, ticks, start, kthread = stat
-                    procs[(entry.name, start)] = (comm, ticks, kthread)
+                    # utime+stime+cutime+cstime (a daemon carries the short-lived helpers it reaped: runc,
+                    # CNI plugins), except for containerd's shims, which reap the container's own
+                    # processes: their own time only (the pod's is in its cgroup)
+                    shim = stat.comm.startswith("containerd-shim")
+                    ticks = stat.own_ticks if shim else stat.ticks
+                    kthread = stat.kernel_thread or entry.name == "2"
+                    procs[(entry.name, stat.starttime)] = (stat.comm, ticks, kthread)
         return cls(
             t=time.monotonic(),
             cpu=_cpu_ticks(),

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from nearmetal.doctor.base import Finding, check
+from nearmetal.host import hostcmd
 
 LESSON_HYGIENE = (
     "seeds 000-002: every published loss was measured against a baseline on the same host; what the host "
@@ -380,12 +380,9 @@ def steal_fraction(proc: Path = Path("/proc")) -> float | None:
 def check_virtualization(root: Path = Path("/")) -> list[Finding]:
     vm = detect_vm(root)
     if root == Path("/") and shutil.which("systemd-detect-virt"):
-        try:
-            out = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True, text=True, timeout=5)
-            if out.returncode == 0 and out.stdout.strip() not in ("", "none"):
-                vm = out.stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        said = hostcmd.probe(["systemd-detect-virt", "--vm"], 5)
+        if said and said != "none":
+            vm = said
     container = detect_container(root)
     steal = steal_fraction(root / "proc")
     parts = []

@@ -13,12 +13,11 @@ Two parts:
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 from nearmetal.doctor.base import Finding, Severity, check
+from nearmetal.host.hostnet import ip_json
 
 LESSON = (
     "seed 000: MPI benchmarks and LAMMPS in user-space Kubernetes ran ~50% slower; slirp4netns's TAP device "
@@ -28,14 +27,6 @@ LESSON = (
 # evidence metrics: round trip (lower is better) measured by the network workloads
 RTT_METRICS = ("rtt_p50_us", "latency_small_p50_us", "latency_small_us")
 THROTTLED_ENOUGH_PCT = 5.0
-
-
-def _ip_json(*args: str) -> list[dict[str, Any]]:
-    try:
-        out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10).stdout
-        return json.loads(out or "[]")
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
-        return []
 
 
 def default_route_device(routes: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -59,8 +50,8 @@ def default_route_device(routes: list[dict[str, Any]], links: list[dict[str, Any
 def check_user_mode_net(
     routes: list[dict[str, Any]] | None = None, links: list[dict[str, Any]] | None = None
 ) -> list[Finding]:
-    routes = _ip_json("route", "show", "default") if routes is None else routes
-    links = _ip_json("-d", "link", "show") if links is None else links
+    routes = ip_json("route", "show", "default") if routes is None else routes
+    links = ip_json("-d", "link", "show") if links is None else links
     device = default_route_device(routes, links)
     if device is None:
         return [Finding("user-mode-net", "info", "no default route: nothing to say about the network path")]

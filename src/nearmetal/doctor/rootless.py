@@ -10,10 +10,11 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 from nearmetal.doctor.base import Finding, check
+from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 LESSON_ROOTLESS = (
     "seeds 000 and 001: Usernetes and rootless CI builds run without root — user namespaces mapped from "
@@ -155,8 +156,8 @@ def _try_userns(user: str | None) -> tuple[bool, str]:
             return True, "not tried (no rootless user)"
         argv = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--reset-env", "--", *argv]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = hostcmd.run(argv, 20)
+    except NearmetalError as exc:
         return False, f"{' '.join(argv[-5:])}: {exc}"
     said = (proc.stderr or proc.stdout).strip().splitlines()
     return proc.returncode == 0, f"unshare --user --map-root-user as {user or 'this user'}: " + (

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 from nearmetal.doctor.base import Finding, check
+from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 # sinfo's node states (%T, long form) that mean the node cannot run jobs; a "*" suffix: not responding
 BAD_STATES = ("down", "drain", "fail", "unknown", "not_responding", "inval", "future", "reboot", "power")
@@ -68,8 +69,8 @@ def check_slurm_nodes() -> list[Finding]:
     if shutil.which("sinfo") is None or not os.environ.get("SLURM_CONF"):
         return []
     try:
-        proc = subprocess.run(SINFO_ARGV, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = hostcmd.run(SINFO_ARGV, 15)
+    except NearmetalError:
         return [Finding("slurm-nodes", "warning", "sinfo did not answer within 15 s (is slurmctld up?)")]
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip().splitlines()

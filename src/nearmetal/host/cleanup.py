@@ -34,6 +34,7 @@ from nearmetal.host.leftovers import (
     process_run_id,
     run_id_of,
 )
+from nearmetal.host.procstat import read_stat
 
 
 @dataclass
@@ -69,11 +70,10 @@ def find_cgroups(run_id: str | None = None, root: Path = cgroups.DEFAULT_ROOT) -
 def _ancestors(pid: int) -> set[int]:
     out = {pid}
     while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+        stat = read_stat(pid)
+        if stat is None:
             break
+        pid = stat.ppid
         out.add(pid)
     return out
 
@@ -90,17 +90,13 @@ def _kill(pid: int, start_time: str) -> None:
 
 
 def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    stat = read_stat(pid)
+    return str(stat.starttime) if stat is not None else None
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    stat = read_stat(pid)
+    return stat is None or stat.gone
 
 
 @finder

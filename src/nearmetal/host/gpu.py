@@ -11,10 +11,12 @@ import functools
 import importlib.util
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 PROBE_TIMEOUT_S = 120
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
@@ -36,13 +38,8 @@ def cuda_status() -> tuple[bool, str]:
     if not nvidia_driver_present():
         return False, "no NVIDIA driver on this host (no /proc/driver/nvidia/version, no nvidia-smi)"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CUDA_PROBE],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = hostcmd.run([sys.executable, "-c", _CUDA_PROBE], PROBE_TIMEOUT_S)
+    except NearmetalError as exc:
         return False, f"could not ask torch about CUDA: {exc}"
     fields = proc.stdout.split()
     if proc.returncode != 0 or len(fields) < 4:
@@ -123,5 +120,5 @@ def list_gpus(timeout_s: float = 30) -> list[GpuDevice]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
-    proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s)
+    proc = hostcmd.run([smi, "-L"], timeout_s)
     return parse_gpu_list(proc.stdout) if proc.returncode == 0 else []

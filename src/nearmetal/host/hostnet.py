@@ -26,6 +26,7 @@ from typing import Any
 from nearmetal.errors import NearmetalError
 from nearmetal.host import hostcmd
 from nearmetal.host.mountinfo import unmount_below
+from nearmetal.host.procstat import read_stat
 
 NETNS_DIR = Path("/run/netns")
 IFNAMSIZ = 15
@@ -48,6 +49,18 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     """``ip [-n NETNS] ARGS…``; returns stdout."""
     prefix = ["ip", "-n", netns] if netns else ["ip"]
     return _run([*prefix, *args], check=check)
+
+
+def ip_json(*args: str, netns: str | None = None, timeout: float = 10) -> list[dict[str, Any]]:
+    """``ip [-n NETNS] -j ARGS…`` parsed; [] when ip is missing, fails to answer in time or prints no JSON
+    list (evidence for a check, never a reason to fail)."""
+    prefix = ["ip", "-n", netns] if netns else ["ip"]
+    out = hostcmd.output([*prefix, "-j", *args], timeout)
+    try:
+        found = json.loads(out or "[]")
+    except json.JSONDecodeError:
+        return []
+    return found if isinstance(found, list) else []
 
 
 def short_ifname(host_name: str, role: str) -> str:
@@ -369,7 +382,5 @@ def stop_pid(pid: int, grace_s: float = 2.0) -> None:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    stat = read_stat(pid)
+    return stat is not None and stat.state == "Z"

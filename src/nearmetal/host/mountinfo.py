@@ -1,6 +1,11 @@
 """The one reader of ``/proc/self/mountinfo``: every part of nearmetal that asks what is mounted where (the
 filesystem layers, cleanup, doctor, the disk counters, the image builder's storage) parses it here, so they
-all see the same mount points, unescaped the same way."""
+all see the same mount points, unescaped the same way.
+
+Every unmount nearmetal does goes through here and ``safefs.unmount`` (by mount ID, never through a link):
+:func:`unmount_below`, :func:`unmount_mount`, and :func:`unmount_fuse` (a user's FUSE mount, where only
+``fusermount`` may unmount). No other module builds an ``umount``/``fusermount`` command line
+(``tests/unit/test_house_hostcmd.py``)."""
 
 from __future__ import annotations
 
@@ -147,3 +152,25 @@ def unmount_mount(mount: Mount) -> None:
             unmount(mount.mount_point, mount.mount_id, lazy=True)
         except OSError as again:
             raise NearmetalError(f"could not unmount {mount.mount_point}: {again.strerror}") from None
+
+
+FUSERMOUNTS = ("fusermount3", "fusermount")
+FUSERMOUNT_TIMEOUT_S = 20.0
+
+
+def unmount_fuse(mount_point: str, *, lazy: bool = False, timeout: float = FUSERMOUNT_TIMEOUT_S) -> bool:
+    """Unmount a FUSE mount (and what is below it). As root by what was mounted (:func:`unmount_below`);
+    as a user, whom the kernel lets unmount only through the setuid ``fusermount``: ``fusermount3 -u``
+    (not when ``lazy``), then ``-uz`` (lazily: a severed mount whose daemon is gone), each with
+    ``fusermount3`` then ``fusermount``. True when it is gone (as a user: when a helper said so)."""
+    if os.geteuid() == 0:
+        return not unmount_below(mount_point)
+    from nearmetal.errors import NearmetalError
+    from nearmetal.host import hostcmd
+
+    for flag in ("-uz",) if lazy else ("-u", "-uz"):
+        for program in FUSERMOUNTS:
+            with contextlib.suppress(NearmetalError):
+                if hostcmd.run([program, flag, mount_point], timeout).returncode == 0:
+                    return True
+    return False

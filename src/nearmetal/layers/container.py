@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -137,7 +136,12 @@ def debootstrap_rootfs(config: ContainerConfig) -> Path:
     ]
     if config.mirror:
         argv.append(config.mirror)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT_S)
+    proc = run(
+        argv,
+        DEBOOTSTRAP_TIMEOUT_S,
+        what="container rootfs",
+        timeout_fix="check the Debian mirror (mirror: …) or use rootfs: host",
+    )
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         tail = (proc.stderr or proc.stdout).strip().splitlines()

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -330,7 +329,12 @@ def _main(argv: list[str]) -> int:
     index = int(os.environ.get("SLURM_NODEID", "0"))
     failed = 0
     for command in commands[index]:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        try:
+            proc = hostcmd.run(command, 30)
+        except NearmetalError as exc:  # missing, or it hung
+            failed += 1
+            print(f"{os.uname().nodename}: {' '.join(command)}: {exc}", file=sys.stderr)
+            continue
         if proc.returncode != 0:
             failed += 1
             print(f"{os.uname().nodename}: {' '.join(command)}: {proc.stderr.strip()}", file=sys.stderr)

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nearmetal.host import hostnet
+from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.ports import free_tcp_port
 from nearmetal.layers.base import TrialContext, register_layer
 from nearmetal.layers.crossnode import CrossNodeConfig, CrossNodeError, CrossNodeLayer, run_on_nodes
@@ -202,7 +201,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    child: subprocess.Popen[bytes] | None = None
+    child: hostcmd.Process[bytes] | None = None
     got: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -227,7 +226,7 @@ def _main(argv: list[str]) -> int:
         log = args.counters.with_suffix(".log")
         start_slirp4netns(args.netns, args.tap, args.mtu, api_socket, log, forwards, pids)
         before = hostnet.link_stats(args.netns, args.tap)
-        child = subprocess.Popen([*hostnet.netns_exec_argv(args.netns), *command])
+        child = hostcmd.start([*hostnet.netns_exec_argv(args.netns), *command], stdin=None, error=None)
         while True:
             try:
                 rc = child.wait()

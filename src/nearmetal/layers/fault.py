@@ -37,7 +37,6 @@ import contextlib
 import errno
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -47,17 +46,18 @@ from pydantic import Field, model_validator
 
 from nearmetal import faultlog
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.host import hostnet
+from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.freezer import Freezer
+from nearmetal.host.mountinfo import unmount_fuse
 from nearmetal.host.mountprobe import stat_with_timeout
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.fusekill import (
+    FAULT_COMMAND_TIMEOUT_S,
     MountTarget,
     daemon_state,
     fuse_mount,
     severed_findings,
     start_daemon,
-    unmount_fuse,
     wait_mounted,
 )
 from nearmetal.layers.targets import FaultTarget, pids_with_env
@@ -199,7 +199,7 @@ class FaultLayer(Layer[FaultConfig]):
         self.links_down: list[tuple[str | None, str]] = []
         self.netem_on: list[tuple[str | None, str, dict[str, Any]]] = []
         self.killed_mount: dict[str, Any] | None = None
-        self.remounted: subprocess.Popen[bytes] | None = None
+        self.remounted: hostcmd.Process[bytes] | None = None
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
@@ -467,7 +467,8 @@ class FaultLayer(Layer[FaultConfig]):
         """Lazy-unmount the severed mount and start its daemon again with its own command line."""
         assert self.killed_mount is not None
         mountpoint = self.killed_mount["mountpoint"]
-        unmount_fuse(mountpoint, (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint]))
+        # as root by what was mounted, never through a link swapped in on the way (issue 26)
+        unmount_fuse(mountpoint, lazy=True, timeout=FAULT_COMMAND_TIMEOUT_S)
         self.remounted = start_daemon(self.killed_mount, ctx.trial_dir / "fault-remount.log")
         wait_mounted(mountpoint, self.remounted)
         return self.remounted.pid
@@ -525,15 +526,8 @@ class FaultLayer(Layer[FaultConfig]):
         if self.remounted is not None:
             mountpoint = self.killed_mount["mountpoint"] if self.killed_mount else ""
             if mountpoint and fuse_mount(mountpoint) is not None:
-                unmount_fuse(
-                    mountpoint, (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint])
-                )
-            try:
-                self.remounted.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.remounted.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.remounted.wait(timeout=5)
+                unmount_fuse(mountpoint, timeout=FAULT_COMMAND_TIMEOUT_S)
+            hostcmd.stop(self.remounted)
             self.remounted = None
             undone.append("remounted daemon stopped")
         if undone:

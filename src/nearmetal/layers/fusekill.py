@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nearmetal.errors import NearmetalError
 from nearmetal.findings import Finding
-from nearmetal.host import hostnet
-from nearmetal.host.hostcmd import run
-from nearmetal.host.mountinfo import read_mounts, unmount_below
+from nearmetal.host import hostcmd, hostnet
+from nearmetal.host.mountinfo import read_mounts
 from nearmetal.host.mountprobe import fuse_severed_findings
 from nearmetal.layers.targets import FaultTarget, is_zombie
 
@@ -85,36 +82,24 @@ def severed_findings(mountpoint: str, trial_dir: Path) -> tuple[float, list[Find
     return checked, fuse_severed_findings(copy, timeout_s=2.0)
 
 
-def unmount_fuse(mountpoint: str, fusermount_argvs: Sequence[list[str]]) -> None:
-    """Unmount a FUSE mount: as root by what was mounted, never through a link swapped in on the way (issue
-    26); as a user with the first of ``fusermount_argvs`` that succeeds."""
-    if os.geteuid() == 0:
-        unmount_below(mountpoint)
-        return
-    for argv in fusermount_argvs:
-        with contextlib.suppress(OSError, NearmetalError):
-            if run(argv, FAULT_COMMAND_TIMEOUT_S).returncode == 0:
-                break
-
-
-def start_daemon(saved: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]:
+def start_daemon(saved: dict[str, Any], log_path: Path) -> hostcmd.Process[bytes]:
     """Start a killed FUSE daemon again with its own command line, directory and environment."""
     log = open(log_path, "ab")  # noqa: SIM115
     try:
-        return subprocess.Popen(
+        return hostcmd.start(
             [a.decode() for a in saved["argv"]],
             cwd=saved["cwd"],
             env={k.decode(errors="replace"): v.decode(errors="replace") for k, v in saved["env"].items()},
-            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            start_new_session=True,
+            new_session=True,
+            context="remounting a severed FUSE mount",
         )
     finally:
         log.close()
 
 
-def wait_mounted(mountpoint: str, daemon: subprocess.Popen[bytes]) -> None:
+def wait_mounted(mountpoint: str, daemon: hostcmd.Process[bytes]) -> None:
     """Wait until ``mountpoint`` is a FUSE mount again with a daemon behind it."""
     deadline = time.monotonic() + REMOUNT_TIMEOUT_S
     while time.monotonic() < deadline:

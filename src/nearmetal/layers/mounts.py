@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -93,7 +92,7 @@ class FilesystemLayer(Layer[FilesystemConfigT]):
         self.layer_dir: Path | None = None
         self.mountpoint: Path | None = None
         self.source: Path | None = None
-        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon: hostcmd.Process[bytes] | None = None
         self.daemon_log: Path | None = None
 
     # subclasses ------------------------------------------------------------------------------------------
@@ -154,12 +153,9 @@ class FilesystemLayer(Layer[FilesystemConfigT]):
         assert self.mountpoint is not None
         self.daemon_log = ctx.trial_dir / f"{self.kind}.log"
         with open(self.daemon_log, "wb") as log:
-            try:
-                self.daemon = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-                )
-            except FileNotFoundError:
-                raise NearmetalError(f"{argv[0]} is not installed (layer {self.kind})") from None
+            self.daemon = hostcmd.start(
+                argv, stdout=log, stderr=log, new_session=True, context=f"layer {self.kind}"
+            )
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while time.monotonic() < deadline:
             if is_mounted(self.mountpoint):
@@ -176,12 +172,7 @@ class FilesystemLayer(Layer[FilesystemConfigT]):
         if self.mountpoint is not None:
             unmount(self.mountpoint)
         if self.daemon is not None:
-            try:
-                self.daemon.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.daemon.wait(timeout=5)
+            hostcmd.stop(self.daemon)
             self.daemon = None
         if self.layer_dir is not None:
             remove_tree(self.layer_dir)

@@ -26,7 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal.errors import PrivilegeError
+from nearmetal.host import hostcmd
 from nearmetal.host.leftovers import HOST_NAME_RE, Leftover, finder, host_prefix, process_run_id
 from nearmetal.host.mountinfo import is_mounted, parse_mountinfo, unmount_below
 from nearmetal.layers.base import HOST_PREFIX, Layer, LayerConfig, TrialContext, register_layer
@@ -157,11 +157,9 @@ class RootlessLayer(Layer[RootlessConfig]):
     def _private_netns_dir(self) -> None:
         """Network namespaces a rootless trial names live in a tmpfs on /run/netns of its own mount namespace
         (the host's /run/netns is root's); without /run/netns, on a tmpfs over /run."""
-        from nearmetal.host.hostcmd import run
-
         target = NETNS_DIR if NETNS_DIR.is_dir() else NETNS_DIR.parent
-        run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "nearmetal-rootless", str(target)], 10,
-            check=True, what="a private /run/netns for the rootless trial")  # fmt: skip
+        argv = ["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "nearmetal-rootless", str(target)]
+        hostcmd.run(argv, 10, check=True, what="a private /run/netns for the rootless trial")
         NETNS_DIR.mkdir(exist_ok=True)
         self.netns_tmpfs = target
 
@@ -247,7 +245,9 @@ def remove_staging(path: Path) -> None:
         pass
     except OSError:
         # files a rootless build left read-only under mapped ids: rm copes; never crosses a filesystem
-        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True, timeout=300)
+        hostcmd.run(
+            ["rm", "-rf", "--one-file-system", str(path)], 300, what="removing a rootless trial's files"
+        )
     finally:
         os.close(base)
 

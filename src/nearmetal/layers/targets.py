@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
+from nearmetal.host.procstat import read_stat
 
 READY_TIMEOUT_S = 30.0
 
@@ -64,16 +65,9 @@ class FaultTarget:
 # --- processes ----------------------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def is_zombie(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] in ("Z", "X")
+    stat = read_stat(pid)
+    return stat is None or stat.gone
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -82,8 +76,8 @@ def group_pids(pgid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
-        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+        stat = read_stat(entry.name)
+        if stat is not None and stat.pgrp == pgid and not stat.gone:
             out.append(int(entry.name))
     return sorted(out)
 
@@ -131,7 +125,7 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     # stderr lines, each stamped with the epoch time it was read (a load balancer's state changes)
     stamp_stderr: bool = False
-    proc: subprocess.Popen[bytes] | None = None
+    proc: hostcmd.Process[bytes] | None = None
     starts: int = 0
     _reader: threading.Thread | None = None
     on_line: Callable[[float, str], None] | None = None
@@ -149,19 +143,16 @@ class ManagedProcess:
         mode = "ab" if self.starts > 1 else "wb"
         with open(self.stdout_path, mode) as out:
             # closed below (the child keeps its copy)
-            stderr = subprocess.PIPE if self.stamp_stderr else open(self.stderr_path, mode)  # noqa: SIM115
+            stderr = hostcmd.PIPE if self.stamp_stderr else open(self.stderr_path, mode)  # noqa: SIM115
             try:
-                self.proc = subprocess.Popen(
+                self.proc = hostcmd.start(
                     self.argv,
-                    stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=stderr,
                     env={**os.environ, **self.env},
-                    start_new_session=True,
-                    close_fds=True,
+                    new_session=True,
+                    context=self.name,
                 )
-            except FileNotFoundError:
-                raise NearmetalError(f"{self.argv[0]} is not installed ({self.name})") from None
             finally:
                 if not self.stamp_stderr:
                     stderr.close()  # type: ignore[union-attr]
@@ -172,7 +163,7 @@ class ManagedProcess:
             self._reader.start()
         self.wait_ready(ready_timeout_s)
 
-    def _read_stderr(self, proc: subprocess.Popen[bytes], mode: str) -> None:
+    def _read_stderr(self, proc: hostcmd.Process[bytes], mode: str) -> None:
         assert proc.stderr is not None
         with open(self.stderr_path, mode.replace("b", "")) as log:
             for raw in proc.stderr:
@@ -228,12 +219,9 @@ class ManagedProcess:
             return
         if self.proc.poll() is None:
             self.signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
+            if hostcmd.wait(self.proc, grace_s) is None:
                 self.signal_group(signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=10)
+                hostcmd.wait(self.proc, 10)
         # workers of a group whose leader is gone
         for pid in group_pids(self.proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):

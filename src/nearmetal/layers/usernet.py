@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -38,7 +37,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError
-from nearmetal.host import hostnet
+from nearmetal.host import hostcmd, hostnet
 from nearmetal.host.ports import free_tcp_port, free_udp_port
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.netns import place
@@ -60,10 +59,8 @@ Topology = Literal["auto", "outbound", "inbound", "two-nodes"]
 def stack_version(package: str) -> str | None:
     """The installed package's version (``pasta --version`` of Debian's passt says "unknown version")."""
     try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        proc = hostcmd.run(["dpkg-query", "-W", "-f=${Version}", package], 10)
+    except NearmetalError:
         return None
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
@@ -98,9 +95,8 @@ def start_slirp4netns(
         "--netns-type=path", str(hostnet.NETNS_DIR / netns), ifname,
     ]  # fmt: skip
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-        )
+        # a missing slirp4netns: the OSError itself (python -m nearmetal.layers.crossusernet exits 127)
+        proc = hostcmd.start(argv, stdout=out, stderr=out, new_session=True, error=None)
     pids.append(proc.pid)
     try:
         hostnet.wait_for_address(netns, ifname, START_TIMEOUT_S)
@@ -370,7 +366,7 @@ class PastaLayer(UserNetLayer[PastaConfig]):
             "-P", str(pid_file), "--log-file", str(log), "--netns", str(hostnet.NETNS_DIR / netns),
         ]  # fmt: skip
         # pasta daemonises once the namespace is configured; its pid comes from the pid file
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        proc = hostcmd.run(argv, START_TIMEOUT_S, error=hostnet.HostNetError)
         with contextlib.suppress(OSError, ValueError):
             self.pids.append(int(pid_file.read_text().strip()))
         if proc.returncode != 0:

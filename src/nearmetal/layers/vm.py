@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from functools import cache
@@ -43,6 +42,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nearmetal.errors import NearmetalError, PrivilegeError
+from nearmetal.host import hostcmd
 from nearmetal.layers.base import Layer, LayerConfig, TrialContext, register_layer
 from nearmetal.layers.container import cache_dir
 from nearmetal.layers.mounts import remove_tree
@@ -126,13 +126,8 @@ def find_virtiofsd() -> Path | None:
 
 @cache
 def qemu_supports_dax() -> bool:
-    try:
-        out = subprocess.run(
-            [QEMU, "-device", "vhost-user-fs-pci,help"], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "cache-size" in out
+    out = hostcmd.output([QEMU, "-device", "vhost-user-fs-pci,help"], 30)
+    return out is not None and "cache-size" in out
 
 
 def kvm_usable() -> bool:
@@ -219,7 +214,7 @@ class VmLayer(Layer[VmConfig]):
         self.test_dir_host: Path | None = None
         self.kernel: Path | None = None
         self.accel = "tcg"
-        self.daemons: list[subprocess.Popen[bytes]] = []
+        self.daemons: list[hostcmd.Process[bytes]] = []
         self.boots = 0
         self.sockets: list[Path] = []
 
@@ -349,8 +344,8 @@ class VmLayer(Layer[VmConfig]):
         ]
         log = open(self.layer_dir.parent / f"virtiofsd-{name}.log", "wb")  # noqa: SIM115
         try:
-            daemon = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            daemon = hostcmd.start(
+                argv, stdout=log, stderr=log, new_session=True, context="vm share: virtiofs"
             )
         finally:
             log.close()
@@ -423,13 +418,7 @@ class VmLayer(Layer[VmConfig]):
     def teardown(self, ctx: TrialContext) -> None:
         for daemon in self.daemons:
             if daemon.poll() is None:
-                daemon.terminate()
-                try:
-                    daemon.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        daemon.wait(timeout=5)
+                hostcmd.stop(daemon, terminate=True)
         self.daemons = []
         for socket in self.sockets:
             with contextlib.suppress(OSError):
@@ -502,16 +491,14 @@ def _timed_boot(config: VmConfig, kernel: Path, initrd: Path, accel: str, timeou
     )
     started = time.perf_counter()
     # its own session, so a boot that misses the deadline goes down with QEMU (the relay's child) too
-    proc = subprocess.Popen(
+    proc = hostcmd.start(
         [sys.executable, "-m", "nearmetal.layers.vm_guest", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        stdout=hostcmd.DEVNULL,
+        stderr=hostcmd.DEVNULL,
+        new_session=True,
     )
     try:
-        returncode = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
+        returncode = hostcmd.wait(proc, timeout)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

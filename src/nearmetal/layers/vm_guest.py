@@ -27,13 +27,13 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import BinaryIO
 
 from nearmetal.errors import NearmetalError
+from nearmetal.host import hostcmd
 
 EXIT_MARKER = "nearmetal-exit="
 START_MARKER = "nearmetal-guest-start"
@@ -158,11 +158,15 @@ class Cpio:
         return self.buffer.getvalue()
 
 
+def ldd(binary: Path) -> str | None:
+    """What ``ldd BINARY`` printed (stdout, then stderr); None when ldd is missing or hangs."""
+    return hostcmd.output(["ldd", str(binary)], 30, stderr=True)
+
+
 def shared_libraries(binary: Path) -> list[Path]:
     """The shared libraries ``binary`` loads (``ldd``), as the paths the loader will look for."""
-    try:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
+    out = ldd(binary)
+    if out is None:
         return []
     libs = []
     for line in out.splitlines():
@@ -255,11 +259,10 @@ def build_initramfs(kernel: Path, binaries: list[Path], cache: Path) -> Path:
         raise NearmetalError(
             "busybox is not installed (the vm layer's guest shell)", fix="apt-get install -y busybox-static"
         )
-    if (
-        "not a dynamic executable"
-        not in subprocess.run(["ldd", str(busybox)], capture_output=True, text=True, timeout=30).stdout
-        + subprocess.run(["ldd", str(busybox)], capture_output=True, text=True, timeout=30).stderr
-    ):
+    said = ldd(busybox)
+    if said is None:
+        raise NearmetalError(f"ldd {busybox} did not answer (is libc-bin installed?)")
+    if "not a dynamic executable" not in said:
         raise NearmetalError(f"{busybox} is not statically linked", fix="apt-get install -y busybox-static")
     release = kernel_release(kernel)
     modules = module_files(release, GUEST_MODULES)
@@ -335,7 +338,7 @@ def relay(args: list[str]) -> int:
     if out_fifo is not None:
         pump = threading.Thread(target=_pump, args=(out_fifo, sys.stdout.buffer), daemon=True)
         pump.start()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = hostcmd.start(args, stdout=hostcmd.PIPE, error=None)
     assert proc.stdout is not None
     console_status: int | None = None
     started = False

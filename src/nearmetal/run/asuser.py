@@ -27,7 +27,6 @@ import pwd
 import re
 import signal
 import stat
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic import Field as PydField
 
 from nearmetal.errors import NearmetalError, PrivilegeError
-from nearmetal.host import safefs
+from nearmetal.host import hostcmd, safefs
 from nearmetal.host.interrupts import deferred
 from nearmetal.host.leftovers import RUN_ENV
 from nearmetal.host.safefs import remove_entry
@@ -92,8 +91,8 @@ def check_user_can_run(user: str) -> None:
         raise PrivilegeError(f"the rootless layer's user {user} is root", fix="name an ordinary user")
     argv = user_argv(user, [sys.executable, "-c", "import nearmetal.run.trial"], child_env("preflight"))
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = hostcmd.run(argv, 60, cwd="/")
+    except NearmetalError as exc:
         raise PrivilegeError(f"could not start nearmetal as {user}: {exc}") from None
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip().splitlines()
@@ -383,18 +382,15 @@ def _read_outcome_path(path: Path) -> dict[str, Any] | str | None:
         os.close(fd)
 
 
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+def _stop_child(proc: hostcmd.Process[bytes]) -> None:
     """SIGTERM (the child tears its layers down and writes its outcome), then its whole tree."""
     from nearmetal.backends.local import kill_tree
 
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=TERM_GRACE_S)
-    except subprocess.TimeoutExpired:
+    if hostcmd.wait(proc, TERM_GRACE_S) is None:
         kill_tree(proc.pid, grace_s=1.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        hostcmd.wait(proc, 10)
 
 
 def _child_argv(spec_path: Path, out_path: Path, unshare: list[str]) -> list[str]:
@@ -462,16 +458,12 @@ def execute_rootless(spec: dict[str, Any], inside: bool, mapping: str, user: str
         argv += _child_argv(spec_path, out_path, unshare)
         cwd = trial_dir
     log_path = trial_dir / "rootless-child.log"
-    proc: subprocess.Popen[bytes] | None = None
+    proc: hostcmd.Process[bytes] | None = None
     try:
         with open(log_path, "wb", opener=safefs.nofollow_opener) as log:
             with deferred():
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd, close_fds=True
-                )
-            try:
-                proc.wait(timeout=float(spec["timeout"]) + SETUP_MARGIN_S)
-            except subprocess.TimeoutExpired:
+                proc = hostcmd.start(argv, stdout=log, stderr=log, cwd=cwd, error=None)
+            if hostcmd.wait(proc, float(spec["timeout"]) + SETUP_MARGIN_S) is None:
                 _stop_child(proc)
         if trial_fd is not None:
             found = _read_outcome(trial_fd, "outcome.json")

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nearmetal.host.procstat import read_stat
 from nearmetal.metrics import Metric
 
 PROC = Path("/proc")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PF_KTHREAD = 0x00200000
 RUN_MARKER = "NEARMETAL_RUN_ID"
 DEFAULT_INTERVAL_S = 1.0  # a scan of ~150 processes costs ~3 ms: 0.3% of one CPU (benchmarks/overhead.py)
 TOP = 5
@@ -39,29 +39,6 @@ class _Proc:
     last: int  # utime + stime + cutime + cstime, ticks, at the last scan
     kind: str  # ours | outside | kernel
     counted: int = 0  # ticks attributed inside the window
-
-
-def _read_stat(pid: str) -> tuple[str, int, int, int, bool] | None:
-    """(comm, ppid, cumulative ticks, start time in ticks since boot, kernel thread?) or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    close = raw.rfind(b")")
-    if close < 0:
-        return None
-    comm = raw[raw.find(b"(") + 1 : close].decode(errors="replace")
-    fields = raw[close + 2 :].split()
-    # fields[0] is field 3 (state) of proc(5): ppid 4, flags 9, utime 14 … cstime 17, starttime 22
-    try:
-        ppid = int(fields[1])
-        flags = int(fields[6])
-        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        start = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    return comm, ppid, ticks, start, bool(flags & _PF_KTHREAD) or ppid == 2 or pid == "2"
 
 
 def _environ_has(pid: str, marker: bytes) -> bool:
@@ -192,10 +169,11 @@ class HostSampler:
         seen: dict[tuple[str, int], tuple[str, int, int, bool]] = {}
         for entry in os.scandir(PROC):
             if entry.name.isdigit():
-                stat = _read_stat(entry.name)
+                stat = read_stat(entry.name)
                 if stat is not None:
-                    comm, ppid, ticks, start, kthread = stat
-                    seen[(entry.name, start)] = (comm, ppid, ticks, kthread)
+                    # utime + stime + cutime + cstime: a parent carries the children it reaped
+                    kthread = stat.kernel_thread or entry.name == "2"
+                    seen[(entry.name, stat.starttime)] = (stat.comm, stat.ppid, stat.ticks, kthread)
         # classify new processes parents first (pids grow, except after wrap-around; a parent not yet known
         # is looked up by pid among known processes)
         by_pid = {int(k[0]): p.kind for k, p in self._procs.items()}

@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nearmetal.errors import NearmetalError
-from nearmetal.host import safefs
+from nearmetal.host import hostcmd, safefs
 from nearmetal.host.leftovers import Leftover, finder, host_prefix
 from nearmetal.host.mountinfo import unmount_below
 from nearmetal.metrics import Metric
@@ -321,14 +320,8 @@ class ImageBuildWorkload(Workload[ImageBuildParams]):
     def tool_versions(self) -> dict[str, str]:
         out = {}
         for tool in ("buildah", "podman"):
-            if shutil.which(tool):
-                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                    text = subprocess.run(
-                        [tool, "--version"], capture_output=True, text=True, timeout=20
-                    ).stdout
-                    match = re.search(r"version\s+(\S+)", text)
-                    if match:
-                        out[tool] = match.group(1)
+            if shutil.which(tool) and (found := hostcmd.version([tool, "--version"], r"version\s+(\S+)")):
+                out[tool] = found
         return out
 
 
@@ -378,7 +371,7 @@ def remove_storage(path: Path) -> None:
                 # a rootless build's files belong to the user's subordinate ids: remove them as root of a
                 # user namespace that maps them (as `buildah unshare rm -rf` would)
                 rm = ["unshare", "--user", "--map-root-user", "--map-auto", "--", *rm]
-            subprocess.run(rm, capture_output=True, timeout=300)
+            hostcmd.run(rm, 300, what="removing a build's storage")
 
 
 @finder

@@ -18,14 +18,13 @@ arrived, see ``parse_iperf3_udp``) and a server's own ``-J`` report (``start.acc
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from nearmetal.host import hostcmd
 from nearmetal.host.ports import free_tcp_port
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
@@ -101,12 +100,8 @@ class Iperf3Workload(Workload[Iperf3Params]):
     def tool_versions(self) -> dict[str, str]:
         if not shutil.which("iperf3"):
             return {}
-        try:
-            out = subprocess.run(["iperf3", "--version"], capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
-        match = re.search(r"iperf\s+(\S+)", out)
-        return {"iperf3": match.group(1)} if match else {}
+        found = hostcmd.version(["iperf3", "--version"], r"iperf\s+(\S+)")
+        return {"iperf3": found} if found else {}
 
 
 def _load(text: str) -> dict[str, Any]:

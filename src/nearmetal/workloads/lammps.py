@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from nearmetal.host import hostcmd
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
     ParseError,
@@ -157,22 +157,10 @@ class LammpsWorkload(Workload[LammpsParams]):
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}
-        if shutil.which("lmp"):
-            try:
-                out = subprocess.run(["lmp", "-h"], capture_output=True, text=True, timeout=20).stdout
-                match = re.search(r"Simulator - (.+)", out)
-                if match:
-                    versions["lammps"] = match.group(1).strip()
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if shutil.which("mpirun"):
-            try:
-                out = subprocess.run(
-                    ["mpirun", "--version"], capture_output=True, text=True, timeout=20
-                ).stdout
-                versions["mpirun"] = out.splitlines()[0].strip() if out else ""
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+        if shutil.which("lmp") and (found := hostcmd.version(["lmp", "-h"], r"Simulator - (.+)")):
+            versions["lammps"] = found
+        if shutil.which("mpirun") and (out := hostcmd.output(["mpirun", "--version"], 20)) is not None:
+            versions["mpirun"] = out.splitlines()[0].strip() if out else ""
         return versions
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from nearmetal.host import hostcmd
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
     ParseError,
@@ -184,10 +184,7 @@ def iteration_metrics(text: str) -> list[Metric]:
 
 def find_library(soname: str) -> Path | None:
     """Where the dynamic linker finds a library (from ``ldconfig -p``)."""
-    try:
-        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
+    out = hostcmd.output(["ldconfig", "-p"], 20) or ""
     for line in out.splitlines():
         name, _, target = line.strip().partition(" => ")
         if name.split(" ", 1)[0] == soname and target:
@@ -342,14 +339,10 @@ class MpiWorkload(Workload[MpiParams]):
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}
-        if shutil.which("mpichversion"):
-            try:
-                out = subprocess.run(["mpichversion"], capture_output=True, text=True, timeout=20).stdout
-                match = re.search(r"MPICH Version:\s*(\S+)", out)
-                if match:
-                    versions["mpich"] = match.group(1)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+        if shutil.which("mpichversion") and (
+            found := hostcmd.version(["mpichversion"], r"MPICH Version:\s*(\S+)")
+        ):
+            versions["mpich"] = found
         try:
             from importlib.metadata import version
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import Field, model_validator
 
+from nearmetal.host import hostcmd
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
     ParseError,
@@ -105,14 +105,8 @@ class StressNgWorkload(Workload[StressNgParams]):
     def tool_versions(self) -> dict[str, str]:
         if not shutil.which("stress-ng"):
             return {}
-        try:
-            out = subprocess.run(
-                ["stress-ng", "--version"], capture_output=True, text=True, timeout=20
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
-        match = re.search(r"version\s+([0-9][^\s]*)", out)
-        return {"stress-ng": match.group(1)} if match else {}
+        found = hostcmd.version(["stress-ng", "--version"], r"version\s+([0-9][^\s]*)")
+        return {"stress-ng": found} if found else {}
 
 
 @dataclass

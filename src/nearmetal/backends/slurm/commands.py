@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +21,7 @@ class SlurmError(NearmetalError):
     """Slurm refused or lost something; the message carries its words."""
 
 
-def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> hostcmd.Completed[str]:
     """A Slurm client command (its exit status is the caller's to read)."""
     return hostcmd.run(
         argv,

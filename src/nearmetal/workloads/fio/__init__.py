@@ -29,11 +29,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from nearmetal.confine import confine
+from nearmetal.host import hostcmd
 from nearmetal.metrics import Metric
 from nearmetal.workloads.base import (
     ProcessSpec,
@@ -157,8 +157,5 @@ class FioWorkload(Workload[FioParams]):
     def tool_versions(self) -> dict[str, str]:
         if not shutil.which("fio"):
             return {}
-        try:
-            out = subprocess.run(["fio", "--version"], capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
+        out = hostcmd.output(["fio", "--version"], 20) or ""
         return {"fio": out.strip().removeprefix("fio-")} if out.strip() else {}

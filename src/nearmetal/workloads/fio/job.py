@@ -3,12 +3,12 @@ seed 002: ``fallocate=none``, ``time_based``, libaio with ``iodepth``, ``direct=
 
 from __future__ import annotations
 
-import subprocess
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from nearmetal.host import hostcmd
 from nearmetal.units import parse_size
 from nearmetal.workloads.base import WorkloadParams
 from nearmetal.workloads.fio.options import BAD_VALUE_CHARS, option_problem
@@ -93,10 +93,7 @@ class FioParams(WorkloadParams):
 @cache
 def fio_engines(fio: str = "fio") -> frozenset[str]:
     """The I/O engines this fio binary was built with (``fio --enghelp``)."""
-    try:
-        out = subprocess.run([fio, "--enghelp"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return frozenset()
+    out = hostcmd.output([fio, "--enghelp"], 20) or ""
     return frozenset(line.strip() for line in out.splitlines()[1:] if line.strip())
 
 
