@@ -86,21 +86,22 @@ def cleanup(
     from nearmetal.host.cleanup import cleanup as do_cleanup
     from nearmetal.host.cleanup import find_leftovers, partition_live
 
+    # one object a line, never wrapped: people grep and scripts read these lines
     if dry_run:
         leftovers = find_leftovers(run_id)
         dead, kept = (leftovers, []) if include_live else partition_live(leftovers, run_id)
         for leftover in dead:
-            console.print(str(leftover), highlight=False)
+            console.print(str(leftover), highlight=False, soft_wrap=True)
         for leftover, why in kept:
-            console.print(f"{leftover} (kept: {why})", highlight=False)
+            console.print(f"{leftover} (kept: {why})", highlight=False, soft_wrap=True)
         return
     report = do_cleanup(run_id, include_live=include_live)
     for leftover in report.removed:
-        console.print(f"removed {leftover}", highlight=False)
+        console.print(f"removed {leftover}", highlight=False, soft_wrap=True)
     for leftover, why in report.skipped:
-        console.print(f"kept {leftover}: {why}", highlight=False)
+        console.print(f"kept {leftover}: {why}", highlight=False, soft_wrap=True)
     for leftover, error in report.failed:
-        err_console.print(f"[red]could not remove {leftover}[/red]: {error}", highlight=False)
+        err_console.print(f"[red]could not remove {leftover}[/red]: {error}", highlight=False, soft_wrap=True)
     if not report.removed and not report.failed:
         console.print("nothing to clean up")
     if report.failed:
