@@ -153,9 +153,18 @@ def main() -> None:
     covered = sum(bool(r["covered"]) for r in rows)
     flagged = sum(bool(r["aa_significant"]) for r in rows)
     gap = np.median([float(r["loss"]) - float(r["truth"]) for r in rows])
+    # each run's best-of-7 truth is itself a noisy measurement (±5 points on CPU time at load 2–5); the work's
+    # own ratio is better read as the median over the runs, against which every run's interval is judged too
+    pooled = float(np.median([float(r["truth"]) for r in rows]))
+    covered_pooled = sum(
+        bool(float(r["low"]) <= pooled <= float(r["high"])) for r in rows if np.isfinite(float(r["low"]))
+    )
+    spread = np.percentile([float(r["truth"]) for r in rows], [10, 90]) * 100
     print(
-        f"covered {covered}/{len(rows)}; A/A flagged {flagged}/{len(rows)}; median (table loss − truth)"
-        f" {gap * 100:+.1f} points"
+        f"covered {covered}/{len(rows)} (each run's own best-of-7 truth, which ranged {spread[0]:+.1f}…"
+        f"{spread[1]:+.1f}% over the runs, 10th–90th percentile); covered {covered_pooled}/{len(rows)} against"
+        f" the pooled truth {pooled:+.1%} (the runs' median); A/A flagged {flagged}/{len(rows)};"
+        f" median (table loss − truth) {gap * 100:+.1f} points"
     )
 
 
