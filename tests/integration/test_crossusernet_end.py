@@ -5,6 +5,7 @@ on when the runner stops a server), and SIGKILL (``nearmetal cleanup RUN`` finds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +39,14 @@ def _start(run_id: str, tmp_path: Path, port: int) -> tuple[subprocess.Popen[str
     line = proc.stdout.readline()  # the server's "listening on …": namespace, stack and forward are up
     assert "listening on" in line, line + proc.stderr.read() if proc.stderr else line
     return proc, netns
+
+
+def _running(pid: int) -> bool:
+    """Still running: not gone and not a zombie waiting for its new parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _stacks(netns: str) -> list[tuple[int, str]]:
@@ -82,17 +91,25 @@ def test_sigterm_ends_the_program_and_removes_the_end(tmp_path: Path) -> None:
 
 def test_cleanup_removes_what_a_killed_end_left(tmp_path: Path) -> None:
     proc, netns = _start("xukill", tmp_path, free_tcp_port())
-    proc.kill()  # SIGKILL: no teardown; the stack (its own session) and the namespace stay
+    inside = hostnet.netns_pids(netns)  # the program the end ran (the tcp-rr server)
+    proc.kill()  # SIGKILL: no teardown; the stack (its own session), the namespace and its program stay
     proc.wait(timeout=10)
     time.sleep(0.2)
     try:
-        assert hostnet.netns_exists(netns) and _stacks(netns)
+        assert hostnet.netns_exists(netns) and _stacks(netns) and inside
         done = subprocess.run(
             [*nearmetal_argv(), "cleanup", "xukill"], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
         assert not hostnet.netns_exists(netns) and not _stacks(netns)
+        # the program inside too: the namespace's nsfs mount used to go first, hiding it from `ip netns pids`
+        time.sleep(0.2)
+        alive = [pid for pid in inside if _running(pid)]
+        assert not alive, alive
     finally:
+        for pid in inside:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         from nearmetal.layers.crossusernet import remove_end
 
         remove_end(netns)

@@ -200,6 +200,10 @@ def find_mounts(run_id: str | None = None) -> list[Leftover]:
     listed = list(enumerate(mounts_or_none()))
     for _, mount in sorted(listed, key=lambda im: (-im[1].mount_point.count("/"), -im[0])):
         point, fstype = mount.mount_point, mount.fstype
+        # a named network namespace's own nsfs mount belongs to the netns finder, which first ends the
+        # processes still inside (found through that mount: unmounted first, they were orphaned)
+        if fstype == "nsfs" and point.startswith("/run/netns/"):
+            continue
         if _named_for(point, prefix):
 
             def remove(mount: Mount = mount) -> None:
