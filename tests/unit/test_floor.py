@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from measured import cell_infos as _cells
+from measured import measured_table as _table
 
-from nearmetal.analysis import CellInfo, MeasuredTable, analyse
+from nearmetal.analysis import analyse
 from nearmetal.analysis.floor import (
     FLOOR_MIN_BLOCKS,
     FLOOR_QUANTILE,
@@ -17,35 +19,6 @@ from nearmetal.analysis.floor import (
 )
 from nearmetal.analysis.loss import LossEstimate, describe_loss
 from nearmetal.plan import parse_plan_text
-
-
-def _table(values: dict[str, list[float]]) -> MeasuredTable:
-    cell_ids = list(values)
-    trial_cell, trial_block, metric_value = [], [], []
-    for code, cid in enumerate(cell_ids):
-        trial_cell += [code] * len(values[cid])
-        trial_block += list(range(len(values[cid])))
-        metric_value += values[cid]
-    n = len(trial_cell)
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return MeasuredTable(
-        cell_ids=cell_ids,
-        trial_id=ids,
-        trial_cell=np.array(trial_cell, dtype=np.int64),
-        trial_ok=np.ones(n, dtype=bool),
-        trial_warmup=np.zeros(n, dtype=bool),
-        names=["m"],
-        units=["s"],
-        directions=["lower"],
-        metric_trial=ids,
-        metric_code=np.zeros(n, dtype=np.int64),
-        metric_value=np.array(metric_value, dtype=float),
-        trial_block=np.array(trial_block, dtype=np.int64),
-    )
-
-
-def _cells(*names: str) -> list[CellInfo]:
-    return [CellInfo(v, "w", "command", v, {}, "w", v == "base", "m") for v in names]
 
 
 def test_the_resampled_floors_are_numpys_quantiles() -> None:

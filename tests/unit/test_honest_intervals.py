@@ -8,8 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from measured import cell_infos as _cells
+from measured import measured_table as _table
 
-from nearmetal.analysis import CellInfo, MeasuredTable, analyse
+from nearmetal.analysis import CellInfo, analyse
 from nearmetal.analysis.estimate import paired_loss_intervals
 from nearmetal.analysis.family import family_adjust
 from nearmetal.analysis.loss import LossEstimate, describe_loss, fmt_bound
@@ -23,37 +25,6 @@ from nearmetal.analysis.stopping import cell_precisions
 from nearmetal.plan import parse_plan_text
 from nearmetal.report.tables import fmt_estimate, verdict_of
 from nearmetal.run.schedule import schedule
-
-
-def _table(values: dict[str, list[float]], direction: str = "lower") -> MeasuredTable:
-    """One trial of every cell per block, blocks 0..n−1."""
-    cell_ids = list(values)
-    trial_cell, trial_block, metric_value = [], [], []
-    for code, cid in enumerate(cell_ids):
-        trial_cell += [code] * len(values[cid])
-        trial_block += list(range(len(values[cid])))
-        metric_value += values[cid]
-    n = len(trial_cell)
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return MeasuredTable(
-        cell_ids=cell_ids,
-        trial_id=ids,
-        trial_cell=np.array(trial_cell, dtype=np.int64),
-        trial_ok=np.ones(n, dtype=bool),
-        trial_warmup=np.zeros(n, dtype=bool),
-        names=["m"],
-        units=["s" if direction == "lower" else "ops/s"],
-        directions=[direction],
-        metric_trial=ids,
-        metric_code=np.zeros(n, dtype=np.int64),
-        metric_value=np.array(metric_value, dtype=float),
-        trial_block=np.array(trial_block, dtype=np.int64),
-    )
-
-
-def _cells(*variants: str) -> list[CellInfo]:
-    return [CellInfo(v, "w", "command", v, {}, "w", v == "base", "m") for v in variants]
-
 
 # --- 1. ties and resolution ------------------------------------------------------------------------------
 
@@ -155,7 +126,9 @@ def test_the_paired_estimate_is_the_ratio_of_means_the_table_prints() -> None:
     comp = analyse(_table({"base": base, "v": var}), _cells("base", "v")).comparison("v", "m")
     assert comp.loss.loss == pytest.approx(np.mean(var) / np.mean(base) - 1)
     assert comp.loss.method.startswith("delta-t") and comp.loss.statistic == "mean"
-    rate = analyse(_table({"base": base, "v": var}, "higher"), _cells("base", "v")).comparison("v", "m")
+    rate = analyse(_table({"base": base, "v": var}, direction="higher"), _cells("base", "v")).comparison(
+        "v", "m"
+    )
     assert rate.loss.loss == pytest.approx(1 - np.mean(var) / np.mean(base))
 
 
@@ -242,7 +215,7 @@ def test_the_target_judges_relative_precision_of_the_ratio_whatever_the_loss_and
     assert time_.relative_half_width == pytest.approx(0.04)
     assert rate.half_width < 0.01 < 0.04 < time_.half_width  # what the old rule compared
     values = {"base": [1.0, 1.01, 0.99, 1.0], "v": [0.1, 0.101, 0.099, 0.1]}
-    run = analyse(_table(values, "higher"), _cells("base", "v"))
+    run = analyse(_table(values, direction="higher"), _cells("base", "v"))
     precision = cell_precisions(run)["v"].half_width
     assert precision == pytest.approx(run.comparison("v", "m").loss.relative_half_width)
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from measured import cell_infos as _cells
+from measured import measured_table as _table
 
-from nearmetal.analysis import CellInfo, MeasuredTable, Sample, analyse, loss_interval, loss_intervals
+from nearmetal.analysis import Sample, analyse, loss_interval, loss_intervals
 from nearmetal.analysis.paired import (
     log_ratio_interval,
     sign_test_depth,
@@ -72,35 +74,6 @@ def test_the_first_stage_widens_an_interval_whose_later_blocks_look_calm() -> No
     half = stage_half_width(d, 3, 0.95)
     assert half is not None and math.log(staged.high) >= d.mean() + half - 1e-12
     assert stage_half_width(d[:2], 3, 0.95) is None
-
-
-def _table(values: dict[str, list[float]], blocks: dict[str, list[int]], direction: str) -> MeasuredTable:
-    cell_ids = list(values)
-    trial_cell, trial_block, metric_value = [], [], []
-    for code, cid in enumerate(cell_ids):
-        trial_cell += [code] * len(values[cid])
-        trial_block += blocks[cid]
-        metric_value += values[cid]
-    n = len(trial_cell)
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return MeasuredTable(
-        cell_ids=cell_ids,
-        trial_id=ids,
-        trial_cell=np.array(trial_cell, dtype=np.int64),
-        trial_ok=np.ones(n, dtype=bool),
-        trial_warmup=np.zeros(n, dtype=bool),
-        names=["m"],
-        units=["s" if direction == "lower" else "ops/s"],
-        directions=[direction],
-        metric_trial=ids,
-        metric_code=np.zeros(n, dtype=np.int64),
-        metric_value=np.array(metric_value, dtype=float),
-        trial_block=np.array(trial_block, dtype=np.int64),
-    )
-
-
-def _cells(*variants: str) -> list[CellInfo]:
-    return [CellInfo(v, "w", "command", v, {}, "w", v == "base", "m") for v in variants]
 
 
 def test_a_variant_that_stopped_early_is_compared_with_its_own_blocks_only() -> None:
