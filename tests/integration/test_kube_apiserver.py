@@ -29,8 +29,7 @@ from conftest import nearmetal_argv
 from helpers import write_plan
 from kube_plans import EVERY_POD_SETTING, IMAGE
 
-from nearmetal.backends.kubernetes import RUN_LABEL, KubernetesBackend, k8s_name
-from nearmetal.backends.options import KubernetesOptions
+from nearmetal.backends.kubernetes import RUN_LABEL, KubernetesBackend, KubernetesOptions, k8s_name
 from nearmetal.plan import load_plan
 from nearmetal.run.runner import Runner, schedule
 from nearmetal.store import Store

@@ -16,8 +16,7 @@ from conftest import needs_tool
 from helpers import write_plan
 from kube_plans import EVERY_POD_SETTING, IMAGE
 
-from nearmetal.backends.kubernetes import KubernetesBackend, k8s_name
-from nearmetal.backends.options import KubernetesOptions
+from nearmetal.backends.kubernetes import KubernetesBackend, KubernetesOptions, k8s_name
 from nearmetal.layers import LAYERS
 from nearmetal.plan import load_plan
 from nearmetal.run.runner import Runner, schedule

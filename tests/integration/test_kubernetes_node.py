@@ -360,8 +360,7 @@ def test_a_pod_trial_costs_nearmetal_almost_no_cpu_and_a_busy_node_reads_contend
     import shutil
 
     from nearmetal.api import load_results
-    from nearmetal.backends.kubernetes import KubernetesBackend
-    from nearmetal.backends.options import KubernetesOptions
+    from nearmetal.backends.kubernetes import KubernetesBackend, KubernetesOptions
     from nearmetal.run.runner import Runner
     from nearmetal.store import Store
 

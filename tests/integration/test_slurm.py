@@ -19,9 +19,9 @@ from conftest import nearmetal_argv, nearmetal_cgroups, needs_cpu_cgroup, needs_
 from helpers import write_plan
 
 import nearmetal
-from nearmetal.backends.options import SlurmOptions
 from nearmetal.backends.slurm import (
     SlurmBackend,
+    SlurmOptions,
     expand_counts,
     find_jobs,
     parse_scontrol,

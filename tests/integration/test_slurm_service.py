@@ -16,8 +16,7 @@ from helpers import write_plan
 from paths import REPO
 
 import nearmetal
-from nearmetal.backends.options import SlurmOptions
-from nearmetal.backends.slurm import SlurmBackend
+from nearmetal.backends.slurm import SlurmBackend, SlurmOptions
 
 SCRIPT = REPO / "scripts/services/slurm.sh"
 PY = sys.executable

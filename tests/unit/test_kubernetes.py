@@ -23,9 +23,9 @@ from nearmetal.backends.kubernetes import (
     LAYER_MAPPINGS,
     KubernetesBackend,
     KubernetesError,
+    KubernetesOptions,
     split_log,
 )
-from nearmetal.backends.options import KubernetesOptions
 from nearmetal.errors import NearmetalError
 from nearmetal.layers import LAYERS
 from nearmetal.plan import load_plan
