@@ -2,7 +2,7 @@
 
 The trials run a real program through the real runner and store; the program prints a value drawn around
 a chosen mean with a chosen spread, so the tests know what the statistics should find without depending
-on how busy this machine is."""
+on how busy this machine is; its draws are seeded per call, so a test reads the same values on every run."""
 
 from __future__ import annotations
 
@@ -24,8 +24,15 @@ from nearmetal.store import Store
 PY = sys.executable
 
 EMIT = """
-import json, pathlib, random, sys, time
+import hashlib, json, pathlib, random, sys, time
 mean, spread, count, pause = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+# the k-th call with these arguments draws from seed (arguments, k): a test's values do not depend on trial order
+# or chance, so an assertion that a 95% interval covers the truth is not a 1-in-20 failure
+key = " ".join(sys.argv[1:])
+calls = pathlib.Path(__file__).with_name("calls-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+k = int(calls.read_text()) if calls.exists() else 0
+calls.write_text(str(k + 1))
+random.seed(key + "/" + str(k))
 # a machine that got slower: the same argv, a scale written beside the script ({mean: factor})
 scales = pathlib.Path(__file__).with_name("scale.json")
 if scales.exists():
