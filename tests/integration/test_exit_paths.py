@@ -175,6 +175,25 @@ def _assert_clean(kind: str, path: str, run_id: str, note: str = "", db: str | N
     _record(kind, path, "clean" + (f" ({note})" if note else ""))
 
 
+def _stored_trials(db: str, run_id: str) -> str:
+    """What the store says of the run's trials: why a run ended before the test could signal it."""
+    from nearmetal.store import Store
+
+    store = Store(db)
+    try:
+        return (
+            "; ".join(
+                f"{t.variant}: {t.status} {t.error or ''} {(t.stderr_tail or '')[-600:]}".strip()
+                for t in store.trials(run_id)
+            )
+            or "no trial stored"
+        )
+    except NearmetalError as exc:
+        return f"no run stored ({exc})"
+    finally:
+        store.dispose()
+
+
 def _skip_if_host_cannot(kind: str, path: str, run_id: str, exc: NearmetalError) -> None:
     """A layer whose setup cannot work on this host (no KVM, no user namespaces) is skipped, once it is clear
     that the failed attempt left nothing behind."""
@@ -306,9 +325,12 @@ def test_interrupted_runner_leaves_nothing(kind: str, path: str, tmp_path: Path)
     sender = threading.Thread(target=interrupt_when_ready, daemon=True)
     sender.start()
     try:
-        with pytest.raises(RunInterrupted) as info:
+        try:
             nearmetal.run_plan(plan, db=db, workdir=tmp_path / "runs", run_id=run_id)
-        assert info.value.signal_name == sig.name
+        except RunInterrupted as exc:
+            assert exc.signal_name == sig.name
+        else:
+            pytest.fail(f"the run ended without being interrupted: {_stored_trials(db, run_id)}")
     except NearmetalError as exc:
         running.clear()
         _skip_if_host_cannot(kind, path, run_id, exc)
@@ -343,7 +365,9 @@ def test_sigkilled_runner_leaves_nothing_after_cleanup(kind: str, path: str, tmp
             _, err = runner.communicate()
             if "error" in err:
                 _skip_if_host_cannot(kind, path, run_id, NearmetalError(err.strip().splitlines()[-1]))
-            raise AssertionError(f"the run ended before its workload was ready: {err}")
+            raise AssertionError(
+                f"the run ended before its workload was ready: {err} {_stored_trials(db, run_id)}"
+            )
         runner.send_signal(signal.SIGKILL)
         runner.communicate(timeout=120)
     finally:
