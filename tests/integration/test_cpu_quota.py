@@ -113,7 +113,8 @@ def test_real_cgroup_quota_throttles_a_busy_process(tmp_path: Path) -> None:
 @needs_tool("stress-ng")
 def test_half_cpu_quota_costs_30_to_70_percent(tmp_path: Path, run_cli) -> None:
     """Measurement validity: one CPU-bound worker under a quota of half a CPU runs at about half speed (on a
-    busy machine, where the worker gets less than a CPU without the quota, the loss the CPU use predicts)."""
+    busy machine, where the worker gets less than a CPU without the quota, the loss the CPU use predicts).
+    Shielded, so the host's other work takes no part of the bare worker's CPU (the quota still binds)."""
     plan = write_plan(
         tmp_path,
         """
@@ -127,7 +128,7 @@ def test_half_cpu_quota_costs_30_to_70_percent(tmp_path: Path, run_cli) -> None:
         timeout: 60s
     """,
     )
-    proc = run_cli("run", str(plan), "--json", check=True)
+    proc = run_cli("run", str(plan), "--shield", "--json", check=True)
     import json
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])

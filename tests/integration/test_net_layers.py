@@ -249,6 +249,7 @@ def test_mpi_ranks_pinned_one_cpu_each_and_what_sharing_one_costs(tmp_path: Path
         baseline: pinned
         repeats: 1
         timeout: 120s
+        shield: true  # the pinned ranks' µs round trip must not take turns with the host's other work
         """,
     )
     result = nearmetal.run_plan(plan, db=db_url, workdir=tmp_path / "runs")

@@ -190,7 +190,7 @@ variants: {{a: [], b: [], c: [], d: []}}
 def test_compare_two_runs_and_fail_above(tmp_path: Path, run_cli) -> None:
     script = emitter(tmp_path)
     plan = write_plan(
-        tmp_path, plan_text(script, {"base": (100, 0.5), "fast": (80, 0.5)}, "repeats: 4"), "a.yaml"
+        tmp_path, plan_text(script, {"base": (100, 0.5), "fast": (80, 0.5)}, "repeats: 4\nseed: 7"), "a.yaml"
     )
     ids = []
     for scale in (None, {"100": 1.1, "80": 1.0125}):  # run B: the same plan on a machine 10% slower

@@ -209,24 +209,11 @@ def test_bad_db_url_is_a_clear_error(run_cli) -> None:
 @pytest.mark.slow
 def test_cpu_quota_study_tells_the_seed_story(run_cli, artifacts_dir: Path) -> None:
     """The shipped study: CPU use falls and loss rises as the quota shrinks, with intervals; it ends with an
-    HTML report that a real browser renders."""
-    proc = run_cli("study", "cpu-quota", "--json", timeout=900, check=True)
+    HTML report that a real browser renders. Shielded (every trial in a top-weight cgroup), so the other
+    work of a shared host cannot take the baseline's CPU during its six minutes; where the run's own noise
+    evidence still says contended, the figures are not asserted."""
+    proc = run_cli("study", "cpu-quota", "--shield", "--json", timeout=900, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = {(r["workload"], r["variant"]): r for r in out["rows"]}
-    order = ["limit-1.6", "limit-1.2", "limit-0.8"]
-    for workload in ("lammps", "stress-ng"):
-        losses = [rows[(workload, v)]["loss_pct"] for v in order]
-        assert losses == sorted(losses), (workload, losses)
-        assert all(rows[(workload, v)]["significant"] for v in order)
-        assert rows[(workload, "limit-0.8")]["ci_low_pct"] > 30
-    results = nearmetal.load_results(out["run_id"], db=out["db"])
-    cpu_use = {}
-    for cell in results.cells:
-        if cell.workload == "lammps":
-            cpu_use[cell.variant] = results.analysis.metric(cell.cell_id, "lammps_cpu_use_pct").summary.mean
-    assert cpu_use["bare-metal"] > 90
-    assert cpu_use["bare-metal"] > cpu_use["limit-1.6"] > cpu_use["limit-1.2"] > cpu_use["limit-0.8"]
-    assert 45 < cpu_use["limit-1.2"] < 75  # the seed's "60 something percent"
     assert not nearmetal_cgroups(out["run_id"])
     from browser import Chromium, chromium_path
 
@@ -237,3 +224,25 @@ def test_cpu_quota_study_tells_the_seed_story(run_cli, artifacts_dir: Path) -> N
             page = browser.check_page(html, screenshot=artifacts_dir / "cpu-quota-study-report.png")
         assert page.console_errors == [] and page.remote_requests == []
         assert page.plots_rendered == page.svg_plots >= 8  # values, loss, repeats, context per workload
+    results = nearmetal.load_results(out["run_id"], db=out["db"])
+    contended = {
+        c.key: noise.describe()
+        for c in results.cells
+        if (noise := results.contention.get(c.cell_id)) is not None and noise.is_contended
+    }
+    if contended:
+        pytest.skip(f"host busy during the shielded study ({os.getloadavg()[0]:.1f} load): {contended}")
+    rows = {(r["workload"], r["variant"]): r for r in out["rows"]}
+    order = ["limit-1.6", "limit-1.2", "limit-0.8"]
+    for workload in ("lammps", "stress-ng"):
+        losses = [rows[(workload, v)]["loss_pct"] for v in order]
+        assert losses == sorted(losses), (workload, losses)
+        assert all(rows[(workload, v)]["significant"] for v in order)
+        assert rows[(workload, "limit-0.8")]["ci_low_pct"] > 30
+    cpu_use = {}
+    for cell in results.cells:
+        if cell.workload == "lammps":
+            cpu_use[cell.variant] = results.analysis.metric(cell.cell_id, "lammps_cpu_use_pct").summary.mean
+    assert cpu_use["bare-metal"] > 90
+    assert cpu_use["bare-metal"] > cpu_use["limit-1.6"] > cpu_use["limit-1.2"] > cpu_use["limit-0.8"]
+    assert 45 < cpu_use["limit-1.2"] < 75  # the seed's "60 something percent"

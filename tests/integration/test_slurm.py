@@ -56,8 +56,11 @@ def partition() -> str:
     return name
 
 
-def run_jobs(run_id: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20).stdout
+def run_jobs(run_id: str, running: bool = False) -> list[str]:
+    """The run's jobs in the queue (``running``: only those already RUNNING, not PENDING)."""
+    states = ["-t", "R"] if running else []
+    argv = ["squeue", "-h", *states, "-o", "%j"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout
     return [n for n in out.split() if n.startswith(f"nearmetal-{run_id}")]
 
 
@@ -305,7 +308,7 @@ def test_cancelled_oom_and_node_failure_keep_their_slurm_state(
     run_id = "slurmfail-" + str(os.getpid())
 
     def cancel_when_running() -> None:
-        name = wait_for(lambda: [n for n in run_jobs(run_id) if n], timeout=60)[0]
+        name = wait_for(lambda: [n for n in run_jobs(run_id, running=True) if n], timeout=60)[0]
         time.sleep(1.0)
         subprocess.run(["scancel", "--name", name], check=True, timeout=20)
 
@@ -344,7 +347,8 @@ def test_node_failure_is_recorded_as_node_fail(tmp_path: Path, db_url: str, part
     run_id = "slurmnode-" + str(os.getpid())
 
     def fail_node() -> None:
-        wait_for(lambda: run_jobs(run_id), timeout=60)
+        # running, not pending: a pending job does not fail with the node
+        wait_for(lambda: run_jobs(run_id, running=True), timeout=60)
         time.sleep(1.0)
         subprocess.run(
             ["scontrol", "update", "nodename=localhost", "state=down", "reason=nearmetal-test"],
@@ -550,15 +554,20 @@ def test_cpu_quota_study_through_slurm_gives_the_local_table(run_cli, partition:
     local = _rows(run_cli(*common, timeout=900))
     slurm = _rows(run_cli(*common, "--backend", "slurm", "--partition", partition, timeout=900))
     assert local.keys() == slurm.keys()  # the same table shape
+    compared = 0
     for key, row in slurm.items():
         # the quick form's repeats, whatever they are: both backends ran every one of them
         assert row["n"] == local[key]["n"] == QUICK_CPU_QUOTA_REPEATS and row["failed"] == 0
         assert row["metric"] == local[key]["metric"]
-        if not row["baseline"]:
+        if not row["baseline"] and not (row.get("contended") or local[key].get("contended")):
             # the quota costs the same wherever the trial runs (the layer runs inside the job, on the node).
             # How much it costs depends on how busy the shared machine is (a busy host leaves the processes
-            # less than the quota anyway), so only the agreement is asserted, not the size
+            # less than the quota anyway), so only the agreement is asserted, not the size; a row the run's
+            # own noise evidence calls contended cannot be compared (the two runs are minutes apart)
             assert _agree(row, local[key]), (key, row, local[key])
+            compared += 1
+    if not compared:
+        pytest.skip(f"every limited row contended in one of the runs (load {os.getloadavg()[0]:.1f})")
 
 
 @pytest.mark.slow
