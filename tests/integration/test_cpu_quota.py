@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import nearmetal_cgroups, needs_cpu_cgroup, needs_tool
-from helpers import write_plan
+from helpers import skip_if_contended, write_plan
 
 from nearmetal.errors import PrivilegeError
 from nearmetal.host import cgroups
@@ -242,13 +242,7 @@ def test_quick_study_shows_the_08_cpu_cell_as_a_significant_loss(tmp_path: Path)
     for cell in results.cells:
         cpu = results.analysis.metric(cell.cell_id, "cpu_s")
         assert cpu is not None and min(cpu.values) >= 1.0, (cell.key, cpu.values if cpu else None)
-    contended = {
-        c.key: noise.describe()
-        for c in results.cells
-        if (noise := results.contention.get(c.cell_id)) is not None and noise.is_contended
-    }
-    if contended:
-        pytest.skip(f"host busy during the quick study ({os.getloadavg()[0]:.1f} load): {contended}")
+    skip_if_contended(results, "the quick study")
     rows = {(r["workload"], r["variant"]): r for r in results.table()}
     for workload in ("stress-ng", "lammps"):
         row = rows[(workload, "limit-0.8")]

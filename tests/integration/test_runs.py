@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import nearmetal_cgroups, needs_cpu_cgroup, needs_tool
-from helpers import write_plan
+from helpers import skip_if_contended, write_plan
 
 import nearmetal
 from nearmetal.errors import MissingToolError
@@ -225,13 +225,7 @@ def test_cpu_quota_study_tells_the_seed_story(run_cli, artifacts_dir: Path) -> N
         assert page.console_errors == [] and page.remote_requests == []
         assert page.plots_rendered == page.svg_plots >= 8  # values, loss, repeats, context per workload
     results = nearmetal.load_results(out["run_id"], db=out["db"])
-    contended = {
-        c.key: noise.describe()
-        for c in results.cells
-        if (noise := results.contention.get(c.cell_id)) is not None and noise.is_contended
-    }
-    if contended:
-        pytest.skip(f"host busy during the shielded study ({os.getloadavg()[0]:.1f} load): {contended}")
+    skip_if_contended(results, "the shielded study")
     rows = {(r["workload"], r["variant"]): r for r in out["rows"]}
     order = ["limit-1.6", "limit-1.2", "limit-0.8"]
     for workload in ("lammps", "stress-ng"):

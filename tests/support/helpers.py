@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nearmetal.api import Results
 
 
 def write_plan(directory: Path, text: str, name: str = "plan.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text).lstrip())
     return path
+
+
+def skip_if_contended(results: Results, what: str) -> None:
+    """Skip, naming the evidence, when the run's own noise evidence calls any cell contended: its figures
+    are not interpretable (``Results.contention``)."""
+    import pytest
+
+    contended = {
+        c.key: noise.describe()
+        for c in results.cells
+        if (noise := results.contention.get(c.cell_id)) is not None and noise.is_contended
+    }
+    if contended:
+        pytest.skip(f"host busy during {what} ({os.getloadavg()[0]:.1f} load): {contended}")
 
 
 def run_program(name: str, *args: str, timeout: float = 300) -> dict:
